@@ -1,0 +1,60 @@
+//! The `flowcraft-azure` command line: one file per subcommand.
+//!
+//! Exit codes: 0 success (a run completed or is awaiting), 1 the run failed, 2 bad input
+//! (unreadable or invalid blueprint, bad arguments).
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+pub mod inspect;
+pub mod run;
+pub mod validate;
+
+/// Run Flowcraft workflow blueprints in-process or on Azure.
+#[derive(Debug, Parser)]
+#[command(name = "flowcraft-azure", version, about)]
+pub struct Cli {
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a blueprint file; prints nothing and exits 0 when it is valid.
+    Validate(validate::Args),
+    /// Show a blueprint's start and terminal nodes, joins and Mermaid diagram.
+    Inspect(inspect::Args),
+    /// Run a blueprint with the built-in and utility nodes and print the result.
+    Run(run::Args),
+}
+
+/// Exit code for success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code for a failed run.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code for bad input.
+pub const EXIT_BAD_INPUT: u8 = 2;
+
+/// Parses the process arguments and runs the chosen subcommand.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                EXIT_BAD_INPUT
+            } else {
+                EXIT_OK
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let code = match cli.command {
+        Command::Validate(args) => validate::execute(args),
+        Command::Inspect(args) => inspect::execute(args),
+        Command::Run(args) => run::execute(args),
+    };
+    ExitCode::from(code)
+}

@@ -1,0 +1,274 @@
+//! The crate's I/O error: one small enum for everything that talks to a service (Azure
+//! Queue Storage, Cosmos DB, Redis, the in-memory backends that stand in for them).
+//!
+//! Every variant carries an [`ErrorInfo`] with the HTTP status, the service's error code,
+//! the request and activity ids and a message. `Display` says what went wrong and what to do;
+//! nothing secret is ever put into an error (callers redact before building one).
+
+use std::fmt;
+use std::time::Duration;
+
+/// Context attached to every [`Error`]: what was attempted and what the service answered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ErrorInfo {
+    /// What went wrong, in words (never contains keys or signatures).
+    pub message: String,
+    /// The operation being performed, e.g. `"queue put message"`.
+    pub operation: Option<String>,
+    /// HTTP status, when a response was received.
+    pub status: Option<u16>,
+    /// The service's error code (`<Code>` in XML, `code` in JSON, else `x-ms-error-code`).
+    pub code: Option<String>,
+    /// `x-ms-request-id`, when the service sent one.
+    pub request_id: Option<String>,
+    /// `x-ms-activity-id` (Cosmos), when the service sent one.
+    pub activity_id: Option<String>,
+}
+
+impl ErrorInfo {
+    /// An info with just a message.
+    pub fn new(message: impl Into<String>) -> Self {
+        ErrorInfo {
+            message: message.into(),
+            ..ErrorInfo::default()
+        }
+    }
+
+    /// Sets the operation name.
+    pub fn with_operation(mut self, operation: impl Into<String>) -> Self {
+        self.operation = Some(operation.into());
+        self
+    }
+
+    /// Sets the HTTP status.
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// Sets the service error code.
+    pub fn with_code(mut self, code: impl Into<String>) -> Self {
+        self.code = Some(code.into());
+        self
+    }
+}
+
+/// An error from a service or from the wire, with context. See [`ErrorInfo`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// The resource (queue, message, document, run) does not exist.
+    NotFound(Box<ErrorInfo>),
+    /// The resource already exists, or the request conflicts with its state.
+    Conflict(Box<ErrorInfo>),
+    /// An `If-Match` / pop receipt / compare-and-set precondition did not hold.
+    PreconditionFailed(Box<ErrorInfo>),
+    /// The service asked us to slow down (429 / 503 ServerBusy).
+    Throttled {
+        /// How long the service asked us to wait, if it said.
+        retry_after: Option<Duration>,
+        /// Context.
+        info: Box<ErrorInfo>,
+    },
+    /// Authentication or authorisation failed (401 / 403): wrong key, expired SAS, clock skew.
+    Auth(Box<ErrorInfo>),
+    /// The request or item is larger than the service allows (413, 64 KiB messages, 2 MB items).
+    TooLarge(Box<ErrorInfo>),
+    /// The request was refused before sending, or the service said it is malformed (400).
+    InvalidInput(Box<ErrorInfo>),
+    /// The connection failed or was dropped; no answer was received.
+    Transport(Box<ErrorInfo>),
+    /// No answer arrived within the request timeout.
+    Timeout(Box<ErrorInfo>),
+    /// Anything else: an unexpected status or an unparseable answer.
+    Unexpected(Box<ErrorInfo>),
+}
+
+impl Error {
+    /// The context of this error.
+    pub fn info(&self) -> &ErrorInfo {
+        match self {
+            Error::NotFound(i)
+            | Error::Conflict(i)
+            | Error::PreconditionFailed(i)
+            | Error::Auth(i)
+            | Error::TooLarge(i)
+            | Error::InvalidInput(i)
+            | Error::Transport(i)
+            | Error::Timeout(i)
+            | Error::Unexpected(i) => i,
+            Error::Throttled { info, .. } => info,
+        }
+    }
+
+    /// Mutable access to the context, to add the operation or ids after the fact.
+    pub fn info_mut(&mut self) -> &mut ErrorInfo {
+        match self {
+            Error::NotFound(i)
+            | Error::Conflict(i)
+            | Error::PreconditionFailed(i)
+            | Error::Auth(i)
+            | Error::TooLarge(i)
+            | Error::InvalidInput(i)
+            | Error::Transport(i)
+            | Error::Timeout(i)
+            | Error::Unexpected(i) => i,
+            Error::Throttled { info, .. } => info,
+        }
+    }
+
+    /// The HTTP status, if a response was received.
+    pub fn status(&self) -> Option<u16> {
+        self.info().status
+    }
+
+    /// The service error code, if any.
+    pub fn code(&self) -> Option<&str> {
+        self.info().code.as_deref()
+    }
+
+    /// Shorthand for an [`Error::InvalidInput`] with a message.
+    pub fn invalid_input(message: impl Into<String>) -> Self {
+        Error::InvalidInput(Box::new(ErrorInfo::new(message)))
+    }
+
+    /// Shorthand for an [`Error::Transport`] with a message.
+    pub fn transport(message: impl Into<String>) -> Self {
+        Error::Transport(Box::new(ErrorInfo::new(message)))
+    }
+
+    /// Shorthand for an [`Error::Unexpected`] with a message.
+    pub fn unexpected(message: impl Into<String>) -> Self {
+        Error::Unexpected(Box::new(ErrorInfo::new(message)))
+    }
+
+    /// Adds the operation name (if none is set yet) and returns the error.
+    pub fn during(mut self, operation: impl Into<String>) -> Self {
+        let info = self.info_mut();
+        if info.operation.is_none() {
+            info.operation = Some(operation.into());
+        }
+        self
+    }
+
+    /// True for errors that a retry may cure: throttling, timeouts, dropped connections.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Throttled { .. } | Error::Timeout(_) | Error::Transport(_) => true,
+            Error::Unexpected(i) => matches!(i.status, Some(500 | 502 | 503 | 504)),
+            _ => false,
+        }
+    }
+
+    fn summary_and_hint(&self) -> (&'static str, &'static str) {
+        match self {
+            Error::NotFound(_) => (
+                "not found",
+                "check the name or id; create the queue/container first (`create_if_not_exists`)",
+            ),
+            Error::Conflict(_) => (
+                "conflict",
+                "the resource already exists or is in another state; read it and decide",
+            ),
+            Error::PreconditionFailed(_) => (
+                "precondition failed",
+                "someone else changed it first; re-read and retry with the new ETag / pop receipt",
+            ),
+            Error::Throttled { .. } => (
+                "throttled",
+                "the service is busy; wait for the retry-after time or lower the request rate",
+            ),
+            Error::Auth(_) => (
+                "authentication failed",
+                "check the account name and key (or SAS token, its permissions and expiry) and the machine clock",
+            ),
+            Error::TooLarge(_) => (
+                "too large",
+                "make the payload smaller (queue messages: 64 KiB; Cosmos items: 2 MB)",
+            ),
+            Error::InvalidInput(_) => ("invalid input", "fix the request as the message says"),
+            Error::Transport(_) => (
+                "connection failed",
+                "check the endpoint URL and that the service is reachable",
+            ),
+            Error::Timeout(_) => (
+                "timed out",
+                "the service did not answer in time; check connectivity or raise the request timeout",
+            ),
+            Error::Unexpected(_) => (
+                "unexpected answer",
+                "this may be a service or client bug; the request id helps when reporting it",
+            ),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (summary, hint) = self.summary_and_hint();
+        let info = self.info();
+        match &info.operation {
+            Some(op) => write!(f, "{op}: {summary}")?,
+            None => write!(f, "{summary}")?,
+        }
+        if !info.message.is_empty() {
+            write!(f, ": {}", info.message)?;
+        }
+        let mut details = Vec::new();
+        if let Some(s) = info.status {
+            details.push(format!("status {s}"));
+        }
+        if let Some(c) = &info.code {
+            details.push(format!("code {c}"));
+        }
+        if let Some(r) = &info.request_id {
+            details.push(format!("request id {r}"));
+        }
+        if let Some(a) = &info.activity_id {
+            details.push(format!("activity id {a}"));
+        }
+        if let Error::Throttled {
+            retry_after: Some(d),
+            ..
+        } = self
+        {
+            details.push(format!("retry after {} ms", d.as_millis()));
+        }
+        if !details.is_empty() {
+            write!(f, " ({})", details.join(", "))?;
+        }
+        write!(f, ". {hint}")
+    }
+}
+
+impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_operation_status_code_and_hint() {
+        let err = Error::NotFound(Box::new(
+            ErrorInfo::new("the queue does not exist")
+                .with_operation("queue get messages")
+                .with_status(404)
+                .with_code("QueueNotFound"),
+        ));
+        let text = err.to_string();
+        assert!(text.starts_with("queue get messages: not found: the queue does not exist"));
+        assert!(text.contains("status 404, code QueueNotFound"));
+        assert!(text.contains("create the queue"));
+    }
+
+    #[test]
+    fn throttled_is_transient_and_shows_retry_after() {
+        let err = Error::Throttled {
+            retry_after: Some(Duration::from_millis(250)),
+            info: Box::new(ErrorInfo::new("busy").with_status(429)),
+        };
+        assert!(err.is_transient());
+        assert!(err.to_string().contains("retry after 250 ms"));
+        assert!(!Error::invalid_input("x").is_transient());
+    }
+}

@@ -1,0 +1,2 @@
+//! The pure flow engine (no I/O): blueprints, expressions, nodes, routing and the in-process
+//! runtime.

@@ -1,0 +1,23 @@
+//! # flowcraft-azure
+//!
+//! Run [Flowcraft](https://github.com/gorango/flowcraft) workflow blueprints (JSON graphs of
+//! nodes and edges) in-process or as a fleet of workers on Azure: Queue Storage carries the
+//! jobs, Cosmos DB holds each run's state, Redis does the atomic coordination. There is no
+//! Azure SDK: [`wire`] and [`azure`] speak the REST protocols directly, so every byte on the
+//! wire can be audited, recorded and replayed offline.
+//!
+//! Layers (dependencies point down only):
+//! - [`cli`]: the `flowcraft-azure` command;
+//! - [`distributed`]: the backend-agnostic worker core and its ports (queue, run store,
+//!   coordination store), with in-memory backends;
+//! - [`flow`]: the pure engine: blueprints, expressions, nodes, routing, in-process runtime;
+//! - [`azure`] over [`wire`]: signed REST clients for Queue Storage and Cosmos DB.
+
+pub mod azure;
+pub mod cli;
+pub mod distributed;
+pub mod error;
+pub mod flow;
+pub mod wire;
+
+pub use error::{Error, ErrorInfo};

@@ -1,0 +1,5 @@
+//! The wire layer: how signed HTTP requests reach Azure and how their traffic is recorded,
+//! redacted and replayed. Provider modules in [`crate::azure`] only build requests and parse
+//! responses; everything about sending them lives here.
+
+pub mod transport;
