@@ -1,2 +1,6 @@
 //! The pure flow engine (no I/O): blueprints, expressions, nodes, routing and the in-process
 //! runtime.
+pub mod blueprint;
+pub mod expr;
+pub mod graph;
+pub mod mermaid;
