@@ -1,2 +1,7 @@
 //! The backend-agnostic distributed core: ports (job queue, run store, coordination store),
 //! their in-memory implementations, the worker logic and the client API.
+
+pub mod job;
+pub mod memory;
+pub mod ports;
+pub mod state;

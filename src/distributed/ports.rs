@@ -1,0 +1,220 @@
+//! The three ports the distributed core runs on, as object-safe async traits, plus the data
+//! they carry. Backends: [`super::memory`] (in-process, for tests and `run --distributed`) and
+//! the Azure ones (Queue Storage, Cosmos DB, Redis).
+//!
+//! The traits are shaped after what the real services can do atomically:
+//! - [`JobQueue`]: Azure Queue Storage (visibility timeouts, pop receipts, dequeue count,
+//!   delayed messages of at most 7 days);
+//! - [`RunStore`]: Cosmos DB, one item per run committed with ONE ETag-guarded replace, plus
+//!   one status item per run written with compare-and-set;
+//! - [`CoordinationStore`]: Redis (`INCRBY`, `SET NX EX`, `EXPIRE`, `DEL`, `GET`, `SADD`+`SCARD`).
+
+use crate::Error;
+use crate::distributed::state::RunState;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::time::Duration;
+
+/// The longest delay or visibility timeout Azure Queue Storage accepts (7 days). Longer waits
+/// are chained by the caller.
+pub const MAX_QUEUE_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A message received from a [`JobQueue`] under a lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueMessage {
+    /// The message id (stable across deliveries).
+    pub id: String,
+    /// The receipt of this delivery (pop receipt); it changes on every renewal.
+    pub receipt: String,
+    /// The message text as sent.
+    pub text: String,
+    /// How many times the message has been received, this delivery included (1 on the first).
+    pub dequeue_count: u32,
+}
+
+/// A job queue with leases (at-least-once delivery).
+#[async_trait]
+pub trait JobQueue: Send + Sync {
+    /// Sends `text`, visible after `delay` (zero = at once). `delay` must not exceed
+    /// [`MAX_QUEUE_DELAY`]; longer waits are chained by the caller.
+    async fn send(&self, text: &str, delay: Duration) -> Result<(), Error>;
+
+    /// Receives up to `max` (1..=32) visible messages and hides them for `visibility`. Each
+    /// received message's dequeue count goes up by one. An empty vector means no work.
+    async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<QueueMessage>, Error>;
+
+    /// Extends the lease of a received message to `visibility` from now; returns the new
+    /// receipt (the old one stops working). `PreconditionFailed` when the receipt is stale.
+    async fn renew(&self, id: &str, receipt: &str, visibility: Duration) -> Result<String, Error>;
+
+    /// Deletes a received message (the job is done).
+    async fn complete(&self, id: &str, receipt: &str) -> Result<(), Error>;
+
+    /// Gives a received message back: visible again after `delay` (zero = at once).
+    async fn release(&self, id: &str, receipt: &str, delay: Duration) -> Result<(), Error>;
+
+    /// Moves a received message to the poison queue (`<queue>-poison`) with a reason, and
+    /// deletes it from this queue.
+    async fn move_to_poison(&self, message: &QueueMessage, reason: &str) -> Result<(), Error>;
+}
+
+/// A value read from a store with its version tag (Cosmos `_etag`, or a counter in memory).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned<T> {
+    /// The value.
+    pub value: T,
+    /// The version tag to pass back for a conditional write.
+    pub etag: String,
+}
+
+/// The status of a run as published in the status item (`status` field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunPhase {
+    /// Work is outstanding.
+    Running,
+    /// Nothing is outstanding and at least one node waits for a resume or a timer.
+    Awaiting,
+    /// Finished successfully (sticky).
+    Completed,
+    /// A node failed (sticky).
+    Failed,
+    /// Cancelled by a client (sticky).
+    Cancelled,
+}
+
+impl RunPhase {
+    /// True for `completed`, `failed` and `cancelled`: these never change again.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RunPhase::Completed | RunPhase::Failed | RunPhase::Cancelled
+        )
+    }
+
+    /// The lowercase wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunPhase::Running => "running",
+            RunPhase::Awaiting => "awaiting",
+            RunPhase::Completed => "completed",
+            RunPhase::Failed => "failed",
+            RunPhase::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// The status item of a run, wire-compatible with the TypeScript adapter:
+/// `{id, runId, status, lastUpdated (epoch seconds), finalStatus}` plus our extra fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusRecord {
+    /// Item id = run id.
+    pub id: String,
+    /// The run id (partition key).
+    pub run_id: String,
+    /// The current status.
+    pub status: RunPhase,
+    /// Last change or heartbeat, epoch seconds.
+    pub last_updated: i64,
+    /// Set once the run finished: `{status, reason?}` or `{status, payload:{status, context, errors}}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_status: Option<Value>,
+    /// The blueprint the run executes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blueprint_id: Option<String>,
+    /// The blueprint version pinned at start (`null` when the blueprint has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blueprint_version: Option<String>,
+}
+
+impl StatusRecord {
+    /// A fresh `running` status for a run.
+    pub fn running(run_id: &str, now_epoch_s: i64) -> Self {
+        StatusRecord {
+            id: run_id.to_string(),
+            run_id: run_id.to_string(),
+            status: RunPhase::Running,
+            last_updated: now_epoch_s,
+            final_status: None,
+            blueprint_id: None,
+            blueprint_version: None,
+        }
+    }
+}
+
+/// One page of a listing; `continuation` is `Some` when more pages follow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    /// The items of this page.
+    pub items: Vec<T>,
+    /// Pass it back to get the next page.
+    pub continuation: Option<String>,
+}
+
+/// Run state and status storage (Cosmos: a context container and a status container, both
+/// partitioned by run id).
+#[async_trait]
+pub trait RunStore: Send + Sync {
+    /// Creates the run state and its status item. Idempotent: when the run already exists
+    /// nothing changes and `Ok(false)` is returned.
+    async fn create_run(&self, state: &RunState, status: &StatusRecord) -> Result<bool, Error>;
+
+    /// Loads the run state with its version tag; `None` when the run does not exist.
+    async fn load(&self, run_id: &str) -> Result<Option<Versioned<RunState>>, Error>;
+
+    /// Replaces the run state in ONE conditional write, only if its version tag still equals
+    /// `etag`; returns the new tag. `PreconditionFailed` when someone else wrote first (reload,
+    /// re-apply, retry); `NotFound` when the run does not exist.
+    async fn commit(&self, state: &RunState, etag: &str) -> Result<String, Error>;
+
+    /// Reads the status item with its version tag.
+    async fn status(&self, run_id: &str) -> Result<Option<Versioned<StatusRecord>>, Error>;
+
+    /// Writes the status item. `etag: None` creates it (`Conflict` if it exists); `Some(tag)`
+    /// replaces it only if unchanged (`PreconditionFailed` otherwise).
+    async fn write_status(
+        &self,
+        record: &StatusRecord,
+        etag: Option<&str>,
+    ) -> Result<String, Error>;
+
+    /// Runs whose status is `running` and whose `lastUpdated` is older than `older_than`
+    /// (epoch seconds), at most `limit` per page, continuing after `continuation`.
+    async fn list_stalled(
+        &self,
+        older_than: i64,
+        limit: usize,
+        continuation: Option<&str>,
+    ) -> Result<Page<StatusRecord>, Error>;
+}
+
+/// Atomic coordination primitives (Redis). Keys use the `flowcraft:` prefix. `ttl: None` means
+/// no expiry.
+#[async_trait]
+pub trait CoordinationStore: Send + Sync {
+    /// Adds one to a counter and (re)sets its TTL; returns the new value (Flowcraft `increment`).
+    async fn increment(&self, key: &str, ttl: Duration) -> Result<i64, Error>;
+
+    /// Sets `key` to `value` only if it does not exist; true when this call set it.
+    async fn set_if_not_exists(&self, key: &str, value: &str, ttl: Duration)
+    -> Result<bool, Error>;
+
+    /// Resets the TTL of an existing key; false when the key does not exist.
+    async fn extend_ttl(&self, key: &str, ttl: Duration) -> Result<bool, Error>;
+
+    /// Deletes a key (no error when it is missing).
+    async fn delete(&self, key: &str) -> Result<(), Error>;
+
+    /// Reads a string key.
+    async fn get(&self, key: &str) -> Result<Option<String>, Error>;
+
+    /// Adds `member` to the set at `key` (idempotent) and returns the set's size afterwards
+    /// (`SADD` + `SCARD` in one script).
+    async fn set_add(&self, key: &str, member: &str, ttl: Option<Duration>) -> Result<u64, Error>;
+
+    /// Adds `delta` to the counter at `key` (created at 0) and returns the new value (`INCRBY`).
+    async fn counter_add(&self, key: &str, delta: i64, ttl: Option<Duration>)
+    -> Result<i64, Error>;
+}

@@ -1,0 +1,346 @@
+//! The run document: one item per run holding the user-visible context (wire-compatible with
+//! the TypeScript adapter: context keys are top-level properties) plus our bookkeeping under the
+//! reserved key [`BOOKKEEPING_KEY`]: the commit records, outstanding work, join arrivals,
+//! awaiting records and the run's authoritative status. Every change to it is one conditional
+//! write of the whole document (see [`super::ports::RunStore::commit`]).
+
+use crate::Error;
+use crate::distributed::ports::RunPhase;
+use crate::flow::context::AwaitingDetails;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The reserved top-level property that holds the bookkeeping in the stored item.
+pub const BOOKKEEPING_KEY: &str = "_flowcraft";
+
+/// Properties of a stored item that are not context keys (Cosmos system fields and ours).
+const NON_CONTEXT_KEYS: [&str; 8] = [
+    "id",
+    "runId",
+    BOOKKEEPING_KEY,
+    "_rid",
+    "_self",
+    "_etag",
+    "_attachments",
+    "_ts",
+];
+
+/// The context key holding the blueprint id (TypeScript-compatible).
+pub const BLUEPRINT_ID_KEY: &str = "blueprintId";
+/// The context key holding the pinned blueprint version (a string, or `null` when the
+/// blueprint has none; absent = not pinned yet, adopted by the first job, F1).
+pub const BLUEPRINT_VERSION_KEY: &str = "blueprintVersion";
+
+/// One unit of schedulable work: a node and the activation that scheduled it. Loop iterations
+/// and re-armed joins get fresh activation ids, so a node can run again (F7).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkItem {
+    /// The node to run.
+    pub node: String,
+    /// The activation id (unique within the run).
+    pub activation: u64,
+}
+
+impl WorkItem {
+    /// The key of this work in the bookkeeping maps: `"<activation>:<node>"` (the activation is
+    /// numeric, so the first `:` separates the parts even when node ids contain colons).
+    pub fn key(&self) -> String {
+        format!("{}:{}", self.activation, self.node)
+    }
+}
+
+/// What a committed job ended as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CommitKind {
+    /// The node finished and was routed.
+    Completed,
+    /// The node marked itself awaiting; nothing was routed.
+    Awaiting,
+    /// The node failed on its last attempt and its fallback node was scheduled.
+    FellBack,
+    /// The node failed for good; the run failed.
+    Failed,
+}
+
+/// One taken edge (the routing decision, persisted with the commit, F3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TakenEdge {
+    /// Index of the edge in the blueprint (`None` for a batch worker's arrival at its gather).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge: Option<usize>,
+    /// The predecessor that counts for the target's join.
+    pub source: String,
+    /// The activated target.
+    pub target: String,
+}
+
+/// The idempotency record of one job, keyed by its [`WorkItem::key`]: the full result and
+/// the routing decision, so a redelivered job replays it exactly (F4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommitRecord {
+    /// The node.
+    pub node: String,
+    /// Its activation.
+    pub activation: u64,
+    /// How the job ended.
+    pub kind: CommitKind,
+    /// The node's output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    /// The node's action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// The edges taken.
+    #[serde(default)]
+    pub taken: Vec<TakenEdge>,
+    /// The work this commit made ready (the follow-up jobs to enqueue, redone on replay).
+    #[serde(default)]
+    pub fired: Vec<WorkItem>,
+    /// For a timer wait: the delay in ms until the wake-up, measured at commit time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake_after_ms: Option<u64>,
+}
+
+/// Join bookkeeping of one target node for the current arming (re-armed on every pass of an
+/// enclosing loop controller).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinState {
+    /// DISTINCT predecessors that activated the target in this arming (set semantics, F5).
+    #[serde(default)]
+    pub arrived: BTreeSet<String>,
+    /// An `any` join already fired in this arming.
+    #[serde(default)]
+    pub fired: bool,
+    /// Dynamic predecessors (batch workers) the target also waits for (F8).
+    #[serde(default)]
+    pub extra_predecessors: BTreeSet<String>,
+}
+
+/// A node that marked itself awaiting (F2): it is resumed by a client or by its timer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AwaitingRecord {
+    /// The activation that is waiting.
+    pub activation: u64,
+    /// Why and until when.
+    pub details: AwaitingDetails,
+    /// The output the node produced (sleep passes its input through); used when a resume
+    /// gives none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+}
+
+/// A node created at run time by a node's result (batch workers, F8).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DynamicNode {
+    /// The node definition as JSON.
+    pub definition: Value,
+    /// The node whose result created it.
+    pub source: String,
+    /// The gather node that waits for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gather: Option<String>,
+}
+
+/// An error recorded for the run (the user's message survives).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunError {
+    /// The failing node (empty for run-level errors such as poison).
+    pub node_id: String,
+    /// What went wrong.
+    pub message: String,
+    /// When, RFC 3339.
+    pub timestamp: String,
+}
+
+/// The run's bookkeeping (stored under [`BOOKKEEPING_KEY`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Bookkeeping {
+    /// False for a run created by a foreign client (no bookkeeping yet): the first job
+    /// initialises it from the blueprint's start nodes.
+    #[serde(default)]
+    pub initialized: bool,
+    /// The authoritative run status (the status item mirrors it).
+    #[serde(default = "running")]
+    pub status: RunPhase,
+    /// The last activation id handed out.
+    #[serde(default)]
+    pub seq: u64,
+    /// Work that was activated and has not settled yet, by work key (F9).
+    #[serde(default)]
+    pub outstanding: BTreeMap<String, WorkItem>,
+    /// Commit records by work key (F4).
+    #[serde(default)]
+    pub commits: BTreeMap<String, CommitRecord>,
+    /// Join state by target node id (F5, F6).
+    #[serde(default)]
+    pub joins: BTreeMap<String, JoinState>,
+    /// Nodes completed in the current arming (an `all` node runs once unless a loop re-arms it).
+    #[serde(default)]
+    pub completed: BTreeSet<String>,
+    /// Awaiting nodes by node id.
+    #[serde(default)]
+    pub awaiting: BTreeMap<String, AwaitingRecord>,
+    /// Dynamic nodes by node id.
+    #[serde(default)]
+    pub dynamic: BTreeMap<String, DynamicNode>,
+    /// Errors, in order.
+    #[serde(default)]
+    pub errors: Vec<RunError>,
+    /// Why the run failed or was cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When the status item was last written (epoch seconds), to amortise heartbeats.
+    #[serde(default)]
+    pub status_touched_at: i64,
+}
+
+fn running() -> RunPhase {
+    RunPhase::Running
+}
+
+impl Default for Bookkeeping {
+    fn default() -> Self {
+        Bookkeeping {
+            initialized: false,
+            status: RunPhase::Running,
+            seq: 0,
+            outstanding: BTreeMap::new(),
+            commits: BTreeMap::new(),
+            joins: BTreeMap::new(),
+            completed: BTreeSet::new(),
+            awaiting: BTreeMap::new(),
+            dynamic: BTreeMap::new(),
+            errors: Vec::new(),
+            reason: None,
+            status_touched_at: 0,
+        }
+    }
+}
+
+impl Bookkeeping {
+    /// Hands out a fresh activation for `node` and records it as outstanding.
+    pub fn activate(&mut self, node: &str) -> WorkItem {
+        self.seq += 1;
+        let item = WorkItem {
+            node: node.to_string(),
+            activation: self.seq,
+        };
+        self.outstanding.insert(item.key(), item.clone());
+        item
+    }
+}
+
+/// The state of one run: its context and bookkeeping.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunState {
+    /// The run id.
+    pub run_id: String,
+    /// The flat context (`_outputs.<id>`, `<id>`, `_inputs.<id>`, user keys, `blueprintId`,
+    /// `blueprintVersion`).
+    pub context: Map<String, Value>,
+    /// Our bookkeeping.
+    pub book: Bookkeeping,
+}
+
+impl RunState {
+    /// The blueprint id stored in the context.
+    pub fn blueprint_id(&self) -> Option<&str> {
+        self.context.get(BLUEPRINT_ID_KEY).and_then(Value::as_str)
+    }
+
+    /// The stored item: `{id, runId, ...context, _flowcraft: bookkeeping}`.
+    pub fn to_document(&self) -> Result<Map<String, Value>, Error> {
+        let mut doc = Map::new();
+        doc.insert("id".into(), Value::String(self.run_id.clone()));
+        doc.insert("runId".into(), Value::String(self.run_id.clone()));
+        for (k, v) in &self.context {
+            if !NON_CONTEXT_KEYS.contains(&k.as_str()) {
+                doc.insert(k.clone(), v.clone());
+            }
+        }
+        let book = serde_json::to_value(&self.book)
+            .map_err(|e| Error::unexpected(format!("cannot serialize run bookkeeping: {e}")))?;
+        doc.insert(BOOKKEEPING_KEY.into(), book);
+        Ok(doc)
+    }
+
+    /// Parses a stored item (ours or one written by the TypeScript adapter/client).
+    pub fn from_document(mut doc: Map<String, Value>) -> Result<RunState, Error> {
+        let run_id = doc
+            .get("runId")
+            .or_else(|| doc.get("id"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| {
+                Error::invalid_input("run document has neither `runId` nor `id`; it is not a run")
+            })?;
+        let book = match doc.remove(BOOKKEEPING_KEY) {
+            Some(v) => serde_json::from_value(v).map_err(|e| {
+                Error::invalid_input(format!(
+                    "run {run_id}: unreadable `{BOOKKEEPING_KEY}` bookkeeping: {e}"
+                ))
+            })?,
+            None => Bookkeeping::default(),
+        };
+        for key in NON_CONTEXT_KEYS {
+            doc.remove(key);
+        }
+        Ok(RunState {
+            run_id,
+            context: doc,
+            book,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn document_round_trip_keeps_context_top_level_and_strips_system_fields() {
+        let mut context = Map::new();
+        context.insert("_outputs.a".into(), json!({"x": 1}));
+        context.insert(BLUEPRINT_ID_KEY.into(), json!("bp"));
+        let mut state = RunState {
+            run_id: "r1".into(),
+            context,
+            book: Bookkeeping::default(),
+        };
+        state.book.activate("a");
+        let mut doc = state.to_document().unwrap();
+        assert_eq!(doc["_outputs.a"], json!({"x": 1}));
+        assert_eq!(doc["runId"], json!("r1"));
+        doc.insert("_etag".into(), json!("e"));
+        doc.insert("_ts".into(), json!(5));
+        let back = RunState::from_document(doc).unwrap();
+        assert_eq!(back, state);
+    }
+
+    #[test]
+    fn foreign_document_without_bookkeeping_is_uninitialized() {
+        let doc = json!({"id": "r", "runId": "r", "blueprintId": "bp", "order": 1});
+        let Value::Object(map) = doc else { panic!() };
+        let state = RunState::from_document(map).unwrap();
+        assert!(!state.book.initialized);
+        assert_eq!(state.blueprint_id(), Some("bp"));
+        assert_eq!(state.context.len(), 2);
+    }
+
+    #[test]
+    fn document_without_ids_is_rejected_with_a_message() {
+        let err = RunState::from_document(Map::new()).unwrap_err();
+        assert!(err.to_string().contains("neither `runId` nor `id`"));
+    }
+}
