@@ -1,0 +1,896 @@
+//! The in-process runtime: runs a blueprint inside this process on tokio (spec §2, with the
+//! in-process fragilities I1..I7 fixed).
+//!
+//! How a run proceeds:
+//! - **Scheduling is activation-driven and continuous, not in waves.** A node starts as soon as
+//!   it is ready and a concurrency slot is free (default `min(CPUs, 10)`; `with_concurrency(0)`
+//!   means the default). The start nodes (fallback-only nodes excluded) are ready first.
+//! - **Commit per node.** Each node runs against a snapshot of the committed context; its
+//!   writes are buffered as deltas and applied, together with its output (stored under both
+//!   `_outputs.<id>` and `<id>`), when it finishes. This is the same semantics as the
+//!   distributed commit: concurrent branches never see each other's half-finished writes.
+//! - **Routing** (spec 2.6, [`route`]) yields activations. A target's `_inputs.<target>` is
+//!   written for every taken edge (last writer wins).
+//! - **Joins.** An `all` join fires when every DISTINCT predecessor (loop-controller back
+//!   edges excluded, batch workers included) has activated it; an `any` join fires on the first
+//!   activation and ignores later ones. A node fires at most once, so self-loops and plain
+//!   cycles run each node once. An activation from a `loop-controller` always fires its target,
+//!   and when a loop controller fires it re-arms its loop body (`Blueprint::loop_body`) so the
+//!   body can run again; the controller re-arms itself when it finishes.
+//! - **Retries**: `maxRetries` total attempts with exponential backoff from `retryDelay`
+//!   ([`retry_delay`]); a `timeout` is a retryable failure; fatal errors are not retried.
+//! - **Fallback** (spec 2.5): when a node fails for good with a non-fatal error and names a
+//!   `fallback`, the failing node is recorded with output `null`, `_catch_error` is written
+//!   (`{message, nodeId, blueprintId}`), and the fallback node runs; its completion routes the
+//!   failing node's edges too, and those activations count for joins as arrivals FROM THE
+//!   FAILING NODE. A fallback hides only its own node's failure: any other failure fails the
+//!   run (I2 fixed).
+//! - **Failures** are recorded with the node's own message (I6 fixed); other branches keep
+//!   running; the failed node's successors never run.
+//! - **Awaiting**: `wait` (and an awaiting subflow) is recorded in `_awaitingNodeIds` /
+//!   `_awaitingDetails` and does not route; the run ends `awaiting` once nothing else can run.
+//!   [`FlowRuntime::resume`] completes the node with the given output and routes on the given
+//!   action through the normal path (I1 fixed); other awaiting nodes stay awaiting and are not
+//!   re-executed. Joins that had received some activations are carried across the pause in
+//!   `_pendingJoins`. `sleep` is recorded awaiting with reason `timer` and `wakeUpAt` while its
+//!   timer is pending; in-process the runtime itself waits for the timer (without holding a
+//!   concurrency slot) and then completes the node with its pass-through output.
+//! - **Guard**: more than [`MAX_ITERATIONS`] node executions fail the run ("Traversal exceeded
+//!   maximum iterations, possible infinite loop").
+//! - **Status**: `cancelled` if the token fired; else `failed` if any error was recorded; else
+//!   `awaiting` if a node awaits; else `stalled` if an `all` join received some but not all of
+//!   its activations (e.g. one branch into it was not taken; Flowcraft reports `completed`
+//!   there); else `completed`. A cancelled run keeps the context committed so far (Flowcraft
+//!   returns an empty one).
+
+use super::blueprint::Blueprint;
+use super::context::{AwaitReason, AwaitingDetails, apply_deltas};
+use super::execute::{
+    AttemptOutcome, AttemptRequest, Environment, NodeCompletion, execute_attempt, max_attempts,
+    node_definition, retry_delay,
+};
+use super::node::{NodeError, NodeResult};
+use super::routing::{LOOP_CONTROLLER, output_keys, route};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// More node executions than this in one run (or one resume) fail it.
+pub const MAX_ITERATIONS: usize = 10_000;
+
+/// Context key: ids of awaiting nodes.
+pub const AWAITING_IDS_KEY: &str = "_awaitingNodeIds";
+/// Context key: `{nodeId: AwaitingDetails}`.
+pub const AWAITING_DETAILS_KEY: &str = "_awaitingDetails";
+/// Context key: `{target: [sources]}` of joins partially satisfied when the run paused.
+pub const PENDING_JOINS_KEY: &str = "_pendingJoins";
+/// Context key: the run id.
+pub const EXECUTION_ID_KEY: &str = "_executionId";
+/// Context key prefix: serialized sub-context of an awaiting subflow node.
+pub const SUBFLOW_STATE_PREFIX: &str = "_subflowState.";
+
+/// The state of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Still running (distributed runs only).
+    Running,
+    /// Everything that could run has run.
+    Completed,
+    /// A node failed (without a fallback that recovered it), or the iteration guard fired.
+    Failed,
+    /// A node waits for `resume`.
+    Awaiting,
+    /// The run was cancelled.
+    Cancelled,
+    /// Work ran out while a join was still partially satisfied.
+    Stalled,
+}
+
+impl RunStatus {
+    /// The lowercase name, as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Awaiting => "awaiting",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::Stalled => "stalled",
+        }
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A recorded node failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkflowError {
+    /// The node that failed.
+    pub node_id: String,
+    /// The node's own error message.
+    pub message: String,
+    /// When it was recorded (RFC 3339).
+    pub timestamp: String,
+}
+
+impl WorkflowError {
+    /// An error for `node_id`, stamped now.
+    pub fn new(node_id: impl Into<String>, message: impl Into<String>) -> Self {
+        WorkflowError {
+            node_id: node_id.into(),
+            message: message.into(),
+            timestamp: chrono::Utc::now().to_rfc3339(),
+        }
+    }
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowResult {
+    /// The final status.
+    pub status: RunStatus,
+    /// The run context (outputs, inputs, user keys, `_executionId`).
+    pub context: Map<String, Value>,
+    /// The recorded failures, in order.
+    pub errors: Vec<WorkflowError>,
+}
+
+/// Runs blueprints in this process. Cheap to clone.
+///
+/// ```
+/// use flowcraft_azure::flow::blueprint::Blueprint;
+/// use flowcraft_azure::flow::execute::Environment;
+/// use flowcraft_azure::flow::node::NodeRegistry;
+/// use flowcraft_azure::flow::runtime::{FlowRuntime, RunStatus};
+/// use std::sync::Arc;
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let bp = Blueprint::from_json(r#"{"id":"hi","nodes":[{"id":"a","uses":"echo","inputs":"name"}],"edges":[]}"#).unwrap();
+/// let runtime = FlowRuntime::new(Environment::new(NodeRegistry::with_builtins()));
+/// let mut initial = serde_json::Map::new();
+/// initial.insert("name".into(), "Ada".into());
+/// let result = runtime.run(Arc::new(bp), initial).await;
+/// assert_eq!(result.status, RunStatus::Completed);
+/// assert_eq!(result.context["a"], "Ada");
+/// # });
+/// ```
+#[derive(Debug, Clone)]
+pub struct FlowRuntime {
+    env: Environment,
+    concurrency: usize,
+}
+
+impl FlowRuntime {
+    /// A runtime over `env` with the default concurrency.
+    pub fn new(env: Environment) -> Self {
+        FlowRuntime {
+            env,
+            concurrency: 0,
+        }
+    }
+
+    /// Limits how many nodes run at once (0 = default: `min(CPUs, 10)`).
+    pub fn with_concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency;
+        self
+    }
+
+    /// The environment (registries, dependencies).
+    pub fn environment(&self) -> &Environment {
+        &self.env
+    }
+
+    fn limit(&self) -> usize {
+        if self.concurrency > 0 {
+            self.concurrency
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(4)
+                .min(10)
+        }
+    }
+
+    /// Runs `blueprint` from its start nodes over `initial`.
+    pub async fn run(
+        &self,
+        blueprint: Arc<Blueprint>,
+        initial: Map<String, Value>,
+    ) -> WorkflowResult {
+        self.run_with(blueprint, initial, CancellationToken::new())
+            .await
+    }
+
+    /// Like [`FlowRuntime::run`], stopping with `cancelled` when `cancel` fires (running nodes
+    /// are dropped at their next await point).
+    pub async fn run_with(
+        &self,
+        blueprint: Arc<Blueprint>,
+        initial: Map<String, Value>,
+        cancel: CancellationToken,
+    ) -> WorkflowResult {
+        let mut run = Run::new(self, blueprint, initial, cancel);
+        let starts: Vec<String> = run
+            .blueprint
+            .start_nodes()
+            .iter()
+            .filter(|id| !run.blueprint.is_fallback_only(id))
+            .cloned()
+            .collect();
+        for id in starts {
+            run.fire(&id, None);
+        }
+        run.drive().await
+    }
+
+    /// Resumes an awaiting run: completes `node_id` (default: the first awaiting node) with
+    /// `output` and routes on `action` through the normal routing path. An awaiting subflow
+    /// node resumes its sub-run with the same action and output first.
+    pub async fn resume(
+        &self,
+        blueprint: Arc<Blueprint>,
+        context: Map<String, Value>,
+        node_id: Option<&str>,
+        action: Option<String>,
+        output: Option<Value>,
+    ) -> WorkflowResult {
+        self.resume_with(
+            blueprint,
+            context,
+            node_id,
+            action,
+            output,
+            CancellationToken::new(),
+        )
+        .await
+    }
+
+    /// [`FlowRuntime::resume`] with a cancellation token.
+    pub fn resume_with<'a>(
+        &'a self,
+        blueprint: Arc<Blueprint>,
+        context: Map<String, Value>,
+        node_id: Option<&'a str>,
+        action: Option<String>,
+        output: Option<Value>,
+        cancel: CancellationToken,
+    ) -> Pin<Box<dyn Future<Output = WorkflowResult> + Send + 'a>> {
+        Box::pin(async move {
+            let awaiting = awaiting_ids(&context);
+            let target = match node_id {
+                Some(id) => id.to_string(),
+                None => match awaiting.first() {
+                    Some(id) => id.clone(),
+                    None => {
+                        return precondition_failure(
+                            context,
+                            "",
+                            "The run is not awaiting: there is nothing to resume.",
+                        );
+                    }
+                },
+            };
+            if !awaiting.contains(&target) {
+                let message =
+                    format!("Node '{target}' is not awaiting; awaiting nodes: {awaiting:?}.");
+                return precondition_failure(context, &target, &message);
+            }
+            let mut run = Run::resumed(self, blueprint, context, &awaiting, cancel);
+            let state_key = format!("{SUBFLOW_STATE_PREFIX}{target}");
+            match run.context.get(&state_key).cloned() {
+                Some(Value::Object(sub_state)) => {
+                    run.resume_subflow(&target, sub_state, action, output).await;
+                }
+                _ => {
+                    run.clear_awaiting(&target);
+                    run.complete(
+                        &target,
+                        NodeResult {
+                            output,
+                            action,
+                            dynamic_nodes: Vec::new(),
+                        },
+                    );
+                }
+            }
+            run.drive().await
+        })
+    }
+}
+
+fn precondition_failure(
+    context: Map<String, Value>,
+    node_id: &str,
+    message: &str,
+) -> WorkflowResult {
+    WorkflowResult {
+        status: RunStatus::Failed,
+        context,
+        errors: vec![WorkflowError::new(node_id, message)],
+    }
+}
+
+fn awaiting_ids(context: &Map<String, Value>) -> Vec<String> {
+    context
+        .get(AWAITING_IDS_KEY)
+        .and_then(Value::as_array)
+        .map(|ids| {
+            ids.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What a spawned task reports back to the scheduler.
+enum TaskDone {
+    /// A node finished all its attempts.
+    Node(Result<NodeCompletion, NodeError>),
+    /// A sleep timer fired for the node; complete it with this result.
+    Timer(NodeResult),
+    /// A task stopped because the run was halted.
+    Halted,
+}
+
+/// One ready node and its optional input override.
+struct Ready {
+    node_id: String,
+    input: Option<Value>,
+}
+
+/// The scheduler state of one run (or one resume).
+struct Run {
+    env: Environment,
+    blueprint: Arc<Blueprint>,
+    run_id: Arc<str>,
+    context: Arc<Map<String, Value>>,
+    limit: usize,
+    cancel: CancellationToken,
+    halt: CancellationToken,
+    ready: VecDeque<Ready>,
+    fired: HashSet<String>,
+    arrivals: HashMap<String, BTreeSet<String>>,
+    /// gather node -> dynamic workers it waits for.
+    dynamic_preds: HashMap<String, BTreeSet<String>>,
+    /// dynamic worker -> its gather node.
+    dynamic_gather: HashMap<String, String>,
+    errors: Vec<WorkflowError>,
+    executions: usize,
+    running: usize,
+    tasks: JoinSet<TaskDone>,
+    /// Spawned task -> (node id, whether it holds a concurrency slot).
+    task_nodes: HashMap<tokio::task::Id, (String, bool)>,
+}
+
+impl Run {
+    fn new(
+        runtime: &FlowRuntime,
+        blueprint: Arc<Blueprint>,
+        mut context: Map<String, Value>,
+        cancel: CancellationToken,
+    ) -> Self {
+        let run_id = match context.get(EXECUTION_ID_KEY).and_then(Value::as_str) {
+            Some(id) => id.to_string(),
+            None => {
+                let id = uuid::Uuid::new_v4().to_string();
+                context.insert(EXECUTION_ID_KEY.to_string(), Value::String(id.clone()));
+                id
+            }
+        };
+        let halt = cancel.child_token();
+        Run {
+            env: runtime.env.clone(),
+            blueprint,
+            run_id: Arc::from(run_id),
+            context: Arc::new(context),
+            limit: runtime.limit(),
+            cancel,
+            halt,
+            ready: VecDeque::new(),
+            fired: HashSet::new(),
+            arrivals: HashMap::new(),
+            dynamic_preds: HashMap::new(),
+            dynamic_gather: HashMap::new(),
+            errors: Vec::new(),
+            executions: 0,
+            running: 0,
+            tasks: JoinSet::new(),
+            task_nodes: HashMap::new(),
+        }
+    }
+
+    /// Rebuilds scheduler state from a paused run's context: completed nodes (those with
+    /// `_outputs.<id>`) and awaiting nodes count as fired; partial joins come from
+    /// `_pendingJoins`.
+    fn resumed(
+        runtime: &FlowRuntime,
+        blueprint: Arc<Blueprint>,
+        mut context: Map<String, Value>,
+        awaiting: &[String],
+        cancel: CancellationToken,
+    ) -> Self {
+        let pending = context.remove(PENDING_JOINS_KEY);
+        let mut run = Run::new(runtime, blueprint, context, cancel);
+        let completed: Vec<String> = run
+            .blueprint
+            .nodes()
+            .iter()
+            .filter(|n| run.context.contains_key(&output_keys(&n.id)[0]))
+            .map(|n| n.id.clone())
+            .collect();
+        run.fired.extend(completed);
+        run.fired.extend(awaiting.iter().cloned());
+        if let Some(Value::Object(joins)) = pending {
+            for (target, sources) in joins {
+                let sources: BTreeSet<String> = sources
+                    .as_array()
+                    .map(|s| {
+                        s.iter()
+                            .filter_map(|v| v.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                run.arrivals.insert(target, sources);
+            }
+        }
+        run
+    }
+
+    fn ctx(&mut self) -> &mut Map<String, Value> {
+        Arc::make_mut(&mut self.context)
+    }
+
+    fn uses(&self, node_id: &str) -> Option<String> {
+        node_definition(&self.blueprint, node_id, &self.context).map(|n| n.uses.clone())
+    }
+
+    /// Puts `node_id` on the ready queue (it will run exactly once for this firing).
+    fn fire(&mut self, node_id: &str, input: Option<Value>) {
+        self.fired.insert(node_id.to_string());
+        self.arrivals.remove(node_id);
+        if self.uses(node_id).as_deref() == Some(LOOP_CONTROLLER) {
+            let body: Vec<String> = self.blueprint.loop_body(node_id).to_vec();
+            for id in body.iter().filter(|id| id.as_str() != node_id) {
+                self.fired.remove(id);
+                self.arrivals.remove(id);
+            }
+        }
+        self.ready.push_back(Ready {
+            node_id: node_id.to_string(),
+            input,
+        });
+    }
+
+    /// Records that `source` activated `target` and fires `target` when its join is satisfied.
+    fn activate(&mut self, source: &str, target: &str) {
+        if node_definition(&self.blueprint, target, &self.context).is_none() {
+            return;
+        }
+        if self.uses(source).as_deref() == Some(LOOP_CONTROLLER) {
+            self.fire(target, None);
+            return;
+        }
+        if self.fired.contains(target) {
+            return;
+        }
+        let arrived = self.arrivals.entry(target.to_string()).or_default();
+        arrived.insert(source.to_string());
+        let ready = match self.blueprint.join_strategy(target) {
+            super::blueprint::JoinStrategy::Any => true,
+            super::blueprint::JoinStrategy::All => {
+                let arrived = arrived.clone();
+                self.required(target).iter().all(|p| arrived.contains(p))
+            }
+        };
+        if ready {
+            self.fire(target, None);
+        }
+    }
+
+    /// The distinct predecessors an `all` join waits for.
+    fn required(&self, target: &str) -> BTreeSet<String> {
+        let mut required: BTreeSet<String> = self
+            .blueprint
+            .predecessors(target)
+            .iter()
+            .filter(|p| self.uses(p).as_deref() != Some(LOOP_CONTROLLER))
+            .cloned()
+            .collect();
+        if let Some(workers) = self.dynamic_preds.get(target) {
+            required.extend(workers.iter().cloned());
+        }
+        required
+    }
+
+    fn record_awaiting(&mut self, node_id: &str, details: &AwaitingDetails) {
+        let mut stored = details.clone();
+        let sub_state = stored.subflow_state.take();
+        let ctx = self.ctx();
+        let ids = ctx
+            .entry(AWAITING_IDS_KEY)
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if !ids.is_array() {
+            *ids = Value::Array(Vec::new());
+        }
+        if let Value::Array(list) = ids
+            && !list.iter().any(|v| v.as_str() == Some(node_id))
+        {
+            list.push(Value::String(node_id.to_string()));
+        }
+        let all = ctx
+            .entry(AWAITING_DETAILS_KEY)
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !all.is_object() {
+            *all = Value::Object(Map::new());
+        }
+        if let Value::Object(map) = all {
+            map.insert(
+                node_id.to_string(),
+                serde_json::to_value(&stored).unwrap_or(Value::Null),
+            );
+        }
+        if let Some(state) = sub_state {
+            ctx.insert(format!("{SUBFLOW_STATE_PREFIX}{node_id}"), state);
+        }
+    }
+
+    fn clear_awaiting(&mut self, node_id: &str) {
+        let ctx = self.ctx();
+        let mut empty = false;
+        if let Some(Value::Array(list)) = ctx.get_mut(AWAITING_IDS_KEY) {
+            list.retain(|v| v.as_str() != Some(node_id));
+            empty = list.is_empty();
+        }
+        if let Some(Value::Object(map)) = ctx.get_mut(AWAITING_DETAILS_KEY) {
+            map.remove(node_id);
+        }
+        ctx.remove(&format!("{SUBFLOW_STATE_PREFIX}{node_id}"));
+        if empty {
+            ctx.remove(AWAITING_IDS_KEY);
+            ctx.remove(AWAITING_DETAILS_KEY);
+        }
+    }
+
+    /// Commits a finished node: its writes, then either the awaiting record or its completion.
+    fn commit(&mut self, node_id: &str, completion: NodeCompletion) {
+        apply_deltas(self.ctx(), &completion.deltas);
+        match completion.awaiting {
+            Some(details) => {
+                self.record_awaiting(node_id, &details);
+                if details.reason == AwaitReason::Timer {
+                    self.spawn_timer(node_id, &details, completion.result);
+                }
+            }
+            None => self.complete(node_id, completion.result),
+        }
+    }
+
+    /// Stores the output, schedules dynamic nodes and routes.
+    fn complete(&mut self, node_id: &str, result: NodeResult) {
+        let output = result.output.clone().unwrap_or(Value::Null);
+        for key in output_keys(node_id) {
+            self.ctx().insert(key, output.clone());
+        }
+        let gather = result
+            .output
+            .as_ref()
+            .and_then(|o| o.get("gatherNodeId"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        for dynamic in &result.dynamic_nodes {
+            if let Some(gather) = &gather {
+                self.dynamic_preds
+                    .entry(gather.clone())
+                    .or_default()
+                    .insert(dynamic.id.clone());
+                self.dynamic_gather
+                    .insert(dynamic.id.clone(), gather.clone());
+            }
+        }
+        for dynamic in &result.dynamic_nodes {
+            self.fire(&dynamic.id, None);
+        }
+        let activations = route(&self.blueprint, node_id, &result, &self.context);
+        for activation in activations {
+            let key = format!("_inputs.{}", activation.target);
+            match activation.input {
+                Some(value) => {
+                    self.ctx().insert(key, value);
+                }
+                None => {
+                    self.ctx().remove(&key);
+                }
+            }
+            self.activate(&activation.source, &activation.target);
+        }
+        if let Some(gather) = self.dynamic_gather.get(node_id).cloned() {
+            self.activate(node_id, &gather);
+        }
+        if self.uses(node_id).as_deref() == Some(LOOP_CONTROLLER) {
+            self.fired.remove(node_id);
+            self.arrivals.remove(node_id);
+        }
+    }
+
+    /// A node failed for good: run its fallback, or record the error.
+    fn fail(&mut self, node_id: &str, error: NodeError) {
+        let fallback = node_definition(&self.blueprint, node_id, &self.context)
+            .and_then(|n| n.config.fallback.clone())
+            .filter(|f| self.blueprint.node(f).is_some());
+        match fallback {
+            Some(fallback) if !error.fatal => {
+                for key in output_keys(node_id) {
+                    self.ctx().insert(key, Value::Null);
+                }
+                let catch = json!({
+                    "message": error.message,
+                    "nodeId": node_id,
+                    "blueprintId": self.blueprint.id(),
+                });
+                self.ctx().insert("_catch_error".to_string(), catch);
+                self.fire(&fallback, None);
+            }
+            _ => self.errors.push(WorkflowError::new(node_id, error.message)),
+        }
+    }
+
+    fn spawn_timer(&mut self, node_id: &str, details: &AwaitingDetails, result: NodeResult) {
+        let delay = details
+            .wake_up_at
+            .and_then(|at| (at - chrono::Utc::now()).to_std().ok())
+            .unwrap_or_default();
+        let halt = self.halt.clone();
+        let handle = self.tasks.spawn(async move {
+            tokio::select! {
+                _ = halt.cancelled() => TaskDone::Halted,
+                _ = tokio::time::sleep(delay) => TaskDone::Timer(result),
+            }
+        });
+        self.task_nodes
+            .insert(handle.id(), (node_id.to_string(), false));
+    }
+
+    fn spawn_node(&mut self, ready: Ready) {
+        let env = self.env.clone();
+        let blueprint = self.blueprint.clone();
+        let run_id = self.run_id.clone();
+        let context = self.context.clone();
+        let halt = self.halt.clone();
+        let node_id = ready.node_id.clone();
+        let input = ready.input.clone();
+        let handle = self.tasks.spawn(async move {
+            let outcome =
+                run_attempts(&env, &blueprint, &run_id, &context, &node_id, input, &halt).await;
+            if halt.is_cancelled() {
+                TaskDone::Halted
+            } else {
+                TaskDone::Node(outcome)
+            }
+        });
+        self.task_nodes.insert(handle.id(), (ready.node_id, true));
+        self.running += 1;
+    }
+
+    /// Runs until nothing is ready or running, then builds the result.
+    async fn drive(mut self) -> WorkflowResult {
+        loop {
+            while self.running < self.limit && !self.halt.is_cancelled() {
+                let Some(next) = self.ready.pop_front() else {
+                    break;
+                };
+                self.executions += 1;
+                if self.executions > MAX_ITERATIONS {
+                    self.errors.push(WorkflowError::new(
+                        next.node_id,
+                        format!(
+                            "Traversal exceeded maximum iterations ({MAX_ITERATIONS}), possible infinite loop"
+                        ),
+                    ));
+                    self.ready.clear();
+                    self.halt.cancel();
+                    break;
+                }
+                self.spawn_node(next);
+            }
+            let Some(joined) = self.tasks.join_next_with_id().await else {
+                break;
+            };
+            let id = match &joined {
+                Ok((id, _)) => *id,
+                Err(join_error) => join_error.id(),
+            };
+            let Some((node_id, held_slot)) = self.task_nodes.remove(&id) else {
+                continue;
+            };
+            if held_slot {
+                self.running = self.running.saturating_sub(1);
+            }
+            match joined {
+                Ok((_, TaskDone::Node(Ok(completion)))) => self.commit(&node_id, completion),
+                Ok((_, TaskDone::Node(Err(error)))) => self.fail(&node_id, error),
+                Ok((_, TaskDone::Timer(result))) => {
+                    self.clear_awaiting(&node_id);
+                    self.complete(&node_id, result);
+                }
+                Ok((_, TaskDone::Halted)) => {}
+                Err(join_error) => {
+                    if !self.halt.is_cancelled() {
+                        self.errors.push(WorkflowError::new(
+                            node_id,
+                            format!("the node's task stopped unexpectedly: {join_error}"),
+                        ));
+                    }
+                }
+            }
+        }
+        self.finish()
+    }
+
+    fn finish(mut self) -> WorkflowResult {
+        let awaiting = !awaiting_ids(&self.context).is_empty();
+        let partial_joins: BTreeMap<String, Value> = self
+            .arrivals
+            .iter()
+            .filter(|(target, sources)| !sources.is_empty() && !self.fired.contains(*target))
+            .map(|(target, sources)| {
+                (
+                    target.clone(),
+                    Value::Array(sources.iter().cloned().map(Value::String).collect()),
+                )
+            })
+            .collect();
+        let status = if self.cancel.is_cancelled() {
+            RunStatus::Cancelled
+        } else if !self.errors.is_empty() {
+            RunStatus::Failed
+        } else if awaiting {
+            RunStatus::Awaiting
+        } else if !partial_joins.is_empty() {
+            RunStatus::Stalled
+        } else {
+            RunStatus::Completed
+        };
+        let ctx = self.ctx();
+        if status == RunStatus::Awaiting {
+            if !partial_joins.is_empty() {
+                ctx.insert(
+                    PENDING_JOINS_KEY.to_string(),
+                    Value::Object(partial_joins.into_iter().collect()),
+                );
+            }
+        } else {
+            ctx.remove(AWAITING_IDS_KEY);
+            ctx.remove(AWAITING_DETAILS_KEY);
+        }
+        let context = Arc::try_unwrap(self.context).unwrap_or_else(|shared| (*shared).clone());
+        WorkflowResult {
+            status,
+            context,
+            errors: self.errors,
+        }
+    }
+
+    /// Resumes the sub-run stored for an awaiting subflow node, then completes, re-parks or
+    /// fails the node.
+    async fn resume_subflow(
+        &mut self,
+        node_id: &str,
+        sub_state: Map<String, Value>,
+        action: Option<String>,
+        output: Option<Value>,
+    ) {
+        let params = self
+            .blueprint
+            .node(node_id)
+            .and_then(|n| n.params.clone())
+            .unwrap_or_default();
+        let sub_blueprint =
+            match super::builtins::subflow::sub_blueprint(&self.env, node_id, &params) {
+                Ok(bp) => bp,
+                Err(error) => {
+                    self.clear_awaiting(node_id);
+                    self.fail(node_id, error);
+                    return;
+                }
+            };
+        let sub_runtime = FlowRuntime::new(self.env.clone()).with_concurrency(self.limit);
+        let sub = sub_runtime
+            .resume_with(
+                sub_blueprint.clone(),
+                sub_state,
+                None,
+                action,
+                output,
+                self.halt.child_token(),
+            )
+            .await;
+        match sub.status {
+            RunStatus::Awaiting => {
+                self.ctx().insert(
+                    format!("{SUBFLOW_STATE_PREFIX}{node_id}"),
+                    Value::Object(sub.context),
+                );
+            }
+            RunStatus::Completed => {
+                self.clear_awaiting(node_id);
+                let (output, writes) =
+                    super::builtins::subflow::subflow_output(&params, &sub_blueprint, &sub.context);
+                for (key, value) in writes {
+                    self.ctx().insert(key, value);
+                }
+                self.complete(
+                    node_id,
+                    NodeResult {
+                        output,
+                        ..NodeResult::default()
+                    },
+                );
+            }
+            _ => {
+                self.clear_awaiting(node_id);
+                let error = super::builtins::subflow::incomplete_error(sub_blueprint.id(), &sub);
+                self.fail(node_id, error);
+            }
+        }
+    }
+}
+
+/// All attempts of one node, with backoff between them.
+async fn run_attempts(
+    env: &Environment,
+    blueprint: &Arc<Blueprint>,
+    run_id: &str,
+    context: &Map<String, Value>,
+    node_id: &str,
+    input: Option<Value>,
+    halt: &CancellationToken,
+) -> Result<NodeCompletion, NodeError> {
+    let Some(node) = node_definition(blueprint, node_id, context).map(|n| n.into_owned()) else {
+        return Err(NodeError::fatal(format!(
+            "Node '{node_id}' not found in blueprint '{}'.",
+            blueprint.id()
+        )));
+    };
+    let attempts = max_attempts(&node);
+    let mut attempt = 1;
+    loop {
+        let outcome = execute_attempt(AttemptRequest {
+            env,
+            blueprint,
+            node_id,
+            run_id,
+            context,
+            attempt,
+            cancel: halt.clone(),
+            input: input.clone(),
+        })
+        .await;
+        match outcome {
+            AttemptOutcome::Completed(completion) => return Ok(completion),
+            AttemptOutcome::Failed { error, retryable } => {
+                if !retryable || attempt >= attempts {
+                    return Err(error);
+                }
+            }
+        }
+        attempt += 1;
+        let delay = retry_delay(&node, attempt);
+        if !delay.is_zero() {
+            tokio::select! {
+                _ = halt.cancelled() => return Err(NodeError::fatal("Workflow cancelled")),
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+}
