@@ -380,7 +380,10 @@ impl Blueprint {
 
     /// Total attempts for the node (`config.maxRetries`), at least 1.
     pub fn max_retries(&self, id: &str) -> u32 {
-        let configured = self.node(id).and_then(|n| n.config.max_retries).unwrap_or(1);
+        let configured = self
+            .node(id)
+            .and_then(|n| n.config.max_retries)
+            .unwrap_or(1);
         u32::try_from(configured.max(1)).unwrap_or(u32::MAX)
     }
 
@@ -502,7 +505,10 @@ fn metadata_entry_points(
             .as_str()
             .ok_or_else(|| BlueprintError::at(&path, "must be a node id string"))?;
         if !index.contains_key(id) {
-            return Err(BlueprintError::at(&path, format!("unknown node {}", quote(id))));
+            return Err(BlueprintError::at(
+                &path,
+                format!("unknown node {}", quote(id)),
+            ));
         }
         if !out.iter().any(|o| o == id) {
             out.push(id.to_owned());
@@ -560,7 +566,10 @@ fn check_configs(
             if !index.contains_key(fallback) {
                 return Err(BlueprintError::at(
                     format!("nodes[{i}].config.fallback"),
-                    format!("unknown node {}: a fallback names another node's id", quote(fallback)),
+                    format!(
+                        "unknown node {}: a fallback names another node's id",
+                        quote(fallback)
+                    ),
                 ));
             }
             if *fallback == node.id {
@@ -688,3 +697,6 @@ fn check_cycles(def: &WorkflowBlueprint, graph: &Graph) -> Result<(), BlueprintE
 pub(crate) fn quote(id: &str) -> String {
     serde_json::to_string(id).unwrap_or_else(|_| format!("'{id}'"))
 }
+
+#[cfg(test)]
+mod tests;

@@ -164,7 +164,6 @@ impl Expression {
     pub fn source(&self) -> &str {
         &self.source
     }
-
 }
 
 /// JavaScript truthiness of a JSON value (`None` is `undefined`): `false`, `0`, `NaN`, `""`,
@@ -178,3 +177,6 @@ pub fn truthy(value: Option<&Value>) -> bool {
         Some(Value::Array(_)) | Some(Value::Object(_)) => true,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -113,8 +113,16 @@ impl Graph {
     /// fallback nodes of those body nodes (they stand in for a failed body node).
     fn compute_loop_body(&self, def: &WorkflowBlueprint, controller: usize) -> Vec<String> {
         let n = def.nodes.len();
-        let target_of = |e: usize| def.edges.get(e).and_then(|edge| self.position(&edge.target));
-        let source_of = |e: usize| def.edges.get(e).and_then(|edge| self.position(&edge.source));
+        let target_of = |e: usize| {
+            def.edges
+                .get(e)
+                .and_then(|edge| self.position(&edge.target))
+        };
+        let source_of = |e: usize| {
+            def.edges
+                .get(e)
+                .and_then(|edge| self.position(&edge.source))
+        };
         let continue_targets = self.outgoing[controller].iter().filter_map(|&e| {
             let edge = def.edges.get(e)?;
             (edge.action.as_deref() == Some(CONTINUE_ACTION))
@@ -122,10 +130,16 @@ impl Graph {
                 .flatten()
         });
         let forward = reach(n, continue_targets, controller, |v| {
-            self.outgoing[v].iter().filter_map(|&e| target_of(e)).collect()
+            self.outgoing[v]
+                .iter()
+                .filter_map(|&e| target_of(e))
+                .collect()
         });
         let backward = reach(n, [controller], usize::MAX, |v| {
-            self.incoming[v].iter().filter_map(|&e| source_of(e)).collect()
+            self.incoming[v]
+                .iter()
+                .filter_map(|&e| source_of(e))
+                .collect()
         });
         let mut body: Vec<String> = (0..n)
             .filter(|&i| i != controller && forward[i] && backward[i])
@@ -173,7 +187,10 @@ impl Graph {
                     continue;
                 };
                 *pos += 1;
-                let Some(t) = def.edges.get(e).and_then(|edge| self.position(&edge.target))
+                let Some(t) = def
+                    .edges
+                    .get(e)
+                    .and_then(|edge| self.position(&edge.target))
                 else {
                     continue;
                 };
@@ -237,9 +254,8 @@ fn push_at(lists: &mut [Vec<usize>], at: usize, value: usize) {
 }
 
 fn push_distinct(lists: &mut [Vec<String>], at: usize, value: &str) {
-    if let Some(list) = lists.get_mut(at) {
-        if !list.iter().any(|v| v == value) {
-            list.push(value.to_owned());
-        }
+    let list = lists.get_mut(at).filter(|l| !l.iter().any(|v| v == value));
+    if let Some(list) = list {
+        list.push(value.to_owned());
     }
 }

@@ -80,3 +80,85 @@ fn escape(text: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn blueprint(doc: serde_json::Value) -> Blueprint {
+        match Blueprint::from_json(&doc.to_string()) {
+            Ok(bp) => bp,
+            Err(e) => panic!("fixture should load: {e}"),
+        }
+    }
+
+    #[test]
+    fn chain_renders_nodes_and_plain_edges() {
+        let bp = blueprint(json!({"id": "c", "nodes": [{"id": "A", "uses": "echo"},
+            {"id": "B", "uses": "echo"}], "edges": [{"source": "A", "target": "B"}]}));
+        assert_eq!(
+            to_mermaid(&bp),
+            "flowchart TD\n    n0([\"A<br/>echo\"])\n    n1[\"B<br/>echo\"]\n    n0 --> n1\n"
+        );
+    }
+
+    #[test]
+    fn actions_conditions_joins_and_fallbacks_are_visible() {
+        let bp = blueprint(json!({"id": "m", "nodes": [
+            {"id": "a", "uses": "action", "config": {"fallback": "fb"}},
+            {"id": "b", "uses": "echo"}, {"id": "c", "uses": "echo"},
+            {"id": "all", "uses": "sum"},
+            {"id": "first", "uses": "echo", "config": {"joinStrategy": "any"}},
+            {"id": "fb", "uses": "echo"}],
+            "edges": [
+                {"source": "a", "target": "b", "action": "approve"},
+                {"source": "a", "target": "c", "condition": "result.output"},
+                {"source": "b", "target": "all"}, {"source": "c", "target": "all"},
+                {"source": "b", "target": "first"}, {"source": "c", "target": "first"}]}));
+        let text = to_mermaid(&bp);
+        assert!(text.contains("n0 -->|\"approve\"| n1\n"), "{text}");
+        assert!(text.contains("n0 -->|\"[result.output]\"| n2\n"), "{text}");
+        assert!(text.contains("n3[\"all<br/>sum<br/>all join\"]"), "{text}");
+        assert!(
+            text.contains("n4[\"first<br/>echo<br/>any join\"]"),
+            "{text}"
+        );
+        assert!(text.contains("n0 -.->|\"fallback\"| n5\n"), "{text}");
+    }
+
+    #[test]
+    fn loop_controllers_are_hexagons() {
+        let bp = blueprint(json!({"id": "l", "nodes": [{"id": "s", "uses": "echo"},
+            {"id": "b", "uses": "echo"},
+            {"id": "ctl", "uses": "loop-controller", "params": {"condition": "go"}}],
+            "edges": [{"source": "s", "target": "b"}, {"source": "b", "target": "ctl"},
+                      {"source": "ctl", "target": "b", "action": "continue"}]}));
+        let text = to_mermaid(&bp);
+        assert!(text.contains("n2{{\"ctl<br/>loop-controller\"}}"), "{text}");
+        assert!(text.contains("n2 -->|\"continue\"| n1"), "{text}");
+    }
+
+    #[test]
+    fn hostile_ids_cannot_break_out_of_labels() {
+        let id = "x\"]\nclick n0 \"http://evil\"\n%% <b>#1</b> | `y`";
+        let bp = blueprint(json!({"id": "h", "nodes": [{"id": id, "uses": "echo"}],
+            "edges": []}));
+        let text = to_mermaid(&bp);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let label = lines.get(1).copied().unwrap_or_default();
+        let inner = label
+            .strip_prefix("    n0([\"")
+            .and_then(|l| l.strip_suffix("\"])"))
+            .unwrap_or_default();
+        assert!(!inner.is_empty(), "{label}");
+        for forbidden in ['"', '\n', '<', '>', '|', '`'] {
+            assert!(!inner.replace("<br/>", "").contains(forbidden), "{label}");
+        }
+        assert!(
+            inner.contains("#quot;") && inner.contains("#35;1"),
+            "{label}"
+        );
+    }
+}

@@ -19,6 +19,8 @@ pub(super) enum Val<'a> {
     Null,
     Bool(bool),
     Num(f64),
+    /// A number from the scope, kept as written so it round-trips exactly (large integers).
+    JsonNum(&'a Value, f64),
     Str(Cow<'a, str>),
     /// An array or object from the scope.
     Ref(&'a Value),
@@ -30,7 +32,7 @@ impl<'a> Val<'a> {
         match value {
             Value::Null => Val::Null,
             Value::Bool(b) => Val::Bool(*b),
-            Value::Number(n) => Val::Num(n.as_f64().unwrap_or(f64::NAN)),
+            Value::Number(n) => Val::JsonNum(value, n.as_f64().unwrap_or(f64::NAN)),
             Value::String(s) => Val::Str(Cow::Borrowed(s.as_str())),
             Value::Array(_) | Value::Object(_) => Val::Ref(value),
         }
@@ -56,6 +58,7 @@ impl<'a> Val<'a> {
             Val::Null => Some(Value::Null),
             Val::Bool(b) => Some(Value::Bool(b)),
             Val::Num(f) => Some(number_to_json(f)),
+            Val::JsonNum(v, _) => Some(v.clone()),
             Val::Str(s) => Some(Value::String(s.into_owned())),
             Val::Ref(v) => Some(v.clone()),
         }
@@ -66,9 +69,17 @@ impl<'a> Val<'a> {
         match self {
             Val::Undefined | Val::Null => false,
             Val::Bool(b) => *b,
-            Val::Num(f) => *f != 0.0 && !f.is_nan(),
+            Val::Num(f) | Val::JsonNum(_, f) => *f != 0.0 && !f.is_nan(),
             Val::Str(s) => !s.is_empty(),
             Val::Ref(_) => true,
+        }
+    }
+
+    /// Scope numbers as plain numbers, for the comparison algorithms.
+    fn normalized(&self) -> Val<'a> {
+        match self {
+            Val::JsonNum(_, f) => Val::Num(*f),
+            other => other.clone(),
         }
     }
 
@@ -86,7 +97,7 @@ impl<'a> Val<'a> {
             Val::Undefined => f64::NAN,
             Val::Null => 0.0,
             Val::Bool(b) => f64::from(u8::from(*b)),
-            Val::Num(f) => *f,
+            Val::Num(f) | Val::JsonNum(_, f) => *f,
             Val::Str(s) => string_to_number(s),
             Val::Ref(_) => self.to_primitive().to_number(),
         }
@@ -99,7 +110,7 @@ impl<'a> Val<'a> {
             Val::Null => Cow::Borrowed("null"),
             Val::Bool(true) => Cow::Borrowed("true"),
             Val::Bool(false) => Cow::Borrowed("false"),
-            Val::Num(f) => Cow::Owned(number_to_string(*f)),
+            Val::Num(f) | Val::JsonNum(_, f) => Cow::Owned(number_to_string(*f)),
             Val::Str(s) => s.clone(),
             Val::Ref(v) => Cow::Owned(json_to_string(v, 0)),
         }
@@ -245,7 +256,7 @@ fn json_to_string(value: &Value, depth: usize) -> String {
 
 /// `===`: same type and value; arrays and objects by identity; `NaN` equals nothing.
 pub(super) fn strict_eq(a: &Val<'_>, b: &Val<'_>) -> bool {
-    match (a, b) {
+    match (&a.normalized(), &b.normalized()) {
         (Val::Undefined, Val::Undefined) | (Val::Null, Val::Null) => true,
         (Val::Bool(x), Val::Bool(y)) => x == y,
         (Val::Num(x), Val::Num(y)) => x == y,
@@ -257,6 +268,7 @@ pub(super) fn strict_eq(a: &Val<'_>, b: &Val<'_>) -> bool {
 
 /// `==`: the abstract equality algorithm restricted to JSON values.
 pub(super) fn loose_eq(a: &Val<'_>, b: &Val<'_>) -> bool {
+    let (a, b) = (&a.normalized(), &b.normalized());
     match (a, b) {
         (Val::Undefined | Val::Null, Val::Undefined | Val::Null) => true,
         (Val::Undefined | Val::Null, _) | (_, Val::Undefined | Val::Null) => false,

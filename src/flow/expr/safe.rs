@@ -108,8 +108,8 @@ enum Tok {
 }
 
 const PUNCTUATORS: [&str; 22] = [
-    "===", "!==", "==", "!=", "<=", ">=", "&&", "||", "(", ")", "[", "]", ".", "?", ":", "!",
-    "<", ">", "+", "-", "*", "/",
+    "===", "!==", "==", "!=", "<=", ">=", "&&", "||", "(", ")", "[", "]", ".", "?", ":", "!", "<",
+    ">", "+", "-", "*", "/",
 ];
 
 fn is_ident_start(c: char) -> bool {
@@ -168,10 +168,9 @@ fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>, ExprError> {
             }
             Tok::Punct(p)
         };
-        if let (Tok::Num(_) | Tok::Digits(_), Some(&(i, d))) = (&tok, chars.peek()) {
-            if is_ident_char(d) {
-                return Err(ExprError::new("a number cannot be followed by a letter", i));
-            }
+        let letter_after = chars.peek().filter(|(_, d)| is_ident_char(*d));
+        if let (Tok::Num(_) | Tok::Digits(_), Some(&(i, _))) = (&tok, letter_after) {
+            return Err(ExprError::new("a number cannot be followed by a letter", i));
         }
         tokens.push((tok, start));
     }
@@ -332,7 +331,10 @@ impl Parser {
     }
 
     /// Guards recursion: nesting deeper than [`MAX_NESTING`] is a parse error.
-    fn nested<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, ExprError>) -> Result<T, ExprError> {
+    fn nested<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, ExprError>,
+    ) -> Result<T, ExprError> {
         if self.depth >= MAX_NESTING {
             return Err(ExprError::new(
                 format!("expression nests deeper than {MAX_NESTING} levels"),
@@ -355,7 +357,10 @@ impl Parser {
             let yes = p.conditional()?;
             p.expect(":")?;
             let no = p.conditional()?;
-            Node::inner(Kind::Conditional(Box::new(test), Box::new(yes), Box::new(no)), at)
+            Node::inner(
+                Kind::Conditional(Box::new(test), Box::new(yes), Box::new(no)),
+                at,
+            )
         })
     }
 
@@ -569,9 +574,10 @@ fn member<'a>(base: Val<'a>, key: &str) -> Result<Val<'a>, Thrown> {
     match base {
         Val::Undefined | Val::Null => Err(Thrown),
         Val::Ref(v) => Ok(js::member(v, key).map_or(Val::Undefined, Val::from_cow)),
-        Val::Str(s) => Ok(js::string_member(&s, key)
-            .map_or(Val::Undefined, |v| Val::from_cow(Cow::Owned(v)))),
-        Val::Bool(_) | Val::Num(_) => Ok(Val::Undefined),
+        Val::Str(s) => {
+            Ok(js::string_member(&s, key).map_or(Val::Undefined, |v| Val::from_cow(Cow::Owned(v))))
+        }
+        Val::Bool(_) | Val::Num(_) | Val::JsonNum(..) => Ok(Val::Undefined),
     }
 }
 
