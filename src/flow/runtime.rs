@@ -11,8 +11,9 @@
 //!   distributed commit: concurrent branches never see each other's half-finished writes.
 //! - **Routing** (spec 2.6, [`route`]) yields activations. A target's `_inputs.<target>` is
 //!   written for every taken edge (last writer wins).
-//! - **Joins.** An `all` join fires when every DISTINCT predecessor (loop-controller back
-//!   edges excluded, batch workers included) has activated it; an `any` join fires on the first
+//! - **Joins.** An `all` join fires when every DISTINCT predecessor has activated it
+//!   (batch workers included; back edges excluded: loop-controller edges and predecessors that
+//!   are reachable from the join itself, such as a self-loop); an `any` join fires on the first
 //!   activation and ignores later ones. A node fires at most once, so self-loops and plain
 //!   cycles run each node once. An activation from a `loop-controller` always fires its target,
 //!   and when a loop controller fires it re-arms its loop body (`Blueprint::loop_body`) so the
@@ -365,6 +366,8 @@ struct Run {
     dynamic_preds: HashMap<String, BTreeSet<String>>,
     /// dynamic worker -> its gather node.
     dynamic_gather: HashMap<String, String>,
+    /// Cache of the static part of [`Run::required`].
+    required_static: HashMap<String, BTreeSet<String>>,
     errors: Vec<WorkflowError>,
     executions: usize,
     running: usize,
@@ -402,6 +405,7 @@ impl Run {
             arrivals: HashMap::new(),
             dynamic_preds: HashMap::new(),
             dynamic_gather: HashMap::new(),
+            required_static: HashMap::new(),
             errors: Vec::new(),
             executions: 0,
             running: 0,
@@ -490,7 +494,7 @@ impl Run {
             super::blueprint::JoinStrategy::Any => true,
             super::blueprint::JoinStrategy::All => {
                 let arrived = arrived.clone();
-                self.required(target).iter().all(|p| arrived.contains(p))
+                self.required(target).is_subset(&arrived)
             }
         };
         if ready {
@@ -498,19 +502,47 @@ impl Run {
         }
     }
 
-    /// The distinct predecessors an `all` join waits for.
-    fn required(&self, target: &str) -> BTreeSet<String> {
-        let mut required: BTreeSet<String> = self
-            .blueprint
-            .predecessors(target)
-            .iter()
-            .filter(|p| self.uses(p).as_deref() != Some(LOOP_CONTROLLER))
-            .cloned()
-            .collect();
+    /// The distinct predecessors an `all` join waits for: its predecessors minus loop
+    /// controllers and minus back edges (predecessors reachable from the target without
+    /// passing through a loop controller, e.g. a self-loop), plus its dynamic batch workers.
+    fn required(&mut self, target: &str) -> BTreeSet<String> {
+        let mut required = match self.required_static.get(target) {
+            Some(cached) => cached.clone(),
+            None => {
+                let computed = self.forward_predecessors(target);
+                self.required_static
+                    .insert(target.to_string(), computed.clone());
+                computed
+            }
+        };
         if let Some(workers) = self.dynamic_preds.get(target) {
             required.extend(workers.iter().cloned());
         }
         required
+    }
+
+    fn forward_predecessors(&self, target: &str) -> BTreeSet<String> {
+        let mut reachable: HashSet<&str> = HashSet::new();
+        let mut queue: VecDeque<&str> = VecDeque::from([target]);
+        while let Some(id) = queue.pop_front() {
+            for next in self.blueprint.successors(id) {
+                if reachable.insert(next.as_str())
+                    && self
+                        .blueprint
+                        .node(next)
+                        .is_some_and(|n| n.uses != LOOP_CONTROLLER)
+                {
+                    queue.push_back(next.as_str());
+                }
+            }
+        }
+        self.blueprint
+            .predecessors(target)
+            .iter()
+            .filter(|p| !reachable.contains(p.as_str()))
+            .filter(|p| self.uses(p).as_deref() != Some(LOOP_CONTROLLER))
+            .cloned()
+            .collect()
     }
 
     fn record_awaiting(&mut self, node_id: &str, details: &AwaitingDetails) {
