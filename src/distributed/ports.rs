@@ -82,14 +82,17 @@ pub enum RunPhase {
     Failed,
     /// Cancelled by a client (sticky).
     Cancelled,
+    /// Work ran out while an `all` join had received some but not all of its activations
+    /// (e.g. a branch into it was not taken); sticky, like the in-process `stalled`.
+    Stalled,
 }
 
 impl RunPhase {
-    /// True for `completed`, `failed` and `cancelled`: these never change again.
+    /// True for `completed`, `failed`, `cancelled` and `stalled`: these never change again.
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            RunPhase::Completed | RunPhase::Failed | RunPhase::Cancelled
+            RunPhase::Completed | RunPhase::Failed | RunPhase::Cancelled | RunPhase::Stalled
         )
     }
 
@@ -101,6 +104,7 @@ impl RunPhase {
             RunPhase::Completed => "completed",
             RunPhase::Failed => "failed",
             RunPhase::Cancelled => "cancelled",
+            RunPhase::Stalled => "stalled",
         }
     }
 }
@@ -127,6 +131,10 @@ pub struct StatusRecord {
     /// The blueprint version pinned at start (`null` when the blueprint has none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blueprint_version: Option<String>,
+    /// The run document revision this status reflects; a write carrying an older revision
+    /// is skipped, so concurrent workers never roll the status back.
+    #[serde(default)]
+    pub revision: u64,
 }
 
 impl StatusRecord {
@@ -140,6 +148,7 @@ impl StatusRecord {
             final_status: None,
             blueprint_id: None,
             blueprint_version: None,
+            revision: 0,
         }
     }
 }

@@ -106,22 +106,6 @@ pub struct CommitRecord {
     pub wake_after_ms: Option<u64>,
 }
 
-/// Join bookkeeping of one target node for the current arming (re-armed on every pass of an
-/// enclosing loop controller).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JoinState {
-    /// DISTINCT predecessors that activated the target in this arming (set semantics, F5).
-    #[serde(default)]
-    pub arrived: BTreeSet<String>,
-    /// An `any` join already fired in this arming.
-    #[serde(default)]
-    pub fired: bool,
-    /// Dynamic predecessors (batch workers) the target also waits for (F8).
-    #[serde(default)]
-    pub extra_predecessors: BTreeSet<String>,
-}
-
 /// A node that marked itself awaiting (F2): it is resumed by a client or by its timer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -134,19 +118,6 @@ pub struct AwaitingRecord {
     /// gives none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Value>,
-}
-
-/// A node created at run time by a node's result (batch workers, F8).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DynamicNode {
-    /// The node definition as JSON.
-    pub definition: Value,
-    /// The node whose result created it.
-    pub source: String,
-    /// The gather node that waits for it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gather: Option<String>,
 }
 
 /// An error recorded for the run (the user's message survives).
@@ -181,18 +152,23 @@ pub struct Bookkeeping {
     /// Commit records by work key (F4).
     #[serde(default)]
     pub commits: BTreeMap<String, CommitRecord>,
-    /// Join state by target node id (F5, F6).
+    /// Nodes fired in the current arming: a node runs at most once unless a loop controller
+    /// re-arms it (so plain cycles and self-loops run each node once, like in-process).
     #[serde(default)]
-    pub joins: BTreeMap<String, JoinState>,
-    /// Nodes completed in the current arming (an `all` node runs once unless a loop re-arms it).
+    pub fired: BTreeSet<String>,
+    /// Join arrivals by target: the DISTINCT predecessors that activated it so far in this
+    /// arming (set semantics, F5).
     #[serde(default)]
-    pub completed: BTreeSet<String>,
-    /// Awaiting nodes by node id.
+    pub arrivals: BTreeMap<String, BTreeSet<String>>,
+    /// Dynamic predecessors (batch workers) a gather node also waits for, by gather id (F8).
+    #[serde(default)]
+    pub dynamic_preds: BTreeMap<String, BTreeSet<String>>,
+    /// The gather node of each dynamic worker.
+    #[serde(default)]
+    pub dynamic_gather: BTreeMap<String, String>,
+    /// Awaiting nodes by node id (F2).
     #[serde(default)]
     pub awaiting: BTreeMap<String, AwaitingRecord>,
-    /// Dynamic nodes by node id.
-    #[serde(default)]
-    pub dynamic: BTreeMap<String, DynamicNode>,
     /// Errors, in order.
     #[serde(default)]
     pub errors: Vec<RunError>,
@@ -202,6 +178,10 @@ pub struct Bookkeeping {
     /// When the status item was last written (epoch seconds), to amortise heartbeats.
     #[serde(default)]
     pub status_touched_at: i64,
+    /// Number of commits so far; the status item carries it so a stale status write never
+    /// overwrites a newer one.
+    #[serde(default)]
+    pub revision: u64,
 }
 
 fn running() -> RunPhase {
@@ -216,20 +196,22 @@ impl Default for Bookkeeping {
             seq: 0,
             outstanding: BTreeMap::new(),
             commits: BTreeMap::new(),
-            joins: BTreeMap::new(),
-            completed: BTreeSet::new(),
+            fired: BTreeSet::new(),
+            arrivals: BTreeMap::new(),
+            dynamic_preds: BTreeMap::new(),
+            dynamic_gather: BTreeMap::new(),
             awaiting: BTreeMap::new(),
-            dynamic: BTreeMap::new(),
             errors: Vec::new(),
             reason: None,
             status_touched_at: 0,
+            revision: 0,
         }
     }
 }
 
 impl Bookkeeping {
     /// Hands out a fresh activation for `node` and records it as outstanding.
-    pub fn activate(&mut self, node: &str) -> WorkItem {
+    pub fn schedule(&mut self, node: &str) -> WorkItem {
         self.seq += 1;
         let item = WorkItem {
             node: node.to_string(),
@@ -318,7 +300,7 @@ mod tests {
             context,
             book: Bookkeeping::default(),
         };
-        state.book.activate("a");
+        state.book.schedule("a");
         let mut doc = state.to_document().unwrap();
         assert_eq!(doc["_outputs.a"], json!({"x": 1}));
         assert_eq!(doc["runId"], json!("r1"));

@@ -1,0 +1,593 @@
+//! The pure state transitions of a run document: what ONE commit changes when a node settles
+//! (finishes, marks itself awaiting, fails for good, or is resumed), when a run starts, and
+//! when a run is cancelled. No I/O: the worker and the client apply these to a loaded
+//! [`RunState`] and write the result with one conditional [`super::ports::RunStore::commit`]
+//! (re-applying them to a fresh copy when the ETag was stale).
+//!
+//! The scheduling rules are the in-process runtime's ([`crate::flow::runtime`]), kept in the
+//! run document instead of memory:
+//! - a node fires at most once per arming (`fired`); a `loop-controller` firing re-arms its
+//!   loop body, and the controller re-arms itself when it finishes;
+//! - **`all` join**: fires when every DISTINCT static predecessor (loop-controller back edges
+//!   excluded) plus every dynamic batch worker registered for it has activated it (a set, so
+//!   redelivery never double counts, F5). Policy for untaken branches: a predecessor that
+//!   finished without taking its edge into the join never arrives, so the join does not fire
+//!   and the run ends `stalled` once nothing else is outstanding (the in-process rule; blueprints
+//!   whose incoming branches are exclusive should use `any`). A failing predecessor fails the
+//!   whole run (sticky), so no poison pills are needed; a predecessor rescued by its fallback
+//!   arrives through the fallback's completion, counted as the failed node;
+//! - **`any` join**: fires on the first activation of the arming and ignores later ones, also
+//!   from failed predecessors (F6); an activation from a loop controller always fires.
+//! - completion is decided by the outstanding-work set (F9): `completed` when nothing is
+//!   outstanding or awaiting and no join is partially satisfied.
+
+use crate::distributed::ports::RunPhase;
+use crate::distributed::state::{
+    AwaitingRecord, BLUEPRINT_ID_KEY, BLUEPRINT_VERSION_KEY, CommitKind, CommitRecord, RunError,
+    RunState, TakenEdge, WorkItem,
+};
+use crate::flow::blueprint::{Blueprint, JoinStrategy};
+use crate::flow::context::{AwaitReason, AwaitingDetails, apply_deltas};
+use crate::flow::execute::{NodeCompletion, node_definition};
+use crate::flow::node::{NodeError, NodeResult};
+use crate::flow::routing::{LOOP_CONTROLLER, output_keys, route};
+use crate::flow::runtime::{
+    AWAITING_DETAILS_KEY, AWAITING_IDS_KEY, MAX_ITERATIONS, SUBFLOW_STATE_PREFIX,
+};
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value, json};
+use std::collections::BTreeSet;
+
+/// How a node settled.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Settlement {
+    /// The node's attempt finished (it may have marked itself awaiting).
+    Finished(NodeCompletion),
+    /// The node failed on its last attempt (or fatally).
+    Failed(NodeError),
+    /// An awaiting node is completed with this result (client resume or its timer).
+    Resumed(NodeResult),
+}
+
+/// What the blueprint version check says about a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionCheck {
+    /// The run is pinned to the worker's version.
+    Matches,
+    /// The run has no pinned version yet: adopt the worker's in the next commit (F1).
+    Adopt,
+    /// The run is pinned to another version.
+    Mismatch {
+        /// The version the run is pinned to (`None` = a blueprint without version).
+        pinned: Option<String>,
+    },
+}
+
+fn version_value(version: Option<&str>) -> Value {
+    version.map_or(Value::Null, |v| Value::String(v.to_string()))
+}
+
+/// Compares the run's pinned version with the worker's blueprint.
+pub fn check_version(state: &RunState, blueprint: &Blueprint) -> VersionCheck {
+    match state.context.get(BLUEPRINT_VERSION_KEY) {
+        None => VersionCheck::Adopt,
+        Some(pinned) if *pinned == version_value(blueprint.version()) => VersionCheck::Matches,
+        Some(Value::String(s)) => VersionCheck::Mismatch {
+            pinned: Some(s.clone()),
+        },
+        Some(Value::Null) => VersionCheck::Mismatch { pinned: None },
+        Some(other) => VersionCheck::Mismatch {
+            pinned: Some(other.to_string()),
+        },
+    }
+}
+
+/// Prepares a run document before a worker's commit: pins the version when missing (F1) and
+/// initialises the bookkeeping of a run created by a foreign (TypeScript-style) client from
+/// the blueprint's start nodes (fallback-only nodes excluded, F19). Returns the start work
+/// scheduled by an initialisation (its jobs must be enqueued after the commit).
+pub fn prepare(state: &mut RunState, blueprint: &Blueprint) -> Vec<WorkItem> {
+    if !state.context.contains_key(BLUEPRINT_VERSION_KEY) {
+        state.context.insert(
+            BLUEPRINT_VERSION_KEY.to_string(),
+            version_value(blueprint.version()),
+        );
+    }
+    if !state.context.contains_key(BLUEPRINT_ID_KEY) {
+        state.context.insert(
+            BLUEPRINT_ID_KEY.to_string(),
+            Value::String(blueprint.id().to_string()),
+        );
+    }
+    if state.book.initialized {
+        return Vec::new();
+    }
+    state.book.initialized = true;
+    start_nodes(blueprint)
+        .iter()
+        .map(|id| fire(state, blueprint, id))
+        .collect()
+}
+
+/// The nodes a run starts with: start nodes that are not fallback-only (F19).
+pub fn start_nodes(blueprint: &Blueprint) -> Vec<String> {
+    blueprint
+        .start_nodes()
+        .iter()
+        .filter(|id| !blueprint.is_fallback_only(id))
+        .cloned()
+        .collect()
+}
+
+/// A new run's document: the initial context plus `blueprintId`, `blueprintVersion` (pinned,
+/// `null` when the blueprint has none) and `_executionId` (= the run id, F16), with its start
+/// work scheduled. A blueprint without start nodes completes at once.
+pub fn new_run(
+    run_id: &str,
+    blueprint: &Blueprint,
+    initial: Map<String, Value>,
+) -> (RunState, Vec<WorkItem>) {
+    let mut state = RunState {
+        run_id: run_id.to_string(),
+        context: initial,
+        book: Default::default(),
+    };
+    state.context.insert(
+        crate::flow::runtime::EXECUTION_ID_KEY.to_string(),
+        Value::String(run_id.to_string()),
+    );
+    let work = prepare(&mut state, blueprint);
+    update_status(&mut state);
+    (state, work)
+}
+
+/// Marks the run cancelled (sticky). Returns false when it had already finished.
+pub fn cancel(state: &mut RunState, reason: &str) -> bool {
+    if state.book.status.is_terminal() {
+        return false;
+    }
+    state.book.status = RunPhase::Cancelled;
+    state.book.reason = Some(reason.to_string());
+    clear_awaiting_keys(&mut state.context);
+    true
+}
+
+/// Marks the run failed with `message` (poison messages, missing blueprints). Returns false
+/// when it had already finished.
+pub fn fail_run(state: &mut RunState, node_id: &str, message: &str, now: DateTime<Utc>) -> bool {
+    if state.book.status.is_terminal() {
+        return false;
+    }
+    state.book.errors.push(RunError {
+        node_id: node_id.to_string(),
+        message: message.to_string(),
+        timestamp: now.to_rfc3339(),
+    });
+    update_status(state);
+    true
+}
+
+/// Applies a settlement of `work` to the run and returns its commit record (also stored in
+/// the run). The caller has checked that the run is not finished and, for `Finished` /
+/// `Failed`, that no record exists for `work` yet; for `Resumed`, that `work` is awaiting.
+pub fn settle(
+    state: &mut RunState,
+    blueprint: &Blueprint,
+    work: &WorkItem,
+    settlement: Settlement,
+    now: DateTime<Utc>,
+) -> CommitRecord {
+    let node = work.node.as_str();
+    state.book.outstanding.remove(&work.key());
+    let mut record = CommitRecord {
+        node: node.to_string(),
+        activation: work.activation,
+        kind: CommitKind::Completed,
+        output: None,
+        action: None,
+        taken: Vec::new(),
+        fired: Vec::new(),
+        wake_after_ms: None,
+    };
+    match settlement {
+        Settlement::Finished(completion) => {
+            apply_deltas(&mut state.context, &completion.deltas);
+            match completion.awaiting {
+                Some(details) => {
+                    record.kind = CommitKind::Awaiting;
+                    record.output = completion.result.output.clone();
+                    if details.reason == AwaitReason::Timer {
+                        let ms = details
+                            .wake_up_at
+                            .map(|at| (at - now).num_milliseconds().max(0))
+                            .unwrap_or(0);
+                        record.wake_after_ms = Some(u64::try_from(ms).unwrap_or(0));
+                    }
+                    record_awaiting(state, work, details, completion.result.output);
+                }
+                None => complete(state, blueprint, node, completion.result, &mut record),
+            }
+        }
+        Settlement::Resumed(result) => {
+            state.book.awaiting.remove(node);
+            clear_awaiting_entry(&mut state.context, node);
+            complete(state, blueprint, node, result, &mut record);
+        }
+        Settlement::Failed(error) => {
+            let fallback = node_definition(blueprint, node, &state.context)
+                .and_then(|n| n.config.fallback.clone())
+                .filter(|f| blueprint.node(f).is_some());
+            match fallback {
+                Some(fallback) if !error.fatal => {
+                    record.kind = CommitKind::FellBack;
+                    for key in output_keys(node) {
+                        state.context.insert(key, Value::Null);
+                    }
+                    let catch = json!({
+                        "message": error.message,
+                        "nodeId": node,
+                        "blueprintId": blueprint.id(),
+                    });
+                    state.context.insert("_catch_error".to_string(), catch);
+                    record.fired.push(fire(state, blueprint, &fallback));
+                }
+                _ => {
+                    record.kind = CommitKind::Failed;
+                    state.book.errors.push(RunError {
+                        node_id: node.to_string(),
+                        message: error.message,
+                        timestamp: now.to_rfc3339(),
+                    });
+                }
+            }
+        }
+    }
+    if state.book.seq > MAX_ITERATIONS as u64 && state.book.errors.is_empty() {
+        state.book.errors.push(RunError {
+            node_id: node.to_string(),
+            message: format!(
+                "Traversal exceeded maximum iterations ({MAX_ITERATIONS}), possible infinite loop"
+            ),
+            timestamp: now.to_rfc3339(),
+        });
+    }
+    state.book.revision += 1;
+    state.book.commits.insert(work.key(), record.clone());
+    update_status(state);
+    record
+}
+
+/// Sets the authoritative status from the bookkeeping (never leaves a terminal status).
+pub fn update_status(state: &mut RunState) {
+    let book = &mut state.book;
+    if book.status.is_terminal() {
+        return;
+    }
+    let partial_join = book
+        .arrivals
+        .iter()
+        .any(|(target, sources)| !sources.is_empty() && !book.fired.contains(target));
+    book.status = if let Some(first) = book.errors.first() {
+        book.reason = Some(first.message.clone());
+        RunPhase::Failed
+    } else if !book.outstanding.is_empty() {
+        RunPhase::Running
+    } else if !book.awaiting.is_empty() {
+        RunPhase::Awaiting
+    } else if partial_join {
+        book.reason = Some(
+            "work ran out while an `all` join had received only some of its activations"
+                .to_string(),
+        );
+        RunPhase::Stalled
+    } else {
+        RunPhase::Completed
+    };
+    if book.status.is_terminal() {
+        clear_awaiting_keys(&mut state.context);
+    }
+}
+
+fn uses(blueprint: &Blueprint, state: &RunState, node: &str) -> Option<String> {
+    node_definition(blueprint, node, &state.context).map(|n| n.uses.clone())
+}
+
+/// Schedules `node` (it runs once for this firing); a loop controller re-arms its body.
+fn fire(state: &mut RunState, blueprint: &Blueprint, node: &str) -> WorkItem {
+    state.book.fired.insert(node.to_string());
+    state.book.arrivals.remove(node);
+    if uses(blueprint, state, node).as_deref() == Some(LOOP_CONTROLLER) {
+        for id in blueprint.loop_body(node).iter().filter(|id| *id != node) {
+            state.book.fired.remove(id);
+            state.book.arrivals.remove(id);
+        }
+    }
+    state.book.schedule(node)
+}
+
+/// Records that `source` activated `target`; returns the work when the join fires.
+fn activate(
+    state: &mut RunState,
+    blueprint: &Blueprint,
+    source: &str,
+    target: &str,
+) -> Option<WorkItem> {
+    node_definition(blueprint, target, &state.context)?;
+    if uses(blueprint, state, source).as_deref() == Some(LOOP_CONTROLLER) {
+        return Some(fire(state, blueprint, target));
+    }
+    if state.book.fired.contains(target) {
+        return None;
+    }
+    let arrived = state.book.arrivals.entry(target.to_string()).or_default();
+    arrived.insert(source.to_string());
+    let arrived = arrived.clone();
+    let ready = match blueprint.join_strategy(target) {
+        JoinStrategy::Any => true,
+        JoinStrategy::All => required(state, blueprint, target)
+            .iter()
+            .all(|p| arrived.contains(p)),
+    };
+    ready.then(|| fire(state, blueprint, target))
+}
+
+/// The distinct predecessors an `all` join waits for.
+fn required(state: &RunState, blueprint: &Blueprint, target: &str) -> BTreeSet<String> {
+    let mut required: BTreeSet<String> = blueprint
+        .predecessors(target)
+        .iter()
+        .filter(|p| uses(blueprint, state, p).as_deref() != Some(LOOP_CONTROLLER))
+        .cloned()
+        .collect();
+    if let Some(workers) = state.book.dynamic_preds.get(target) {
+        required.extend(workers.iter().cloned());
+    }
+    required
+}
+
+/// Stores the output, schedules dynamic nodes, routes and fires ready targets.
+fn complete(
+    state: &mut RunState,
+    blueprint: &Blueprint,
+    node: &str,
+    result: NodeResult,
+    record: &mut CommitRecord,
+) {
+    let output = result.output.clone().unwrap_or(Value::Null);
+    for key in output_keys(node) {
+        state.context.insert(key, output.clone());
+    }
+    let gather = result
+        .output
+        .as_ref()
+        .and_then(|o| o.get("gatherNodeId"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    for dynamic in &result.dynamic_nodes {
+        if let Some(gather) = &gather {
+            state
+                .book
+                .dynamic_preds
+                .entry(gather.clone())
+                .or_default()
+                .insert(dynamic.id.clone());
+            state
+                .book
+                .dynamic_gather
+                .insert(dynamic.id.clone(), gather.clone());
+        }
+    }
+    for dynamic in &result.dynamic_nodes {
+        record.fired.push(fire(state, blueprint, &dynamic.id));
+    }
+    for activation in route(blueprint, node, &result, &state.context) {
+        let key = format!("_inputs.{}", activation.target);
+        match activation.input {
+            Some(value) => {
+                state.context.insert(key, value);
+            }
+            None => {
+                state.context.remove(&key);
+            }
+        }
+        record.taken.push(TakenEdge {
+            edge: Some(activation.edge),
+            source: activation.source.clone(),
+            target: activation.target.clone(),
+        });
+        if let Some(work) = activate(state, blueprint, &activation.source, &activation.target) {
+            record.fired.push(work);
+        }
+    }
+    if let Some(gather) = state.book.dynamic_gather.get(node).cloned() {
+        record.taken.push(TakenEdge {
+            edge: None,
+            source: node.to_string(),
+            target: gather.clone(),
+        });
+        if let Some(work) = activate(state, blueprint, node, &gather) {
+            record.fired.push(work);
+        }
+    }
+    if uses(blueprint, state, node).as_deref() == Some(LOOP_CONTROLLER) {
+        state.book.fired.remove(node);
+        state.book.arrivals.remove(node);
+    }
+    record.output = result.output;
+    record.action = result.action;
+}
+
+/// Records an awaiting node in the bookkeeping and in `_awaitingNodeIds` /
+/// `_awaitingDetails` (and `_subflowState.<id>`), like the in-process runtime.
+fn record_awaiting(
+    state: &mut RunState,
+    work: &WorkItem,
+    mut details: AwaitingDetails,
+    output: Option<Value>,
+) {
+    let node = work.node.as_str();
+    let sub_state = details.subflow_state.take();
+    let ctx = &mut state.context;
+    let ids = ctx
+        .entry(AWAITING_IDS_KEY)
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if !ids.is_array() {
+        *ids = Value::Array(Vec::new());
+    }
+    if let Value::Array(list) = ids
+        && !list.iter().any(|v| v.as_str() == Some(node))
+    {
+        list.push(Value::String(node.to_string()));
+    }
+    let all = ctx
+        .entry(AWAITING_DETAILS_KEY)
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !all.is_object() {
+        *all = Value::Object(Map::new());
+    }
+    if let Value::Object(map) = all {
+        map.insert(
+            node.to_string(),
+            serde_json::to_value(&details).unwrap_or(Value::Null),
+        );
+    }
+    if let Some(sub) = sub_state {
+        ctx.insert(format!("{SUBFLOW_STATE_PREFIX}{node}"), sub);
+    }
+    state.book.awaiting.insert(
+        node.to_string(),
+        AwaitingRecord {
+            activation: work.activation,
+            details,
+            output,
+        },
+    );
+}
+
+fn clear_awaiting_entry(ctx: &mut Map<String, Value>, node: &str) {
+    let mut empty = false;
+    if let Some(Value::Array(list)) = ctx.get_mut(AWAITING_IDS_KEY) {
+        list.retain(|v| v.as_str() != Some(node));
+        empty = list.is_empty();
+    }
+    if let Some(Value::Object(map)) = ctx.get_mut(AWAITING_DETAILS_KEY) {
+        map.remove(node);
+    }
+    ctx.remove(&format!("{SUBFLOW_STATE_PREFIX}{node}"));
+    if empty {
+        clear_awaiting_keys(ctx);
+    }
+}
+
+fn clear_awaiting_keys(ctx: &mut Map<String, Value>) {
+    ctx.remove(AWAITING_IDS_KEY);
+    ctx.remove(AWAITING_DETAILS_KEY);
+}
+
+/// The awaiting node a resume targets: `node` if given (it must be awaiting), else the first
+/// in `_awaitingNodeIds` order.
+pub fn resume_target(state: &RunState, node: Option<&str>) -> Result<String, String> {
+    let awaiting = &state.book.awaiting;
+    match node {
+        Some(id) if awaiting.contains_key(id) => Ok(id.to_string()),
+        Some(id) => Err(format!(
+            "node '{id}' of run {} is not awaiting (awaiting: {:?})",
+            state.run_id,
+            awaiting.keys().collect::<Vec<_>>()
+        )),
+        None => {
+            let ordered = state
+                .context
+                .get(AWAITING_IDS_KEY)
+                .and_then(Value::as_array)
+                .and_then(|ids| {
+                    ids.iter()
+                        .filter_map(Value::as_str)
+                        .find(|id| awaiting.contains_key(*id))
+                        .map(str::to_string)
+                });
+            ordered
+                .or_else(|| awaiting.keys().next().cloned())
+                .ok_or_else(|| format!("run {} is not awaiting: nothing to resume", state.run_id))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::blueprint::Blueprint;
+    use crate::flow::context::ContextDelta;
+
+    fn bp(json: &str) -> Blueprint {
+        Blueprint::from_json(json).unwrap()
+    }
+
+    fn done(output: Value) -> Settlement {
+        Settlement::Finished(NodeCompletion {
+            result: NodeResult::output(output),
+            deltas: vec![ContextDelta::Set {
+                key: "k".into(),
+                value: json!(1),
+            }],
+            awaiting: None,
+        })
+    }
+
+    fn only(items: &[WorkItem]) -> &WorkItem {
+        assert_eq!(items.len(), 1, "{items:?}");
+        &items[0]
+    }
+
+    #[test]
+    fn a_chain_completes_when_nothing_is_outstanding() {
+        let b = bp(
+            r#"{"id":"c","nodes":[{"id":"a","uses":"echo"},{"id":"b","uses":"echo"}],
+            "edges":[{"source":"a","target":"b"}]}"#,
+        );
+        let (mut s, work) = new_run("r", &b, Map::new());
+        let a = only(&work).clone();
+        assert_eq!(s.book.status, RunPhase::Running);
+        let rec = settle(&mut s, &b, &a, done(json!(1)), Utc::now());
+        assert_eq!(rec.kind, CommitKind::Completed);
+        let bw = only(&rec.fired).clone();
+        assert_eq!(s.context["_inputs.b"], json!(1));
+        assert_eq!(s.context["_outputs.a"], json!(1));
+        assert_eq!(s.context["a"], json!(1));
+        assert_eq!(s.book.status, RunPhase::Running);
+        settle(&mut s, &b, &bw, done(json!(2)), Utc::now());
+        assert_eq!(s.book.status, RunPhase::Completed);
+        assert_eq!(s.book.commits.len(), 2);
+    }
+
+    #[test]
+    fn fallback_only_nodes_are_not_started() {
+        let b = bp(
+            r#"{"id":"c","nodes":[{"id":"a","uses":"echo","config":{"fallback":"f"}},
+            {"id":"f","uses":"echo"}],"edges":[]}"#,
+        );
+        let (_, work) = new_run("r", &b, Map::new());
+        assert_eq!(only(&work).node, "a");
+    }
+
+    #[test]
+    fn version_pin_is_adopted_when_missing_and_compared_otherwise() {
+        let b = bp(
+            r#"{"id":"c","metadata":{"version":"2"},"nodes":[{"id":"a","uses":"echo"}],"edges":[]}"#,
+        );
+        let mut s = RunState {
+            run_id: "r".into(),
+            context: Map::new(),
+            book: Default::default(),
+        };
+        assert_eq!(check_version(&s, &b), VersionCheck::Adopt);
+        let work = prepare(&mut s, &b);
+        assert_eq!(work.len(), 1);
+        assert_eq!(check_version(&s, &b), VersionCheck::Matches);
+        s.context.insert(BLUEPRINT_VERSION_KEY.into(), Value::Null);
+        assert_eq!(
+            check_version(&s, &b),
+            VersionCheck::Mismatch { pinned: None }
+        );
+    }
+}

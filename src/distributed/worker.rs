@@ -1,0 +1,665 @@
+//! The worker: [`Worker::handle_message`] processes one queue message (decode, version gate,
+//! idempotent replay, execute one attempt, ONE atomic commit, follow-ups), and
+//! [`Worker::run`] is the polling loop (batched receives bounded by free concurrency slots,
+//! idle backoff with jitter, lease renewal while a node runs, graceful shutdown).
+//!
+//! Per job, in order: load the run once; drop jobs of finished runs; defer (never acknowledge)
+//! jobs for another blueprint version; replay a committed job's follow-ups; run the attempt;
+//! on a retryable failure below `maxRetries` send the next attempt as a delayed message; else
+//! commit the settlement (output, routing, joins, outstanding work, awaiting record, status)
+//! in one conditional write; then enqueue the fired work and publish the status. A crash
+//! anywhere is redone by redelivery: the commit record makes the redo a replay.
+
+use crate::Error;
+use crate::distributed::core::{
+    Backends, Step, commit_with, enqueue_follow_ups, publish_status, send_delayed,
+};
+use crate::distributed::events::{Event, EventBus};
+use crate::distributed::job::{JobKind, JobMessage};
+use crate::distributed::ports::{QueueMessage, RunPhase};
+use crate::distributed::state::{CommitRecord, RunState, WorkItem};
+use crate::distributed::transition::{
+    Settlement, VersionCheck, check_version, fail_run, prepare, settle,
+};
+use crate::flow::blueprint::Blueprint;
+use crate::flow::execute::{
+    AttemptOutcome, AttemptRequest, Environment, execute_attempt, max_attempts, node_definition,
+    retry_delay,
+};
+use crate::flow::node::NodeResult;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Worker settings.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Jobs processed at once.
+    pub concurrency: usize,
+    /// Messages asked for per receive (1..=32; also bounded by free slots).
+    pub batch_size: usize,
+    /// Lease per received message; renewed at half of it while the job runs.
+    pub visibility: Duration,
+    /// First idle pause after an empty receive.
+    pub idle_backoff_min: Duration,
+    /// Longest idle pause (the steady idle poll rate).
+    pub idle_backoff_max: Duration,
+    /// A message received more often than this goes to the poison queue.
+    pub max_dequeue: u32,
+    /// How long a deferred job (other blueprint version) stays hidden before another try.
+    pub defer_delay: Duration,
+    /// Base pause before a job that hit an infrastructure error is retried.
+    pub error_delay: Duration,
+    /// A running run's status item is refreshed at least this often (amortised heartbeat).
+    pub status_heartbeat: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: 32,
+            batch_size: 32,
+            visibility: Duration::from_secs(30),
+            idle_backoff_min: Duration::from_millis(20),
+            idle_backoff_max: Duration::from_millis(1000),
+            max_dequeue: 5,
+            defer_delay: Duration::from_secs(30),
+            error_delay: Duration::from_secs(1),
+            status_heartbeat: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What to do with a processed message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Delete it: the job is done (or deliberately dropped).
+    Complete,
+    /// Make it visible again after the delay (deferred or failed on infrastructure).
+    Release(Duration),
+    /// Move it to the poison queue with this reason.
+    Poison(String),
+}
+
+/// What a commit of a job turned out to be.
+enum Committed {
+    /// This delivery committed the settlement.
+    Fresh { record: CommitRecord, publish: bool },
+    /// The settlement was already committed (redelivery): replay it.
+    Replay(CommitRecord),
+    /// The run finished or the work is gone: nothing to do.
+    Dropped(String),
+    /// The run is pinned to another blueprint version.
+    Deferred(String),
+}
+
+/// A distributed worker over some [`Backends`].
+#[derive(Debug)]
+pub struct Worker {
+    env: Environment,
+    backends: Backends,
+    config: WorkerConfig,
+    events: EventBus,
+}
+
+impl Worker {
+    /// A worker running nodes from `env` (its blueprint registry is the set of blueprints this
+    /// worker can run) over `backends`.
+    pub fn new(env: Environment, backends: Backends, config: WorkerConfig) -> Self {
+        Worker {
+            env,
+            backends,
+            config,
+            events: EventBus::default(),
+        }
+    }
+
+    /// Uses `events` (e.g. shared with a client) instead of a private bus.
+    pub fn with_events(mut self, events: EventBus) -> Self {
+        self.events = events;
+        self
+    }
+
+    /// The event bus (subscribe to it).
+    pub fn events(&self) -> &EventBus {
+        &self.events
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &WorkerConfig {
+        &self.config
+    }
+
+    /// Processes one received message and says what to do with it (the loop in
+    /// [`Worker::run`] applies it; serverless hosts can call this directly). Never panics;
+    /// infrastructure errors become a delayed release, and after `max_dequeue` deliveries
+    /// the poison queue (the run is then marked failed with the reason).
+    pub async fn handle_message(&self, message: &QueueMessage) -> Disposition {
+        let run_id = JobMessage::sniff_run_id(&message.text);
+        if message.dequeue_count > self.config.max_dequeue {
+            let reason = format!(
+                "message {} was delivered {} times (limit {}) without being processed",
+                message.id, message.dequeue_count, self.config.max_dequeue
+            );
+            return self.poison(run_id, reason).await;
+        }
+        let job = match JobMessage::decode(&message.text) {
+            Ok(job) => job,
+            Err(e) => {
+                let reason = format!("undecodable job message {}: {e}", message.id);
+                return self.poison(run_id, reason).await;
+            }
+        };
+        let span = tracing::info_span!(
+            "job",
+            run_id = %job.run_id,
+            node_id = %job.node_id,
+            attempt = job.attempt(),
+            activation = job.activation,
+        );
+        match self
+            .handle_job(&job, message.dequeue_count)
+            .instrument(span)
+            .await
+        {
+            Ok(disposition) => disposition,
+            Err(e) if message.dequeue_count >= self.config.max_dequeue => {
+                let reason = format!(
+                    "job for node '{}' failed {} times; last error: {e}",
+                    job.node_id, message.dequeue_count
+                );
+                self.poison(Some(job.run_id.clone()), reason).await
+            }
+            Err(e) => {
+                tracing::warn!(run_id = %job.run_id, node_id = %job.node_id, error = %e,
+                    "job hit an infrastructure error; it will be retried");
+                Disposition::Release(self.config.error_delay * message.dequeue_count.max(1))
+            }
+        }
+    }
+
+    /// Marks the run failed (best effort) and returns the poison disposition.
+    async fn poison(&self, run_id: Option<String>, reason: String) -> Disposition {
+        tracing::error!(run_id = ?run_id, reason = %reason, "moving message to the poison queue");
+        if let Some(run_id) = &run_id
+            && let Err(e) = self.fail_run(run_id, &reason).await
+        {
+            tracing::warn!(run_id = %run_id, error = %e, "could not mark the poisoned run failed");
+        }
+        self.events.emit(Event::JobPoisoned {
+            run_id,
+            reason: reason.clone(),
+        });
+        Disposition::Poison(reason)
+    }
+
+    async fn fail_run(&self, run_id: &str, reason: &str) -> Result<(), Error> {
+        let now = chrono::Utc::now();
+        let result = commit_with(self.backends.runs.as_ref(), run_id, |state| {
+            if fail_run(state, "", reason, now) {
+                state.book.revision += 1;
+                Step::Write(())
+            } else {
+                Step::Skip(())
+            }
+        })
+        .await;
+        match result {
+            Ok(((), state)) => {
+                publish_status(self.backends.runs.as_ref(), &self.events, &state).await
+            }
+            Err(Error::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn defer(&self, job: &JobMessage, dequeue_count: u32, why: String) -> DeferOrPoison {
+        if dequeue_count >= self.config.max_dequeue {
+            return DeferOrPoison::Poison(format!(
+                "{why}; no suitable worker took the job after {dequeue_count} deliveries"
+            ));
+        }
+        tracing::warn!(run_id = %job.run_id, node_id = %job.node_id, reason = %why,
+            "deferring job to another worker");
+        self.events.emit(Event::JobDeferred {
+            run_id: job.run_id.clone(),
+            node_id: job.node_id.clone(),
+            reason: why,
+        });
+        DeferOrPoison::Defer(Disposition::Release(self.config.defer_delay))
+    }
+
+    async fn deferred(&self, job: &JobMessage, dequeue_count: u32, why: String) -> Disposition {
+        match self.defer(job, dequeue_count, why) {
+            DeferOrPoison::Defer(d) => d,
+            DeferOrPoison::Poison(reason) => self.poison(Some(job.run_id.clone()), reason).await,
+        }
+    }
+
+    fn dropped(&self, job: &JobMessage, reason: impl Into<String>) -> Disposition {
+        let reason = reason.into();
+        tracing::info!(run_id = %job.run_id, node_id = %job.node_id, reason = %reason, "dropping job");
+        self.events.emit(Event::JobDropped {
+            run_id: job.run_id.clone(),
+            node_id: job.node_id.clone(),
+            reason,
+        });
+        Disposition::Complete
+    }
+
+    /// Processes one decoded job. `Err` means an infrastructure error (retry the message).
+    pub async fn handle_job(
+        &self,
+        job: &JobMessage,
+        dequeue_count: u32,
+    ) -> Result<Disposition, Error> {
+        let Some(blueprint) = self.env.blueprints.get(&job.blueprint_id) else {
+            let why = format!(
+                "blueprint '{}' is not in this worker's registry",
+                job.blueprint_id
+            );
+            return Ok(self.deferred(job, dequeue_count, why).await);
+        };
+        let runs = self.backends.runs.as_ref();
+        let Some(loaded) = runs.load(&job.run_id).await? else {
+            return Ok(self.dropped(job, "the run does not exist"));
+        };
+        let state = loaded.value;
+        if let Some(id) = state.blueprint_id()
+            && id != job.blueprint_id
+        {
+            return Ok(Disposition::Poison(format!(
+                "job names blueprint '{}' but run {} runs '{id}'",
+                job.blueprint_id, job.run_id
+            )));
+        }
+        if state.book.status.is_terminal() {
+            publish_status(runs, &self.events, &state).await?;
+            return Ok(self.dropped(job, format!("the run is {}", state.book.status.as_str())));
+        }
+        if let VersionCheck::Mismatch { pinned } = check_version(&state, &blueprint) {
+            let why = version_mismatch(&pinned, &blueprint);
+            return Ok(self.deferred(job, dequeue_count, why).await);
+        }
+        let Some(work) = resolve_work(&state, &blueprint, job) else {
+            return Ok(self.dropped(job, "no outstanding work for this node"));
+        };
+        let settlement = match job.kind {
+            JobKind::Wake => {
+                if let Some(ms) = job.remaining_ms.filter(|ms| *ms > 0) {
+                    let mut next = job.clone();
+                    next.remaining_ms = None;
+                    send_delayed(
+                        self.backends.queue.as_ref(),
+                        next,
+                        Duration::from_millis(ms),
+                    )
+                    .await?;
+                    return Ok(Disposition::Complete);
+                }
+                None
+            }
+            JobKind::Execute => {
+                if let Some(record) = state.book.commits.get(&work.key()) {
+                    let record = record.clone();
+                    return self.replay(job, &state, record).await;
+                }
+                if !state.book.outstanding.contains_key(&work.key()) {
+                    return Ok(self.dropped(job, "stale job: its work is not outstanding"));
+                }
+                match self.attempt(job, &blueprint, &state).await? {
+                    Some(settlement) => Some(settlement),
+                    None => return Ok(Disposition::Complete),
+                }
+            }
+        };
+        let now = chrono::Utc::now();
+        let heartbeat = i64::try_from(self.config.status_heartbeat.as_secs()).unwrap_or(60);
+        let wake = job.kind == JobKind::Wake;
+        let (committed, state) = commit_with(runs, &job.run_id, |state| {
+            if state.book.status.is_terminal() {
+                return Step::Skip(Committed::Dropped(format!(
+                    "the run is {}",
+                    state.book.status.as_str()
+                )));
+            }
+            if let VersionCheck::Mismatch { pinned } = check_version(state, &blueprint) {
+                return Step::Skip(Committed::Deferred(version_mismatch(&pinned, &blueprint)));
+            }
+            prepare(state, &blueprint);
+            let settlement = if wake {
+                match state.book.awaiting.get(&work.node) {
+                    Some(rec) if rec.activation == work.activation => {
+                        Settlement::Resumed(NodeResult {
+                            output: rec.output.clone(),
+                            action: None,
+                            dynamic_nodes: Vec::new(),
+                        })
+                    }
+                    _ => {
+                        return Step::Skip(Committed::Dropped(
+                            "the sleeping node was already resumed".into(),
+                        ));
+                    }
+                }
+            } else {
+                if let Some(record) = state.book.commits.get(&work.key()) {
+                    return Step::Skip(Committed::Replay(record.clone()));
+                }
+                if !state.book.outstanding.contains_key(&work.key()) {
+                    return Step::Skip(Committed::Dropped("stale job".into()));
+                }
+                match &settlement {
+                    Some(s) => s.clone(),
+                    None => return Step::Skip(Committed::Dropped("nothing to settle".into())),
+                }
+            };
+            let before = state.book.status;
+            let record = settle(state, &blueprint, &work, settlement, now);
+            let due = now.timestamp() - state.book.status_touched_at >= heartbeat;
+            let publish = due || before != state.book.status;
+            if publish {
+                state.book.status_touched_at = now.timestamp();
+            }
+            Step::Write(Committed::Fresh { record, publish })
+        })
+        .await?;
+        match committed {
+            Committed::Fresh { record, publish } => {
+                self.follow_up(job, &state, &record, publish).await?;
+                self.events.emit(Event::JobFinished {
+                    run_id: job.run_id.clone(),
+                    node_id: job.node_id.clone(),
+                    kind: record.kind,
+                });
+                Ok(Disposition::Complete)
+            }
+            Committed::Replay(record) => self.replay(job, &state, record).await,
+            Committed::Dropped(reason) => Ok(self.dropped(job, reason)),
+            Committed::Deferred(why) => Ok(self.deferred(job, dequeue_count, why).await),
+        }
+    }
+
+    /// Runs one attempt. `None` when a retry was queued (nothing to commit).
+    async fn attempt(
+        &self,
+        job: &JobMessage,
+        blueprint: &Arc<Blueprint>,
+        state: &RunState,
+    ) -> Result<Option<Settlement>, Error> {
+        let attempt = job.attempt();
+        self.events.emit(Event::JobStarted {
+            run_id: job.run_id.clone(),
+            node_id: job.node_id.clone(),
+            attempt,
+        });
+        let outcome = execute_attempt(AttemptRequest {
+            env: &self.env,
+            blueprint,
+            node_id: &job.node_id,
+            run_id: &job.run_id,
+            context: &state.context,
+            attempt,
+            cancel: CancellationToken::new(),
+            input: None,
+        })
+        .await;
+        match outcome {
+            AttemptOutcome::Completed(completion) => Ok(Some(Settlement::Finished(completion))),
+            AttemptOutcome::Failed { error, retryable } => {
+                let node = node_definition(blueprint, &job.node_id, &state.context);
+                let limit = node.as_deref().map_or(1, max_attempts);
+                if retryable && attempt < limit {
+                    let delay = node
+                        .as_deref()
+                        .map_or(Duration::ZERO, |n| retry_delay(n, attempt + 1));
+                    let mut next = job.clone();
+                    next.attempt = Some(attempt + 1);
+                    next.remaining_ms = None;
+                    send_delayed(self.backends.queue.as_ref(), next, delay).await?;
+                    tracing::info!(error = %error.message, next_attempt = attempt + 1,
+                        delay_ms = delay.as_millis() as u64, "attempt failed; retry queued");
+                    self.events.emit(Event::JobRetried {
+                        run_id: job.run_id.clone(),
+                        node_id: job.node_id.clone(),
+                        next_attempt: attempt + 1,
+                        delay,
+                    });
+                    return Ok(None);
+                }
+                tracing::warn!(error = %error.message, "node failed on its last attempt");
+                self.events.emit(Event::JobFailed {
+                    run_id: job.run_id.clone(),
+                    node_id: job.node_id.clone(),
+                    message: error.message.clone(),
+                });
+                Ok(Some(Settlement::Failed(error)))
+            }
+        }
+    }
+
+    /// Re-does the follow-ups of an already committed job (redelivery, F4).
+    async fn replay(
+        &self,
+        job: &JobMessage,
+        state: &RunState,
+        record: CommitRecord,
+    ) -> Result<Disposition, Error> {
+        tracing::info!("job already committed; replaying its follow-ups");
+        self.events.emit(Event::JobReplayed {
+            run_id: job.run_id.clone(),
+            node_id: job.node_id.clone(),
+        });
+        let publish = state.book.status != RunPhase::Running;
+        self.follow_up(job, state, &record, publish).await?;
+        Ok(Disposition::Complete)
+    }
+
+    async fn follow_up(
+        &self,
+        job: &JobMessage,
+        state: &RunState,
+        record: &CommitRecord,
+        publish: bool,
+    ) -> Result<(), Error> {
+        let work = WorkItem {
+            node: record.node.clone(),
+            activation: record.activation,
+        };
+        let still_waiting = state
+            .book
+            .awaiting
+            .get(&record.node)
+            .is_some_and(|a| a.activation == record.activation);
+        let wake = record
+            .wake_after_ms
+            .filter(|_| still_waiting)
+            .map(|ms| (&work, ms));
+        if !state.book.status.is_terminal() {
+            enqueue_follow_ups(
+                self.backends.queue.as_ref(),
+                &job.run_id,
+                &job.blueprint_id,
+                &record.fired,
+                wake,
+            )
+            .await?;
+        }
+        if publish || state.book.status.is_terminal() {
+            publish_status(self.backends.runs.as_ref(), &self.events, state).await?;
+        }
+        Ok(())
+    }
+
+    /// Polls the queue until `shutdown` fires, then finishes the jobs in flight.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        let mut tasks = JoinSet::new();
+        let mut idle = self.config.idle_backoff_min;
+        while !shutdown.is_cancelled() {
+            while tasks.try_join_next().is_some() {}
+            let free = slots.available_permits();
+            if free == 0 {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tasks.join_next() => {}
+                }
+                continue;
+            }
+            let max = free.min(self.config.batch_size).clamp(1, 32);
+            match self
+                .backends
+                .queue
+                .receive(max, self.config.visibility)
+                .await
+            {
+                Ok(messages) if messages.is_empty() => {
+                    let pause = jitter(idle);
+                    idle = (idle * 2).min(self.config.idle_backoff_max);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                }
+                Ok(messages) => {
+                    idle = self.config.idle_backoff_min;
+                    for message in messages {
+                        let Ok(permit) = slots.clone().try_acquire_owned() else {
+                            // Cannot happen (we asked for at most `free`); give it back.
+                            let _ = self
+                                .backends
+                                .queue
+                                .release(&message.id, &message.receipt, Duration::ZERO)
+                                .await;
+                            continue;
+                        };
+                        let worker = self.clone();
+                        tasks.spawn(async move {
+                            worker.process(message).await;
+                            drop(permit);
+                        });
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "receiving from the queue failed; backing off");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(jitter(self.config.idle_backoff_max)) => {}
+                    }
+                }
+            }
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    /// Handles one message under a renewed lease, then completes, releases or poisons it.
+    async fn process(&self, message: QueueMessage) {
+        let receipt = Arc::new(Mutex::new(message.receipt.clone()));
+        let stop = CancellationToken::new();
+        let renewer = tokio::spawn(renew_lease(
+            self.backends.queue.clone(),
+            message.id.clone(),
+            receipt.clone(),
+            self.config.visibility,
+            stop.clone(),
+        ));
+        let disposition = self.handle_message(&message).await;
+        stop.cancel();
+        let _ = renewer.await;
+        let current = receipt
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_else(|p| p.into_inner().clone());
+        let queue = self.backends.queue.as_ref();
+        let result = match &disposition {
+            Disposition::Complete => queue.complete(&message.id, &current).await,
+            Disposition::Release(delay) => queue.release(&message.id, &current, *delay).await,
+            Disposition::Poison(reason) => {
+                let mut leased = message.clone();
+                leased.receipt = current;
+                queue.move_to_poison(&leased, reason).await
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(message_id = %message.id, error = %e,
+                "could not settle the message; it will be redelivered (the job is idempotent)");
+        }
+    }
+}
+
+enum DeferOrPoison {
+    Defer(Disposition),
+    Poison(String),
+}
+
+fn version_mismatch(pinned: &Option<String>, blueprint: &Blueprint) -> String {
+    format!(
+        "blueprint version mismatch: the run is pinned to {} but this worker has {} of '{}'",
+        pinned
+            .as_deref()
+            .map_or("no version".to_string(), |v| format!("version {v}")),
+        blueprint
+            .version()
+            .map_or("no version".to_string(), |v| format!("version {v}")),
+        blueprint.id()
+    )
+}
+
+/// The work a job refers to. TypeScript-style jobs carry no activation: use the node's
+/// outstanding work (after initialising a foreign run's bookkeeping in a scratch copy).
+fn resolve_work(state: &RunState, blueprint: &Blueprint, job: &JobMessage) -> Option<WorkItem> {
+    if let Some(activation) = job.activation {
+        return Some(WorkItem {
+            node: job.node_id.clone(),
+            activation,
+        });
+    }
+    let mut scratch = state.clone();
+    prepare(&mut scratch, blueprint);
+    scratch
+        .book
+        .outstanding
+        .values()
+        .find(|w| w.node == job.node_id)
+        .cloned()
+}
+
+/// Renews the lease every half visibility until `stop` fires; keeps the latest receipt.
+async fn renew_lease(
+    queue: Arc<dyn crate::distributed::ports::JobQueue>,
+    id: String,
+    receipt: Arc<Mutex<String>>,
+    visibility: Duration,
+    stop: CancellationToken,
+) {
+    let every = visibility / 2;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let current = match receipt.lock() {
+            Ok(r) => r.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        match queue.renew(&id, &current, visibility).await {
+            Ok(fresh) => match receipt.lock() {
+                Ok(mut r) => *r = fresh,
+                Err(p) => *p.into_inner() = fresh,
+            },
+            Err(e) => {
+                tracing::warn!(message_id = %id, error = %e, "lease renewal failed");
+                return;
+            }
+        }
+    }
+}
+
+/// A pause between 50% and 100% of `base` (spreads idle workers apart).
+fn jitter(base: Duration) -> Duration {
+    let ms = u64::try_from(base.as_millis()).unwrap_or(u64::MAX).max(2);
+    Duration::from_millis(fastrand::u64(ms / 2..=ms))
+}
