@@ -793,17 +793,13 @@ impl Run {
         } else {
             RunStatus::Completed
         };
-        let ctx = self.ctx();
-        if status == RunStatus::Awaiting {
-            if !partial_joins.is_empty() {
-                ctx.insert(
-                    PENDING_JOINS_KEY.to_string(),
-                    Value::Object(partial_joins.into_iter().collect()),
-                );
-            }
-        } else {
-            ctx.remove(AWAITING_IDS_KEY);
-            ctx.remove(AWAITING_DETAILS_KEY);
+        // The awaiting records exist only while something awaits, so they are kept as they
+        // are: on `awaiting` for resume, on `failed`/`cancelled` to show what was pending.
+        if status == RunStatus::Awaiting && !partial_joins.is_empty() {
+            self.ctx().insert(
+                PENDING_JOINS_KEY.to_string(),
+                Value::Object(partial_joins.into_iter().collect()),
+            );
         }
         let context = Arc::try_unwrap(self.context).unwrap_or_else(|shared| (*shared).clone());
         WorkflowResult {
