@@ -347,6 +347,22 @@ impl Blueprint {
         self.per_node(&self.graph.predecessors, id)
     }
 
+    /// The predecessors a fan-in at `id` waits for: [`predecessors`](Self::predecessors)
+    /// without a `loop-controller` whose loop body contains `id` (its `continue` edge re-enters
+    /// the loop; it is not a join source).
+    pub fn join_sources(&self, id: &str) -> Vec<&str> {
+        self.predecessors(id)
+            .iter()
+            .filter(|p| {
+                let controller = self
+                    .node(p)
+                    .is_some_and(|n| n.uses == graph::LOOP_CONTROLLER);
+                !(controller && self.loop_body(p).iter().any(|b| b == id))
+            })
+            .map(String::as_str)
+            .collect()
+    }
+
     /// Distinct target node ids of the edges leaving `id`.
     pub fn successors(&self, id: &str) -> &[String] {
         self.per_node(&self.graph.successors, id)

@@ -22,7 +22,7 @@ pub fn to_mermaid(blueprint: &Blueprint) -> String {
     };
     for (i, node) in blueprint.nodes().iter().enumerate() {
         let mut label = format!("{}<br/>{}", escape(&node.id), escape(&node.uses));
-        let joins = blueprint.predecessors(&node.id).len() > 1;
+        let joins = blueprint.join_sources(&node.id).len() > 1;
         match blueprint.join_strategy(&node.id) {
             JoinStrategy::Any => label.push_str("<br/>any join"),
             JoinStrategy::All if joins => label.push_str("<br/>all join"),

@@ -432,6 +432,8 @@ fn loop_body_is_the_cycle_through_the_controller_plus_fallbacks() {
     let bp = load_ok(builder_loop());
     assert_eq!(bp.loop_body("ctrl"), ["body", "step", "rescue"]);
     assert!(bp.loop_body("body").is_empty());
+    assert_eq!(bp.predecessors("body"), ["init", "ctrl"]);
+    assert_eq!(bp.join_sources("body"), ["init"]);
     assert_eq!(bp.start_nodes(), ["init"]);
     assert_eq!(bp.terminal_nodes(), ["done"]);
     let scope: Map<String, Value> = [("count".to_owned(), json!(2))].into_iter().collect();
