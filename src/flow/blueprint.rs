@@ -450,6 +450,24 @@ impl Blueprint {
 
 /// JSON text to the serde model, with the JSON path of the first error.
 fn parse_definition(text: &str) -> Result<WorkflowBlueprint, BlueprintError> {
+    let first = text.trim_start().chars().next();
+    if first.is_some_and(|c| c != '{') {
+        let found = match serde_json::from_str::<Value>(text) {
+            Err(err) => return Err(BlueprintError::at("", format!("invalid JSON: {err}"))),
+            Ok(Value::Array(_)) => "an array",
+            Ok(Value::String(_)) => "a string",
+            Ok(Value::Number(_)) => "a number",
+            Ok(Value::Bool(_)) => "a boolean",
+            Ok(_) => "null",
+        };
+        return Err(BlueprintError::at(
+            "",
+            format!(
+                "a blueprint must be a JSON object {{\"id\": ..., \"nodes\": [...], \"edges\": \
+                 [...]}}, found {found}"
+            ),
+        ));
+    }
     let mut de = serde_json::Deserializer::from_str(text);
     let def = serde_path_to_error::deserialize::<_, WorkflowBlueprint>(&mut de).map_err(|err| {
         let path = err.path().to_string();

@@ -4,6 +4,7 @@
 
 use super::blueprint::{Blueprint, JoinStrategy};
 use super::graph::LOOP_CONTROLLER;
+use std::collections::HashMap;
 use std::fmt::Write;
 
 /// Renders the blueprint as Mermaid `flowchart TD` text.
@@ -13,11 +14,15 @@ use std::fmt::Write;
 /// to its fallback.
 pub fn to_mermaid(blueprint: &Blueprint) -> String {
     let mut out = String::from("flowchart TD\n");
+    let positions: HashMap<&str, usize> = blueprint
+        .nodes()
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.id.as_str(), i))
+        .collect();
     let mermaid_id = |id: &str| {
-        blueprint
-            .nodes()
-            .iter()
-            .position(|n| n.id == id)
+        positions
+            .get(id)
             .map_or_else(|| "missing".to_owned(), |i| format!("n{i}"))
     };
     for (i, node) in blueprint.nodes().iter().enumerate() {

@@ -192,6 +192,30 @@ fn invalid_json_reports_line_and_column() {
 }
 
 #[test]
+fn the_document_must_be_an_object() {
+    for text in ["[1, 2]", "\"id\"", "3", "null", " true"] {
+        let err = Blueprint::from_json(text)
+            .err()
+            .unwrap_or_else(|| panic!("{text} loaded"));
+        assert!(
+            err.message.contains("must be a JSON object"),
+            "{text}: {err}"
+        );
+    }
+    let err = Blueprint::from_json("[1,").err();
+    assert!(err.is_some_and(|e| e.message.contains("invalid JSON")));
+}
+
+#[test]
+fn deeply_nested_json_is_an_error_not_a_crash() {
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let text = format!(
+        "{{\"id\": \"x\", \"nodes\": [{{\"id\": \"a\", \"uses\": \"e\", \"params\": {{\"p\": {deep}}}}}]}}"
+    );
+    assert!(Blueprint::from_json(&text).is_err());
+}
+
+#[test]
 fn wrong_types_name_their_json_path() {
     let cases = [
         (json!({"nodes": []}), "", "missing field `id`"),

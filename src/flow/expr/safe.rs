@@ -1,6 +1,6 @@
 //! The sandboxed AST evaluator: a small JavaScript expression subset parsed into a tree and
 //! interpreted over JSON data. Literals, scope paths, `.name` / `.0` / `[expr]` member reads,
-//! `! - +` prefixes, `* /`, `+ -`, `< <= > >=`, `== != === !==`, `&&`, `||`, `?:` and
+//! `! - +` prefixes, `* / %`, `+ -`, `< <= > >=`, `== != === !==`, `&&`, `||`, `?:` and
 //! parentheses, with JavaScript precedence and semantics. No calls, no assignment, no code.
 
 use super::js::{self, Val};
@@ -58,6 +58,7 @@ enum BinaryOp {
     Sub,
     Mul,
     Div,
+    Rem,
     Lt,
     Le,
     Gt,
@@ -107,9 +108,9 @@ enum Tok {
     End,
 }
 
-const PUNCTUATORS: [&str; 22] = [
+const PUNCTUATORS: [&str; 23] = [
     "===", "!==", "==", "!=", "<=", ">=", "&&", "||", "(", ")", "[", "]", ".", "?", ":", "!", "<",
-    ">", "+", "-", "*", "/",
+    ">", "+", "-", "*", "/", "%",
 ];
 
 fn is_ident_start(c: char) -> bool {
@@ -405,7 +406,11 @@ impl Parser {
                 (">", BinaryOp::Gt),
             ],
             &[("+", BinaryOp::Add), ("-", BinaryOp::Sub)],
-            &[("*", BinaryOp::Mul), ("/", BinaryOp::Div)],
+            &[
+                ("*", BinaryOp::Mul),
+                ("/", BinaryOp::Div),
+                ("%", BinaryOp::Rem),
+            ],
         ];
         let Some(ops) = LEVELS.get(level) else {
             return self.unary();
@@ -588,6 +593,8 @@ fn binary<'a>(op: BinaryOp, l: &Val<'a>, r: &Val<'a>) -> Result<Val<'a>, Thrown>
         BinaryOp::Sub => Val::Num(l.to_number() - r.to_number()),
         BinaryOp::Mul => Val::Num(l.to_number() * r.to_number()),
         BinaryOp::Div => Val::Num(l.to_number() / r.to_number()),
+        // Rust's `%` on f64 is C fmod, which is JavaScript's `%` (sign of the dividend).
+        BinaryOp::Rem => Val::Num(l.to_number() % r.to_number()),
         BinaryOp::Lt => ordered(Ordering::is_lt),
         BinaryOp::Le => ordered(Ordering::is_le),
         BinaryOp::Gt => ordered(Ordering::is_gt),

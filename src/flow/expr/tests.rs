@@ -212,6 +212,9 @@ fn safe_does_arithmetic_and_logic() {
         ("input * 2", json!(10)),
         ("!d && !!c", json!(true)),
         ("1 / 0", Value::Null),
+        ("a % b", json!(2)),
+        ("-7 % 3", json!(-1)),
+        ("7.5 % 2", json!(1.5)),
     ];
     for (expr, expected) in cases {
         assert_eq!(safe(expr, ctx.clone()), Some(expected), "{expr}");
