@@ -542,3 +542,45 @@ async fn run_builtins_bp(
         .run(b, ctx(initial))
         .await
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_inside_a_loop_gathers_a_fresh_batch_on_every_pass() {
+    let trace = Trace::default();
+    let mut r = batch_registry(&trace);
+    r.register("inc", |ctx| async move {
+        let n = ctx
+            .context()
+            .get("count")
+            .and_then(|v| v.as_i64())
+            .unwrap_or(0)
+            + 1;
+        ctx.context().set("count", json!(n));
+        Ok(NodeResult::output(json!(n)))
+    });
+    let b = bp_with(
+        json!({"id": "loopbatch", "nodes": [
+            {"id": "init", "uses": "set", "params": {"values": {"count": 0}}},
+            {"id": "sc", "uses": "batch-scatter", "inputs": "items",
+             "params": {"workerUsesKey": "work_item", "gatherNodeId": "ga"}},
+            {"id": "ga", "uses": "batch-gather"},
+            {"id": "inc", "uses": "inc"},
+            {"id": "ctl", "uses": "loop-controller", "params": {"condition": "count < 2"},
+             "config": {"joinStrategy": "any"}},
+            {"id": "done", "uses": "trace"}],
+          "edges": [{"source": "init", "target": "sc"}, {"source": "sc", "target": "ga"},
+                    {"source": "ga", "target": "inc"}, {"source": "inc", "target": "ctl"},
+                    {"source": "ctl", "target": "sc", "action": "continue"},
+                    {"source": "ctl", "target": "done", "action": "break"}]}),
+        flowcraft_azure::flow::expr::EvaluatorKind::Safe,
+    );
+    let result = runtime(r).run(b, ctx(json!({"items": [1, 2, 3]}))).await;
+    assert_eq!(
+        result.status,
+        RunStatus::Completed,
+        "{:?}",
+        messages(&result)
+    );
+    assert_eq!(trace.count("worker"), 6);
+    assert_eq!(trace.count("done"), 1);
+    assert_eq!(result.context["ga"], json!([10, 20, 30]));
+}

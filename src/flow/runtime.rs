@@ -620,15 +620,18 @@ impl Run {
             .and_then(|o| o.get("gatherNodeId"))
             .and_then(Value::as_str)
             .map(str::to_string);
-        for dynamic in &result.dynamic_nodes {
-            if let Some(gather) = &gather {
-                self.dynamic_preds
-                    .entry(gather.clone())
-                    .or_default()
-                    .insert(dynamic.id.clone());
-                self.dynamic_gather
-                    .insert(dynamic.id.clone(), gather.clone());
+        let scatters = !result.dynamic_nodes.is_empty()
+            || self.uses(node_id).as_deref() == Some("batch-scatter");
+        if let Some(gather) = &gather
+            && scatters
+        {
+            // each scatter completion starts a fresh batch for its gather node
+            let workers: BTreeSet<String> =
+                result.dynamic_nodes.iter().map(|d| d.id.clone()).collect();
+            for worker in &workers {
+                self.dynamic_gather.insert(worker.clone(), gather.clone());
             }
+            self.dynamic_preds.insert(gather.clone(), workers);
         }
         for dynamic in &result.dynamic_nodes {
             self.fire(&dynamic.id, None);

@@ -3,7 +3,8 @@
 //! Scatter (input must be an array; `params.workerUsesKey` and `params.gatherNodeId`
 //! required) writes each item to `_batch.<scatter>_<uuid>_item_<i>` and returns one dynamic
 //! worker node per item, `{id: "<workerUsesKey>_<uuid>_<i>", uses: workerUsesKey, inputs: that
-//! key}`. It appends the worker ids to `<gather>_allWorkerIds`, sets `<gather>_hasMore = false`
+//! key}`. It sets `<gather>_allWorkerIds` to this batch's worker ids (a scatter inside a loop
+//! starts a fresh batch each pass), sets `<gather>_hasMore = false`
 //! and outputs `{gatherNodeId, hasMore: false}`; the runtime makes the gather node wait for
 //! every worker. `params.chunkSize` is accepted but all items are scheduled at once (the
 //! runtime's concurrency bound limits how many run together), which avoids Flowcraft's broken
@@ -67,13 +68,12 @@ pub async fn scatter(ctx: NodeContext) -> Result<NodeResult, NodeError> {
         })?;
         workers.push(node);
     }
-    let all_key = format!("{gather_id}_allWorkerIds");
-    let mut all_ids = match ctx.context().get(&all_key) {
-        Some(Value::Array(ids)) => ids,
-        _ => Vec::new(),
-    };
-    all_ids.extend(workers.iter().map(|w| Value::String(w.id.clone())));
-    ctx.context().set(all_key, Value::Array(all_ids));
+    let all_ids: Vec<Value> = workers
+        .iter()
+        .map(|w| Value::String(w.id.clone()))
+        .collect();
+    ctx.context()
+        .set(format!("{gather_id}_allWorkerIds"), Value::Array(all_ids));
     ctx.context()
         .set(format!("{scatter_id}_currentIndex"), json!(items.len()));
     ctx.context()
