@@ -96,7 +96,7 @@ pub fn summary(bp: &Blueprint) -> String {
     };
     format!(
         "blueprint {} ({version}evaluator {})\n\
-         nodes: {}, edges: {}\n\
+         nodes: {}, edges: {}, {}\n\
          start nodes: {}\n\
          terminal nodes: {}\n\
          joins: {}\n\
@@ -106,6 +106,7 @@ pub fn summary(bp: &Blueprint) -> String {
         bp.evaluator(),
         bp.nodes().len(),
         bp.edges().len(),
+        if bp.is_dag() { "acyclic" } else { "cyclic" },
         list(bp.start_nodes()),
         list(bp.terminal_nodes()),
         lines(joins),

@@ -262,6 +262,7 @@ pub struct Blueprint {
     conditions: Vec<Option<Expression>>,
     transforms: Vec<Option<Expression>>,
     loop_conditions: HashMap<String, Expression>,
+    is_dag: bool,
 }
 
 impl Blueprint {
@@ -292,6 +293,7 @@ impl Blueprint {
         if !allow_cycles {
             check_cycles(&def, &graph)?;
         }
+        let is_dag = graph.find_cycle(&def, &|_| false).is_none();
         Ok(Blueprint {
             def,
             evaluator,
@@ -299,6 +301,7 @@ impl Blueprint {
             conditions,
             transforms,
             loop_conditions,
+            is_dag,
         })
     }
 
@@ -372,6 +375,11 @@ impl Blueprint {
     /// `metadata.cycleEntryPoints` (or else the first declared node).
     pub fn start_nodes(&self) -> &[String] {
         &self.graph.start
+    }
+
+    /// True when the graph has no cycle at all (loops through a loop-controller are cycles).
+    pub fn is_dag(&self) -> bool {
+        self.is_dag
     }
 
     /// Nodes with no outgoing edge that are not fallback-only.

@@ -133,6 +133,37 @@ mod tests {
     }
 
     #[test]
+    fn diamond_renders_every_edge_once() {
+        let bp = blueprint(json!({"id": "d", "nodes": [{"id": "A", "uses": "n"},
+            {"id": "B", "uses": "n"}, {"id": "C", "uses": "n"}, {"id": "D", "uses": "n"}],
+            "edges": [{"source": "A", "target": "B"}, {"source": "A", "target": "C"},
+                      {"source": "B", "target": "D"}, {"source": "C", "target": "D"}]}));
+        let text = to_mermaid(&bp);
+        for line in [
+            "n0 --> n1",
+            "n0 --> n2",
+            "n1 --> n3",
+            "n2 --> n3",
+            "n3[\"D<br/>n<br/>all join\"]",
+        ] {
+            assert_eq!(text.matches(line).count(), 1, "{line} in {text}");
+        }
+    }
+
+    #[test]
+    fn action_and_condition_share_one_escaped_label() {
+        let bp = blueprint(json!({"id": "l", "metadata": {"evaluator": "safe"},
+            "nodes": [{"id": "A", "uses": "n"}, {"id": "B", "uses": "n"}],
+            "edges": [{"source": "A", "target": "B", "action": "success",
+                       "condition": "status == \"ok\""}]}));
+        let text = to_mermaid(&bp);
+        assert!(
+            text.contains("n0 -->|\"success [status == #quot;ok#quot;]\"| n1"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn loop_controllers_are_hexagons() {
         let bp = blueprint(json!({"id": "l", "nodes": [{"id": "s", "uses": "echo"},
             {"id": "b", "uses": "echo"},

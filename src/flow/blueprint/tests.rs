@@ -404,6 +404,36 @@ fn start_and_terminal_nodes_exclude_fallback_only_nodes() {
 }
 
 #[test]
+fn cycles_are_reported_in_traversal_order() {
+    let two =
+        json!({"id": "t", "nodes": nodes(&["A", "B"]), "edges": [edge("A", "B"), edge("B", "A")]});
+    assert!(
+        load_err(two)
+            .message
+            .starts_with("cycle \"A\" -> \"B\" -> \"A\"")
+    );
+    let three = json!({"id": "t", "nodes": nodes(&["A", "B", "C"]),
+        "edges": [edge("A", "B"), edge("B", "C"), edge("C", "A")]});
+    let err = load_err(three);
+    assert!(
+        err.message
+            .starts_with("cycle \"A\" -> \"B\" -> \"C\" -> \"A\""),
+        "{err}"
+    );
+    assert_eq!(err.path, "edges[2]");
+}
+
+#[test]
+fn is_dag_is_false_only_with_a_cycle() {
+    let dag = load_ok(json!({"id": "d", "nodes": nodes(&["A", "B", "C"]),
+        "edges": [edge("A", "B"), edge("A", "C")]}));
+    assert!(dag.is_dag());
+    assert_eq!(dag.start_nodes(), ["A"]);
+    assert_eq!(dag.terminal_nodes(), ["B", "C"]);
+    assert!(!load_ok(builder_loop()).is_dag());
+}
+
+#[test]
 fn multiple_start_and_terminal_nodes() {
     let bp = load_ok(
         json!({"id": "m", "nodes": nodes(&["a", "b", "c", "d", "lonely"]),
