@@ -1,0 +1,607 @@
+//! Azure Cosmos DB SQL REST client (`x-ms-version: 2020-07-15`): databases and containers
+//! (create if not exists), documents (read, create, upsert, replace with `If-Match`, delete,
+//! PATCH) and parameterised queries paged over `x-ms-continuation`. Every answer exposes the
+//! request charge, ETag, session token and activity id. Signing, retries and sending are the
+//! [`Pipeline`]'s job; errors are decided by HTTP status, never by the (inconsistent) body.
+//!
+//! ```no_run
+//! # async fn demo(pipeline: flowcraft_azure::wire::pipeline::Pipeline) -> Result<(), flowcraft_azure::Error> {
+//! use flowcraft_azure::azure::cosmos::{CosmosClient, PartitionKey, Query, QueryOptions};
+//! use serde_json::{json, Value};
+//! let db = CosmosClient::new(pipeline, "http://127.0.0.1:18081")?.database("flowcraft")?;
+//! db.create_if_not_exists().await?;
+//! let runs = db.container("runs")?;
+//! runs.create_if_not_exists("/runId").await?;
+//! let created = runs.create(&PartitionKey::from("r1"), &json!({"id": "r1", "runId": "r1"})).await?;
+//! let etag = created.info.etag.clone();
+//! let failed: Vec<Value> = runs
+//!     .query_all(&Query::new("SELECT * FROM c WHERE c.status = @s").param("@s", "failed"), &QueryOptions::default())
+//!     .await?;
+//! # let _ = (etag, failed); Ok(()) }
+//! ```
+
+mod keys;
+mod patch;
+mod query;
+
+pub use keys::PartitionKey;
+pub use patch::{MAX_PATCH_OPERATIONS, PatchOperation, PatchPath, PatchRequest};
+pub use query::{Query, QueryOptions};
+
+use std::sync::{Arc, Mutex};
+
+use futures_util::stream::{self, Stream, StreamExt, TryStreamExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::azure::response::{
+    checked_endpoint, encode_component, error_from_response, unparseable,
+};
+use crate::error::{Error, ErrorInfo};
+use crate::wire::pipeline::Pipeline;
+use crate::wire::retry::Idempotency;
+use crate::wire::transport::{HttpRequest, HttpResponse};
+use keys::{validate_document_id, validate_partition_key_path, validate_resource_name};
+
+/// The Cosmos DB REST version this client speaks.
+pub const COSMOS_API_VERSION: &str = "2020-07-15";
+
+/// The largest document Cosmos DB stores: 2 MB of JSON.
+pub const MAX_DOCUMENT_BYTES: usize = 2 * 1024 * 1024;
+
+/// What every Cosmos answer says about itself.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ResponseInfo {
+    /// The HTTP status.
+    pub status: u16,
+    /// Request units consumed (`x-ms-request-charge`), 0 if not sent.
+    pub request_charge: f64,
+    /// The resource's ETag (opaque; echo it verbatim in `If-Match`).
+    pub etag: Option<String>,
+    /// `x-ms-session-token`, for session consistency.
+    pub session_token: Option<String>,
+    /// `x-ms-activity-id`, for support requests.
+    pub activity_id: Option<String>,
+}
+
+impl ResponseInfo {
+    fn from_response(resp: &HttpResponse) -> Self {
+        let text = |name: &str| {
+            resp.header(name)
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        };
+        ResponseInfo {
+            status: resp.status,
+            request_charge: resp
+                .header("x-ms-request-charge")
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|c| c.is_finite())
+                .unwrap_or(0.0),
+            etag: text("etag"),
+            session_token: text("x-ms-session-token"),
+            activity_id: text("x-ms-activity-id"),
+        }
+    }
+}
+
+/// A value returned by Cosmos DB with the answer's [`ResponseInfo`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct CosmosResponse<T> {
+    /// The value (the stored document, for document operations).
+    pub value: T,
+    /// Charge, ETag, session token, activity id.
+    pub info: ResponseInfo,
+}
+
+/// One page of query results.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryPage<T> {
+    /// The items on this page.
+    pub items: Vec<T>,
+    /// Opaque token for the next page; `None` on the last page.
+    pub continuation: Option<String>,
+    /// Charge, session token, activity id of this page's request.
+    pub info: ResponseInfo,
+}
+
+/// A client for one Cosmos DB account. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct CosmosClient {
+    pipeline: Pipeline,
+    endpoint: String,
+}
+
+impl CosmosClient {
+    /// A client for the account at `endpoint` (e.g. `https://acct.documents.azure.com`, or
+    /// `http://127.0.0.1:18081` for the emulator; plain HTTP only for loopback hosts).
+    pub fn new(pipeline: Pipeline, endpoint: &str) -> Result<Self, Error> {
+        Ok(CosmosClient {
+            pipeline,
+            endpoint: checked_endpoint(endpoint, false)?,
+        })
+    }
+
+    /// Like [`CosmosClient::new`] but also accepts plain HTTP to a non-loopback host.
+    pub fn new_allowing_http(pipeline: Pipeline, endpoint: &str) -> Result<Self, Error> {
+        Ok(CosmosClient {
+            pipeline,
+            endpoint: checked_endpoint(endpoint, true)?,
+        })
+    }
+
+    /// A handle for a database (nothing is sent).
+    pub fn database(&self, name: &str) -> Result<DatabaseClient, Error> {
+        validate_resource_name("database name", name)?;
+        Ok(DatabaseClient {
+            client: self.clone(),
+            name: name.to_string(),
+        })
+    }
+
+    /// Sends one request; non-2xx answers become errors mapped by status.
+    async fn send(
+        &self,
+        operation: &str,
+        mut request: HttpRequest,
+        idempotency: Idempotency,
+    ) -> Result<HttpResponse, Error> {
+        request.set_header("x-ms-version", COSMOS_API_VERSION);
+        request.set_header("Accept", "application/json");
+        let resp = self
+            .pipeline
+            .send(request, idempotency)
+            .await
+            .map_err(|e| e.during(operation))?;
+        if resp.is_success() {
+            Ok(resp)
+        } else {
+            Err(cosmos_error(&resp, operation))
+        }
+    }
+}
+
+/// A handle for one database.
+#[derive(Debug, Clone)]
+pub struct DatabaseClient {
+    client: CosmosClient,
+    name: String,
+}
+
+impl DatabaseClient {
+    /// The database name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn path(&self) -> String {
+        format!("dbs/{}", encode_component(&self.name))
+    }
+
+    /// Creates the database unless it exists. `true` when it was created.
+    pub async fn create_if_not_exists(&self) -> Result<bool, Error> {
+        let url = format!("{}/dbs", self.client.endpoint);
+        let body = json!({ "id": self.name });
+        create_if_absent(&self.client, "cosmos create database", url, &body).await
+    }
+
+    /// Deletes the database and everything in it.
+    pub async fn delete(&self) -> Result<(), Error> {
+        let url = format!("{}/{}", self.client.endpoint, self.path());
+        self.client
+            .send(
+                "cosmos delete database",
+                HttpRequest::new("DELETE", url),
+                Idempotency::Idempotent,
+            )
+            .await
+            .map(drop)
+    }
+
+    /// A handle for a container of this database (nothing is sent).
+    pub fn container(&self, name: &str) -> Result<ContainerClient, Error> {
+        validate_resource_name("container name", name)?;
+        Ok(ContainerClient {
+            database: self.clone(),
+            name: name.to_string(),
+            session: Arc::new(Mutex::new(None)),
+        })
+    }
+}
+
+/// POSTs a database or container definition; 409 (already exists) is `Ok(false)`.
+async fn create_if_absent(
+    client: &CosmosClient,
+    operation: &str,
+    url: String,
+    body: &Value,
+) -> Result<bool, Error> {
+    let mut request = HttpRequest::new("POST", url);
+    request.set_header("Content-Type", "application/json");
+    request.body = body.to_string().into_bytes();
+    match client
+        .send(operation, request, Idempotency::Idempotent)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(Error::Conflict(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// A handle for one container: documents and queries. Clones share the session token.
+#[derive(Debug, Clone)]
+pub struct ContainerClient {
+    database: DatabaseClient,
+    name: String,
+    /// The latest `x-ms-session-token` seen, sent back on later requests.
+    session: Arc<Mutex<Option<String>>>,
+}
+
+impl ContainerClient {
+    /// The container name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn endpoint(&self) -> &str {
+        &self.database.client.endpoint
+    }
+
+    fn path(&self) -> String {
+        format!(
+            "{}/colls/{}",
+            self.database.path(),
+            encode_component(&self.name)
+        )
+    }
+
+    fn docs_url(&self) -> String {
+        format!("{}/{}/docs", self.endpoint(), self.path())
+    }
+
+    fn doc_url(&self, id: &str) -> Result<String, Error> {
+        validate_document_id(id)?;
+        Ok(format!("{}/{}", self.docs_url(), encode_component(id)))
+    }
+
+    /// Creates the container with a hash partition key on `partition_key_path` (e.g.
+    /// `/runId`) unless it exists. `true` when it was created. An existing container keeps
+    /// its own partition key.
+    pub async fn create_if_not_exists(&self, partition_key_path: &str) -> Result<bool, Error> {
+        validate_partition_key_path(partition_key_path)?;
+        let url = format!("{}/{}/colls", self.endpoint(), self.database.path());
+        let body = json!({
+            "id": self.name,
+            "partitionKey": { "paths": [partition_key_path], "kind": "Hash", "version": 2 }
+        });
+        create_if_absent(&self.database.client, "cosmos create container", url, &body).await
+    }
+
+    /// Deletes the container and its documents.
+    pub async fn delete_container(&self) -> Result<(), Error> {
+        let url = format!("{}/{}", self.endpoint(), self.path());
+        self.database
+            .client
+            .send(
+                "cosmos delete container",
+                HttpRequest::new("DELETE", url),
+                Idempotency::Idempotent,
+            )
+            .await
+            .map(drop)
+    }
+
+    /// Reads one document. A missing document is [`Error::NotFound`].
+    pub async fn read<T: DeserializeOwned>(
+        &self,
+        id: &str,
+        partition_key: &PartitionKey,
+    ) -> Result<CosmosResponse<T>, Error> {
+        const OP: &str = "cosmos read document";
+        let url = self.doc_url(id).map_err(|e| e.during(OP))?;
+        let mut request = self.document_request("GET", url, partition_key);
+        request.set_header("x-ms-documentdb-query-enablecrosspartition", "True");
+        let resp = self.send(OP, request, Idempotency::Idempotent).await?;
+        typed_response(&resp, OP)
+    }
+
+    /// Creates a document (an object with a string `id`). An existing id is
+    /// [`Error::Conflict`]. Returns the stored document.
+    pub async fn create<T: Serialize + DeserializeOwned>(
+        &self,
+        partition_key: &PartitionKey,
+        document: &T,
+    ) -> Result<CosmosResponse<T>, Error> {
+        const OP: &str = "cosmos create document";
+        let (_, body) = document_body(document).map_err(|e| e.during(OP))?;
+        let mut request = self.document_request("POST", self.docs_url(), partition_key);
+        request.set_header("Content-Type", "application/json");
+        request.body = body;
+        let resp = self.send(OP, request, Idempotency::NonIdempotent).await?;
+        typed_response(&resp, OP)
+    }
+
+    /// Creates or replaces a document; with `if_match`, only if the stored ETag matches
+    /// (else [`Error::PreconditionFailed`]).
+    pub async fn upsert<T: Serialize + DeserializeOwned>(
+        &self,
+        partition_key: &PartitionKey,
+        document: &T,
+        if_match: Option<&str>,
+    ) -> Result<CosmosResponse<T>, Error> {
+        const OP: &str = "cosmos upsert document";
+        let (_, body) = document_body(document).map_err(|e| e.during(OP))?;
+        let mut request = self.document_request("POST", self.docs_url(), partition_key);
+        request.set_header("Content-Type", "application/json");
+        request.set_header("x-ms-documentdb-is-upsert", "True");
+        set_if_match(&mut request, if_match);
+        request.body = body;
+        let resp = self.send(OP, request, Idempotency::NonIdempotent).await?;
+        typed_response(&resp, OP)
+    }
+
+    /// Replaces document `id`; with `if_match`, only if the stored ETag matches (else
+    /// [`Error::PreconditionFailed`]). The document's own `id` must equal `id`.
+    pub async fn replace<T: Serialize + DeserializeOwned>(
+        &self,
+        id: &str,
+        partition_key: &PartitionKey,
+        document: &T,
+        if_match: Option<&str>,
+    ) -> Result<CosmosResponse<T>, Error> {
+        const OP: &str = "cosmos replace document";
+        let url = self.doc_url(id).map_err(|e| e.during(OP))?;
+        let (body_id, body) = document_body(document).map_err(|e| e.during(OP))?;
+        if body_id != id {
+            return Err(Error::invalid_input(format!(
+                "the document's id `{body_id}` differs from the id `{id}` being replaced"
+            ))
+            .during(OP));
+        }
+        let mut request = self.document_request("PUT", url, partition_key);
+        request.set_header("Content-Type", "application/json");
+        set_if_match(&mut request, if_match);
+        request.body = body;
+        let resp = self.send(OP, request, Idempotency::Idempotent).await?;
+        typed_response(&resp, OP)
+    }
+
+    /// Deletes document `id`; with `if_match`, only if the stored ETag matches.
+    pub async fn delete(
+        &self,
+        id: &str,
+        partition_key: &PartitionKey,
+        if_match: Option<&str>,
+    ) -> Result<CosmosResponse<()>, Error> {
+        const OP: &str = "cosmos delete document";
+        let url = self.doc_url(id).map_err(|e| e.during(OP))?;
+        let mut request = self.document_request("DELETE", url, partition_key);
+        set_if_match(&mut request, if_match);
+        let resp = self.send(OP, request, Idempotency::Idempotent).await?;
+        Ok(CosmosResponse {
+            value: (),
+            info: ResponseInfo::from_response(&resp),
+        })
+    }
+
+    /// Applies a partial update (1 to 10 operations, optional condition) to document `id`;
+    /// with `if_match`, only if the stored ETag matches. Returns the updated document.
+    /// A false condition or a stale ETag is [`Error::PreconditionFailed`].
+    pub async fn patch<T: DeserializeOwned>(
+        &self,
+        id: &str,
+        partition_key: &PartitionKey,
+        patch: &PatchRequest,
+        if_match: Option<&str>,
+    ) -> Result<CosmosResponse<T>, Error> {
+        const OP: &str = "cosmos patch document";
+        let url = self.doc_url(id).map_err(|e| e.during(OP))?;
+        let mut request = self.document_request("PATCH", url, partition_key);
+        request.set_header("Content-Type", "application/json_patch+json");
+        set_if_match(&mut request, if_match);
+        request.body = patch.to_body().to_string().into_bytes();
+        let resp = self.send(OP, request, Idempotency::NonIdempotent).await?;
+        typed_response(&resp, OP)
+    }
+
+    /// One page of a query. Pass the previous page's `continuation` for the next page.
+    pub async fn query_page<T: DeserializeOwned>(
+        &self,
+        query: &Query,
+        options: &QueryOptions,
+        continuation: Option<&str>,
+    ) -> Result<QueryPage<T>, Error> {
+        const OP: &str = "cosmos query";
+        let body = query.to_body().map_err(|e| e.during(OP))?;
+        if options.page_size == 0 {
+            return Err(Error::invalid_input("the query page size must be at least 1").during(OP));
+        }
+        let mut request = HttpRequest::new("POST", self.docs_url());
+        if let Some(pk) = &options.partition_key {
+            request.set_header("x-ms-documentdb-partitionkey", pk.header_value());
+        }
+        request.set_header("Content-Type", "application/query+json");
+        request.set_header("x-ms-documentdb-isquery", "True");
+        request.set_header("x-ms-documentdb-query-enablecrosspartition", "True");
+        request.set_header("x-ms-max-item-count", options.page_size.to_string());
+        if let Some(token) = continuation.filter(|t| !t.is_empty()) {
+            request.set_header("x-ms-continuation", token);
+        }
+        request.body = body.to_string().into_bytes();
+        let resp = self.send(OP, request, Idempotency::Idempotent).await?;
+        #[derive(serde::Deserialize)]
+        struct Page<T> {
+            #[serde(rename = "Documents")]
+            documents: Vec<T>,
+        }
+        let page: Page<T> = serde_json::from_slice(&resp.body)
+            .map_err(|e| unparseable(&resp, OP, &format!("query page: {e}")))?;
+        let next = resp
+            .header("x-ms-continuation")
+            .filter(|t| !t.is_empty())
+            .map(str::to_string);
+        if next.is_some() && next.as_deref() == continuation {
+            return Err(unparseable(
+                &resp,
+                OP,
+                "the service returned the same continuation token again",
+            ));
+        }
+        Ok(QueryPage {
+            items: page.documents,
+            continuation: next,
+            info: ResponseInfo::from_response(&resp),
+        })
+    }
+
+    /// All pages of a query as a stream, fetched one page at a time as it is consumed.
+    pub fn query_pages<T: DeserializeOwned>(
+        &self,
+        query: Query,
+        options: QueryOptions,
+    ) -> impl Stream<Item = Result<QueryPage<T>, Error>> + '_ {
+        // State: Some(token) = fetch next with that token (None token = first page);
+        // None = finished.
+        stream::try_unfold(Some(None::<String>), move |state| {
+            let (query, options) = (query.clone(), options.clone());
+            async move {
+                let Some(token) = state else {
+                    return Ok(None);
+                };
+                let page = self.query_page(&query, &options, token.as_deref()).await?;
+                let next = page.continuation.clone().map(Some);
+                Ok(Some((page, next)))
+            }
+        })
+    }
+
+    /// All items of a query as a stream, across pages.
+    pub fn query_items<T: DeserializeOwned>(
+        &self,
+        query: Query,
+        options: QueryOptions,
+    ) -> impl Stream<Item = Result<T, Error>> + '_ {
+        self.query_pages(query, options)
+            .map_ok(|page| stream::iter(page.items.into_iter().map(Ok)))
+            .try_flatten()
+    }
+
+    /// Every item of a query, following all continuations.
+    pub async fn query_all<T: DeserializeOwned>(
+        &self,
+        query: &Query,
+        options: &QueryOptions,
+    ) -> Result<Vec<T>, Error> {
+        self.query_items(query.clone(), options.clone())
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    /// A request for a document operation: partition key and session token headers set.
+    fn document_request(&self, method: &str, url: String, pk: &PartitionKey) -> HttpRequest {
+        let mut request = HttpRequest::new(method, url);
+        request.set_header("x-ms-documentdb-partitionkey", pk.header_value());
+        request
+    }
+
+    /// Sends with the session token and remembers the one the answer carries.
+    async fn send(
+        &self,
+        operation: &str,
+        mut request: HttpRequest,
+        idempotency: Idempotency,
+    ) -> Result<HttpResponse, Error> {
+        if let Some(token) = self.session_token() {
+            request.set_header("x-ms-session-token", token);
+        }
+        let result = self
+            .database
+            .client
+            .send(operation, request, idempotency)
+            .await;
+        if let Ok(resp) = &result
+            && let Some(token) = resp.header("x-ms-session-token").filter(|t| !t.is_empty())
+            && let Ok(mut slot) = self.session.lock()
+        {
+            *slot = Some(token.to_string());
+        }
+        result
+    }
+
+    /// The latest session token this container handle has seen.
+    pub fn session_token(&self) -> Option<String> {
+        self.session.lock().ok().and_then(|slot| slot.clone())
+    }
+}
+
+fn set_if_match(request: &mut HttpRequest, if_match: Option<&str>) {
+    if let Some(etag) = if_match {
+        request.set_header("If-Match", etag);
+    }
+}
+
+/// Serialises a document, checking it is an object with a valid string `id` and at most
+/// 2 MB. Returns the id and the body.
+fn document_body<T: Serialize>(document: &T) -> Result<(String, Vec<u8>), Error> {
+    let value = serde_json::to_value(document)
+        .map_err(|e| Error::invalid_input(format!("the document cannot be serialised: {e}")))?;
+    let id = value
+        .as_object()
+        .ok_or_else(|| Error::invalid_input("a Cosmos document must be a JSON object"))?
+        .get("id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Error::invalid_input("a Cosmos document needs a string `id` property"))?
+        .to_string();
+    validate_document_id(&id)?;
+    let body = value.to_string().into_bytes();
+    if body.len() > MAX_DOCUMENT_BYTES {
+        return Err(Error::TooLarge(Box::new(ErrorInfo::new(format!(
+            "the document is {} bytes of JSON, over the {MAX_DOCUMENT_BYTES}-byte item limit; \
+             keep large payloads elsewhere and store a reference",
+            body.len()
+        )))));
+    }
+    Ok((id, body))
+}
+
+/// Parses a document answer into `T` with the response info.
+fn typed_response<T: DeserializeOwned>(
+    resp: &HttpResponse,
+    operation: &str,
+) -> Result<CosmosResponse<T>, Error> {
+    let value = serde_json::from_slice(&resp.body)
+        .map_err(|e| unparseable(resp, operation, &format!("document: {e}")))?;
+    Ok(CosmosResponse {
+        value,
+        info: ResponseInfo::from_response(resp),
+    })
+}
+
+/// A failed Cosmos answer as an [`Error`], by status; the body's `code` and first message
+/// line are kept for context when present.
+fn cosmos_error(resp: &HttpResponse, operation: &str) -> Error {
+    let body: Option<Value> = serde_json::from_slice(&resp.body).ok();
+    let field = |name: &str| {
+        body.as_ref()
+            .and_then(|b| b.get(name))
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    };
+    let code = field("code").map(str::to_string);
+    let message: String = field("message")
+        .and_then(|m| m.lines().next())
+        .unwrap_or_default()
+        .chars()
+        .take(300)
+        .collect();
+    error_from_response(resp, operation, code, &message)
+}
+
+#[cfg(test)]
+mod tests;
