@@ -115,19 +115,31 @@ fn drops_ui_and_unknown_fields_and_keeps_unknown_metadata() {
     let bp = load_ok(json!({
         "id": "x",
         "__proto__": {"polluted": true},
+        "constructor": {"prototype": {"malicious": "property"}},
         "ui": {"zoom": 2},
         "metadata": {"version": "1", "owner": "team-a", "cycleEntryPoints": []},
-        "nodes": [{"id": "a", "uses": "echo", "_sourceLocation": {"file": "f.ts", "line": 1, "column": 2},
-                   "position": {"x": 1}, "constructor": "bad"}],
-        "edges": [],
+        "nodes": [
+            {"id": "a", "uses": "echo", "_sourceLocation": {"file": "f.ts", "line": 1, "column": 2},
+             "position": {"x": 1}, "constructor": "bad", "__proto__": {"uses": "evil"}},
+            {"id": "b", "uses": "test", "params": {"key": "value"}, "inputs": "input",
+             "config": {"maxRetries": 3, "extra": 1}, "extra": "removed"}
+        ],
+        "edges": [{"source": "a", "target": "b", "action": "success", "condition": "ok",
+                   "transform": "data", "style": "dashed", "label": "test edge",
+                   "_sourceLocation": {"line": 3}}],
     }));
     let round_trip = serde_json::to_value(bp.definition()).unwrap_or_default();
     assert_eq!(
         round_trip,
         json!({
             "id": "x",
-            "nodes": [{"id": "a", "uses": "echo"}],
-            "edges": [],
+            "nodes": [
+                {"id": "a", "uses": "echo"},
+                {"id": "b", "uses": "test", "params": {"key": "value"}, "inputs": "input",
+                 "config": {"maxRetries": 3}}
+            ],
+            "edges": [{"source": "a", "target": "b", "action": "success", "condition": "ok",
+                       "transform": "data"}],
             "metadata": {"version": "1", "owner": "team-a", "cycleEntryPoints": []},
         })
     );
