@@ -30,7 +30,7 @@ async fn chain_runs_each_node_once_and_completes() {
     let status = h
         .backends
         .runs
-        .status(&result.context["_executionId"].as_str().unwrap().to_string())
+        .status(result.context["_executionId"].as_str().unwrap())
         .await
         .unwrap()
         .unwrap();
