@@ -28,8 +28,20 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Writes `text` to a fresh file in a per-test temporary folder.
-fn temp_blueprint(test: &str, text: &str) -> PathBuf {
+/// A blueprint file in a per-test temporary folder, removed again on drop.
+struct TempBlueprint {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl Drop for TempBlueprint {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Writes `text` to `blueprint.json` in a fresh temporary folder for `test`.
+fn temp_blueprint(test: &str, text: &str) -> TempBlueprint {
     let dir = std::env::temp_dir().join(format!("flowcraft-cli-{}-{test}", std::process::id()));
     if let Err(e) = std::fs::create_dir_all(&dir) {
         panic!("cannot create {}: {e}", dir.display());
@@ -38,7 +50,7 @@ fn temp_blueprint(test: &str, text: &str) -> PathBuf {
     if let Err(e) = std::fs::write(&path, text) {
         panic!("cannot write {}: {e}", path.display());
     }
-    path
+    TempBlueprint { dir, path }
 }
 
 fn arg(path: &Path) -> &str {
@@ -78,11 +90,11 @@ fn every_fixture_validates_silently() {
 
 #[test]
 fn invalid_blueprint_exits_2_with_the_json_path() {
-    let path = temp_blueprint(
+    let file = temp_blueprint(
         "fallback",
         r#"{"id": "x", "nodes": [{"id": "a", "uses": "echo", "config": {"fallback": "ghost"}}]}"#,
     );
-    let out = run(&["validate", arg(&path)]);
+    let out = run(&["validate", arg(&file.path)]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(err.contains("nodes[0].config.fallback"), "{err}");
@@ -93,8 +105,8 @@ fn invalid_blueprint_exits_2_with_the_json_path() {
 
 #[test]
 fn json_syntax_error_reports_line_and_column() {
-    let path = temp_blueprint("syntax", "{\n  \"id\": \"x\",\n  \"nodes\": [,]\n}");
-    let out = run(&["validate", arg(&path)]);
+    let file = temp_blueprint("syntax", "{\n  \"id\": \"x\",\n  \"nodes\": [,]\n}");
+    let out = run(&["validate", arg(&file.path)]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(
@@ -121,19 +133,19 @@ fn unreadable_file_exits_2() {
 fn evaluator_flag_decides_how_conditions_parse() {
     let text = r#"{"id": "x", "nodes": [{"id": "a", "uses": "echo"}, {"id": "b", "uses": "echo"}],
         "edges": [{"source": "a", "target": "b", "condition": "result.output > 1"}]}"#;
-    let path = temp_blueprint("evaluator", text);
-    let out = run(&["validate", arg(&path)]);
+    let file = temp_blueprint("evaluator", text);
+    let out = run(&["validate", arg(&file.path)]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("edges[0].condition"),
         "{}",
         stderr(&out)
     );
-    let out = run(&["validate", "--evaluator", "safe", arg(&path)]);
+    let out = run(&["validate", "--evaluator", "safe", arg(&file.path)]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let out = run(&["validate", "--evaluator", "unsafe", arg(&path)]);
+    let out = run(&["validate", "--evaluator", "unsafe", arg(&file.path)]);
     assert_eq!(out.status.code(), Some(2));
-    let out = run(&["inspect", "--evaluator", "safe", arg(&path)]);
+    let out = run(&["inspect", "--evaluator", "safe", arg(&file.path)]);
     assert!(stdout(&out).contains("evaluator safe"), "{}", stdout(&out));
 }
 
@@ -141,15 +153,15 @@ fn evaluator_flag_decides_how_conditions_parse() {
 fn cycles_need_a_loop_controller_or_the_allow_flag() {
     let text = r#"{"id": "x", "nodes": [{"id": "a", "uses": "echo"}, {"id": "b", "uses": "echo"}],
         "edges": [{"source": "a", "target": "b"}, {"source": "b", "target": "a"}]}"#;
-    let path = temp_blueprint("cycle", text);
-    let out = run(&["validate", arg(&path)]);
+    let file = temp_blueprint("cycle", text);
+    let out = run(&["validate", arg(&file.path)]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("does not pass through a loop-controller"),
         "{}",
         stderr(&out)
     );
-    let out = run(&["validate", "--allow-cycles", arg(&path)]);
+    let out = run(&["validate", "--allow-cycles", arg(&file.path)]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
 
