@@ -208,7 +208,7 @@ fn failed(error: NodeError, retryable: bool) -> AttemptOutcome {
 /// the NodeContext, run it with the node's `timeout` (timeout = retryable failure).
 ///
 /// Not retryable: a node missing from the blueprint, a missing implementation
-/// ("Implementation for '<uses>' not found."), a fatal [`NodeError`], a failing
+/// ("Implementation for '`<uses>`' not found."), a fatal [`NodeError`], a failing
 /// `LifecycleNode::prep`, and cancellation ("Workflow cancelled"; the node's future is
 /// dropped as soon as the token fires). A panicking node is a retryable failure.
 pub async fn execute_attempt(req: AttemptRequest<'_>) -> AttemptOutcome {

@@ -42,7 +42,14 @@
 //!   `awaiting` if a node awaits; else `stalled` if an `all` join received some but not all of
 //!   its activations (e.g. one branch into it was not taken; Flowcraft reports `completed`
 //!   there); else `completed`. A cancelled run keeps the context committed so far (Flowcraft
-//!   returns an empty one).
+//!   returns an empty one). The awaiting records stay in the context whenever a node is still
+//!   pending (also on `failed` or `cancelled`, to show what was pending).
+//! - **Outputs**: an undefined output is stored as `null`, so `_outputs.<id>` always marks a
+//!   completed node. Batch workers are stored as `_dynamic.<id>` definitions (see
+//!   [`super::execute::DYNAMIC_NODE_PREFIX`]).
+//!
+//! All state needed to resume lives in the returned context, so a paused run can be resumed
+//! by another process that has the same blueprint.
 
 use super::blueprint::Blueprint;
 use super::context::{AwaitReason, AwaitingDetails, apply_deltas};
@@ -236,8 +243,12 @@ impl FlowRuntime {
     }
 
     /// Resumes an awaiting run: completes `node_id` (default: the first awaiting node) with
-    /// `output` and routes on `action` through the normal routing path. An awaiting subflow
-    /// node resumes its sub-run with the same action and output first.
+    /// `output` and routes on `action` through the normal routing path, then runs until the
+    /// run finishes or pauses again. An awaiting subflow node resumes its sub-run with the same
+    /// action and output first (and stays awaiting if the sub-run pauses again).
+    ///
+    /// If nothing is awaiting, or `node_id` is not awaiting, the result is `failed` with one
+    /// error saying so and the context returned unchanged.
     pub async fn resume(
         &self,
         blueprint: Arc<Blueprint>,
