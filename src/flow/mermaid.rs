@@ -12,6 +12,13 @@ use std::fmt::Write;
 /// Start nodes are drawn as stadiums, loop controllers as hexagons; joins say `all join` /
 /// `any join`; edges carry their action and `[condition]`; `-.->|fallback|` points from a node
 /// to its fallback.
+///
+/// ```
+/// use flowcraft_azure::flow::{blueprint::Blueprint, mermaid::to_mermaid};
+/// let bp = Blueprint::from_json(r#"{"id":"x","nodes":[{"id":"a","uses":"action"},
+///     {"id":"b","uses":"echo"}],"edges":[{"source":"a","target":"b","action":"ok"}]}"#).unwrap();
+/// assert!(to_mermaid(&bp).contains(r#"n0 -->|"ok"| n1"#));
+/// ```
 pub fn to_mermaid(blueprint: &Blueprint) -> String {
     let mut out = String::from("flowchart TD\n");
     let positions: HashMap<&str, usize> = blueprint
