@@ -584,3 +584,36 @@ async fn a_batch_inside_a_loop_gathers_a_fresh_batch_on_every_pass() {
     assert_eq!(trace.count("done"), 1);
     assert_eq!(result.context["ga"], json!([10, 20, 30]));
 }
+
+#[tokio::test(start_paused = true)]
+async fn resuming_a_saved_context_restarts_pending_sleep_timers() {
+    let trace = Trace::default();
+    let b = bp(json!({"id": "mixed", "nodes": [
+        {"id": "nap", "uses": "sleep", "inputs": "v", "params": {"duration": "1h"}},
+        {"id": "after_nap", "uses": "trace"},
+        {"id": "ask", "uses": "wait"},
+        {"id": "after_ask", "uses": "trace"}],
+      "edges": [{"source": "nap", "target": "after_nap"},
+                {"source": "ask", "target": "after_ask"}]}));
+    let rt = runtime(traced(&trace));
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let task = {
+        let (rt, b, cancel) = (rt.clone(), b.clone(), cancel.clone());
+        tokio::spawn(async move { rt.run_with(b, ctx(json!({"v": 7})), cancel).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    cancel.cancel();
+    let saved = task.await.unwrap();
+    assert_eq!(saved.status, RunStatus::Cancelled);
+    assert!(trace.all().is_empty());
+
+    let done = rt
+        .resume(b, saved.context, Some("ask"), None, Some(json!("answer")))
+        .await;
+    assert_eq!(done.status, RunStatus::Completed, "{:?}", messages(&done));
+    let mut ran = trace.all();
+    ran.sort();
+    assert_eq!(ran, ["after_ask", "after_nap"]);
+    assert_eq!(done.context["after_nap"], json!(7));
+    assert!(!done.context.contains_key("_awaitingNodeIds"));
+}

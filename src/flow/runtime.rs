@@ -58,7 +58,7 @@ use super::execute::{
     node_definition, retry_delay,
 };
 use super::node::{NodeError, NodeResult};
-use super::routing::{LOOP_CONTROLLER, output_keys, route};
+use super::routing::{LOOP_CONTROLLER, output_keys, resolve_input, route};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -299,6 +299,7 @@ impl FlowRuntime {
                 return precondition_failure(context, &target, &message);
             }
             let mut run = Run::resumed(self, blueprint, context, &awaiting, cancel);
+            run.rearm_timers(&target);
             let state_key = format!("{SUBFLOW_STATE_PREFIX}{target}");
             match run.context.get(&state_key).cloned() {
                 Some(Value::Object(sub_state)) => {
@@ -460,6 +461,31 @@ impl Run {
             }
         }
         run
+    }
+
+    /// Restarts the timers of awaiting `sleep` nodes (other than `except`) found in a resumed
+    /// context, e.g. one saved from a cancelled run: each fires at its `wakeUpAt` (at once if
+    /// that has passed) and completes its node with the node's input, as `sleep` does.
+    fn rearm_timers(&mut self, except: &str) {
+        let Some(Value::Object(all)) = self.context.get(AWAITING_DETAILS_KEY) else {
+            return;
+        };
+        let timers: Vec<(String, AwaitingDetails)> = all
+            .iter()
+            .filter(|(id, _)| id.as_str() != except)
+            .filter_map(|(id, details)| {
+                let details: AwaitingDetails = serde_json::from_value(details.clone()).ok()?;
+                (details.reason == AwaitReason::Timer).then(|| (id.clone(), details))
+            })
+            .collect();
+        for (id, details) in timers {
+            let output = resolve_input(&self.blueprint, &id, &self.context);
+            let result = NodeResult {
+                output,
+                ..NodeResult::default()
+            };
+            self.spawn_timer(&id, &details, result);
+        }
     }
 
     fn ctx(&mut self) -> &mut Map<String, Value> {
