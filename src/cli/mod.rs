@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 pub mod inspect;
 pub mod run;
+pub mod run_distributed;
 pub mod validate;
 
 /// Run Flowcraft workflow blueprints in-process or on Azure.
