@@ -798,3 +798,29 @@ async fn the_result_serializes_with_lowercase_status_and_camel_case_errors() {
     assert_eq!(value["errors"][0]["message"], json!("nope"));
     assert!(value["errors"][0]["timestamp"].is_string());
 }
+
+#[tokio::test]
+async fn a_cycle_without_start_nodes_enters_at_the_declared_entry_point() {
+    let trace = Trace::default();
+    let b = bp(json!({"id": "entry",
+      "metadata": {"allowCycles": true, "cycleEntryPoints": ["b"]},
+      "nodes": [{"id": "a", "uses": "trace"}, {"id": "b", "uses": "trace"}],
+      "edges": [{"source": "a", "target": "b"}, {"source": "b", "target": "a"}]}));
+    let result = runtime(registry(&trace)).run(b, ctx(json!({}))).await;
+    assert_eq!(result.status, RunStatus::Completed);
+    assert_eq!(trace.all(), ["b", "a"]);
+}
+
+#[tokio::test]
+async fn user_registrations_override_built_in_nodes() {
+    let mut r = NodeRegistry::with_builtins();
+    r.register("echo", |_ctx| async {
+        Ok(NodeResult::output(json!("mine")))
+    });
+    let b = bp(
+        json!({"id": "ovr", "nodes": [{"id": "e", "uses": "echo", "inputs": "x"}],
+      "edges": []}),
+    );
+    let result = runtime(r).run(b, ctx(json!({"x": "theirs"}))).await;
+    assert_eq!(result.context["e"], json!("mine"));
+}
