@@ -237,7 +237,7 @@ impl FlowRuntime {
             .cloned()
             .collect();
         for id in starts {
-            run.fire(&id, None);
+            run.fire(&id);
         }
         run.drive().await
     }
@@ -356,12 +356,6 @@ enum TaskDone {
     Halted,
 }
 
-/// One ready node and its optional input override.
-struct Ready {
-    node_id: String,
-    input: Option<Value>,
-}
-
 /// The scheduler state of one run (or one resume).
 struct Run {
     env: Environment,
@@ -371,7 +365,7 @@ struct Run {
     limit: usize,
     cancel: CancellationToken,
     halt: CancellationToken,
-    ready: VecDeque<Ready>,
+    ready: VecDeque<String>,
     fired: HashSet<String>,
     arrivals: HashMap<String, BTreeSet<String>>,
     /// gather node -> dynamic workers it waits for.
@@ -497,7 +491,7 @@ impl Run {
     }
 
     /// Puts `node_id` on the ready queue (it will run exactly once for this firing).
-    fn fire(&mut self, node_id: &str, input: Option<Value>) {
+    fn fire(&mut self, node_id: &str) {
         self.fired.insert(node_id.to_string());
         self.arrivals.remove(node_id);
         if self.uses(node_id).as_deref() == Some(LOOP_CONTROLLER) {
@@ -507,10 +501,7 @@ impl Run {
                 self.arrivals.remove(id);
             }
         }
-        self.ready.push_back(Ready {
-            node_id: node_id.to_string(),
-            input,
-        });
+        self.ready.push_back(node_id.to_string());
     }
 
     /// Records that `source` activated `target` and fires `target` when its join is satisfied.
@@ -519,7 +510,7 @@ impl Run {
             return;
         }
         if self.uses(source).as_deref() == Some(LOOP_CONTROLLER) {
-            self.fire(target, None);
+            self.fire(target);
             return;
         }
         if self.fired.contains(target) {
@@ -535,7 +526,7 @@ impl Run {
             }
         };
         if ready {
-            self.fire(target, None);
+            self.fire(target);
         }
     }
 
@@ -671,7 +662,7 @@ impl Run {
             self.dynamic_preds.insert(gather.clone(), workers);
         }
         for dynamic in &result.dynamic_nodes {
-            self.fire(&dynamic.id, None);
+            self.fire(&dynamic.id);
         }
         let activations = route(&self.blueprint, node_id, &result, &self.context);
         for activation in activations {
@@ -711,7 +702,7 @@ impl Run {
                     "blueprintId": self.blueprint.id(),
                 });
                 self.ctx().insert("_catch_error".to_string(), catch);
-                self.fire(&fallback, None);
+                self.fire(&fallback);
             }
             _ => self.errors.push(WorkflowError::new(node_id, error.message)),
         }
@@ -733,24 +724,22 @@ impl Run {
             .insert(handle.id(), (node_id.to_string(), false));
     }
 
-    fn spawn_node(&mut self, ready: Ready) {
+    fn spawn_node(&mut self, node_id: String) {
         let env = self.env.clone();
         let blueprint = self.blueprint.clone();
         let run_id = self.run_id.clone();
         let context = self.context.clone();
         let halt = self.halt.clone();
-        let node_id = ready.node_id.clone();
-        let input = ready.input.clone();
+        let id = node_id.clone();
         let handle = self.tasks.spawn(async move {
-            let outcome =
-                run_attempts(&env, &blueprint, &run_id, &context, &node_id, input, &halt).await;
+            let outcome = run_attempts(&env, &blueprint, &run_id, &context, &id, &halt).await;
             if halt.is_cancelled() {
                 TaskDone::Halted
             } else {
                 TaskDone::Node(outcome)
             }
         });
-        self.task_nodes.insert(handle.id(), (ready.node_id, true));
+        self.task_nodes.insert(handle.id(), (node_id, true));
         self.running += 1;
     }
 
@@ -764,7 +753,7 @@ impl Run {
                 self.executions += 1;
                 if self.executions > MAX_ITERATIONS {
                     self.errors.push(WorkflowError::new(
-                        next.node_id,
+                        next,
                         format!(
                             "Traversal exceeded maximum iterations ({MAX_ITERATIONS}), possible infinite loop"
                         ),
@@ -921,7 +910,6 @@ async fn run_attempts(
     run_id: &str,
     context: &Map<String, Value>,
     node_id: &str,
-    input: Option<Value>,
     halt: &CancellationToken,
 ) -> Result<NodeCompletion, NodeError> {
     let Some(node) = node_definition(blueprint, node_id, context).map(|n| n.into_owned()) else {
@@ -941,7 +929,7 @@ async fn run_attempts(
             context,
             attempt,
             cancel: halt.clone(),
-            input: input.clone(),
+            input: None,
         })
         .await;
         match outcome {
