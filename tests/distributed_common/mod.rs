@@ -98,6 +98,31 @@ async fn slow(ctx: NodeContext) -> Result<NodeResult, NodeError> {
     Ok(NodeResult::output(json!(ms)))
 }
 
+/// `tick`: counts, adds one to context key `i` and sets `more` = (i < params.until).
+async fn tick(ctx: NodeContext) -> Result<NodeResult, NodeError> {
+    if let Some(c) = ctx.dependency::<Counter>() {
+        c.bump(ctx.node_id());
+    }
+    let i = ctx.context().get("i").and_then(|v| v.as_u64()).unwrap_or(0) + 1;
+    let until = ctx
+        .params()
+        .get("until")
+        .and_then(Value::as_u64)
+        .unwrap_or(3);
+    ctx.context().set("i", json!(i));
+    ctx.context().set("more", json!(i < until));
+    Ok(NodeResult::output(json!(i)))
+}
+
+/// `double`: counts and outputs twice its numeric input.
+async fn double(ctx: NodeContext) -> Result<NodeResult, NodeError> {
+    if let Some(c) = ctx.dependency::<Counter>() {
+        c.bump(ctx.node_id());
+    }
+    let n = ctx.input().and_then(Value::as_f64).unwrap_or(0.0);
+    Ok(NodeResult::output(json!(n * 2.0)))
+}
+
 /// Built-ins, utilities and the test nodes above.
 pub fn registry() -> NodeRegistry {
     let mut r = NodeRegistry::with_builtins();
@@ -105,6 +130,8 @@ pub fn registry() -> NodeRegistry {
     r.register("mark", mark);
     r.register("flaky", flaky);
     r.register("slow", slow);
+    r.register("tick", tick);
+    r.register("double", double);
     r
 }
 

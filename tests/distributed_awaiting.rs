@@ -1,0 +1,229 @@
+//! Awaiting, resume, sleep, subflows, loops and batches on the distributed core.
+
+mod distributed_common;
+
+use distributed_common::Harness;
+use flowcraft_azure::distributed::ports::{JobQueue, RunPhase, RunStore};
+use flowcraft_azure::flow::runtime::RunStatus;
+use serde_json::json;
+use std::time::Duration;
+
+const APPROVAL: &str = r#"{"id":"approval","nodes":[
+  {"id":"prep","uses":"count","params":{"output":{"amount":5}}},
+  {"id":"review","uses":"wait"},
+  {"id":"approve","uses":"count"},{"id":"reject","uses":"count"},{"id":"after","uses":"count"}],
+  "edges":[{"source":"prep","target":"review"},
+    {"source":"review","target":"approve","action":"approve"},
+    {"source":"review","target":"reject","action":"reject"},
+    {"source":"approve","target":"after"}]}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_parks_the_run_awaiting_and_routes_nothing() {
+    let mut h = Harness::new(&[APPROVAL]);
+    h.spawn_workers(2);
+    let run_id = h.start("approval", json!({})).await;
+    let parked = h.wait(&run_id).await;
+    assert_eq!(parked.status, RunStatus::Awaiting);
+    assert_eq!(parked.context["_awaitingNodeIds"], json!(["review"]));
+    assert_eq!(
+        parked.context["_awaitingDetails"]["review"]["reason"],
+        json!("external_event")
+    );
+    assert!(!parked.context.contains_key("_outputs.review"));
+    assert_eq!(h.counter.get("approve") + h.counter.get("reject"), 0);
+    let status = h.runs.status(&run_id).await.unwrap().unwrap().value;
+    assert_eq!(status.status, RunPhase::Awaiting);
+    h.stop().await;
+}
+
+async fn resume_with(action: &str) -> (Harness, flowcraft_azure::flow::runtime::WorkflowResult) {
+    let mut h = Harness::new(&[APPROVAL]);
+    h.spawn_workers(2);
+    let run_id = h.start("approval", json!({})).await;
+    h.wait(&run_id).await;
+    let fired = h
+        .client
+        .resume_with_action(
+            &run_id,
+            None,
+            Some(action.into()),
+            Some(json!({"by": "ada"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(fired.len(), 1);
+    let result = h.wait(&run_id).await;
+    (h, result)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_with_approve_takes_only_the_approve_branch() {
+    let (h, result) = resume_with("approve").await;
+    assert_eq!(result.status, RunStatus::Completed, "{result:?}");
+    assert_eq!((h.counter.get("approve"), h.counter.get("reject")), (1, 0));
+    assert_eq!(h.counter.get("after"), 1);
+    assert_eq!(result.context["_outputs.review"], json!({"by": "ada"}));
+    assert_eq!(result.context["_inputs.approve"], json!({"by": "ada"}));
+    assert!(!result.context.contains_key("_awaitingNodeIds"));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_with_reject_takes_only_the_reject_branch() {
+    let (h, result) = resume_with("reject").await;
+    assert_eq!(result.status, RunStatus::Completed);
+    assert_eq!((h.counter.get("approve"), h.counter.get("reject")), (0, 1));
+    assert_eq!(h.counter.get("after"), 0);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_of_a_run_that_is_not_awaiting_is_refused() {
+    let mut h = Harness::new(&[APPROVAL]);
+    h.spawn_workers(1);
+    let run_id = h.start("approval", json!({})).await;
+    h.wait(&run_id).await;
+    let err = h
+        .client
+        .resume_with_action(&run_id, Some("prep"), Some("approve".into()), None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not awaiting"), "{err}");
+    h.client
+        .resume_with_action(&run_id, Some("review"), Some("reject".into()), None)
+        .await
+        .unwrap();
+    h.wait(&run_id).await;
+    let again = h
+        .client
+        .resume_with_action(&run_id, None, Some("approve".into()), None)
+        .await
+        .unwrap_err();
+    assert!(again.to_string().contains("completed"), "{again}");
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn sleep_is_a_delayed_wake_up_message_and_passes_its_input_through() {
+    let bp = r#"{"id":"nap","nodes":[
+      {"id":"a","uses":"count","params":{"output":42}},
+      {"id":"s","uses":"sleep","params":{"duration":"10m"}},
+      {"id":"b","uses":"double"}],
+      "edges":[{"source":"a","target":"s"},{"source":"s","target":"b"}]}"#;
+    let mut h = Harness::new(&[bp]);
+    h.spawn_workers(2);
+    let run_id = h.start("nap", json!({})).await;
+    let parked = h.wait(&run_id).await;
+    assert_eq!(parked.status, RunStatus::Awaiting);
+    assert_eq!(
+        parked.context["_awaitingDetails"]["s"]["reason"],
+        json!("timer")
+    );
+    assert_eq!(h.counter.get("b"), 0);
+    let started = tokio::time::Instant::now();
+    let result = loop {
+        let r = h.wait(&run_id).await;
+        if r.status != RunStatus::Awaiting {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    assert!(
+        started.elapsed() >= Duration::from_secs(590),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(result.status, RunStatus::Completed);
+    assert_eq!(result.context["_outputs.b"], json!(84.0));
+    assert_eq!(h.counter.get("b"), 1);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sleep_longer_than_the_queue_maximum_is_chained() {
+    let bp = r#"{"id":"long","nodes":[
+      {"id":"s","uses":"sleep","params":{"duration":"9d"}},{"id":"b","uses":"count"}],
+      "edges":[{"source":"s","target":"b"}]}"#;
+    let mut h = Harness::new(&[bp]);
+    h.config.idle_backoff_max = Duration::from_secs(600);
+    h.spawn_workers(1);
+    let run_id = h.start("long", json!({})).await;
+    h.wait(&run_id).await;
+    tokio::time::sleep(Duration::from_secs(8 * 24 * 3600)).await;
+    assert_eq!(h.counter.get("b"), 0, "woke up too early");
+    tokio::time::sleep(Duration::from_secs(2 * 24 * 3600)).await;
+    let result = h.wait(&run_id).await;
+    assert_eq!(result.status, RunStatus::Completed);
+    assert_eq!(h.counter.get("b"), 1);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subflow_runs_inside_the_job() {
+    let child = r#"{"id":"child","nodes":[{"id":"x","uses":"double"}],"edges":[]}"#;
+    let parent = r#"{"id":"parent","nodes":[
+      {"id":"a","uses":"count","params":{"output":21}},
+      {"id":"sub","uses":"subflow","params":{"blueprintId":"child"}},
+      {"id":"z","uses":"count"}],
+      "edges":[{"source":"a","target":"sub"},{"source":"sub","target":"z"}]}"#;
+    let mut h = Harness::new(&[child, parent]);
+    h.spawn_workers(2);
+    let result = h.run("parent", json!({})).await;
+    assert_eq!(result.status, RunStatus::Completed, "{result:?}");
+    assert_eq!(result.context["_outputs.sub"], json!(42.0));
+    assert_eq!(result.context["_inputs.z"], json!(42.0));
+    h.stop().await;
+}
+
+const LOOP: &str = r#"{"id":"loop","nodes":[
+  {"id":"init","uses":"count"},
+  {"id":"tick","uses":"tick","params":{"until":4}},
+  {"id":"ctrl","uses":"loop-controller","params":{"condition":"more"},"config":{"joinStrategy":"any"}},
+  {"id":"done","uses":"count"}],
+  "edges":[{"source":"init","target":"tick"},{"source":"tick","target":"ctrl"},
+    {"source":"ctrl","target":"tick","action":"continue"},
+    {"source":"ctrl","target":"done","action":"break"}]}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loop_body_runs_once_per_iteration_with_fresh_activations() {
+    let mut h = Harness::new(&[LOOP]);
+    h.spawn_workers(3);
+    let result = h.run("loop", json!({})).await;
+    assert_eq!(result.status, RunStatus::Completed, "{result:?}");
+    assert_eq!(h.counter.get("tick"), 4);
+    assert_eq!(h.counter.get("done"), 1);
+    assert_eq!(result.context["i"], json!(4));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_scatter_runs_one_job_per_item_and_gather_waits_for_all() {
+    let bp = r#"{"id":"batch","nodes":[
+      {"id":"b_scatter","uses":"batch-scatter","inputs":"items",
+       "params":{"workerUsesKey":"double","outputKey":"doubled","gatherNodeId":"b_gather"}},
+      {"id":"b_gather","uses":"batch-gather","params":{"outputKey":"doubled","gatherNodeId":"b_gather"},
+       "config":{"joinStrategy":"all"}},
+      {"id":"after","uses":"count"}],
+      "edges":[{"source":"b_scatter","target":"b_gather"},{"source":"b_gather","target":"after"}]}"#;
+    let mut h = Harness::new(&[bp]);
+    h.spawn_workers(3);
+    let result = h.run("batch", json!({"items": [1, 2, 3, 4, 5]})).await;
+    assert_eq!(result.status, RunStatus::Completed, "{result:?}");
+    assert_eq!(result.context["doubled"], json!([2.0, 4.0, 6.0, 8.0, 10.0]));
+    assert_eq!(h.counter.get("after"), 1);
+    let empty = h.run("batch", json!({"items": []})).await;
+    assert_eq!(empty.status, RunStatus::Completed);
+    assert_eq!(empty.context["doubled"], json!([]));
+    let bad = h.run("batch", json!({"items": 3})).await;
+    assert_eq!(bad.status, RunStatus::Failed);
+    // Every queued job was consumed.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        h.queue
+            .receive(32, Duration::from_secs(1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    h.stop().await;
+}
