@@ -270,6 +270,30 @@ impl fmt::Debug for NodeContext {
 ///
 /// Each attempt is independent (it may run on another worker in distributed mode), so `prep`
 /// runs once per attempt.
+///
+/// ```
+/// use async_trait::async_trait;
+/// use flowcraft_azure::flow::node::{LifecycleNode, NodeContext, NodeError, NodeRegistry, NodeResult};
+/// use serde_json::{json, Value};
+///
+/// struct Charge;
+///
+/// #[async_trait]
+/// impl LifecycleNode for Charge {
+///     async fn exec(&self, amount: Option<Value>, _ctx: &NodeContext) -> Result<NodeResult, NodeError> {
+///         match amount.and_then(|a| a.as_f64()) {
+///             Some(a) if a > 0.0 => Ok(NodeResult::output(json!({"charged": a}))),
+///             _ => Err(NodeError::fatal("amount must be a positive number")),
+///         }
+///     }
+///     async fn fallback(&self, _e: NodeError, _ctx: &NodeContext) -> Result<NodeResult, NodeError> {
+///         Ok(NodeResult::empty().with_action("manual"))
+///     }
+/// }
+///
+/// let mut registry = NodeRegistry::new();
+/// registry.register_lifecycle("charge-card", Charge);
+/// ```
 #[async_trait]
 pub trait LifecycleNode: Send + Sync {
     /// Prepares the value handed to `exec`; defaults to the node's input.
