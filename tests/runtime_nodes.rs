@@ -395,11 +395,9 @@ fn a_fallback_node_inherits_the_failed_nodes_edges_as_that_node() {
 
 #[test]
 fn duplicate_edges_are_taken_once() {
-    let b = bp(
-        json!({"id": "bp", "nodes": [
+    let b = bp(json!({"id": "bp", "nodes": [
         {"id": "a", "uses": "echo"}, {"id": "b", "uses": "echo"}],
-      "edges": [{"source": "a", "target": "b"}, {"source": "a", "target": "b"}]}),
-    );
+      "edges": [{"source": "a", "target": "b"}, {"source": "a", "target": "b"}]}));
     let acts = route(&b, "a", &NodeResult::output(json!(1)), &Map::new());
     assert_eq!(
         acts,
