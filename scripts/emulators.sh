@@ -40,17 +40,34 @@ installed_version() { # package dir -> version or empty
     [ -f "$pj" ] && node -e 'process.stdout.write(require(process.argv[1]).version)' "$pj" 2>/dev/null || true
 }
 
+APT_UPDATED=0
+apt_install() { # package... ; only as root on a Debian-like machine
+    command -v apt-get >/dev/null || die "$* missing and apt-get is not available; install: $*"
+    [ "$(id -u)" = 0 ] || die "$* missing; run as root or install them: apt-get install -y $*"
+    log "installing $* with apt-get"
+    if [ "$APT_UPDATED" = 0 ]; then apt-get update -qq; APT_UPDATED=1; fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+install_curl() { # the readiness checks use curl
+    command -v curl >/dev/null || apt_install curl ca-certificates
+}
+
 install_redis() {
     command -v redis-server >/dev/null && command -v redis-cli >/dev/null && return 0
-    command -v apt-get >/dev/null || die "redis-server is missing and apt-get is not available; install redis-server (>= 7) yourself"
-    [ "$(id -u)" = 0 ] || die "redis-server is missing; run as root or install it: apt-get install -y redis-server"
-    log "installing redis-server with apt-get"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+    apt_install redis-server
+}
+
+install_node() {
+    command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
+    local major
+    major="$(node -p 'process.versions.node.split(".")[0]')"
+    [ "$major" -ge 18 ] || die "node $major is too old; the emulators need Node 18+ (20 tested)"
+    [ "$major" -ge 20 ] || log "warning: node $major; @vercel/cosmosdb-server declares Node >= 20"
 }
 
 install_node_packages() {
-    command -v node >/dev/null && command -v npm >/dev/null || die "node and npm are required (Node 20 tested); install them first"
+    install_node
     if [ "$(installed_version azurite)" != "$AZURITE_VERSION" ] \
         || [ "$(installed_version @vercel/cosmosdb-server)" != "$COSMOS_VERSION" ] \
         || [ ! -x "$AZURITE_BIN" ] || [ ! -f "$COSMOS_CLI" ]; then
@@ -85,6 +102,7 @@ wait_for() { # name check-function
 }
 
 start() {
+    install_curl
     install_redis
     install_node_packages
     mkdir -p "$RUN"
@@ -152,7 +170,7 @@ ENV
 }
 
 case "${1:-}" in
-    install) install_redis; install_node_packages ;;
+    install) install_curl; install_redis; install_node_packages ;;
     start) start ;;
     stop) stop ;;
     status) status ;;
