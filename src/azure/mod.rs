@@ -1,2 +1,3 @@
 //! Azure provider modules: credentials and signing, and the Queue Storage and Cosmos DB REST
 //! clients. They build requests and parse responses; sending goes through [`crate::wire`].
+pub mod auth;

@@ -3,3 +3,7 @@
 //! responses; everything about sending them lives here.
 
 pub mod transport;
+pub mod clock;
+pub mod pipeline;
+pub mod reqwest_transport;
+pub mod retry;

@@ -1,0 +1,206 @@
+//! The real [`Transport`]: reqwest over rustls (no OpenSSL), HTTP/1.1 with keep-alive
+//! connection pooling and a per-request timeout. Connection failures and timeouts become
+//! [`Error::Transport`] / [`Error::Timeout`]; errors name the host but never the query string
+//! (which may hold a SAS signature) nor any header value.
+
+use async_trait::async_trait;
+use std::error::Error as _;
+use std::time::Duration;
+
+use crate::error::{Error, ErrorInfo};
+use crate::wire::retry::NOT_SENT_CODE;
+use crate::wire::transport::{HttpRequest, HttpResponse, Transport};
+
+/// Headers reqwest computes itself from the URL and body; a copy from the request would be
+/// sent twice.
+const COMPUTED_HEADERS: [&str; 2] = ["content-length", "host"];
+
+/// Sends requests with a pooled reqwest client. Cheap to clone (the pool is shared).
+#[derive(Debug, Clone)]
+pub struct ReqwestTransport {
+    client: reqwest::Client,
+}
+
+impl ReqwestTransport {
+    /// A transport whose requests time out after `timeout` (connect + send + full body).
+    pub fn new(timeout: Duration) -> Result<Self, Error> {
+        let client = reqwest::Client::builder()
+            .http1_only()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .user_agent(concat!("flowcraft-azure/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| {
+                Error::unexpected(format!("could not build the HTTP client: {}", chain(&e)))
+            })?;
+        Ok(ReqwestTransport { client })
+    }
+
+    fn build(&self, request: &HttpRequest) -> Result<reqwest::Request, Error> {
+        let method = reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|_| {
+            Error::invalid_input(format!("'{}' is not a valid HTTP method", request.method))
+        })?;
+        let url = reqwest::Url::parse(&request.url).map_err(|e| {
+            Error::invalid_input(format!(
+                "the request URL is not valid ({e}); check the endpoint"
+            ))
+        })?;
+        let mut builder = self.client.request(method, url);
+        for (name, value) in &request.headers {
+            if COMPUTED_HEADERS
+                .iter()
+                .any(|c| name.eq_ignore_ascii_case(c))
+            {
+                continue;
+            }
+            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                Error::invalid_input(format!("'{name}' is not a valid HTTP header name"))
+            })?;
+            let value = reqwest::header::HeaderValue::from_str(value).map_err(|_| {
+                Error::invalid_input(format!(
+                    "the value of header '{name}' contains characters HTTP does not allow"
+                ))
+            })?;
+            builder = builder.header(name, value);
+        }
+        builder.body(request.body.clone()).build().map_err(|e| {
+            Error::invalid_input(format!("could not build the request: {}", chain(&e)))
+        })
+    }
+}
+
+#[async_trait]
+impl Transport for ReqwestTransport {
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, Error> {
+        let built = self.build(&request)?;
+        let host = host_of(&request.url);
+        let response = self
+            .client
+            .execute(built)
+            .await
+            .map_err(|e| map_error(&e, &request.method, &host))?;
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| map_error(&e, &request.method, &host))?
+            .to_vec();
+        Ok(HttpResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+/// `scheme://host:port` of a URL (no path, no query), for error messages.
+fn host_of(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => format!(
+            "{}://{}{}",
+            u.scheme(),
+            u.host_str().unwrap_or_default(),
+            u.port().map(|p| format!(":{p}")).unwrap_or_default()
+        ),
+        Err(_) => "the endpoint".to_string(),
+    }
+}
+
+/// Maps a reqwest failure to our error without the URL (which may carry a SAS token).
+fn map_error(e: &reqwest::Error, method: &str, host: &str) -> Error {
+    let detail = chain(e);
+    if e.is_timeout() {
+        Error::Timeout(Box::new(ErrorInfo::new(format!(
+            "{method} to {host} got no answer in time: {detail}"
+        ))))
+    } else if e.is_connect() {
+        Error::Transport(Box::new(
+            ErrorInfo::new(format!("could not connect to {host}: {detail}"))
+                .with_code(NOT_SENT_CODE),
+        ))
+    } else {
+        Error::transport(format!("{method} to {host} failed: {detail}"))
+    }
+}
+
+/// The error and its causes, joined with ": ", with any URL stripped.
+fn chain(e: &reqwest::Error) -> String {
+    let mut parts = Vec::new();
+    let top = match e.url() {
+        Some(_) => {
+            let mut copy_text = e.to_string();
+            if let Some(at) = copy_text.find(" for url (") {
+                copy_text.truncate(at);
+            }
+            copy_text
+        }
+        None => e.to_string(),
+    };
+    parts.push(top);
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) && !text.contains("://") {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connection_refused_is_a_not_sent_transport_error_without_query() {
+        // Bind then drop a listener to get a port nothing listens on.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0");
+        let port = listener
+            .map(|l| l.local_addr().map(|a| a.port()).unwrap_or(1))
+            .unwrap_or(1);
+        let transport = ReqwestTransport::new(Duration::from_secs(5));
+        let Ok(transport) = transport else {
+            panic!("client should build");
+        };
+        let req = HttpRequest::new("GET", format!("http://127.0.0.1:{port}/q?sig=SECRETSIG"));
+        let err = transport.send(req).await.err();
+        let Some(err) = err else {
+            panic!("nothing listens on port {port}; expected an error");
+        };
+        assert!(matches!(err, Error::Transport(_)), "{err:?}");
+        assert_eq!(err.code(), Some(NOT_SENT_CODE));
+        let text = err.to_string();
+        assert!(!text.contains("SECRETSIG"), "{text}");
+        assert!(text.contains("127.0.0.1"), "{text}");
+    }
+
+    #[test]
+    fn invalid_header_value_is_reported_by_name_only() {
+        let Ok(t) = ReqwestTransport::new(Duration::from_secs(1)) else {
+            panic!("client should build");
+        };
+        let mut req = HttpRequest::new("GET", "http://127.0.0.1:1/");
+        req.set_header("authorization", "SharedKey a:b\nSECRET");
+        let err = t
+            .build(&req)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("authorization"), "{err}");
+        assert!(!err.contains("SECRET"), "{err}");
+    }
+}

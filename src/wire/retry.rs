@@ -1,0 +1,339 @@
+//! Retry policy as data: which answers are worth another attempt, how long to wait before
+//! it (exponential backoff with jitter, capped per wait and in total), and the server's own
+//! `x-ms-retry-after-ms` / `retry-after-ms` / `Retry-After` hints.
+//!
+//! Whether a failure may be retried depends on the operation:
+//! - [`Idempotency::Idempotent`] operations (reads, deletes, puts of a known state) are
+//!   retried on 408, 429, 500, 502, 503, 504, dropped connections and timeouts;
+//! - [`Idempotency::NonIdempotent`] operations (put message, create document) only where the
+//!   service guarantees nothing happened: a 429, a 503 `ServerBusy`, or a connection that
+//!   failed before the request was sent (the transport marks those with [`NOT_SENT_CODE`]).
+//!
+//! The policy never sleeps itself and never reads the clock: the [`crate::wire::pipeline`]
+//! passes it "now" and a seeded random source, so decisions are deterministic in tests.
+
+use chrono::{DateTime, Utc};
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::wire::clock::parse_http_date;
+use crate::wire::transport::HttpResponse;
+
+/// Error code a transport puts on [`Error::Transport`] when the connection failed before any
+/// byte of the request was sent (refused, DNS failure, TLS handshake): safe to retry even for
+/// non-idempotent operations.
+pub const NOT_SENT_CODE: &str = "ConnectFailed";
+
+/// Whether sending an operation twice has the same effect as sending it once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Idempotency {
+    /// Safe to repeat (GET, DELETE, PUT/PATCH of a given state, conditional writes).
+    Idempotent,
+    /// Repeating may duplicate the effect (put message, create item without a fixed id).
+    NonIdempotent,
+}
+
+/// How many attempts, how long to wait between them and how long one attempt may take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in total, including the first (1 = no retries).
+    pub max_attempts: u32,
+    /// The backoff before the first retry; doubled for each further retry.
+    pub base_delay: Duration,
+    /// No single wait is longer than this. A server `Retry-After` longer than this ends the
+    /// retries and the response is returned to the caller (who sees the hint in the error).
+    pub max_delay: Duration,
+    /// The waits of one request add up to at most this.
+    pub max_total: Duration,
+    /// How long one attempt may take before it counts as a timeout.
+    pub request_timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// 4 attempts, 200 ms base, 10 s per wait, 30 s of waiting in total, 30 s per attempt.
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(10),
+            max_total: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// A policy that sends once and never retries (same request timeout as the default).
+    pub fn no_retries() -> Self {
+        RetryPolicy {
+            max_attempts: 1,
+            ..RetryPolicy::default()
+        }
+    }
+
+    /// The backoff before retry number `retry` (1 for the first retry): `base * 2^(retry-1)`
+    /// capped at `max_delay`, then "equal jitter": a uniformly random value between half of
+    /// that and all of it, so concurrent clients spread out but never retry instantly.
+    pub fn backoff(&self, retry: u32, rng: &mut fastrand::Rng) -> Duration {
+        let exponent = retry.saturating_sub(1).min(30);
+        let uncapped = self.base_delay.saturating_mul(1u32 << exponent);
+        let capped = uncapped.min(self.max_delay);
+        let millis = u64::try_from(capped.as_millis()).unwrap_or(u64::MAX);
+        let half = millis / 2;
+        Duration::from_millis(half + rng.u64(0..=millis - half))
+    }
+
+    /// True when `outcome` is a transient failure that this operation may safely retry.
+    pub fn is_retryable(
+        &self,
+        idempotency: Idempotency,
+        outcome: &Result<HttpResponse, Error>,
+    ) -> bool {
+        match (outcome, idempotency) {
+            (Ok(resp), Idempotency::Idempotent) => {
+                matches!(resp.status, 408 | 429 | 500 | 502 | 503 | 504)
+            }
+            (Ok(resp), Idempotency::NonIdempotent) => {
+                resp.status == 429 || (resp.status == 503 && says_not_processed(resp))
+            }
+            (Err(err), Idempotency::Idempotent) => {
+                matches!(err, Error::Transport(_) | Error::Timeout(_))
+            }
+            (Err(err), Idempotency::NonIdempotent) => {
+                matches!(err, Error::Transport(_)) && err.code() == Some(NOT_SENT_CODE)
+            }
+        }
+    }
+
+    /// Decides what happens after attempt number `attempt` (1-based) ended with `outcome`:
+    /// `Some(wait)` to sleep and try again, `None` to return the outcome. `waited` is the sum
+    /// of earlier waits; `now` is used to read an HTTP-date `Retry-After`.
+    pub fn next_wait(
+        &self,
+        attempt: u32,
+        idempotency: Idempotency,
+        outcome: &Result<HttpResponse, Error>,
+        waited: Duration,
+        now: DateTime<Utc>,
+        rng: &mut fastrand::Rng,
+    ) -> Option<Duration> {
+        if attempt >= self.max_attempts || !self.is_retryable(idempotency, outcome) {
+            return None;
+        }
+        let wait = match outcome.as_ref().ok().and_then(|r| retry_after_at(r, now)) {
+            Some(hint) if hint > self.max_delay => return None,
+            Some(hint) => hint,
+            None => self.backoff(attempt, rng),
+        };
+        if waited.saturating_add(wait) > self.max_total {
+            return None;
+        }
+        Some(wait)
+    }
+}
+
+/// A 503 whose error code says the service refused the request without processing it
+/// (Storage `ServerBusy`).
+fn says_not_processed(resp: &HttpResponse) -> bool {
+    resp.header("x-ms-error-code")
+        .is_some_and(|code| code.trim().eq_ignore_ascii_case("ServerBusy"))
+}
+
+/// The wait the server asked for, if it said: `x-ms-retry-after-ms` (Cosmos),
+/// `retry-after-ms`, or `Retry-After` in seconds or as an HTTP date (measured from the
+/// machine clock). Unparseable values are ignored.
+pub fn retry_after(resp: &HttpResponse) -> Option<Duration> {
+    retry_after_at(resp, Utc::now())
+}
+
+/// [`retry_after`] with an explicit "now" for HTTP-date values (deterministic tests).
+pub fn retry_after_at(resp: &HttpResponse, now: DateTime<Utc>) -> Option<Duration> {
+    for name in ["x-ms-retry-after-ms", "retry-after-ms"] {
+        if let Some(ms) = resp.header(name).and_then(parse_millis) {
+            return Some(ms);
+        }
+    }
+    let value = resp.header("retry-after")?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = parse_http_date(value)?;
+    Some((at - now).to_std().unwrap_or(Duration::ZERO))
+}
+
+/// Milliseconds as an integer or decimal (`"100"`, `"12.5"`); negative or garbage -> None.
+fn parse_millis(text: &str) -> Option<Duration> {
+    let ms: f64 = text.trim().parse().ok()?;
+    if ms.is_finite() && ms >= 0.0 {
+        Duration::try_from_secs_f64(ms / 1000.0).ok()
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorInfo;
+    use chrono::TimeZone;
+
+    fn resp(status: u16, headers: &[(&str, &str)]) -> Result<HttpResponse, Error> {
+        Ok(HttpResponse {
+            status,
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            body: Vec::new(),
+        })
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0)
+            .single()
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn idempotent_operations_retry_transient_statuses_and_connection_errors() {
+        let p = RetryPolicy::default();
+        for status in [408, 429, 500, 502, 503, 504] {
+            assert!(
+                p.is_retryable(Idempotency::Idempotent, &resp(status, &[])),
+                "{status}"
+            );
+        }
+        for status in [200, 201, 400, 401, 403, 404, 409, 412, 413, 501] {
+            assert!(
+                !p.is_retryable(Idempotency::Idempotent, &resp(status, &[])),
+                "{status}"
+            );
+        }
+        assert!(p.is_retryable(Idempotency::Idempotent, &Err(Error::transport("reset"))));
+        let timeout = Error::Timeout(Box::new(ErrorInfo::new("slow")));
+        assert!(p.is_retryable(Idempotency::Idempotent, &Err(timeout)));
+        assert!(!p.is_retryable(Idempotency::Idempotent, &Err(Error::invalid_input("bad"))));
+    }
+
+    #[test]
+    fn non_idempotent_operations_retry_only_when_nothing_was_processed() {
+        let p = RetryPolicy::default();
+        let non = Idempotency::NonIdempotent;
+        assert!(p.is_retryable(non, &resp(429, &[])));
+        assert!(p.is_retryable(non, &resp(503, &[("x-ms-error-code", "ServerBusy")])));
+        assert!(!p.is_retryable(non, &resp(503, &[])));
+        assert!(!p.is_retryable(non, &resp(500, &[])));
+        assert!(!p.is_retryable(non, &resp(504, &[])));
+        let timeout = Error::Timeout(Box::new(ErrorInfo::new("slow")));
+        assert!(!p.is_retryable(non, &Err(timeout)));
+        assert!(!p.is_retryable(non, &Err(Error::transport("connection reset mid-body"))));
+        let refused =
+            Error::Transport(Box::new(ErrorInfo::new("refused").with_code(NOT_SENT_CODE)));
+        assert!(p.is_retryable(non, &Err(refused)));
+    }
+
+    #[test]
+    fn retry_after_reads_all_three_headers() {
+        let r = |h: &[(&str, &str)]| resp(503, h).ok().and_then(|r| retry_after_at(&r, now()));
+        assert_eq!(
+            r(&[("x-ms-retry-after-ms", "250")]),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(
+            r(&[("retry-after-ms", "12.5")]),
+            Some(Duration::from_micros(12_500))
+        );
+        assert_eq!(r(&[("Retry-After", "3")]), Some(Duration::from_secs(3)));
+        assert_eq!(
+            r(&[("Retry-After", "Thu, 26 Nov 2026 12:00:07 GMT")]),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            r(&[("Retry-After", "Thu, 26 Nov 2026 11:00:00 GMT")]),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(r(&[("Retry-After", "soon")]), None);
+        assert_eq!(r(&[("x-ms-retry-after-ms", "-5")]), None);
+        assert_eq!(r(&[]), None);
+        // x-ms-retry-after-ms wins over Retry-After.
+        assert_eq!(
+            r(&[("Retry-After", "9"), ("x-ms-retry-after-ms", "100")]),
+            Some(Duration::from_millis(100))
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_is_capped_and_jittered_within_half_to_full() {
+        let p = RetryPolicy {
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(1000),
+            ..RetryPolicy::default()
+        };
+        let mut rng = fastrand::Rng::with_seed(7);
+        for (retry, full) in [
+            (1, 100),
+            (2, 200),
+            (3, 400),
+            (4, 800),
+            (5, 1000),
+            (40, 1000),
+        ] {
+            for _ in 0..50 {
+                let d = p.backoff(retry, &mut rng).as_millis();
+                assert!(
+                    d >= full / 2 && d <= full,
+                    "retry {retry}: {d} not in [{}, {full}]",
+                    full / 2
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn same_seed_gives_same_backoff_sequence() {
+        let p = RetryPolicy::default();
+        let seq = |seed| {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            (1..6).map(|n| p.backoff(n, &mut rng)).collect::<Vec<_>>()
+        };
+        assert_eq!(seq(42), seq(42));
+    }
+
+    #[test]
+    fn next_wait_honours_server_hint_attempt_limit_and_total_budget() {
+        let p = RetryPolicy {
+            max_attempts: 3,
+            max_delay: Duration::from_secs(5),
+            max_total: Duration::from_secs(6),
+            ..RetryPolicy::default()
+        };
+        let mut rng = fastrand::Rng::with_seed(1);
+        let idem = Idempotency::Idempotent;
+        let hinted = resp(429, &[("x-ms-retry-after-ms", "4000")]);
+        assert_eq!(
+            p.next_wait(1, idem, &hinted, Duration::ZERO, now(), &mut rng),
+            Some(Duration::from_secs(4))
+        );
+        // Budget: 4 s already waited + 4 s > 6 s.
+        assert_eq!(
+            p.next_wait(2, idem, &hinted, Duration::from_secs(4), now(), &mut rng),
+            None
+        );
+        // Attempt limit.
+        assert_eq!(
+            p.next_wait(3, idem, &resp(500, &[]), Duration::ZERO, now(), &mut rng),
+            None
+        );
+        // A hint above max_delay is returned to the caller instead of waited out.
+        let long = resp(429, &[("Retry-After", "60")]);
+        assert_eq!(
+            p.next_wait(1, idem, &long, Duration::ZERO, now(), &mut rng),
+            None
+        );
+        // Success is never retried.
+        assert_eq!(
+            p.next_wait(1, idem, &resp(200, &[]), Duration::ZERO, now(), &mut rng),
+            None
+        );
+    }
+}
