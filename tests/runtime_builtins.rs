@@ -365,6 +365,67 @@ async fn a_failing_subflow_fails_the_parent_with_the_inner_message() {
     assert!(message.contains("inner broke"), "{message}");
 }
 
+/// Counts the sub-runs a recursion test starts (every level runs `count` once).
+fn counting(counter: &Arc<std::sync::atomic::AtomicUsize>) -> NodeRegistry {
+    let mut r = NodeRegistry::with_builtins();
+    let c = counter.clone();
+    r.register("count", move |_ctx| {
+        let c = c.clone();
+        async move {
+            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(NodeResult::empty())
+        }
+    });
+    r
+}
+
+#[tokio::test]
+async fn a_subflow_that_runs_itself_fails_cleanly_at_the_depth_limit() {
+    use flowcraft_azure::flow::builtins::subflow::MAX_SUBFLOW_DEPTH;
+    let levels = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let me = json!({"id": "me", "nodes": [
+        {"id": "tick", "uses": "count"},
+        {"id": "again", "uses": "subflow", "params": {"blueprintId": "me"},
+         "config": {"maxRetries": 3}}],
+      "edges": [{"source": "tick", "target": "again"}]});
+    let rt = runtime_with(counting(&levels), vec![bp(me.clone())]);
+    let result = rt.run(bp(me), ctx(json!({}))).await;
+    assert_eq!(result.status, RunStatus::Failed);
+    assert_eq!(result.errors.len(), 1, "{:?}", messages(&result));
+    let message = &messages(&result)[0];
+    assert!(message.contains("nested more than"), "{message}");
+    // the top level plus MAX_SUBFLOW_DEPTH nested levels ran once each: no retries
+    assert_eq!(
+        levels.load(std::sync::atomic::Ordering::Relaxed),
+        MAX_SUBFLOW_DEPTH + 1
+    );
+}
+
+#[tokio::test]
+async fn a_branching_recursive_subflow_stops_at_the_sub_run_budget() {
+    use flowcraft_azure::flow::builtins::subflow::MAX_NESTED_SUBFLOW_RUNS;
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // every level starts two copies of itself: 2^32 sub-runs without a budget
+    let me = json!({"id": "fork", "nodes": [
+        {"id": "tick", "uses": "count"},
+        {"id": "left", "uses": "subflow", "params": {"blueprintId": "fork"}},
+        {"id": "right", "uses": "subflow", "params": {"blueprintId": "fork"}}],
+      "edges": [{"source": "tick", "target": "left"}, {"source": "tick", "target": "right"}]});
+    let rt = runtime_with(counting(&runs), vec![bp(me.clone())]).with_concurrency(4);
+    let result = rt.run(bp(me), ctx(json!({}))).await;
+    assert_eq!(result.status, RunStatus::Failed);
+    let started = runs.load(std::sync::atomic::Ordering::Relaxed);
+    // each top-level branch has its own budget; the top level itself ran once
+    assert!(started <= 2 * MAX_NESTED_SUBFLOW_RUNS + 1, "{started}");
+    assert!(
+        messages(&result)
+            .iter()
+            .all(|m| m.contains("did not complete")),
+        "{:?}",
+        messages(&result)
+    );
+}
+
 #[tokio::test]
 async fn a_wait_inside_a_subflow_pauses_the_parent_and_resumes_through_it() {
     let trace = Trace::default();

@@ -861,7 +861,19 @@ impl Run {
                     return;
                 }
             };
-        let sub_runtime = FlowRuntime::new(self.env.clone()).with_concurrency(self.limit);
+        let sub_env = match super::builtins::subflow::nested_environment(
+            &self.env,
+            node_id,
+            sub_blueprint.id(),
+        ) {
+            Ok(env) => env,
+            Err(error) => {
+                self.clear_awaiting(node_id);
+                self.fail(node_id, error);
+                return;
+            }
+        };
+        let sub_runtime = FlowRuntime::new(sub_env.clone()).with_concurrency(self.limit);
         let sub = sub_runtime
             .resume_with(
                 sub_blueprint.clone(),
@@ -896,7 +908,8 @@ impl Run {
             }
             _ => {
                 self.clear_awaiting(node_id);
-                let error = super::builtins::subflow::incomplete_error(sub_blueprint.id(), &sub);
+                let error =
+                    super::builtins::subflow::incomplete_error(&sub_env, sub_blueprint.id(), &sub);
                 self.fail(node_id, error);
             }
         }

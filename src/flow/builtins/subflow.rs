@@ -10,7 +10,12 @@
 //!   is the single terminal node's output, or `{terminalId: output}` for several terminals;
 //! - an awaiting sub-run marks this node awaiting with the sub-context as `subflow_state`
 //!   (stored as `_subflowState.<id>`); `FlowRuntime::resume` resumes it;
-//! - any other unfinished status fails the node with the sub-run's first error.
+//! - any other unfinished status fails the node with the sub-run's first error;
+//! - subflows nest at most [`MAX_SUBFLOW_DEPTH`] deep, and one top-level subflow node starts
+//!   at most [`MAX_NESTED_SUBFLOW_RUNS`] sub-runs in all: a blueprint that (directly or
+//!   indirectly) runs itself without a base case fails with a fatal error when a limit trips,
+//!   and every enclosing subflow node then fails without retrying, instead of recursing
+//!   forever.
 //!
 //! [`BlueprintRegistry`]: crate::flow::execute::BlueprintRegistry
 
@@ -21,6 +26,76 @@ use crate::flow::node::{NodeContext, NodeError, NodeResult};
 use crate::flow::runtime::{FlowRuntime, RunStatus, WorkflowResult};
 use serde_json::{Map, Value};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// How deep subflows may nest (the top-level run is depth 0).
+pub const MAX_SUBFLOW_DEPTH: usize = 32;
+
+/// How many sub-runs one top-level subflow node may start in total, at every depth (a
+/// recursive blueprint that branches would otherwise start exponentially many).
+pub const MAX_NESTED_SUBFLOW_RUNS: usize = 10_000;
+
+/// Where a sub-run sits in a tree of nested sub-runs, carried as a private dependency so it
+/// reaches nested subflows (in-process and on distributed workers) without touching the
+/// context. `started` and `exceeded` are shared by the whole tree below one top-level subflow
+/// node; `exceeded` is set when a limit trips, so the enclosing subflow nodes then fail
+/// fatally instead of retrying.
+#[derive(Debug, Clone)]
+struct Nesting {
+    depth: usize,
+    started: Arc<AtomicUsize>,
+    exceeded: Arc<AtomicBool>,
+}
+
+/// The environment for a sub-run that `node_id` starts, one level deeper than `env`; a fatal
+/// error when that would exceed [`MAX_SUBFLOW_DEPTH`] or [`MAX_NESTED_SUBFLOW_RUNS`].
+pub fn nested_environment(
+    env: &Environment,
+    node_id: &str,
+    blueprint_id: &str,
+) -> Result<Environment, NodeError> {
+    let nesting = match env.dependencies.get::<Nesting>() {
+        Some(parent) => Nesting {
+            depth: parent.depth + 1,
+            started: parent.started.clone(),
+            exceeded: parent.exceeded.clone(),
+        },
+        None => Nesting {
+            depth: 1,
+            started: Arc::new(AtomicUsize::new(0)),
+            exceeded: Arc::new(AtomicBool::new(false)),
+        },
+    };
+    let started = nesting.started.fetch_add(1, Ordering::Relaxed) + 1;
+    let problem = if nesting.depth > MAX_SUBFLOW_DEPTH {
+        Some(format!(
+            "subflows are nested more than {MAX_SUBFLOW_DEPTH} deep"
+        ))
+    } else if started > MAX_NESTED_SUBFLOW_RUNS {
+        Some(format!(
+            "more than {MAX_NESTED_SUBFLOW_RUNS} nested sub-runs were started"
+        ))
+    } else {
+        None
+    };
+    if let Some(problem) = problem {
+        nesting.exceeded.store(true, Ordering::Relaxed);
+        return Err(NodeError::fatal(format!(
+            "subflow node '{node_id}': {problem} (does blueprint '{blueprint_id}' run itself \
+             without a way to stop?)"
+        )));
+    }
+    let dependencies = env.dependencies.clone().with(nesting);
+    Ok(env.clone().with_dependencies(dependencies))
+}
+
+/// True when a sub-run started with `sub_env` (or one below it) hit a nesting limit.
+fn nesting_exceeded(sub_env: &Environment) -> bool {
+    sub_env
+        .dependencies
+        .get::<Nesting>()
+        .is_some_and(|n| n.exceeded.load(Ordering::Relaxed))
+}
 
 /// Looks up the sub-blueprint named by `params.blueprintId`.
 pub fn sub_blueprint(
@@ -107,24 +182,35 @@ pub fn subflow_output(
     (output, Vec::new())
 }
 
-/// The error for a sub-run that neither completed nor paused.
-pub fn incomplete_error(blueprint_id: &str, sub: &WorkflowResult) -> NodeError {
+/// The error for a sub-run (run in `sub_env`, from [`nested_environment`]) that neither
+/// completed nor paused; fatal when the sub-run hit the nesting limit.
+pub fn incomplete_error(
+    sub_env: &Environment,
+    blueprint_id: &str,
+    sub: &WorkflowResult,
+) -> NodeError {
     let first = sub
         .errors
         .first()
         .map(|e| format!("{} (node '{}')", e.message, e.node_id))
         .unwrap_or_else(|| "none recorded".to_string());
-    NodeError::new(format!(
+    let message = format!(
         "Sub-workflow '{blueprint_id}' did not complete successfully. Status: {}. Error: {first}",
         sub.status
-    ))
+    );
+    if nesting_exceeded(sub_env) {
+        NodeError::fatal(message)
+    } else {
+        NodeError::new(message)
+    }
 }
 
 /// The `subflow` node.
 pub async fn subflow(ctx: NodeContext) -> Result<NodeResult, NodeError> {
     let sub = sub_blueprint(ctx.environment(), ctx.node_id(), ctx.params())?;
     let initial = sub_context(ctx.params(), &ctx.context().to_json(), ctx.input(), &sub);
-    let runtime = FlowRuntime::new(ctx.environment().clone());
+    let sub_env = nested_environment(ctx.environment(), ctx.node_id(), sub.id())?;
+    let runtime = FlowRuntime::new(sub_env.clone());
     let result = runtime
         .run_with(sub.clone(), initial, ctx.cancellation().child_token())
         .await;
@@ -147,6 +233,6 @@ pub async fn subflow(ctx: NodeContext) -> Result<NodeResult, NodeError> {
             });
             Ok(NodeResult::empty())
         }
-        _ => Err(incomplete_error(sub.id(), &result)),
+        _ => Err(incomplete_error(&sub_env, sub.id(), &result)),
     }
 }
