@@ -468,3 +468,30 @@ fn output_keys_are_the_prefixed_and_the_bare_id() {
         ["_outputs.a.b".to_string(), "a.b".to_string()]
     );
 }
+
+// ------------------------------------------------------------------------------------------
+// a result carrying an error
+
+#[tokio::test]
+async fn a_result_carrying_an_error_fails_the_node_with_that_message_after_its_retries() {
+    let calls = Arc::new(Mutex::new(0u32));
+    let mut registry = NodeRegistry::with_builtins();
+    let c = calls.clone();
+    registry.register("remote", move |_ctx| {
+        let c = c.clone();
+        async move {
+            *c.lock().unwrap() += 1;
+            // what a service speaking Flowcraft's result shape might answer
+            NodeResult::from_json(json!({"output": null, "error": {"message": "card declined"}}))
+        }
+    });
+    let blueprint = bp(json!({"id": "pay", "nodes": [
+        {"id": "charge", "uses": "remote", "config": {"maxRetries": 2}},
+        {"id": "ship", "uses": "echo"}],
+      "edges": [{"source": "charge", "target": "ship"}]}));
+    let result = runtime(registry).run(blueprint, ctx(json!({}))).await;
+    assert_eq!(result.status, RunStatus::Failed);
+    assert_eq!(messages(&result), ["charge: card declined"]);
+    assert_eq!(*calls.lock().unwrap(), 2);
+    assert!(!result.context.contains_key("_outputs.ship"));
+}

@@ -17,7 +17,16 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
-/// What a node produced.
+/// What a node produced: an output and an action.
+///
+/// The third part of Flowcraft's `NodeResult`, `error`, is carried by the node's return type:
+/// a node fails by returning `Err(NodeError)` ([`NodeResult::error`] and
+/// [`NodeResult::fatal_error`] build that), and the failure is then retried, sent to the
+/// fallback and reported with its message. This differs on purpose from Flowcraft, whose
+/// runtime ignores a returned `error` (spec 4.3): an error that is reported never passes as a
+/// success here. A Flowcraft-shaped JSON result (`{output, action, error, dynamicNodes}`, e.g.
+/// from a node that forwards another service's answer) is converted by
+/// [`NodeResult::from_json`], which turns a present `error` into that failure.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeResult {
@@ -51,6 +60,89 @@ impl NodeResult {
     pub fn empty() -> Self {
         NodeResult::default()
     }
+
+    /// The error form of a node's result: fails the node with `message` (retryable).
+    ///
+    /// ```
+    /// use flowcraft_azure::flow::node::{NodeError, NodeResult};
+    /// let declined: Result<NodeResult, NodeError> = NodeResult::error("card declined");
+    /// assert_eq!(declined, Err(NodeError::new("card declined")));
+    /// ```
+    pub fn error(message: impl Into<String>) -> Result<NodeResult, NodeError> {
+        Err(NodeError::new(message))
+    }
+
+    /// Like [`NodeResult::error`], but fatal: no retry and no node-level fallback.
+    pub fn fatal_error(message: impl Into<String>) -> Result<NodeResult, NodeError> {
+        Err(NodeError::fatal(message))
+    }
+
+    /// Reads a Flowcraft-shaped result `{output?, action?, error?, dynamicNodes?}`.
+    ///
+    /// - a present, non-null `error` fails the node with `error.message` (or the error itself
+    ///   when it is a string, or its JSON text); `error.isFatal: true` makes it fatal;
+    /// - `output` is taken as is (absent = undefined); `action` only when it is a string;
+    /// - `dynamicNodes` must be node definitions (else a fatal error naming the bad entry);
+    /// - anything that is not an object is tolerated as an empty result, as in Flowcraft.
+    ///
+    /// ```
+    /// use flowcraft_azure::flow::node::NodeResult;
+    /// use serde_json::json;
+    /// let ok = NodeResult::from_json(json!({"output": 3, "action": "big"})).unwrap();
+    /// assert_eq!(ok, NodeResult::output(json!(3)).with_action("big"));
+    /// let failed = NodeResult::from_json(json!({"error": {"message": "card declined"}}));
+    /// assert_eq!(failed.unwrap_err().message, "card declined");
+    /// ```
+    pub fn from_json(value: Value) -> Result<NodeResult, NodeError> {
+        let Value::Object(mut map) = value else {
+            return Ok(NodeResult::empty());
+        };
+        match map.remove("error") {
+            None | Some(Value::Null) => {}
+            Some(error) => return Err(error_from_json(error)),
+        }
+        let dynamic_nodes = match map.remove("dynamicNodes") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => {
+                let mut nodes = Vec::with_capacity(items.len());
+                for (i, item) in items.into_iter().enumerate() {
+                    let node = serde_json::from_value(item).map_err(|e| {
+                        NodeError::fatal(format!(
+                            "dynamicNodes[{i}] is not a valid node definition: {e}"
+                        ))
+                    })?;
+                    nodes.push(node);
+                }
+                nodes
+            }
+            Some(_) => {
+                return Err(NodeError::fatal(
+                    "dynamicNodes must be an array of node definitions",
+                ));
+            }
+        };
+        Ok(NodeResult {
+            output: map.remove("output"),
+            action: match map.remove("action") {
+                Some(Value::String(action)) => Some(action),
+                _ => None,
+            },
+            dynamic_nodes,
+        })
+    }
+}
+
+/// The [`NodeError`] for a Flowcraft `error` value (see [`NodeResult::from_json`]).
+fn error_from_json(error: Value) -> NodeError {
+    let fatal = error.get("isFatal").and_then(Value::as_bool) == Some(true);
+    let message = match &error {
+        Value::String(message) => message.clone(),
+        _ => match error.get("message") {
+            Some(Value::String(message)) => message.clone(),
+            _ => format!("the node returned an error: {error}"),
+        },
+    };
+    NodeError { message, fatal }
 }
 
 /// A node failure: the user's message survives; `fatal` stops retries (and skips the
@@ -417,5 +509,68 @@ impl fmt::Debug for NodeRegistry {
         f.debug_struct("NodeRegistry")
             .field("names", &self.names())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_flowcraft_result_with_an_error_is_a_failure_with_its_message() {
+        let retryable = NodeResult::from_json(json!({"output": 1, "error": {"message": "boom"}}));
+        assert_eq!(retryable, Err(NodeError::new("boom")));
+        let fatal = NodeResult::from_json(json!({"error": {"message": "no", "isFatal": true}}));
+        assert_eq!(fatal, Err(NodeError::fatal("no")));
+        assert_eq!(
+            NodeResult::from_json(json!({"error": "plain text"})),
+            Err(NodeError::new("plain text"))
+        );
+        let odd = NodeResult::from_json(json!({"error": {"code": 7}}));
+        assert!(odd.unwrap_err().message.contains("\"code\":7"));
+    }
+
+    #[test]
+    fn a_flowcraft_result_without_an_error_keeps_output_action_and_dynamic_nodes() {
+        let result = NodeResult::from_json(json!({
+            "output": null, "action": "go", "error": null,
+            "dynamicNodes": [{"id": "w1", "uses": "echo"}]}));
+        let result = result.unwrap();
+        assert_eq!(result.output, Some(Value::Null));
+        assert_eq!(result.action.as_deref(), Some("go"));
+        assert_eq!(result.dynamic_nodes.len(), 1);
+        assert_eq!(result.dynamic_nodes[0].id, "w1");
+        // a non-string action never matches an edge, so it is dropped
+        assert_eq!(
+            NodeResult::from_json(json!({"action": 3})),
+            Ok(NodeResult::empty())
+        );
+    }
+
+    #[test]
+    fn non_object_results_are_tolerated_and_bad_dynamic_nodes_are_fatal() {
+        for value in [json!("text"), json!(3), json!(null), json!([1])] {
+            assert_eq!(NodeResult::from_json(value), Ok(NodeResult::empty()));
+        }
+        let bad = NodeResult::from_json(json!({"dynamicNodes": [{"id": "w"}]}));
+        let error = bad.unwrap_err();
+        assert!(error.fatal);
+        assert!(
+            error.message.contains("dynamicNodes[0]"),
+            "{}",
+            error.message
+        );
+        assert!(
+            NodeResult::from_json(json!({"dynamicNodes": {}}))
+                .unwrap_err()
+                .fatal
+        );
+    }
+
+    #[test]
+    fn error_helpers_build_retryable_and_fatal_failures() {
+        assert_eq!(NodeResult::error("x"), Err(NodeError::new("x")));
+        assert_eq!(NodeResult::fatal_error("y"), Err(NodeError::fatal("y")));
     }
 }
