@@ -230,7 +230,7 @@ mod tests {
 }
 
 /// Test doubles for the REST clients' unit tests: a transport answering canned responses and
-/// recording requests, a signer that signs nothing, and a pipeline that does not retry.
+/// recording requests, and an unsigned pipeline that does not retry.
 #[cfg(test)]
 pub(crate) mod fake {
     use std::collections::VecDeque;
@@ -239,7 +239,7 @@ pub(crate) mod fake {
     use async_trait::async_trait;
 
     use crate::error::Error;
-    use crate::wire::pipeline::{Pipeline, Signer};
+    use crate::wire::pipeline::{NoAuth, Pipeline};
     use crate::wire::retry::RetryPolicy;
     use crate::wire::transport::{HttpRequest, HttpResponse, Transport};
 
@@ -279,26 +279,9 @@ pub(crate) mod fake {
         }
     }
 
-    /// Leaves requests unsigned.
-    #[derive(Debug)]
-    pub struct NoSigner;
-
-    impl Signer for NoSigner {
-        fn sign(
-            &self,
-            _request: &mut HttpRequest,
-            _now: chrono::DateTime<chrono::Utc>,
-        ) -> Result<(), Error> {
-            Ok(())
-        }
-    }
-
     /// A single-attempt pipeline over `transport`.
     pub fn pipeline(transport: Arc<FakeTransport>) -> Pipeline {
-        Pipeline::new(transport, Arc::new(NoSigner)).with_retry(RetryPolicy {
-            max_attempts: 1,
-            ..RetryPolicy::default()
-        })
+        Pipeline::new(transport, Arc::new(NoAuth)).with_retry(RetryPolicy::no_retries())
     }
 
     /// A response with these headers and body.

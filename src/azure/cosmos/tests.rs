@@ -486,6 +486,7 @@ fn names_and_endpoints_are_checked_at_construction() {
 
 fn block_on<F: std::future::Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .map(|rt| rt.block_on(future))
         .unwrap()

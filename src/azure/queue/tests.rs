@@ -504,6 +504,7 @@ fn bad_endpoint_or_queue_name_is_refused_at_construction() {
 
 fn block_on<F: std::future::Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .map(|rt| rt.block_on(future))
         .unwrap()
