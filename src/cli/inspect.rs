@@ -10,14 +10,17 @@ use std::path::PathBuf;
 
 /// Arguments of `inspect`.
 #[derive(Debug, clap::Args)]
+#[command(
+    override_usage = "flowcraft-azure inspect <BLUEPRINT.json> [--mermaid] [--evaluator property|safe] [--allow-cycles]"
+)]
 pub struct Args {
     /// The blueprint JSON file.
+    #[arg(value_name = "BLUEPRINT.json")]
     pub blueprint: PathBuf,
     /// Print only the Mermaid flowchart.
     #[arg(long)]
     pub mermaid: bool,
-    /// Expression language for conditions and transforms ("property" or "safe"), unless the
-    /// blueprint's metadata "evaluator" names one. Default: property.
+    /// Expression language; default property; metadata.evaluator wins.
     #[arg(long, value_name = "property|safe")]
     pub evaluator: Option<EvaluatorKind>,
     /// Accept cycles that do not pass through a loop-controller.

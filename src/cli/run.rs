@@ -22,22 +22,29 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-/// Arguments of `run`.
+/// Arguments of `run`. Keep `override_usage` in step with the options below.
 #[derive(Debug, clap::Args)]
+#[command(
+    override_usage = "flowcraft-azure run <BLUEPRINT.json> [--input CONTEXT.json] [--blueprints DIR] [--json]\n       \
+                      [--evaluator property|safe] [--allow-cycles] [--concurrency N]",
+    after_help = "Exit codes: 0 completed or awaiting, 1 failed, cancelled or stalled, 2 bad input.\n\
+                  Example (a subflow needs the directory of the blueprint it runs):\n  \
+                  flowcraft-azure run fixtures/blueprints/subflow.json --blueprints fixtures/blueprints"
+)]
 pub struct Args {
     /// The blueprint JSON file.
+    #[arg(value_name = "BLUEPRINT.json")]
     pub blueprint: PathBuf,
     /// A JSON object file with the initial context.
     #[arg(long, value_name = "CONTEXT.json")]
     pub input: Option<PathBuf>,
-    /// A directory whose *.json blueprints are available to `subflow` nodes.
+    /// A directory of *.json blueprints that `subflow` nodes may run.
     #[arg(long, value_name = "DIR")]
     pub blueprints: Option<PathBuf>,
-    /// Print exactly one JSON object {"status","context","errors"} on stdout.
+    /// Print only the JSON result {"status","context","errors"}.
     #[arg(long)]
     pub json: bool,
-    /// Expression language for conditions and transforms ("property" or "safe"), unless the
-    /// blueprint's metadata "evaluator" names one. Default: property.
+    /// Expression language; default property; metadata.evaluator wins.
     #[arg(long, value_name = "property|safe")]
     pub evaluator: Option<EvaluatorKind>,
     /// Accept cycles that do not pass through a loop-controller.

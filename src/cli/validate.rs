@@ -7,11 +7,14 @@ use std::path::{Path, PathBuf};
 
 /// Arguments of `validate`.
 #[derive(Debug, clap::Args)]
+#[command(
+    override_usage = "flowcraft-azure validate <BLUEPRINT.json> [--evaluator property|safe] [--allow-cycles]"
+)]
 pub struct Args {
     /// The blueprint JSON file.
+    #[arg(value_name = "BLUEPRINT.json")]
     pub blueprint: PathBuf,
-    /// Expression language for conditions and transforms ("property" or "safe"), unless the
-    /// blueprint's metadata "evaluator" names one. Default: property.
+    /// Expression language; default property; metadata.evaluator wins.
     #[arg(long, value_name = "property|safe")]
     pub evaluator: Option<EvaluatorKind>,
     /// Accept cycles that do not pass through a loop-controller.
