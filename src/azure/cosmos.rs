@@ -344,7 +344,9 @@ impl ContainerClient {
     }
 
     /// Replaces document `id`; with `if_match`, only if the stored ETag matches (else
-    /// [`Error::PreconditionFailed`]). The document's own `id` must equal `id`.
+    /// [`Error::PreconditionFailed`]). The document's own `id` must equal `id`. Retried after
+    /// a dropped connection: if the lost attempt had succeeded, the retry reports
+    /// `PreconditionFailed` (the ETag moved on); re-read to see which write won.
     pub async fn replace<T: Serialize + DeserializeOwned>(
         &self,
         id: &str,

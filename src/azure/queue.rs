@@ -356,7 +356,8 @@ impl QueueClient {
     }
 
     /// Deletes a received message. A stale pop receipt is [`Error::PreconditionFailed`], an
-    /// unknown message [`Error::NotFound`].
+    /// unknown message [`Error::NotFound`]. The delete is retried after a dropped connection,
+    /// so `NotFound` can also mean an earlier attempt already deleted it.
     pub async fn delete_message(&self, id: &str, pop_receipt: &str) -> Result<(), Error> {
         const OP: &str = "queue delete message";
         let url = self.message_url(id, pop_receipt, OP)?;
