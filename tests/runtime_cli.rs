@@ -196,3 +196,35 @@ fn the_safe_evaluator_flag_enables_operators_in_conditions() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(single_json(&out)["context"]["big"], json!(11));
 }
+
+#[test]
+fn run_help_and_usage_errors_list_every_option() {
+    let help = run(&[], &["--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    let usage_error = run(&[], &[]);
+    assert_eq!(usage_error.status.code(), Some(2));
+    let help = String::from_utf8(help.stdout).unwrap();
+    let error = String::from_utf8(usage_error.stderr).unwrap();
+    for text in [&help, &error] {
+        let usage = text
+            .lines()
+            .skip_while(|l| !l.starts_with("Usage:"))
+            .take_while(|l| !l.trim().is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        for option in [
+            "--input",
+            "--blueprints",
+            "--json",
+            "--evaluator",
+            "--allow-cycles",
+            "--concurrency",
+        ] {
+            assert!(
+                usage.contains(option),
+                "{option} missing from usage: {usage}"
+            );
+        }
+    }
+    assert!(help.contains("Exit codes"), "{help}");
+}
