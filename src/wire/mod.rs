@@ -7,3 +7,4 @@ pub mod clock;
 pub mod pipeline;
 pub mod reqwest_transport;
 pub mod retry;
+pub mod redact;
