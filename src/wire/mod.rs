@@ -8,3 +8,6 @@ pub mod pipeline;
 pub mod reqwest_transport;
 pub mod retry;
 pub mod redact;
+pub mod record;
+pub mod replay;
+pub mod replay_server;

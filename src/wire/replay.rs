@@ -1,0 +1,385 @@
+//! Replaying recorded traffic offline: [`Replayer`] is a [`Transport`] that answers each
+//! request with the next recorded [`Exchange`], after checking that the request is the one
+//! that was recorded. When traffic diverges it fails with [`Error::InvalidInput`] whose
+//! message is a readable diff (expected vs sent).
+//!
+//! Matching rules ([`diff_request`]): same method; same URL path; same query parameters
+//! (any order; `sig` and recorded `REDACTED` values ignored); same headers except those that
+//! change every run (`x-ms-date`, `date`, `authorization`, `x-ms-client-request-id`,
+//! `user-agent`, `content-length`, `host`, `accept`, `accept-encoding`, `connection`) and
+//! recorded `REDACTED` values; same body (compared as JSON when both sides are JSON,
+//! else byte for byte after redaction). The host is ignored so a recording made against one
+//! endpoint replays against any other (e.g. [`crate::wire::replay_server`]).
+//!
+//! Signatures are checked against the recorded `signature_sha256` (see
+//! [`crate::wire::record`] for why a hash): directly when the request carries the recorded
+//! `x-ms-date` (client on a `FixedClock`) or a SAS `sig`, else by re-signing the request at
+//! the recorded date with the signer given to [`Replayer::verify_signatures_with`].
+
+use async_trait::async_trait;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, ErrorInfo};
+use crate::wire::clock::parse_http_date;
+use crate::wire::pipeline::Signer;
+use crate::wire::record::{Exchange, read_recording, read_recording_file, signature_fingerprint};
+use crate::wire::redact::{REDACTED, Redactor};
+use crate::wire::transport::{HttpRequest, HttpResponse, Transport};
+
+/// Headers that differ on every run and are never compared.
+const VOLATILE_HEADERS: [&str; 10] = [
+    "x-ms-date",
+    "date",
+    "authorization",
+    "x-ms-client-request-id",
+    "user-agent",
+    "content-length",
+    "host",
+    "accept",
+    "accept-encoding",
+    "connection",
+];
+
+/// How much of a body a diff shows.
+const BODY_PREVIEW: usize = 300;
+
+/// Serves a recording, in order, as a [`Transport`]. Shareable (`Arc`) across tasks.
+pub struct Replayer {
+    exchanges: Vec<Exchange>,
+    state: Mutex<ReplayState>,
+    signer: Option<Arc<dyn Signer>>,
+    ignored_headers: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+struct ReplayState {
+    next: usize,
+    verified_signatures: usize,
+}
+
+impl fmt::Debug for Replayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Replayer")
+            .field("exchanges", &self.exchanges.len())
+            .field("verifies_signatures", &self.signer.is_some())
+            .finish()
+    }
+}
+
+impl Replayer {
+    /// A replayer over exchanges in recorded order.
+    pub fn new(exchanges: Vec<Exchange>) -> Self {
+        Replayer {
+            exchanges,
+            state: Mutex::new(ReplayState::default()),
+            signer: None,
+            ignored_headers: Vec::new(),
+        }
+    }
+
+    /// Parses a JSON Lines recording.
+    pub fn from_jsonl(text: &str) -> Result<Self, Error> {
+        Ok(Self::new(read_recording(text)?))
+    }
+
+    /// Reads a JSON Lines recording file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, Error> {
+        Ok(Self::new(read_recording_file(path)?))
+    }
+
+    /// Re-signs requests that do not carry the recorded date with `signer` at the recorded
+    /// date and checks the signature hash (use the key the recording was made with).
+    pub fn verify_signatures_with(mut self, signer: Arc<dyn Signer>) -> Self {
+        self.signer = Some(signer);
+        self
+    }
+
+    /// Also ignores this request header when matching (case-insensitive).
+    pub fn ignore_header(mut self, name: impl Into<String>) -> Self {
+        self.ignored_headers.push(name.into().to_ascii_lowercase());
+        self
+    }
+
+    /// The recorded exchanges.
+    pub fn exchanges(&self) -> &[Exchange] {
+        &self.exchanges
+    }
+
+    /// How many recorded exchanges have not been played yet.
+    pub fn remaining(&self) -> usize {
+        self.exchanges.len().saturating_sub(self.lock().next)
+    }
+
+    /// How many signatures were checked against the recording and matched.
+    pub fn verified_signatures(&self) -> usize {
+        self.lock().verified_signatures
+    }
+
+    /// Ok if every recorded exchange was played; else an error saying what was not sent.
+    pub fn finish(&self) -> Result<(), Error> {
+        let next = self.lock().next;
+        match self.exchanges.get(next) {
+            None => Ok(()),
+            Some(missing) => Err(replay_error(format!(
+                "the client stopped after {next} of {} recorded requests; next expected: {} {}",
+                self.exchanges.len(),
+                missing.method,
+                path_and_query(&missing.url)
+            ))),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReplayState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Matches `request` against the next exchange and returns it (advancing) or the diff.
+    pub fn play(&self, request: &HttpRequest) -> Result<HttpResponse, Error> {
+        let mut state = self.lock();
+        let Some(expected) = self.exchanges.get(state.next) else {
+            return Err(replay_error(format!(
+                "the recording has no more exchanges ({} played) but the client sent {} {}",
+                self.exchanges.len(),
+                request.method,
+                path_and_query(&Redactor::new().redact_url(&request.url))
+            )));
+        };
+        let mut diffs = diff_request(expected, request, &self.ignored_headers);
+        let verified = if diffs.is_empty() {
+            match self.check_signature(expected, request) {
+                Ok(verified) => verified,
+                Err(diff) => {
+                    diffs.push(diff);
+                    false
+                }
+            }
+        } else {
+            false
+        };
+        if !diffs.is_empty() {
+            return Err(replay_error(format!(
+                "traffic diverges from the recording at exchange {} (expected {} {}):\n  - {}",
+                expected.seq,
+                expected.method,
+                path_and_query(&expected.url),
+                diffs.join("\n  - ")
+            )));
+        }
+        state.next += 1;
+        if verified {
+            state.verified_signatures += 1;
+        }
+        response_of(expected)
+    }
+
+    /// Ok(true) when the signature was checked and matched, Ok(false) when it could not be
+    /// checked (nothing recorded, or no way to reproduce the recorded date), Err(diff) when
+    /// it differs.
+    fn check_signature(&self, expected: &Exchange, request: &HttpRequest) -> Result<bool, String> {
+        let Some(recorded) = &expected.signature_sha256 else {
+            return Ok(false);
+        };
+        let recorded_date = expected.request_header("x-ms-date");
+        let has_sas =
+            signature_fingerprint(request).is_some() && request.header("authorization").is_none();
+        let same_date = recorded_date.is_some() && recorded_date == request.header("x-ms-date");
+        let actual = if has_sas || (same_date && request.header("authorization").is_some()) {
+            signature_fingerprint(request)
+        } else if let (Some(signer), Some(date)) =
+            (&self.signer, recorded_date.and_then(parse_http_date))
+        {
+            let mut resigned = request.clone();
+            resigned
+                .headers
+                .retain(|(n, _)| !n.eq_ignore_ascii_case("authorization"));
+            signer
+                .sign(&mut resigned, date)
+                .map_err(|e| format!("cannot re-sign the request for the recorded date: {e}"))?;
+            signature_fingerprint(&resigned)
+        } else {
+            return Ok(false);
+        };
+        if actual.as_deref() == Some(recorded.as_str()) {
+            Ok(true)
+        } else {
+            Err(format!(
+                "signature: the request signed for the recorded date {} does not match the recorded signature hash (the string-to-sign or the key changed)",
+                recorded_date.unwrap_or("(none)")
+            ))
+        }
+    }
+}
+
+#[async_trait]
+impl Transport for Replayer {
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, Error> {
+        self.play(&request)
+    }
+}
+
+fn replay_error(message: String) -> Error {
+    Error::InvalidInput(Box::new(ErrorInfo::new(message).with_operation("replay")))
+}
+
+/// The recorded answer: the response, or the recorded transport error.
+fn response_of(exchange: &Exchange) -> Result<HttpResponse, Error> {
+    match exchange.status {
+        Some(status) => Ok(HttpResponse {
+            status,
+            headers: exchange.response_headers.clone(),
+            body: exchange.response_body.to_bytes()?,
+        }),
+        None => Err(Error::transport(format!(
+            "recorded transport failure: {}",
+            exchange.error.as_deref().unwrap_or("no response")
+        ))),
+    }
+}
+
+/// `/path?query` of a URL (the whole text when it does not parse).
+fn path_and_query(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => match u.query() {
+            Some(q) => format!("{}?{q}", u.path()),
+            None => u.path().to_string(),
+        },
+        Err(_) => url.to_string(),
+    }
+}
+
+/// The differences between a recorded request and one being sent, one readable line each
+/// (empty when they match under the replay rules). `extra_ignored` are further header names
+/// (lower-case) to skip. The sent request is redacted first, so the diff never shows a
+/// secret.
+pub fn diff_request(
+    expected: &Exchange,
+    sent: &HttpRequest,
+    extra_ignored: &[String],
+) -> Vec<String> {
+    let redactor = Redactor::new();
+    let mut diffs = Vec::new();
+    if !expected.method.eq_ignore_ascii_case(&sent.method) {
+        diffs.push(format!(
+            "method: expected {}, sent {}",
+            expected.method, sent.method
+        ));
+    }
+    let sent_url = redactor.redact_url(&sent.url);
+    match (
+        reqwest::Url::parse(&expected.url),
+        reqwest::Url::parse(&sent_url),
+    ) {
+        (Ok(e), Ok(s)) => {
+            if e.path() != s.path() {
+                diffs.push(format!("path: expected {}, sent {}", e.path(), s.path()));
+            }
+            diff_maps("query", &query_map(&e), &query_map(&s), &mut diffs);
+        }
+        _ => {
+            if expected.url != sent_url {
+                diffs.push(format!("url: expected {}, sent {}", expected.url, sent_url));
+            }
+        }
+    }
+    let ignored =
+        |name: &str| VOLATILE_HEADERS.contains(&name) || extra_ignored.iter().any(|i| i == name);
+    let header_map = |headers: &[(String, String)]| -> BTreeMap<String, String> {
+        let mut map = BTreeMap::new();
+        for (n, v) in headers {
+            let lower = n.to_ascii_lowercase();
+            if !ignored(&lower) {
+                map.entry(lower).or_insert_with(|| v.trim().to_string());
+            }
+        }
+        map
+    };
+    let sent_headers = redactor.redact_headers(&sent.headers);
+    diff_maps(
+        "header",
+        &header_map(&expected.request_headers),
+        &header_map(&sent_headers),
+        &mut diffs,
+    );
+    diff_bodies(expected, &sent.body, &redactor, &mut diffs);
+    diffs
+}
+
+/// Query parameters by name (values sorted), without `sig`.
+fn query_map(url: &reqwest::Url) -> BTreeMap<String, String> {
+    let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (n, v) in url.query_pairs() {
+        if !n.eq_ignore_ascii_case("sig") {
+            map.entry(n.into_owned()).or_default().push(v.into_owned());
+        }
+    }
+    map.into_iter()
+        .map(|(n, mut v)| {
+            v.sort();
+            (n, v.join(","))
+        })
+        .collect()
+}
+
+/// Adds one line per name that is missing, extra or different; a recorded `REDACTED` value
+/// matches anything.
+fn diff_maps(
+    what: &str,
+    expected: &BTreeMap<String, String>,
+    sent: &BTreeMap<String, String>,
+    diffs: &mut Vec<String>,
+) {
+    for (name, want) in expected {
+        match sent.get(name) {
+            None => diffs.push(format!("{what} {name}: expected {want:?}, not sent")),
+            Some(got) if got != want && want != REDACTED => {
+                diffs.push(format!("{what} {name}: expected {want:?}, sent {got:?}"))
+            }
+            Some(_) => {}
+        }
+    }
+    for (name, got) in sent {
+        if !expected.contains_key(name) {
+            diffs.push(format!("{what} {name}: not recorded, sent {got:?}"));
+        }
+    }
+}
+
+fn diff_bodies(expected: &Exchange, sent: &[u8], redactor: &Redactor, diffs: &mut Vec<String>) {
+    let want = match expected.request_body.to_bytes() {
+        Ok(b) => b,
+        Err(e) => {
+            diffs.push(format!("body: {e}"));
+            return;
+        }
+    };
+    let got = match std::str::from_utf8(sent) {
+        Ok(text) => redactor.redact_text(text).into_bytes(),
+        Err(_) => sent.to_vec(),
+    };
+    if want == got {
+        return;
+    }
+    let as_json = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).ok();
+    if let (Some(w), Some(g)) = (as_json(&want), as_json(&got)) {
+        if w == g {
+            return;
+        }
+    }
+    diffs.push(format!(
+        "body: expected {}, sent {}",
+        preview(&want),
+        preview(&got)
+    ));
+}
+
+fn preview(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut shown: String = text.chars().take(BODY_PREVIEW).collect();
+    if text.chars().count() > BODY_PREVIEW {
+        shown.push_str("...");
+    }
+    format!("{shown:?} ({} bytes)", bytes.len())
+}

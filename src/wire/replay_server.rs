@@ -1,0 +1,204 @@
+//! A small local HTTP/1 server (wiremock-style) that serves a recording on
+//! `127.0.0.1:<port>`, so the real reqwest transport, the CLI and `curl` can run offline
+//! against recorded traffic. Requests are matched with the same rules as
+//! [`crate::wire::replay::Replayer`]; when traffic diverges the server answers status **599**
+//! with the diff as a plain-text body (a recorded transport failure is also answered 599,
+//! with the recorded error).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), flowcraft_azure::Error> {
+//! use flowcraft_azure::wire::{replay::Replayer, replay_server::ReplayServer};
+//! let server = ReplayServer::start(Replayer::from_file("fixtures/wire/queue.jsonl")?).await?;
+//! println!("point the client at {}", server.base_url());
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Error;
+use crate::wire::replay::Replayer;
+use crate::wire::transport::HttpRequest;
+
+/// Status answered when a request does not match the recording.
+pub const DIVERGENCE_STATUS: u16 = 599;
+
+/// Response headers not copied from the recording (the server computes its own framing).
+const FRAMING_HEADERS: [&str; 4] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+];
+
+/// A running replay server. Dropping it without [`ReplayServer::shutdown`] also stops it.
+#[derive(Debug)]
+pub struct ReplayServer {
+    addr: SocketAddr,
+    replayer: Arc<Replayer>,
+    stop: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl ReplayServer {
+    /// Serves `replayer` on `127.0.0.1` with a free port.
+    pub async fn start(replayer: Replayer) -> Result<Self, Error> {
+        Self::start_on(replayer, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Serves `replayer` on `addr`.
+    pub async fn start_on(replayer: Replayer, addr: SocketAddr) -> Result<Self, Error> {
+        let listener = TcpListener::bind(addr).await.map_err(|e| {
+            Error::invalid_input(format!("cannot listen on {addr}: {e}; choose another port"))
+        })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::unexpected(format!("cannot read the listening address: {e}")))?;
+        let replayer = Arc::new(replayer);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(accept_loop(listener, replayer.clone(), stop.clone()));
+        Ok(ReplayServer {
+            addr,
+            replayer,
+            stop,
+            task: Some(task),
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:<port>`: use it as the endpoint.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The replayer behind the server ([`Replayer::finish`], [`Replayer::remaining`], ...).
+    pub fn replayer(&self) -> &Replayer {
+        &self.replayer
+    }
+
+    /// Stops accepting connections and waits for the accept loop to end.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            // A panicked or cancelled accept loop has nothing left to clean up.
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for ReplayServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, replayer: Arc<Replayer>, stop: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((stream, _peer)) = accepted else {
+            continue;
+        };
+        let replayer = replayer.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let replayer = replayer.clone();
+                async move { Ok::<_, Infallible>(answer(&replayer, req).await) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                () = stop.cancelled() => {}
+                result = connection => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "replay server connection ended");
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn answer(
+    replayer: &Replayer,
+    req: hyper::Request<Incoming>,
+) -> hyper::Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let body = match body.collect().await {
+        Ok(collected) => collected.to_bytes().to_vec(),
+        Err(e) => {
+            return text_response(
+                DIVERGENCE_STATUS,
+                format!("cannot read the request body: {e}"),
+            );
+        }
+    };
+    let host = parts
+        .headers
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let mut request = HttpRequest::new(parts.method.as_str(), format!("http://{host}{path}"));
+    request.headers = parts
+        .headers
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    request.body = body;
+    match replayer.play(&request) {
+        Ok(resp) => {
+            let mut builder = hyper::Response::builder().status(resp.status);
+            for (name, value) in &resp.headers {
+                if !FRAMING_HEADERS.iter().any(|f| name.eq_ignore_ascii_case(f)) {
+                    builder = builder.header(name.as_str(), value.as_str());
+                }
+            }
+            builder
+                .body(Full::new(Bytes::from(resp.body)))
+                .unwrap_or_else(|e| {
+                    text_response(
+                        DIVERGENCE_STATUS,
+                        format!("the recorded response cannot be served: {e}"),
+                    )
+                })
+        }
+        Err(e) => text_response(DIVERGENCE_STATUS, e.to_string()),
+    }
+}
+
+fn text_response(status: u16, text: String) -> hyper::Response<Full<Bytes>> {
+    let mut response = hyper::Response::new(Full::new(Bytes::from(text)));
+    *response.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}

@@ -1,0 +1,341 @@
+//! Recording and replaying wire traffic offline: the recorder writes redacted JSON Lines,
+//! the replayer serves them back and fails with a readable diff on divergence, signatures
+//! are verified against the recorded hashes, and the replay server answers real reqwest.
+
+mod wire_common;
+
+use chrono::{DateTime, TimeZone, Utc};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flowcraft_azure::Error;
+use flowcraft_azure::azure::auth::{SasSigner, SharedKeySigner};
+use flowcraft_azure::wire::clock::FixedClock;
+use flowcraft_azure::wire::pipeline::{Pipeline, Signer};
+use flowcraft_azure::wire::record::{Body, Recorder, read_recording_file};
+use flowcraft_azure::wire::redact::{Redactor, find_leaks};
+use flowcraft_azure::wire::replay::Replayer;
+use flowcraft_azure::wire::replay_server::{DIVERGENCE_STATUS, ReplayServer};
+use flowcraft_azure::wire::reqwest_transport::ReqwestTransport;
+use flowcraft_azure::wire::retry::{Idempotency, RetryPolicy};
+use flowcraft_azure::wire::transport::{HttpRequest, HttpResponse, Transport};
+use wire_common::{DEV_KEY, ScriptedTransport, response};
+
+const ENDPOINT: &str = "http://127.0.0.1:11001/devstoreaccount1";
+const SAS: &str = "sv=2021-12-02&ss=q&srt=sco&sp=raup&se=2026-11-27T00%3A00%3A00Z&sig=Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MA%3D%3D";
+
+fn temp_file(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "flowcraft-wire-{}-{name}.jsonl",
+        std::process::id()
+    ))
+}
+
+fn recorded_date() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 26, 21, 9, 10)
+        .single()
+        .expect("date")
+}
+
+fn dev_signer() -> Arc<SharedKeySigner> {
+    Arc::new(SharedKeySigner::new("devstoreaccount1", DEV_KEY).expect("key"))
+}
+
+fn quick_retries() -> RetryPolicy {
+    RetryPolicy {
+        base_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(5),
+        ..RetryPolicy::default()
+    }
+}
+
+fn pipeline(transport: Arc<dyn Transport>, signer: Arc<dyn Signer>, at: DateTime<Utc>) -> Pipeline {
+    Pipeline::new(transport, signer)
+        .with_retry(quick_retries())
+        .with_clock(Arc::new(FixedClock::new(at)))
+        .with_seed(3)
+}
+
+/// The client's side of the scenario: three queue calls.
+fn requests() -> Vec<(HttpRequest, Idempotency)> {
+    let mut put = HttpRequest::new(
+        "POST",
+        format!("{ENDPOINT}/jobs/messages?visibilitytimeout=0"),
+    );
+    put.set_header("x-ms-version", "2021-12-02");
+    put.set_header("Content-Type", "application/xml");
+    put.body =
+        b"<QueueMessage><MessageText>eyJydW5JZCI6InIxIn0=</MessageText></QueueMessage>".to_vec();
+    let mut get = HttpRequest::new(
+        "GET",
+        format!("{ENDPOINT}/jobs/messages?numofmessages=5&visibilitytimeout=30"),
+    );
+    get.set_header("x-ms-version", "2021-12-02");
+    let mut meta = HttpRequest::new("GET", format!("{ENDPOINT}/jobs?comp=metadata"));
+    meta.set_header("x-ms-version", "2021-12-02");
+    vec![
+        (put, Idempotency::NonIdempotent),
+        (get, Idempotency::Idempotent),
+        (meta, Idempotency::Idempotent),
+    ]
+}
+
+/// What the fake service answers: a throttled first try, then one answer per request.
+fn service() -> Arc<ScriptedTransport> {
+    Arc::new(ScriptedTransport::new(vec![
+        Some(response(429, &[("x-ms-retry-after-ms", "1")], "")),
+        Some(response(
+            201,
+            &[("x-ms-request-id", "r1")],
+            "<QueueMessagesList/>",
+        )),
+        Some(response(
+            200,
+            &[("content-type", "application/xml")],
+            &format!(
+                "<QueueMessagesList><QueueMessage><MessageText>DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={DEV_KEY}</MessageText></QueueMessage></QueueMessagesList>"
+            ),
+        )),
+        Some(response(
+            200,
+            &[("x-ms-approximate-messages-count", "3")],
+            "",
+        )),
+    ]))
+}
+
+async fn run(pipeline: &Pipeline) -> Result<Vec<HttpResponse>, Error> {
+    let mut answers = Vec::new();
+    for (request, idempotency) in requests() {
+        answers.push(pipeline.send(request, idempotency).await?);
+    }
+    Ok(answers)
+}
+
+/// Records the scenario with the dev key at the recorded date; returns the file and answers.
+async fn record(name: &str) -> (PathBuf, Vec<HttpResponse>) {
+    let path = temp_file(name);
+    let redactor = Redactor::new().with_secret(DEV_KEY);
+    let recorder = Recorder::to_file(service(), &path, redactor).expect("trace file");
+    let answers = run(&pipeline(Arc::new(recorder), dev_signer(), recorded_date()))
+        .await
+        .expect("scenario runs");
+    (path, answers)
+}
+
+#[tokio::test]
+async fn recorder_writes_one_redacted_json_line_per_exchange() {
+    let (path, _) = record("redacted").await;
+    let text = std::fs::read_to_string(&path).expect("trace written");
+    let exchanges = read_recording_file(&path).expect("valid JSONL");
+    assert_eq!(text.lines().count(), 4);
+    assert_eq!(
+        exchanges.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    assert_eq!(
+        exchanges.iter().map(|e| e.attempt).collect::<Vec<_>>(),
+        vec![1, 2, 1, 1]
+    );
+    assert_eq!(exchanges[0].status, Some(429));
+    assert_eq!(exchanges[1].method, "POST");
+    assert_eq!(
+        exchanges[1].url,
+        format!("{ENDPOINT}/jobs/messages?visibilitytimeout=0")
+    );
+    assert!(
+        matches!(&exchanges[1].request_body, Body::Text(t) if t.contains("eyJydW5JZCI6InIxIn0="))
+    );
+    for e in &exchanges {
+        assert_eq!(e.request_header("authorization"), Some("REDACTED"));
+        assert!(e.request_header("x-ms-date").is_some());
+        assert_eq!(e.signature_sha256.as_ref().map(String::len), Some(64));
+    }
+    // The key in the response body (as a connection string) is gone, and so is any signature.
+    assert!(!text.contains(DEV_KEY));
+    assert!(!text.contains("SharedKey devstoreaccount1:"));
+    assert!(text.contains("AccountKey=REDACTED"));
+    assert!(find_leaks(&text).is_empty(), "{:?}", find_leaks(&text));
+    let _ = std::fs::remove_file(&path);
+}
+
+#[tokio::test]
+async fn recorder_redacts_sas_sig_and_keeps_its_hash() {
+    let path = temp_file("sas");
+    let recorder = Recorder::to_file(service(), &path, Redactor::new()).expect("trace file");
+    let signer = Arc::new(SasSigner::new(SAS).expect("token"));
+    run(&pipeline(Arc::new(recorder), signer, recorded_date()))
+        .await
+        .expect("runs");
+    let text = std::fs::read_to_string(&path).expect("trace written");
+    assert!(!text.contains("Zm9vYmFyYmF6cXV4"), "{text}");
+    assert!(text.contains("sig=REDACTED"));
+    assert!(find_leaks(&text).is_empty());
+    let exchanges = read_recording_file(&path).expect("valid JSONL");
+    assert!(exchanges.iter().all(|e| e.signature_sha256.is_some()));
+    // Replay with the same token verifies every signature directly.
+    let replayer = Arc::new(Replayer::new(exchanges));
+    let signer = Arc::new(SasSigner::new(SAS).expect("token"));
+    run(&pipeline(replayer.clone(), signer, Utc::now()))
+        .await
+        .expect("replays");
+    assert_eq!(replayer.verified_signatures(), 4);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[tokio::test]
+async fn replay_serves_recorded_answers_and_verifies_signatures_at_the_recorded_date() {
+    let (path, live) = record("replay").await;
+    let replayer = Arc::new(Replayer::from_file(&path).expect("loads"));
+    let replayed = run(&pipeline(replayer.clone(), dev_signer(), recorded_date()))
+        .await
+        .expect("replays");
+    assert_eq!(
+        replayed.iter().map(|r| r.status).collect::<Vec<_>>(),
+        vec![201, 200, 200]
+    );
+    assert_eq!(
+        replayed[0].header("x-ms-request-id"),
+        live[0].header("x-ms-request-id")
+    );
+    assert_eq!(replayer.remaining(), 0);
+    assert!(replayer.finish().is_ok());
+    // Same key, same date (FixedClock at the recorded x-ms-date): all 4 signatures checked.
+    assert_eq!(replayer.verified_signatures(), 4);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[tokio::test]
+async fn replay_with_todays_clock_re_signs_at_the_recorded_date() {
+    let (path, _) = record("resign").await;
+    let replayer = Arc::new(
+        Replayer::from_file(&path)
+            .expect("loads")
+            .verify_signatures_with(dev_signer()),
+    );
+    run(&pipeline(replayer.clone(), dev_signer(), Utc::now()))
+        .await
+        .expect("replays");
+    assert_eq!(replayer.verified_signatures(), 4);
+
+    // A different key signs differently: replay reports it as a signature divergence.
+    let other_key =
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==";
+    let wrong = Arc::new(SharedKeySigner::new("devstoreaccount1", other_key).expect("key"));
+    let replayer = Arc::new(Replayer::from_file(&path).expect("loads"));
+    let err = run(&pipeline(replayer.clone(), wrong, recorded_date()))
+        .await
+        .err()
+        .expect("diverges");
+    assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
+    assert!(err.to_string().contains("signature"), "{err}");
+    assert_eq!(replayer.verified_signatures(), 0);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[tokio::test]
+async fn changed_request_fails_with_a_readable_diff() {
+    let (path, _) = record("diff").await;
+    let replayer = Replayer::from_file(&path).expect("loads");
+    let p = pipeline(Arc::new(replayer), dev_signer(), recorded_date());
+    let mut changed = requests();
+    changed[0].0.url = format!("{ENDPOINT}/jobs/messages?visibilitytimeout=10");
+    changed[0].0.set_header("x-ms-version", "2025-11-05");
+    let (request, idempotency) = changed.remove(0);
+    let err = p.send(request, idempotency).await.err().expect("diverges");
+    let text = err.to_string();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
+    assert!(
+        text.contains("exchange 1 (expected POST /devstoreaccount1/jobs/messages"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"query visibilitytimeout: expected "0", sent "10""#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"header x-ms-version: expected "2021-12-02", sent "2025-11-05""#),
+        "{text}"
+    );
+    assert!(!text.contains(DEV_KEY));
+    let _ = std::fs::remove_file(&path);
+}
+
+#[tokio::test]
+async fn changed_body_and_extra_or_missing_requests_are_reported() {
+    let (path, _) = record("body").await;
+    let replayer = Arc::new(Replayer::from_file(&path).expect("loads"));
+    let p = pipeline(replayer.clone(), dev_signer(), recorded_date());
+    let (mut put, idem) = requests().remove(0);
+    put.body = b"<QueueMessage><MessageText>other</MessageText></QueueMessage>".to_vec();
+    let text = p
+        .send(put, idem)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        text.contains("body: expected \"<QueueMessage><MessageText>eyJ"),
+        "{text}"
+    );
+    assert!(replayer.finish().is_err(), "nothing played yet");
+    let done = run(&p).await.expect("the recorded scenario still replays");
+    assert_eq!(done.len(), 3);
+    let extra = p
+        .send(
+            HttpRequest::new("DELETE", format!("{ENDPOINT}/jobs")),
+            Idempotency::Idempotent,
+        )
+        .await;
+    let text = extra.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        text.contains("no more exchanges") && text.contains("DELETE /devstoreaccount1/jobs"),
+        "{text}"
+    );
+    let _ = std::fs::remove_file(&path);
+}
+
+#[tokio::test]
+async fn replay_server_answers_the_real_reqwest_transport() {
+    let (path, _) = record("server").await;
+    let server = ReplayServer::start(
+        Replayer::from_file(&path)
+            .expect("loads")
+            .verify_signatures_with(dev_signer()),
+    )
+    .await
+    .expect("server starts");
+    let transport = Arc::new(ReqwestTransport::new(Duration::from_secs(10)).expect("client"));
+    let p = pipeline(transport, dev_signer(), Utc::now());
+    let base = format!("{}/devstoreaccount1", server.base_url());
+    let mut answers = Vec::new();
+    for (mut request, idempotency) in requests() {
+        request.url = request.url.replace(ENDPOINT, &base);
+        answers.push(p.send(request, idempotency).await.expect("an answer"));
+    }
+    assert_eq!(
+        answers.iter().map(|r| r.status).collect::<Vec<_>>(),
+        vec![201, 200, 200]
+    );
+    assert_eq!(
+        answers[2].header("x-ms-approximate-messages-count"),
+        Some("3")
+    );
+    assert!(String::from_utf8_lossy(&answers[1].body).contains("AccountKey=REDACTED"));
+    assert_eq!(server.replayer().verified_signatures(), 4);
+    assert!(server.replayer().finish().is_ok());
+
+    // Past the end of the recording: 599 with the explanation in the body.
+    let extra = p
+        .send(
+            HttpRequest::new("GET", format!("{base}/jobs?comp=metadata")),
+            Idempotency::NonIdempotent,
+        )
+        .await
+        .expect("an answer");
+    assert_eq!(extra.status, DIVERGENCE_STATUS);
+    assert!(String::from_utf8_lossy(&extra.body).contains("no more exchanges"));
+    server.shutdown().await;
+    let _ = std::fs::remove_file(&path);
+}
