@@ -1,0 +1,58 @@
+//! Using flowcraft-azure as a library: register a function node, load a blueprint from a JSON
+//! string, run it in-process with `FlowRuntime`, and print the status and an output.
+//!
+//! Run with `cargo run --example library`.
+
+use flowcraft_azure::flow::blueprint::Blueprint;
+use flowcraft_azure::flow::execute::{BlueprintRegistry, Environment};
+use flowcraft_azure::flow::node::{NodeRegistry, NodeResult};
+use flowcraft_azure::flow::runtime::FlowRuntime;
+use std::sync::Arc;
+
+/// An order flow: validate the order, charge the card (our own node), then confirm.
+const ORDER: &str = r#"{
+  "id": "order",
+  "nodes": [
+    { "id": "validate", "uses": "echo", "inputs": "order" },
+    { "id": "charge", "uses": "charge-card", "inputs": "validate",
+      "config": { "maxRetries": 3, "retryDelay": 100 } },
+    { "id": "confirm", "uses": "echo", "inputs": "charge.charged" }
+  ],
+  "edges": [
+    { "source": "validate", "target": "charge" },
+    { "source": "charge", "target": "confirm" }
+  ]
+}"#;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // The built-in nodes (sleep, wait, subflow, ...) plus our own function node.
+    let mut registry = NodeRegistry::with_builtins();
+    registry.register("charge-card", |ctx| async move {
+        let amount = ctx.input().and_then(|v| v.get("amount")).cloned();
+        Ok(NodeResult::output(serde_json::json!({ "charged": amount })))
+    });
+
+    // Loading validates the blueprint; an invalid one is an error naming the JSON path.
+    let blueprint = Arc::new(Blueprint::from_json(ORDER)?);
+    let env = Environment {
+        registry: Arc::new(registry),
+        blueprints: Arc::new(BlueprintRegistry::default()),
+        dependencies: Default::default(),
+    };
+
+    let mut initial = serde_json::Map::new();
+    initial.insert(
+        "order".into(),
+        serde_json::json!({ "amount": 42, "item": "book" }),
+    );
+    let result = FlowRuntime::new(env).run(blueprint, initial).await;
+
+    println!("status: {}", result.status);
+    println!("charge: {:?}", result.context.get("_outputs.charge"));
+    println!("confirm: {:?}", result.context.get("_outputs.confirm"));
+    for error in &result.errors {
+        println!("error in {}: {}", error.node_id, error.message);
+    }
+    Ok(())
+}
