@@ -198,8 +198,7 @@ async fn silent_server_times_out_each_attempt_and_reports_attempt_count() {
     let err = pipeline(&transport, Arc::new(NoAuth))
         .send(HttpRequest::new("GET", URL), Idempotency::Idempotent)
         .await
-        .err()
-        .expect("times out");
+        .expect_err("times out");
     assert!(matches!(err, Error::Timeout(_)), "{err:?}");
     assert!(err.to_string().contains("after 4 attempts"), "{err}");
     assert_eq!(transport.seen().len(), 4);

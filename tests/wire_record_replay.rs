@@ -226,8 +226,7 @@ async fn replay_with_todays_clock_re_signs_at_the_recorded_date() {
     let replayer = Arc::new(Replayer::from_file(&path).expect("loads"));
     let err = run(&pipeline(replayer.clone(), wrong, recorded_date()))
         .await
-        .err()
-        .expect("diverges");
+        .expect_err("diverges");
     assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
     assert!(err.to_string().contains("signature"), "{err}");
     assert_eq!(replayer.verified_signatures(), 0);
@@ -243,7 +242,7 @@ async fn changed_request_fails_with_a_readable_diff() {
     changed[0].0.url = format!("{ENDPOINT}/jobs/messages?visibilitytimeout=10");
     changed[0].0.set_header("x-ms-version", "2025-11-05");
     let (request, idempotency) = changed.remove(0);
-    let err = p.send(request, idempotency).await.err().expect("diverges");
+    let err = p.send(request, idempotency).await.expect_err("diverges");
     let text = err.to_string();
     assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
     assert!(

@@ -1,11 +1,12 @@
 //! Cosmos DB request authorization: master-key signatures and resource tokens.
 //!
-//! Master key (emulator spec §6): `Authorization = encodeURIComponent("type=master&ver=1.0&sig="
-//! + base64(HMAC-SHA256(key, verb\ntype\nlink\ndate\n\n)))` with verb, type and date
-//! lower-cased and the link keeping its case. Type and link come from the URL path
-//! ([`cosmos_resource`]): an item path (`dbs/db/colls/c/docs/d`, even segment count) is its own
-//! link and its type is the second-to-last segment; a feed path (`dbs/db/colls/c/docs`, odd
-//! count) has the last segment as type and the parent as link.
+//! Master key (emulator spec §6): the `Authorization` value is
+//! `encodeURIComponent("type=master&ver=1.0&sig=" + base64(HMAC-SHA256(key, string)))` where
+//! the string is `verb\ntype\nlink\ndate\n\n` with verb, type and date lower-cased and
+//! the link keeping its case. Type and link come from the URL path ([`cosmos_resource`]): an
+//! item path (`dbs/db/colls/c/docs/d`, even segment count) is its own link and its type is
+//! the second-to-last segment; a feed path (`dbs/db/colls/c/docs`, odd segment count) has
+//! the last segment as type and the parent as link.
 
 use chrono::{DateTime, Utc};
 use std::fmt;
