@@ -462,6 +462,29 @@ fn input_resolution_follows_spec_2_7() {
 }
 
 #[test]
+fn input_paths_read_like_javascript_property_reads() {
+    let b = bp(json!({"id": "bp", "nodes": [
+        {"id": "count", "uses": "echo", "inputs": "order.items.length"},
+        {"id": "second", "uses": "echo", "inputs": "order.items.1"},
+        {"id": "padded", "uses": "echo", "inputs": "order.items.01"},
+        {"id": "chars", "uses": "echo", "inputs": "order.name.length"},
+        {"id": "final_null", "uses": "echo", "inputs": "order.note"},
+        {"id": "past_end", "uses": "echo", "inputs": "order.items.9"}],
+      "edges": []}));
+    let context = ctx(json!({
+        "_outputs.order": {"items": ["a", "b", "c"], "name": "héllo", "note": null}}));
+    let read = |id: &str| resolve_input(&b, id, &context);
+    assert_eq!(read("count"), Some(json!(3)));
+    assert_eq!(read("second"), Some(json!("b")));
+    // "01" is not an array index in JavaScript
+    assert_eq!(read("padded"), None);
+    assert_eq!(read("chars"), Some(json!(5)));
+    // a null at the end of the path is a value; stepping into it is not
+    assert_eq!(read("final_null"), Some(Value::Null));
+    assert_eq!(read("past_end"), None);
+}
+
+#[test]
 fn output_keys_are_the_prefixed_and_the_bare_id() {
     assert_eq!(
         output_keys("a.b"),

@@ -178,5 +178,13 @@ pub fn truthy(value: Option<&Value>) -> bool {
     }
 }
 
+/// Reads a dotted `path` inside `value` as the property evaluator reads the segments after
+/// the first one: own keys, canonical array indices and `length` (arrays and strings);
+/// `None` (undefined) as soon as a step is missing or steps into null. Used by input
+/// resolution (spec 2.7) for `inputs` such as `order.items.0` or `order.items.length`.
+pub(crate) fn read_path(value: &Value, path: &str) -> Option<Value> {
+    js::walk(std::borrow::Cow::Borrowed(value), path.split('.')).map(|v| v.into_owned())
+}
+
 #[cfg(test)]
 mod tests;

@@ -220,15 +220,8 @@ fn resolve_key(key: &str, context: &Map<String, Value>) -> Option<Value> {
         return context.get(key).cloned();
     }
     if let Some((base, path)) = key.split_once('.') {
-        let mut current = context.get(&format!("_outputs.{base}"))?;
-        for segment in path.split('.') {
-            current = match current {
-                Value::Object(map) => map.get(segment)?,
-                Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
-                _ => return None,
-            };
-        }
-        return Some(current.clone());
+        let output = context.get(&format!("_outputs.{base}"))?;
+        return super::expr::read_path(output, path);
     }
     context
         .get(&format!("_outputs.{key}"))

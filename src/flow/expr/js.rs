@@ -136,6 +136,24 @@ pub(super) fn member<'a>(base: &'a Value, key: &str) -> Option<Cow<'a, Value>> {
     }
 }
 
+/// Walks `segments` from `start` with JavaScript property reads limited to own members
+/// ([`member`]); `None` (undefined) as soon as a step is missing or steps into null. Values
+/// computed on the way (lengths, characters) have no members except a string's own.
+pub(super) fn walk<'a, 's>(
+    start: Cow<'a, Value>,
+    segments: impl IntoIterator<Item = &'s str>,
+) -> Option<Cow<'a, Value>> {
+    let mut current = start;
+    for segment in segments {
+        current = match current {
+            Cow::Borrowed(v) => member(v, segment)?,
+            Cow::Owned(Value::String(s)) => Cow::Owned(string_member(&s, segment)?),
+            Cow::Owned(_) => return None,
+        };
+    }
+    Some(current)
+}
+
 /// `length` (UTF-16 code units, as in JavaScript) or the character at a UTF-16 index of a
 /// string. An index that falls inside a surrogate pair reads as `None`.
 pub(super) fn string_member(s: &str, key: &str) -> Option<Value> {

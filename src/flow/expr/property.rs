@@ -37,16 +37,9 @@ impl PropertyPath {
     /// Walks the path; `None` (undefined) as soon as a key is missing or a value is null.
     pub(super) fn evaluate<'a>(&self, scope: &'a dyn Scope) -> Option<Cow<'a, Value>> {
         let (first, rest) = self.segments.split_first()?;
-        let mut current = Cow::Borrowed(scope.lookup(first)?);
-        for segment in rest {
-            current = match current {
-                Cow::Borrowed(v) => js::member(v, segment)?,
-                // Computed values (lengths, characters) have no readable members except a
-                // string's own length/indices.
-                Cow::Owned(Value::String(s)) => Cow::Owned(js::string_member(&s, segment)?),
-                Cow::Owned(_) => return None,
-            };
-        }
-        Some(current)
+        js::walk(
+            Cow::Borrowed(scope.lookup(first)?),
+            rest.iter().map(String::as_str),
+        )
     }
 }
