@@ -228,3 +228,35 @@ fn run_help_and_usage_errors_list_every_option() {
     }
     assert!(help.contains("Exit codes"), "{help}");
 }
+
+#[test]
+fn every_fixture_blueprint_runs_from_the_readme_command() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/blueprints");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 5, "{files:?}");
+    for file in &files {
+        let out = run(
+            &[file.as_path()],
+            &["--blueprints", dir.to_str().unwrap(), "--json"],
+        );
+        let result = single_json(&out);
+        let status = result["status"].as_str().unwrap_or_default().to_string();
+        let expected_code = match status.as_str() {
+            "completed" | "awaiting" => 0,
+            other => panic!("{}: status {other}: {result}", file.display()),
+        };
+        assert_eq!(out.status.code(), Some(expected_code), "{}", file.display());
+        assert_eq!(result["errors"], json!([]), "{}", file.display());
+    }
+    // the README's first command: a human summary naming the terminal output
+    let hello = run(&[dir.join("hello.json").as_path()], &[]);
+    assert_eq!(hello.status.code(), Some(0));
+    let summary = String::from_utf8(hello.stdout).unwrap();
+    assert!(summary.contains("completed"), "{summary}");
+    assert!(summary.contains("Hello, Flowcraft!"), "{summary}");
+}
