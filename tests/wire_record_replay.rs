@@ -324,6 +324,8 @@ async fn replay_server_answers_the_real_reqwest_transport() {
     assert!(String::from_utf8_lossy(&answers[1].body).contains("AccountKey=REDACTED"));
     assert_eq!(server.replayer().verified_signatures(), 4);
     assert!(server.replayer().finish().is_ok());
+    // HTTP/1.1 keep-alive: four sequential requests (one retried) share one connection.
+    assert_eq!(server.connections_accepted(), 1);
 
     // Past the end of the recording: 599 with the explanation in the body.
     let extra = p

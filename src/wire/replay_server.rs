@@ -21,6 +21,7 @@ use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -45,6 +46,7 @@ const FRAMING_HEADERS: [&str; 4] = [
 pub struct ReplayServer {
     addr: SocketAddr,
     replayer: Arc<Replayer>,
+    connections: Arc<AtomicUsize>,
     stop: CancellationToken,
     task: Option<JoinHandle<()>>,
 }
@@ -65,10 +67,17 @@ impl ReplayServer {
             .map_err(|e| Error::unexpected(format!("cannot read the listening address: {e}")))?;
         let replayer = Arc::new(replayer);
         let stop = CancellationToken::new();
-        let task = tokio::spawn(accept_loop(listener, replayer.clone(), stop.clone()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(accept_loop(
+            listener,
+            replayer.clone(),
+            connections.clone(),
+            stop.clone(),
+        ));
         Ok(ReplayServer {
             addr,
             replayer,
+            connections,
             stop,
             task: Some(task),
         })
@@ -89,6 +98,11 @@ impl ReplayServer {
         &self.replayer
     }
 
+    /// How many TCP connections the server has accepted (shows client connection reuse).
+    pub fn connections_accepted(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
     /// Stops accepting connections and waits for the accept loop to end.
     pub async fn shutdown(mut self) {
         self.stop.cancel();
@@ -105,7 +119,12 @@ impl Drop for ReplayServer {
     }
 }
 
-async fn accept_loop(listener: TcpListener, replayer: Arc<Replayer>, stop: CancellationToken) {
+async fn accept_loop(
+    listener: TcpListener,
+    replayer: Arc<Replayer>,
+    connections: Arc<AtomicUsize>,
+    stop: CancellationToken,
+) {
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => return,
@@ -114,6 +133,7 @@ async fn accept_loop(listener: TcpListener, replayer: Arc<Replayer>, stop: Cance
         let Ok((stream, _peer)) = accepted else {
             continue;
         };
+        connections.fetch_add(1, Ordering::Relaxed);
         let replayer = replayer.clone();
         let stop = stop.clone();
         tokio::spawn(async move {

@@ -188,11 +188,29 @@ mod tests {
         assert!(text.contains("127.0.0.1"), "{text}");
     }
 
+    #[tokio::test]
+    async fn silent_server_gives_a_timeout_error() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        // Accept and hold the connection without ever answering.
+        let holder = tokio::spawn(async move {
+            let held = listener.accept().await;
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(held);
+        });
+        let transport = ReqwestTransport::new(Duration::from_millis(300)).expect("client");
+        let req = HttpRequest::new("GET", format!("http://127.0.0.1:{port}/q?sig=SECRETSIG"));
+        let err = transport.send(req).await.expect_err("no answer");
+        assert!(matches!(err, Error::Timeout(_)), "{err:?}");
+        assert!(!err.to_string().contains("SECRETSIG"), "{err}");
+        holder.abort();
+    }
+
     #[test]
     fn invalid_header_value_is_reported_by_name_only() {
-        let Ok(t) = ReqwestTransport::new(Duration::from_secs(1)) else {
-            panic!("client should build");
-        };
+        let t = ReqwestTransport::new(Duration::from_secs(1)).expect("client");
         let mut req = HttpRequest::new("GET", "http://127.0.0.1:1/");
         req.set_header("authorization", "SharedKey a:b\nSECRET");
         let err = t
