@@ -554,3 +554,87 @@ async fn a_wait_inside_a_subflow_resumes_the_same_way_in_both_modes() {
     );
     assert_eq!(observe(&done_local), observe(&done_remote));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cycles_self_loops_and_parallel_writes_agree() {
+    let cases = [
+        (
+            "a cycle without start nodes enters at the declared entry point",
+            json!({"id": "ring", "metadata": {"allowCycles": true, "cycleEntryPoints": ["b"]},
+              "nodes": [{"id": "a", "uses": "echo"}, {"id": "b", "uses": "set",
+                         "params": {"values": {"entered": "b"}}}],
+              "edges": [{"source": "a", "target": "b"}, {"source": "b", "target": "a"}]}),
+        ),
+        (
+            "a self-loop runs once",
+            json!({"id": "self", "metadata": {"allowCycles": true}, "nodes": [
+                {"id": "s", "uses": "set", "params": {"values": {"once": true}}}],
+              "edges": [{"source": "s", "target": "s"}]}),
+        ),
+        (
+            "parallel branches write different keys and all writes survive",
+            json!({"id": "writes", "nodes": [
+                {"id": "root", "uses": "echo"},
+                {"id": "w1", "uses": "set", "params": {"values": {"k1": 1}}},
+                {"id": "w2", "uses": "set", "params": {"values": {"k2": 2}}},
+                {"id": "w3", "uses": "set", "params": {"values": {"k3": 3}}},
+                {"id": "w4", "uses": "set", "params": {"values": {"k4": 4}}},
+                {"id": "all", "uses": "sum", "config": {"joinStrategy": "all"},
+                 "inputs": {"a": "k1", "b": "k2", "c": "k3", "d": "k4"}}],
+              "edges": [{"source": "root", "target": "w1"}, {"source": "root", "target": "w2"},
+                        {"source": "root", "target": "w3"}, {"source": "root", "target": "w4"},
+                        {"source": "w1", "target": "all"}, {"source": "w2", "target": "all"},
+                        {"source": "w3", "target": "all"}, {"source": "w4", "target": "all"}]}),
+        ),
+    ];
+    for (name, blueprint) in cases {
+        let local = assert_parity(name, &prepared_inline(blueprint)).await;
+        assert_eq!(
+            local.status,
+            RunStatus::Completed,
+            "{name}: {:?}",
+            local.errors
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_concurrent_waits_resume_one_at_a_time_in_both_modes() {
+    let p = prepared_inline(json!({"id": "two-waits", "nodes": [
+        {"id": "start", "uses": "echo"},
+        {"id": "left", "uses": "wait"}, {"id": "right", "uses": "wait"},
+        {"id": "join", "uses": "echo", "inputs": "left", "config": {"joinStrategy": "all"}}],
+      "edges": [{"source": "start", "target": "left"}, {"source": "start", "target": "right"},
+                {"source": "left", "target": "join"}, {"source": "right", "target": "join"}]}));
+    let runtime = FlowRuntime::new(p.env.clone());
+    let distributed = Distributed::start(&p);
+    let local = in_process(&p).await;
+    let (run_id, remote) = distributed.run(&p.blueprint, p.initial.clone()).await;
+    assert_eq!(local.status, RunStatus::Awaiting);
+    assert_eq!(observe(&local), observe(&remote));
+
+    let mut local = local;
+    for (node, output) in [("right", json!("R")), ("left", json!("L"))] {
+        local = runtime
+            .resume(
+                p.blueprint.clone(),
+                local.context,
+                Some(node),
+                None,
+                Some(output.clone()),
+            )
+            .await;
+        if let Err(e) = distributed
+            .client
+            .resume_with_action(&run_id, Some(node), None, Some(output))
+            .await
+        {
+            panic!("resume {node}: {e}");
+        }
+        let remote = distributed.settle(&run_id).await;
+        assert_eq!(observe(&local), observe(&remote), "after resuming {node}");
+    }
+    distributed.stop().await;
+    assert_eq!(local.status, RunStatus::Completed, "{:?}", local.errors);
+    assert_eq!(local.context.get("_outputs.join"), Some(&json!("L")));
+}
