@@ -219,3 +219,36 @@ fn every_credential_type_redacts_in_debug() {
         }
     }
 }
+
+#[test]
+fn connection_redactors_scrub_their_own_credentials() {
+    let storage = StorageConnection::parse(&format!("AccountName=acct;AccountKey={DEV_KEY}"))
+        .expect("parses");
+    let text = format!(
+        "echo {DEV_KEY} and {}",
+        DEV_KEY
+            .replace('+', "%2B")
+            .replace('/', "%2F")
+            .replace('=', "%3D")
+    );
+    assert_eq!(
+        storage.redactor().redact_text(&text),
+        "echo REDACTED and REDACTED"
+    );
+    let sas = StorageConnection::parse(
+        "QueueEndpoint=https://acct.queue.core.windows.net;SharedAccessSignature=sv=1&sig=S1gnatureValue",
+    )
+    .expect("parses");
+    assert_eq!(
+        sas.redactor().redact_text("error near S1gnatureValue"),
+        "error near REDACTED"
+    );
+    let cosmos = CosmosConnection::parse(&format!(
+        "AccountEndpoint=http://127.0.0.1:18081/;AccountKey={COSMOS_EMULATOR_KEY}"
+    ))
+    .expect("parses");
+    assert_eq!(
+        cosmos.redactor().redact_text(COSMOS_EMULATOR_KEY),
+        "REDACTED"
+    );
+}

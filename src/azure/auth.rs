@@ -60,9 +60,13 @@ impl fmt::Display for Secret {
     }
 }
 
-/// Decoded key bytes; `Debug` prints `REDACTED`.
+/// A key: its decoded bytes and the base64 text it came from (for redaction). `Debug`
+/// prints `REDACTED`.
 #[derive(Clone, PartialEq, Eq)]
-pub(crate) struct KeyBytes(Vec<u8>);
+pub(crate) struct KeyBytes {
+    bytes: Vec<u8>,
+    text: String,
+}
 
 impl KeyBytes {
     /// Decodes a base64 account key; the error names `what` but never shows the value.
@@ -78,7 +82,15 @@ impl KeyBytes {
         if bytes.is_empty() {
             return Err(crate::Error::invalid_input(format!("the {what} is empty")));
         }
-        Ok(KeyBytes(bytes))
+        Ok(KeyBytes {
+            bytes,
+            text: base64_key.trim().to_string(),
+        })
+    }
+
+    /// The base64 text of the key (only for telling a [`crate::wire::redact::Redactor`]).
+    pub(crate) fn text(&self) -> &str {
+        &self.text
     }
 
     /// base64(HMAC-SHA256(key, message)).
@@ -87,7 +99,7 @@ impl KeyBytes {
         use hmac::{Hmac, Mac};
         // HMAC accepts keys of any length, so `new_from_slice` cannot fail here; fall back to
         // an empty MAC value rather than panic if it ever did.
-        match Hmac::<sha2::Sha256>::new_from_slice(&self.0) {
+        match Hmac::<sha2::Sha256>::new_from_slice(&self.bytes) {
             Ok(mut mac) => {
                 mac.update(message.as_bytes());
                 base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())

@@ -13,6 +13,7 @@ use super::sas::SasSigner;
 use super::shared_key::SharedKeySigner;
 use crate::error::Error;
 use crate::wire::pipeline::Signer;
+use crate::wire::redact::Redactor;
 
 /// Azurite's well-known development account (public, documented by Microsoft).
 const DEV_ACCOUNT: &str = "devstoreaccount1";
@@ -156,6 +157,14 @@ impl StorageConnection {
         })
     }
 
+    /// A redactor that knows this connection's key or SAS signature (for `--trace` files).
+    pub fn redactor(&self) -> Redactor {
+        match &self.credential {
+            StorageCredential::SharedKey(s) => Redactor::new().with_secret(s.key_text()),
+            StorageCredential::Sas(s) => Redactor::new().with_secret(s.sig_text()),
+        }
+    }
+
     /// The signer for this connection's credential.
     pub fn signer(&self) -> Arc<dyn Signer> {
         match &self.credential {
@@ -243,6 +252,14 @@ impl CosmosConnection {
             endpoint,
             credential,
         })
+    }
+
+    /// A redactor that knows this connection's key or resource token (for `--trace` files).
+    pub fn redactor(&self) -> Redactor {
+        match &self.credential {
+            CosmosCredential::MasterKey(s) => Redactor::new().with_secret(s.key_text()),
+            CosmosCredential::ResourceToken(s) => Redactor::new().with_secret(s.token_text()),
+        }
     }
 
     /// The signer for this connection's credential.

@@ -92,6 +92,13 @@ impl CosmosMasterKeySigner {
     }
 }
 
+impl CosmosMasterKeySigner {
+    /// The base64 key, for registering with a redactor.
+    pub(crate) fn key_text(&self) -> &str {
+        self.key.text()
+    }
+}
+
 impl Signer for CosmosMasterKeySigner {
     /// Sets `x-ms-date` to `now` and `authorization` for the method and URL path.
     fn sign(&self, request: &mut HttpRequest, now: DateTime<Utc>) -> Result<(), Error> {
@@ -138,6 +145,13 @@ impl CosmosResourceTokenSigner {
         Ok(CosmosResourceTokenSigner {
             token: Secret::new(encoded),
         })
+    }
+}
+
+impl CosmosResourceTokenSigner {
+    /// The (URL-encoded) token, for registering with a redactor.
+    pub(crate) fn token_text(&self) -> &str {
+        self.token.expose()
     }
 }
 

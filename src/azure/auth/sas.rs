@@ -228,6 +228,17 @@ impl SasSigner {
     }
 }
 
+impl SasSigner {
+    /// The token's `sig` value (as written in the token), for registering with a redactor.
+    pub(crate) fn sig_text(&self) -> &str {
+        self.token
+            .expose()
+            .split('&')
+            .find_map(|p| p.strip_prefix("sig="))
+            .unwrap_or_default()
+    }
+}
+
 impl Signer for SasSigner {
     /// Sets `x-ms-date` (not signed, but useful to the service's logs) and appends the token.
     fn sign(&self, request: &mut HttpRequest, now: DateTime<Utc>) -> Result<(), Error> {

@@ -62,6 +62,11 @@ impl SharedKeySigner {
         &self.account
     }
 
+    /// The base64 account key, for registering with a redactor.
+    pub(crate) fn key_text(&self) -> &str {
+        self.key.text()
+    }
+
     /// base64(HMAC-SHA256(key, text)): the raw signature over any string-to-sign (used by SAS).
     pub(crate) fn hmac(&self, text: &str) -> String {
         self.key.sign(text)
