@@ -34,6 +34,23 @@ impl Signer for NoAuth {
 
 /// Transport + signer + retry policy + clock + jitter source. Cheap to clone (shared parts
 /// are reference counted); `Debug` shows no secrets.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), flowcraft_azure::Error> {
+/// use std::{sync::Arc, time::Duration};
+/// use flowcraft_azure::azure::auth::StorageConnection;
+/// use flowcraft_azure::wire::{pipeline::Pipeline, reqwest_transport::ReqwestTransport};
+/// use flowcraft_azure::wire::{retry::Idempotency, transport::HttpRequest};
+///
+/// let conn = StorageConnection::parse("UseDevelopmentStorage=true")?;
+/// let transport = Arc::new(ReqwestTransport::new(Duration::from_secs(30))?);
+/// let pipeline = Pipeline::new(transport, conn.signer());
+/// let mut request = HttpRequest::new("GET", format!("{}/jobs?comp=metadata", conn.queue_endpoint));
+/// request.set_header("x-ms-version", "2021-12-02");
+/// let answer = pipeline.send(request, Idempotency::Idempotent).await?;
+/// println!("status {}", answer.status);
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Pipeline {
     transport: Arc<dyn Transport>,

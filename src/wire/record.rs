@@ -162,6 +162,21 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 /// A [`Transport`] that forwards to `inner` and appends each exchange, redacted, to a JSON
 /// Lines sink (flushed per line, so a crash loses at most the exchange in flight).
+///
+/// ```no_run
+/// # fn demo() -> Result<(), flowcraft_azure::Error> {
+/// use std::{sync::Arc, time::Duration};
+/// use flowcraft_azure::azure::auth::StorageConnection;
+/// use flowcraft_azure::wire::{pipeline::Pipeline, record::Recorder};
+/// use flowcraft_azure::wire::reqwest_transport::ReqwestTransport;
+///
+/// let conn = StorageConnection::parse("UseDevelopmentStorage=true")?;
+/// let real = Arc::new(ReqwestTransport::new(Duration::from_secs(30))?);
+/// let recorder = Recorder::to_file(real, "trace.jsonl", conn.redactor())?;
+/// let pipeline = Pipeline::new(Arc::new(recorder), conn.signer());
+/// # let _ = pipeline;
+/// # Ok(()) }
+/// ```
 pub struct Recorder {
     inner: Arc<dyn Transport>,
     redactor: Redactor,
