@@ -2,12 +2,12 @@
 //! redacted and replayed. Provider modules in [`crate::azure`] only build requests and parse
 //! responses; everything about sending them lives here.
 
-pub mod transport;
 pub mod clock;
 pub mod pipeline;
-pub mod reqwest_transport;
-pub mod retry;
-pub mod redact;
 pub mod record;
+pub mod redact;
 pub mod replay;
 pub mod replay_server;
+pub mod reqwest_transport;
+pub mod retry;
+pub mod transport;
