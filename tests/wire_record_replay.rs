@@ -234,6 +234,41 @@ async fn replay_with_todays_clock_re_signs_at_the_recorded_date() {
 }
 
 #[tokio::test]
+async fn required_signatures_reject_unsigned_replays_and_lenient_mode_serves_them() {
+    use flowcraft_azure::wire::pipeline::NoAuth;
+    let (path, _) = record("required").await;
+    let lenient = Arc::new(Replayer::from_file(&path).expect("loads"));
+    run(&pipeline(lenient.clone(), Arc::new(NoAuth), Utc::now()))
+        .await
+        .expect("served");
+    assert_eq!(lenient.verified_signatures(), 0);
+
+    let strict = Arc::new(
+        Replayer::from_file(&path)
+            .expect("loads")
+            .require_signatures(),
+    );
+    let err = run(&pipeline(strict.clone(), Arc::new(NoAuth), Utc::now()))
+        .await
+        .expect_err("refused");
+    assert!(
+        err.to_string().contains("was signed, this one is not"),
+        "{err}"
+    );
+    // Signed, but for today's date and with no signer to re-sign: cannot be checked.
+    let strict = Arc::new(
+        Replayer::from_file(&path)
+            .expect("loads")
+            .require_signatures(),
+    );
+    let err = run(&pipeline(strict, dev_signer(), Utc::now()))
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("cannot check it"), "{err}");
+    let _ = std::fs::remove_file(&path);
+}
+
+#[tokio::test]
 async fn changed_request_fails_with_a_readable_diff() {
     let (path, _) = record("diff").await;
     let replayer = Replayer::from_file(&path).expect("loads");

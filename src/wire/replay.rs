@@ -14,7 +14,9 @@
 //! Signatures are checked against the recorded `signature_sha256` (see
 //! [`crate::wire::record`] for why a hash): directly when the request carries the recorded
 //! `x-ms-date` (client on a `FixedClock`) or a SAS `sig`, else by re-signing the request at
-//! the recorded date with the signer given to [`Replayer::verify_signatures_with`].
+//! the recorded date with the signer given to [`Replayer::verify_signatures_with`]. Checked
+//! signatures are counted ([`Replayer::verified_signatures`]); [`Replayer::require_signatures`]
+//! makes an uncheckable or missing signature a divergence.
 
 use async_trait::async_trait;
 use std::collections::BTreeMap;
@@ -51,6 +53,7 @@ pub struct Replayer {
     exchanges: Vec<Exchange>,
     state: Mutex<ReplayState>,
     signer: Option<Arc<dyn Signer>>,
+    require_signatures: bool,
     ignored_headers: Vec<String>,
 }
 
@@ -76,6 +79,7 @@ impl Replayer {
             exchanges,
             state: Mutex::new(ReplayState::default()),
             signer: None,
+            require_signatures: false,
             ignored_headers: Vec::new(),
         }
     }
@@ -94,6 +98,14 @@ impl Replayer {
     /// date and checks the signature hash (use the key the recording was made with).
     pub fn verify_signatures_with(mut self, signer: Arc<dyn Signer>) -> Self {
         self.signer = Some(signer);
+        self
+    }
+
+    /// Makes a signature that cannot be checked a divergence: every recorded signature must
+    /// be matched (directly or by re-signing). Without this, unsigned requests (e.g. `curl`
+    /// against the replay server) are served and simply not counted as verified.
+    pub fn require_signatures(mut self) -> Self {
+        self.require_signatures = true;
         self
     }
 
@@ -183,10 +195,15 @@ impl Replayer {
             return Ok(false);
         };
         let recorded_date = expected.request_header("x-ms-date");
-        let has_sas =
-            signature_fingerprint(request).is_some() && request.header("authorization").is_none();
+        let shown_date = recorded_date.unwrap_or("(none)");
+        let has_auth = request.header("authorization").is_some();
+        let is_signed = signature_fingerprint(request).is_some();
+        if self.require_signatures && !is_signed {
+            return Err("signature: the recorded request was signed, this one is not".to_string());
+        }
         let same_date = recorded_date.is_some() && recorded_date == request.header("x-ms-date");
-        let actual = if has_sas || (same_date && request.header("authorization").is_some()) {
+        let actual = if is_signed && (!has_auth || same_date) {
+            // A SAS `sig` does not depend on the date; an Authorization does.
             signature_fingerprint(request)
         } else if let (Some(signer), Some(date)) =
             (&self.signer, recorded_date.and_then(parse_http_date))
@@ -199,6 +216,10 @@ impl Replayer {
                 .sign(&mut resigned, date)
                 .map_err(|e| format!("cannot re-sign the request for the recorded date: {e}"))?;
             signature_fingerprint(&resigned)
+        } else if self.require_signatures {
+            return Err(format!(
+                "signature: cannot check it (sent for another date than the recorded {shown_date}, and no signer to re-sign with)"
+            ));
         } else {
             return Ok(false);
         };
@@ -206,8 +227,7 @@ impl Replayer {
             Ok(true)
         } else {
             Err(format!(
-                "signature: the request signed for the recorded date {} does not match the recorded signature hash (the string-to-sign or the key changed)",
-                recorded_date.unwrap_or("(none)")
+                "signature: the request signed for the recorded date {shown_date} does not match the recorded signature hash (the string-to-sign or the key changed)"
             ))
         }
     }
