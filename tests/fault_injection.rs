@@ -278,8 +278,7 @@ async fn queue_client_recovers_from_throttling_and_dropped_connections() {
     let endpoint = support::queue_endpoint();
     let (origin, prefix) = split_origin(&endpoint);
     let proxy = start_proxy(&origin, &prefix, classify_queue).await;
-    let key = std::env::var("AZURE_STORAGE_KEY").unwrap_or_else(|_| support::AZURITE_KEY.into());
-    let pipeline = support::storage_pipeline_with(support::transport(), &key);
+    let pipeline = support::storage_pipeline_with(support::transport(), &support::storage_key());
     let queue = QueueClient::new(pipeline, &proxy.base_url, &unique("faults")).unwrap();
     let visibility = VisibilityTimeout::from_secs(30).unwrap();
 

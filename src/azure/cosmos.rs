@@ -158,7 +158,7 @@ impl CosmosClient {
         if resp.is_success() {
             Ok(resp)
         } else {
-            Err(cosmos_error(&resp, operation))
+            Err(response_error(&resp, operation))
         }
     }
 }
@@ -584,9 +584,10 @@ fn typed_response<T: DeserializeOwned>(
     })
 }
 
-/// A failed Cosmos answer as an [`Error`], by status; the body's `code` and first message
-/// line are kept for context when present.
-fn cosmos_error(resp: &HttpResponse, operation: &str) -> Error {
+/// A failed Cosmos answer as an [`Error`], the way this client maps it: by HTTP status (the
+/// bodies are inconsistent), keeping the body's `code` and first message line for context.
+/// Useful for requests sent through the same [`Pipeline`] that this client does not wrap.
+pub fn response_error(resp: &HttpResponse, operation: &str) -> Error {
     let body: Option<Value> = serde_json::from_slice(&resp.body).ok();
     let field = |name: &str| {
         body.as_ref()

@@ -451,7 +451,7 @@ impl QueueClient {
         if resp.is_success() {
             Ok(resp)
         } else {
-            Err(queue_error(&resp, operation))
+            Err(response_error(&resp, operation))
         }
     }
 }
@@ -474,9 +474,11 @@ fn message_body(text: &str, operation: &str) -> Result<Vec<u8>, Error> {
     })
 }
 
-/// A failed Queue Storage answer as an [`Error`]: the code from the XML `<Code>`, else the
-/// `x-ms-error-code` header, else none (Azurite sends empty 400 bodies); decided by status.
-fn queue_error(resp: &HttpResponse, operation: &str) -> Error {
+/// A failed Queue Storage answer as an [`Error`], the way this client maps it: the code from
+/// the XML `<Code>`, else the `x-ms-error-code` header, else none (Azurite sends empty 400
+/// bodies); the variant is decided by status (and `PopReceiptMismatch`). Useful for requests
+/// sent through the same [`Pipeline`] that this client does not wrap.
+pub fn response_error(resp: &HttpResponse, operation: &str) -> Error {
     let parsed = xml::parse(&resp.body)
         .ok()
         .filter(|root| root.name == "Error");

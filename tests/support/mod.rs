@@ -93,34 +93,45 @@ pub fn storage_connection_string(key: &str) -> String {
     )
 }
 
+/// The Azurite connection with this key.
+pub fn storage_connection(key: &str) -> StorageConnection {
+    StorageConnection::parse(&storage_connection_string(key)).expect("storage connection")
+}
+
+/// The Azurite key from the environment (default: the well-known dev key).
+pub fn storage_key() -> String {
+    env_or("AZURE_STORAGE_KEY", AZURITE_KEY)
+}
+
 /// A pipeline signing for Azurite with `key`, over `transport`.
 pub fn storage_pipeline_with(transport: Arc<dyn Transport>, key: &str) -> Pipeline {
-    let connection =
-        StorageConnection::parse(&storage_connection_string(key)).expect("storage connection");
-    Pipeline::new(transport, connection.signer())
+    Pipeline::new(transport, storage_connection(key).signer())
 }
 
 /// A client for queue `name` on Azurite (checks that Azurite is reachable first).
 pub fn queue_client(name: &str) -> QueueClient {
     require_reachable("Azurite (queue)", &queue_endpoint());
-    let key = env_or("AZURE_STORAGE_KEY", AZURITE_KEY);
     QueueClient::new(
-        storage_pipeline_with(transport(), &key),
+        storage_pipeline_with(transport(), &storage_key()),
         &queue_endpoint(),
         name,
     )
     .expect("queue client")
 }
 
-/// A pipeline signing for the Cosmos emulator, over `transport`.
-pub fn cosmos_pipeline_with(transport: Arc<dyn Transport>) -> Pipeline {
+/// The Cosmos emulator connection (key from `COSMOS_KEY`, default the emulator key).
+pub fn cosmos_connection() -> CosmosConnection {
     let key = env_or("COSMOS_KEY", COSMOS_EMULATOR_KEY);
-    let connection = CosmosConnection::parse(&format!(
+    CosmosConnection::parse(&format!(
         "AccountEndpoint={}/;AccountKey={key};",
         cosmos_endpoint()
     ))
-    .expect("cosmos connection");
-    Pipeline::new(transport, connection.signer())
+    .expect("cosmos connection")
+}
+
+/// A pipeline signing for the Cosmos emulator, over `transport`.
+pub fn cosmos_pipeline_with(transport: Arc<dyn Transport>) -> Pipeline {
+    Pipeline::new(transport, cosmos_connection().signer())
 }
 
 /// A Cosmos client for the emulator (checks that it is reachable first).

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Re-records the wire fixtures fixtures/wire/queue.jsonl and fixtures/wire/cosmos.jsonl:
+# starts the emulator stack (scripts/emulators.sh), runs the ignored recording tests of
+# tests/replay_fixtures.rs with FLOWCRAFT_RECORD=1 (every Queue and Cosmos operation plus
+# 404/409/412/413 answers, secrets redacted by the wire Recorder), then replays the new
+# fixtures offline to check them. Stops the services it started on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+FLOWCRAFT_EMULATOR_RUN_DIR="$(mktemp -d "${TMPDIR:-/tmp}/flowcraft-emulators.XXXXXX")"
+export FLOWCRAFT_EMULATOR_RUN_DIR
+cleanup() {
+    bash scripts/emulators.sh stop || true
+    rm -rf "$FLOWCRAFT_EMULATOR_RUN_DIR"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+bash scripts/emulators.sh start
+eval "$(bash scripts/emulators.sh env)"
+mkdir -p fixtures/wire
+
+FLOWCRAFT_RECORD=1 cargo test --test replay_fixtures -- --ignored --exact \
+    record_queue_fixture record_cosmos_fixture
+# The fresh recordings must replay offline (no emulator needed for this step).
+cargo test --test replay_fixtures
+echo "recorded: fixtures/wire/queue.jsonl ($(wc -l < fixtures/wire/queue.jsonl) exchanges)," \
+    "fixtures/wire/cosmos.jsonl ($(wc -l < fixtures/wire/cosmos.jsonl) exchanges)"
