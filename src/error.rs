@@ -17,7 +17,8 @@ pub struct ErrorInfo {
     pub operation: Option<String>,
     /// HTTP status, when a response was received.
     pub status: Option<u16>,
-    /// The service's error code (`<Code>` in XML, `code` in JSON, else `x-ms-error-code`).
+    /// The service's error code (`<Code>` in XML, `code` in JSON, else `x-ms-error-code`), or,
+    /// when no answer arrived, a client-side code such as `ConnectFailed` (request not sent).
     pub code: Option<String>,
     /// `x-ms-request-id`, when the service sent one.
     pub request_id: Option<String>,
