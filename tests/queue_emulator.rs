@@ -178,7 +178,7 @@ async fn invisible_message_returns_after_its_timeout_with_higher_dequeue_count()
             .is_empty(),
         "hidden while invisible"
     );
-    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    tokio::time::sleep(Duration::from_millis(3_200)).await;
     let second = queue
         .get_messages(MessageCount::ONE, secs(30))
         .await
@@ -201,7 +201,7 @@ async fn delayed_message_is_counted_but_not_visible_until_the_delay_passes() {
     }
     let queue = fresh_queue().await;
     let options = PutOptions {
-        visibility_delay: Some(secs(2)),
+        visibility_delay: Some(secs(4)),
         ttl: Some(MessageTtl::from_secs(60).unwrap()),
     };
     let sent = queue.put_message("later", options).await.unwrap();
@@ -214,7 +214,7 @@ async fn delayed_message_is_counted_but_not_visible_until_the_delay_passes() {
             .is_empty()
     );
     assert_eq!(queue.metadata().await.unwrap().approximate_message_count, 1);
-    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    tokio::time::sleep(Duration::from_millis(5_000)).await;
     let peeked = queue.peek_messages(MessageCount::MAX).await.unwrap();
     assert_eq!(peeked.len(), 1);
     assert_eq!(peeked[0].text, "later");
