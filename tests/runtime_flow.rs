@@ -824,3 +824,34 @@ async fn user_registrations_override_built_in_nodes() {
     let result = runtime(r).run(b, ctx(json!({"x": "theirs"}))).await;
     assert_eq!(result.context["e"], json!("mine"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_node_sees_what_a_sibling_commits_meanwhile() {
+    // In-process nodes read the live committed context (as Flowcraft's shared store), so a
+    // large run never copies its context per node; their own writes stay buffered.
+    let mut registry = NodeRegistry::with_builtins();
+    registry.register("watch", |ctx| async move {
+        for _ in 0..500 {
+            if let Some(seen) = ctx.context().get("flag") {
+                return Ok(NodeResult::output(seen));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        Err(flowcraft_azure::flow::node::NodeError::new(
+            "never saw the flag",
+        ))
+    });
+    let blueprint = bp(json!({"id": "live", "nodes": [
+        {"id": "root", "uses": "echo"},
+        {"id": "watcher", "uses": "watch"},
+        {"id": "setter", "uses": "set", "params": {"values": {"flag": "up"}}}],
+      "edges": [{"source": "root", "target": "watcher"}, {"source": "root", "target": "setter"}]}));
+    let result = runtime(registry).run(blueprint, ctx(json!({}))).await;
+    assert_eq!(
+        result.status,
+        RunStatus::Completed,
+        "{:?}",
+        messages(&result)
+    );
+    assert_eq!(result.context["watcher"], json!("up"));
+}

@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// One recorded context write, in the order the node made it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,8 +58,34 @@ struct Buffer {
     deltas: Vec<ContextDelta>,
 }
 
-/// A node's view of the run context: a snapshot plus its own buffered writes (every write is a
-/// delta). Cheap to clone; clones share the same buffer.
+/// A run's committed context shared between the in-process scheduler (which commits into it)
+/// and the nodes it runs (which read it live through their [`ContextHandle`]s).
+pub(crate) type SharedContext = Arc<RwLock<Map<String, Value>>>;
+
+/// Read access to a [`SharedContext`] (a poisoned lock only means a panic elsewhere while the
+/// plain map was held; the map itself is still usable).
+pub(crate) fn read_shared(shared: &SharedContext) -> RwLockReadGuard<'_, Map<String, Value>> {
+    shared.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Write access to a [`SharedContext`] (see [`read_shared`] about poisoning).
+pub(crate) fn write_shared(shared: &SharedContext) -> RwLockWriteGuard<'_, Map<String, Value>> {
+    shared.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Where a handle reads the committed values from.
+#[derive(Debug, Clone)]
+enum Committed {
+    /// A fixed snapshot (the distributed worker's loaded run state).
+    Snapshot(Arc<Map<String, Value>>),
+    /// The in-process run's live context: commits of other nodes become visible as they
+    /// happen (Flowcraft's nodes also share one store), and no node pays for a copy of it.
+    Live(SharedContext),
+}
+
+/// A node's view of the run context: the committed context (a snapshot, or in-process the
+/// live committed context) plus its own buffered writes (every write is a delta). Cheap to
+/// clone; clones share the same buffer.
 ///
 /// ```
 /// use flowcraft_azure::flow::context::{ContextDelta, ContextHandle};
@@ -75,7 +101,7 @@ struct Buffer {
 /// ```
 #[derive(Debug, Clone)]
 pub struct ContextHandle {
-    snapshot: Arc<Map<String, Value>>,
+    committed: Committed,
     buffer: Arc<Mutex<Buffer>>,
 }
 
@@ -88,8 +114,24 @@ impl ContextHandle {
     /// A handle over a shared snapshot (no copy).
     pub fn from_shared(snapshot: Arc<Map<String, Value>>) -> Self {
         ContextHandle {
-            snapshot,
+            committed: Committed::Snapshot(snapshot),
             buffer: Arc::new(Mutex::new(Buffer::default())),
+        }
+    }
+
+    /// A handle over the in-process run's live committed context.
+    pub(crate) fn live(shared: SharedContext) -> Self {
+        ContextHandle {
+            committed: Committed::Live(shared),
+            buffer: Arc::new(Mutex::new(Buffer::default())),
+        }
+    }
+
+    /// Runs `f` on the committed context.
+    fn with_committed<R>(&self, f: impl FnOnce(&Map<String, Value>) -> R) -> R {
+        match &self.committed {
+            Committed::Snapshot(map) => f(map),
+            Committed::Live(shared) => f(&read_shared(shared)),
         }
     }
 
@@ -105,18 +147,18 @@ impl ContextHandle {
         if buffer.deleted.contains(key) {
             return None;
         }
-        buffer
-            .overlay
-            .get(key)
-            .or_else(|| self.snapshot.get(key))
-            .cloned()
+        match buffer.overlay.get(key) {
+            Some(value) => Some(value.clone()),
+            None => self.with_committed(|map| map.get(key).cloned()),
+        }
     }
 
     /// True when `key` currently has a value.
     pub fn has(&self, key: &str) -> bool {
         let buffer = self.lock();
         !buffer.deleted.contains(key)
-            && (buffer.overlay.contains_key(key) || self.snapshot.contains_key(key))
+            && (buffer.overlay.contains_key(key)
+                || self.with_committed(|map| map.contains_key(key)))
     }
 
     /// Sets `key` to `value` (buffered and recorded as a delta).
@@ -159,9 +201,9 @@ impl ContextHandle {
         self.lock().deltas.clone()
     }
 
-    /// The whole context as this node sees it (snapshot plus its own writes).
+    /// The whole context as this node sees it (committed context plus its own writes).
     pub fn to_json(&self) -> Map<String, Value> {
-        let mut out = (*self.snapshot).clone();
+        let mut out = self.with_committed(Map::clone);
         apply_deltas(&mut out, &self.lock().deltas);
         out
     }
@@ -269,6 +311,19 @@ mod tests {
         assert!(!merged.contains_key("gone"));
         assert!(snapshot.contains_key("gone"));
         assert!(!snapshot.contains_key("new"));
+    }
+
+    #[test]
+    fn a_live_handle_sees_commits_made_after_it_was_created() {
+        let shared: SharedContext = Arc::new(RwLock::new(Map::new()));
+        let ctx = ContextHandle::live(shared.clone());
+        assert!(!ctx.has("later"));
+        write_shared(&shared).insert("later".into(), json!(1));
+        assert_eq!(ctx.get("later"), Some(json!(1)));
+        ctx.set("own", json!(2));
+        // the node's own writes stay buffered until the runtime commits them
+        assert!(!read_shared(&shared).contains_key("own"));
+        assert_eq!(ctx.to_json().len(), 2);
     }
 
     #[test]

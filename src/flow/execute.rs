@@ -5,7 +5,7 @@
 //! never commits anything: the caller does.
 
 use super::blueprint::{Blueprint, LoadOptions, NodeDefinition};
-use super::context::{AwaitingDetails, ContextDelta, ContextHandle};
+use super::context::{AwaitingDetails, ContextDelta, ContextHandle, SharedContext, read_shared};
 use super::node::{NodeContext, NodeError, NodeHandler, NodeRegistry, NodeResult};
 use super::routing::resolve_input;
 use futures_util::FutureExt;
@@ -211,46 +211,105 @@ fn failed(error: NodeError, retryable: bool) -> AttemptOutcome {
 /// ("Implementation for '`<uses>`' not found."), a fatal [`NodeError`], a failing
 /// `LifecycleNode::prep`, and cancellation ("Workflow cancelled"; the node's future is
 /// dropped as soon as the token fires). A panicking node is a retryable failure.
-pub async fn execute_attempt(req: AttemptRequest<'_>) -> AttemptOutcome {
-    let Some(node) = node_definition(req.blueprint, req.node_id, req.context) else {
-        return failed(
-            NodeError::fatal(format!(
-                "Node '{}' not found in blueprint '{}'.",
-                req.node_id,
-                req.blueprint.id()
-            )),
-            false,
-        );
+pub async fn execute_attempt(mut req: AttemptRequest<'_>) -> AttemptOutcome {
+    let input = req.input.take();
+    let prepared = match prepare(req.env, req.blueprint, req.node_id, req.context, input) {
+        Ok(prepared) => prepared,
+        Err(error) => return failed(error, false),
     };
-    let Some(handler) = req.env.registry.get(&node.uses).cloned() else {
-        return failed(
-            NodeError::fatal(format!("Implementation for '{}' not found.", node.uses)),
-            false,
-        );
+    let context = ContextHandle::new(req.context.clone());
+    run_prepared(&req, prepared, context).await
+}
+
+/// [`execute_attempt`] for the in-process runtime: the node reads the run's live committed
+/// context instead of a private copy of it (so a run does not copy its whole context for
+/// every node). `req.context` is ignored; `shared` is read briefly to prepare the node.
+pub(crate) async fn execute_attempt_live(
+    mut req: AttemptRequest<'_>,
+    shared: &SharedContext,
+) -> AttemptOutcome {
+    let input = req.input.take();
+    let prepared = {
+        let committed = read_shared(shared);
+        prepare(req.env, req.blueprint, req.node_id, &committed, input)
     };
+    let prepared = match prepared {
+        Ok(prepared) => prepared,
+        Err(error) => return failed(error, false),
+    };
+    run_prepared(&req, prepared, ContextHandle::live(shared.clone())).await
+}
+
+/// A node ready to run: its definition, implementation and resolved input.
+struct Prepared {
+    node: NodeDefinition,
+    handler: NodeHandler,
+    input: Option<Value>,
+}
+
+/// Finds the node and its implementation and resolves its input (unless `input` overrides
+/// it); the `Err` fails the attempt without retry.
+fn prepare(
+    env: &Environment,
+    blueprint: &Blueprint,
+    node_id: &str,
+    context: &Map<String, Value>,
+    input: Option<Value>,
+) -> Result<Prepared, NodeError> {
+    let Some(node) = node_definition(blueprint, node_id, context) else {
+        return Err(NodeError::fatal(format!(
+            "Node '{node_id}' not found in blueprint '{}'.",
+            blueprint.id()
+        )));
+    };
+    let Some(handler) = env.registry.get(&node.uses).cloned() else {
+        return Err(NodeError::fatal(format!(
+            "Implementation for '{}' not found.",
+            node.uses
+        )));
+    };
+    let input = match input {
+        Some(v) => Some(v),
+        None => resolve_input(blueprint, node_id, context),
+    };
+    Ok(Prepared {
+        node: node.into_owned(),
+        handler,
+        input,
+    })
+}
+
+/// Runs a prepared node once over `context` (see [`execute_attempt`]).
+async fn run_prepared(
+    req: &AttemptRequest<'_>,
+    prepared: Prepared,
+    context: ContextHandle,
+) -> AttemptOutcome {
     if req.cancel.is_cancelled() {
         return failed(NodeError::fatal("Workflow cancelled"), false);
     }
-    let input = match req.input {
-        Some(v) => Some(v),
-        None => resolve_input(req.blueprint, req.node_id, req.context),
-    };
+    let Prepared {
+        node,
+        handler,
+        input,
+    } = prepared;
+    let timeout = node.config.timeout;
     let ctx = NodeContext {
         run_id: Arc::from(req.run_id),
         blueprint: req.blueprint.clone(),
-        node: Arc::new(node.as_ref().clone()),
-        input,
         params: Arc::new(node.params.clone().unwrap_or_default()),
-        attempt: req.attempt.max(1),
         max_attempts: max_attempts(&node),
+        node: Arc::new(node),
+        input,
+        attempt: req.attempt.max(1),
         cancel: req.cancel.clone(),
         env: req.env.clone(),
-        context: ContextHandle::new(req.context.clone()),
+        context,
         awaiting: Arc::new(Mutex::new(None)),
     };
     let work = AssertUnwindSafe(run_handler(&handler, &ctx)).catch_unwind();
     let timed = async {
-        match node.config.timeout {
+        match timeout {
             Some(ms) => tokio::time::timeout(Duration::from_millis(ms), work)
                 .await
                 .map_err(|_| ms),

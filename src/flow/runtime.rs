@@ -5,10 +5,12 @@
 //! - **Scheduling is activation-driven and continuous, not in waves.** A node starts as soon as
 //!   it is ready and a concurrency slot is free (default `min(CPUs, 10)`; `with_concurrency(0)`
 //!   means the default). The start nodes (fallback-only nodes excluded) are ready first.
-//! - **Commit per node.** Each node runs against a snapshot of the committed context; its
-//!   writes are buffered as deltas and applied, together with its output (stored under both
-//!   `_outputs.<id>` and `<id>`), when it finishes. This is the same semantics as the
+//! - **Commit per node.** A node's writes are buffered as deltas and applied, together with
+//!   its output (stored under both `_outputs.<id>` and `<id>`), when it finishes, as in the
 //!   distributed commit: concurrent branches never see each other's half-finished writes.
+//!   While it runs, a node reads the live committed context (other nodes' commits appear as
+//!   they happen, as with Flowcraft's shared store; a distributed worker reads the state
+//!   loaded for its job instead), so no node costs a copy of the whole context.
 //! - **Routing** (spec 2.6, [`route`]) yields activations. A target's `_inputs.<target>` is
 //!   written for every taken edge (last writer wins).
 //! - **Joins.** An `all` join fires when every DISTINCT predecessor has activated it
@@ -52,10 +54,12 @@
 //! by another process that has the same blueprint.
 
 use super::blueprint::Blueprint;
-use super::context::{AwaitReason, AwaitingDetails, apply_deltas};
+use super::context::{
+    AwaitReason, AwaitingDetails, SharedContext, apply_deltas, read_shared, write_shared,
+};
 use super::execute::{
-    AttemptOutcome, AttemptRequest, Environment, NodeCompletion, execute_attempt, max_attempts,
-    node_definition, retry_delay,
+    AttemptOutcome, AttemptRequest, Environment, NodeCompletion, execute_attempt_live,
+    max_attempts, node_definition, retry_delay,
 };
 use super::node::{NodeError, NodeResult};
 use super::routing::{LOOP_CONTROLLER, output_keys, resolve_input, route};
@@ -65,7 +69,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -301,7 +305,8 @@ impl FlowRuntime {
             let mut run = Run::resumed(self, blueprint, context, &awaiting, cancel);
             run.rearm_timers(&target);
             let state_key = format!("{SUBFLOW_STATE_PREFIX}{target}");
-            match run.context.get(&state_key).cloned() {
+            let sub_state = run.read().get(&state_key).cloned();
+            match sub_state {
                 Some(Value::Object(sub_state)) => {
                     run.resume_subflow(&target, sub_state, action, output).await;
                 }
@@ -361,7 +366,8 @@ struct Run {
     env: Environment,
     blueprint: Arc<Blueprint>,
     run_id: Arc<str>,
-    context: Arc<Map<String, Value>>,
+    /// The committed context; running nodes read it live (see [`SharedContext`]).
+    context: SharedContext,
     limit: usize,
     cancel: CancellationToken,
     halt: CancellationToken,
@@ -402,7 +408,7 @@ impl Run {
             env: runtime.env.clone(),
             blueprint,
             run_id: Arc::from(run_id),
-            context: Arc::new(context),
+            context: Arc::new(RwLock::new(context)),
             limit: runtime.limit(),
             cancel,
             halt,
@@ -432,13 +438,15 @@ impl Run {
     ) -> Self {
         let pending = context.remove(PENDING_JOINS_KEY);
         let mut run = Run::new(runtime, blueprint, context, cancel);
-        let completed: Vec<String> = run
-            .blueprint
-            .nodes()
-            .iter()
-            .filter(|n| run.context.contains_key(&output_keys(&n.id)[0]))
-            .map(|n| n.id.clone())
-            .collect();
+        let completed: Vec<String> = {
+            let committed = run.read();
+            run.blueprint
+                .nodes()
+                .iter()
+                .filter(|n| committed.contains_key(&output_keys(&n.id)[0]))
+                .map(|n| n.id.clone())
+                .collect()
+        };
         run.fired.extend(completed);
         run.fired.extend(awaiting.iter().cloned());
         if let Some(Value::Object(joins)) = pending {
@@ -461,19 +469,19 @@ impl Run {
     /// context, e.g. one saved from a cancelled run: each fires at its `wakeUpAt` (at once if
     /// that has passed) and completes its node with the node's input, as `sleep` does.
     fn rearm_timers(&mut self, except: &str) {
-        let Some(Value::Object(all)) = self.context.get(AWAITING_DETAILS_KEY) else {
-            return;
+        let timers: Vec<(String, AwaitingDetails)> = match self.read().get(AWAITING_DETAILS_KEY) {
+            Some(Value::Object(all)) => all
+                .iter()
+                .filter(|(id, _)| id.as_str() != except)
+                .filter_map(|(id, details)| {
+                    let details: AwaitingDetails = serde_json::from_value(details.clone()).ok()?;
+                    (details.reason == AwaitReason::Timer).then(|| (id.clone(), details))
+                })
+                .collect(),
+            _ => return,
         };
-        let timers: Vec<(String, AwaitingDetails)> = all
-            .iter()
-            .filter(|(id, _)| id.as_str() != except)
-            .filter_map(|(id, details)| {
-                let details: AwaitingDetails = serde_json::from_value(details.clone()).ok()?;
-                (details.reason == AwaitReason::Timer).then(|| (id.clone(), details))
-            })
-            .collect();
         for (id, details) in timers {
-            let output = resolve_input(&self.blueprint, &id, &self.context);
+            let output = resolve_input(&self.blueprint, &id, &self.read());
             let result = NodeResult {
                 output,
                 ..NodeResult::default()
@@ -482,12 +490,18 @@ impl Run {
         }
     }
 
-    fn ctx(&mut self) -> &mut Map<String, Value> {
-        Arc::make_mut(&mut self.context)
+    /// Reads the committed context. Never hold the guard across `ctx()` or an await.
+    fn read(&self) -> RwLockReadGuard<'_, Map<String, Value>> {
+        read_shared(&self.context)
+    }
+
+    /// Writes the committed context (briefly: running nodes read it).
+    fn ctx(&self) -> RwLockWriteGuard<'_, Map<String, Value>> {
+        write_shared(&self.context)
     }
 
     fn uses(&self, node_id: &str) -> Option<String> {
-        node_definition(&self.blueprint, node_id, &self.context).map(|n| n.uses.clone())
+        node_definition(&self.blueprint, node_id, &self.read()).map(|n| n.uses.clone())
     }
 
     /// Puts `node_id` on the ready queue (it will run exactly once for this firing).
@@ -506,7 +520,7 @@ impl Run {
 
     /// Records that `source` activated `target` and fires `target` when its join is satisfied.
     fn activate(&mut self, source: &str, target: &str) {
-        if node_definition(&self.blueprint, target, &self.context).is_none() {
+        if node_definition(&self.blueprint, target, &self.read()).is_none() {
             return;
         }
         if self.uses(source).as_deref() == Some(LOOP_CONTROLLER) {
@@ -516,37 +530,41 @@ impl Run {
         if self.fired.contains(target) {
             return;
         }
-        let arrived = self.arrivals.entry(target.to_string()).or_default();
-        arrived.insert(source.to_string());
+        self.arrivals
+            .entry(target.to_string())
+            .or_default()
+            .insert(source.to_string());
         let ready = match self.blueprint.join_strategy(target) {
             super::blueprint::JoinStrategy::Any => true,
-            super::blueprint::JoinStrategy::All => {
-                let arrived = arrived.clone();
-                self.required(target).is_subset(&arrived)
-            }
+            super::blueprint::JoinStrategy::All => self.join_satisfied(target),
         };
         if ready {
             self.fire(target);
         }
     }
 
-    /// The distinct predecessors an `all` join waits for: its predecessors minus loop
-    /// controllers and minus back edges (predecessors reachable from the target without
-    /// passing through a loop controller, e.g. a self-loop), plus its dynamic batch workers.
-    fn required(&mut self, target: &str) -> BTreeSet<String> {
-        let mut required = match self.required_static.get(target) {
-            Some(cached) => cached.clone(),
-            None => {
-                let computed = self.forward_predecessors(target);
-                self.required_static
-                    .insert(target.to_string(), computed.clone());
-                computed
-            }
-        };
-        if let Some(workers) = self.dynamic_preds.get(target) {
-            required.extend(workers.iter().cloned());
+    /// Whether every distinct predecessor an `all` join waits for has arrived: its
+    /// predecessors minus loop controllers and minus back edges (predecessors reachable from
+    /// the target without passing through a loop controller, e.g. a self-loop), plus its
+    /// dynamic batch workers. Checked without copying the sets (a gather over N workers is
+    /// activated N times).
+    fn join_satisfied(&mut self, target: &str) -> bool {
+        if !self.required_static.contains_key(target) {
+            let computed = self.forward_predecessors(target);
+            self.required_static.insert(target.to_string(), computed);
         }
-        required
+        let Some(arrived) = self.arrivals.get(target) else {
+            return false;
+        };
+        let static_ok = self
+            .required_static
+            .get(target)
+            .is_none_or(|required| required.is_subset(arrived));
+        let dynamic_ok = self
+            .dynamic_preds
+            .get(target)
+            .is_none_or(|workers| workers.is_subset(arrived));
+        static_ok && dynamic_ok
     }
 
     fn forward_predecessors(&self, target: &str) -> BTreeSet<String> {
@@ -576,7 +594,7 @@ impl Run {
     fn record_awaiting(&mut self, node_id: &str, details: &AwaitingDetails) {
         let mut stored = details.clone();
         let sub_state = stored.subflow_state.take();
-        let ctx = self.ctx();
+        let mut ctx = self.ctx();
         let ids = ctx
             .entry(AWAITING_IDS_KEY)
             .or_insert_with(|| Value::Array(Vec::new()));
@@ -606,7 +624,7 @@ impl Run {
     }
 
     fn clear_awaiting(&mut self, node_id: &str) {
-        let ctx = self.ctx();
+        let mut ctx = self.ctx();
         let mut empty = false;
         if let Some(Value::Array(list)) = ctx.get_mut(AWAITING_IDS_KEY) {
             list.retain(|v| v.as_str() != Some(node_id));
@@ -624,7 +642,7 @@ impl Run {
 
     /// Commits a finished node: its writes, then either the awaiting record or its completion.
     fn commit(&mut self, node_id: &str, completion: NodeCompletion) {
-        apply_deltas(self.ctx(), &completion.deltas);
+        apply_deltas(&mut self.ctx(), &completion.deltas);
         match completion.awaiting {
             Some(details) => {
                 self.record_awaiting(node_id, &details);
@@ -664,7 +682,7 @@ impl Run {
         for dynamic in &result.dynamic_nodes {
             self.fire(&dynamic.id);
         }
-        let activations = route(&self.blueprint, node_id, &result, &self.context);
+        let activations = route(&self.blueprint, node_id, &result, &self.read());
         for activation in activations {
             let key = format!("_inputs.{}", activation.target);
             match activation.input {
@@ -688,7 +706,7 @@ impl Run {
 
     /// A node failed for good: run its fallback, or record the error.
     fn fail(&mut self, node_id: &str, error: NodeError) {
-        let fallback = node_definition(&self.blueprint, node_id, &self.context)
+        let fallback = node_definition(&self.blueprint, node_id, &self.read())
             .and_then(|n| n.config.fallback.clone())
             .filter(|f| self.blueprint.node(f).is_some());
         match fallback {
@@ -798,8 +816,8 @@ impl Run {
         self.finish()
     }
 
-    fn finish(mut self) -> WorkflowResult {
-        let awaiting = !awaiting_ids(&self.context).is_empty();
+    fn finish(self) -> WorkflowResult {
+        let awaiting = !awaiting_ids(&self.read()).is_empty();
         let partial_joins: BTreeMap<String, Value> = self
             .arrivals
             .iter()
@@ -830,7 +848,10 @@ impl Run {
                 Value::Object(partial_joins.into_iter().collect()),
             );
         }
-        let context = Arc::try_unwrap(self.context).unwrap_or_else(|shared| (*shared).clone());
+        let context = match Arc::try_unwrap(self.context) {
+            Ok(lock) => lock.into_inner().unwrap_or_else(|e| e.into_inner()),
+            Err(shared) => read_shared(&shared).clone(),
+        };
         WorkflowResult {
             status,
             context,
@@ -921,30 +942,33 @@ async fn run_attempts(
     env: &Environment,
     blueprint: &Arc<Blueprint>,
     run_id: &str,
-    context: &Map<String, Value>,
+    context: &SharedContext,
     node_id: &str,
     halt: &CancellationToken,
 ) -> Result<NodeCompletion, NodeError> {
-    let Some(node) = node_definition(blueprint, node_id, context).map(|n| n.into_owned()) else {
+    let node = node_definition(blueprint, node_id, &read_shared(context)).map(|n| n.into_owned());
+    let Some(node) = node else {
         return Err(NodeError::fatal(format!(
             "Node '{node_id}' not found in blueprint '{}'.",
             blueprint.id()
         )));
     };
     let attempts = max_attempts(&node);
+    // live attempts read `context` itself, not the request's map
+    let unused = Map::new();
     let mut attempt = 1;
     loop {
-        let outcome = execute_attempt(AttemptRequest {
+        let request = AttemptRequest {
             env,
             blueprint,
             node_id,
             run_id,
-            context,
+            context: &unused,
             attempt,
             cancel: halt.clone(),
             input: None,
-        })
-        .await;
+        };
+        let outcome = execute_attempt_live(request, context).await;
         match outcome {
             AttemptOutcome::Completed(completion) => return Ok(completion),
             AttemptOutcome::Failed { error, retryable } => {
