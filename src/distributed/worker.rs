@@ -284,7 +284,9 @@ impl Worker {
             let why = version_mismatch(&pinned, &blueprint);
             return Ok(self.deferred(job, dequeue_count, why).await);
         }
-        let Some(work) = resolve_work(&state, &blueprint, job) else {
+        let mut state = state;
+        prepare(&mut state, &blueprint);
+        let Some(work) = resolve_work(&state, job) else {
             return Ok(self.dropped(job, "no outstanding work for this node"));
         };
         let settlement = match job.kind {
@@ -609,17 +611,15 @@ fn version_mismatch(pinned: &Option<String>, blueprint: &Blueprint) -> String {
 }
 
 /// The work a job refers to. TypeScript-style jobs carry no activation: use the node's
-/// outstanding work (after initialising a foreign run's bookkeeping in a scratch copy).
-fn resolve_work(state: &RunState, blueprint: &Blueprint, job: &JobMessage) -> Option<WorkItem> {
+/// outstanding work (`state` is prepared, so a foreign run's start work is there).
+fn resolve_work(state: &RunState, job: &JobMessage) -> Option<WorkItem> {
     if let Some(activation) = job.activation {
         return Some(WorkItem {
             node: job.node_id.clone(),
             activation,
         });
     }
-    let mut scratch = state.clone();
-    prepare(&mut scratch, blueprint);
-    scratch
+    state
         .book
         .outstanding
         .values()

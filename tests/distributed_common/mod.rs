@@ -123,6 +123,11 @@ async fn double(ctx: NodeContext) -> Result<NodeResult, NodeError> {
     Ok(NodeResult::output(json!(n * 2.0)))
 }
 
+/// `whoami`: outputs the run id the node sees.
+async fn whoami(ctx: NodeContext) -> Result<NodeResult, NodeError> {
+    Ok(NodeResult::output(json!(ctx.run_id())))
+}
+
 /// Built-ins, utilities and the test nodes above.
 pub fn registry() -> NodeRegistry {
     let mut r = NodeRegistry::with_builtins();
@@ -132,6 +137,7 @@ pub fn registry() -> NodeRegistry {
     r.register("slow", slow);
     r.register("tick", tick);
     r.register("double", double);
+    r.register("whoami", whoami);
     r
 }
 
@@ -248,6 +254,59 @@ impl Harness {
     pub async fn run(&self, blueprint_id: &str, initial: Value) -> WorkflowResult {
         let run_id = self.start(blueprint_id, initial).await;
         self.wait(&run_id).await
+    }
+
+    /// Receives every visible message, keeps the first one for `node` and gives the others
+    /// back at once. Panics when there is none (the test expected one).
+    pub async fn take(&self, node: &str) -> flowcraft_azure::distributed::ports::QueueMessage {
+        let batch = self
+            .queue
+            .receive(32, Duration::from_secs(3600))
+            .await
+            .unwrap();
+        let mut found = None;
+        for m in batch {
+            let job = flowcraft_azure::distributed::job::JobMessage::decode(&m.text).unwrap();
+            if found.is_none() && job.node_id == node {
+                found = Some(m);
+            } else {
+                self.queue
+                    .release(&m.id, &m.receipt, Duration::ZERO)
+                    .await
+                    .unwrap();
+            }
+        }
+        found.unwrap_or_else(|| panic!("no queued job for node {node}"))
+    }
+
+    /// Node ids of the visible queued jobs (peek: receive and give back).
+    pub async fn queued_nodes(&self) -> Vec<String> {
+        let batch = self
+            .queue
+            .receive(32, Duration::from_secs(3600))
+            .await
+            .unwrap();
+        let mut nodes = Vec::new();
+        for m in batch {
+            let job = flowcraft_azure::distributed::job::JobMessage::decode(&m.text).unwrap();
+            nodes.push(job.node_id);
+            self.queue
+                .release(&m.id, &m.receipt, Duration::ZERO)
+                .await
+                .unwrap();
+        }
+        nodes.sort();
+        nodes
+    }
+
+    /// Handles `m` with a fresh worker and deletes it.
+    pub async fn handle(&self, m: &flowcraft_azure::distributed::ports::QueueMessage) {
+        let d = self.worker().handle_message(m).await;
+        assert_eq!(
+            d,
+            flowcraft_azure::distributed::worker::Disposition::Complete
+        );
+        self.queue.complete(&m.id, &m.receipt).await.unwrap();
     }
 
     pub async fn stop(mut self) {
