@@ -1,0 +1,251 @@
+//! Operations: cancellation, poison handling, the stalled-run reconciler, idle backoff,
+//! graceful shutdown, dropped jobs and the `stalled` end state.
+
+mod distributed_common;
+
+use distributed_common::Harness;
+use flowcraft_azure::distributed::events::Event;
+use flowcraft_azure::distributed::job::JobMessage;
+use flowcraft_azure::distributed::ports::{JobQueue, RunPhase, RunStore};
+use flowcraft_azure::distributed::reconcile::{Reconciler, ReconcilerConfig};
+use flowcraft_azure::distributed::worker::Disposition;
+use flowcraft_azure::flow::runtime::{FlowRuntime, RunStatus};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+const SLOW_CHAIN: &str = r#"{"id":"slowchain","nodes":[{"id":"a","uses":"slow","params":{"ms":10000}},
+  {"id":"b","uses":"count"}],"edges":[{"source":"a","target":"b"}]}"#;
+
+#[tokio::test(start_paused = true)]
+async fn cancel_is_sticky_and_drops_the_remaining_jobs() {
+    let mut h = Harness::new(&[SLOW_CHAIN]);
+    let mut events = h.events.subscribe();
+    h.spawn_workers(2);
+    let run_id = h.start("slowchain", json!({})).await;
+    loop {
+        if let Ok(Event::JobStarted { .. }) = events.recv().await {
+            break;
+        }
+    }
+    assert!(h.client.cancel(&run_id).await.unwrap());
+    assert!(!h.client.cancel(&run_id).await.unwrap(), "already finished");
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let result = h.wait(&run_id).await;
+    assert_eq!(result.status, RunStatus::Cancelled);
+    assert_eq!(h.counter.get("b"), 0);
+    assert!(
+        !result.context.contains_key("_outputs.a"),
+        "the late commit was refused"
+    );
+    let status = h.runs.status(&run_id).await.unwrap().unwrap().value;
+    assert_eq!(status.status, RunPhase::Cancelled);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn undecodable_messages_go_to_the_poison_queue() {
+    let h = Harness::new(&[SLOW_CHAIN]);
+    h.queue.send("%%% not a job", Duration::ZERO).await.unwrap();
+    let m = h
+        .queue
+        .receive(1, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .remove(0);
+    let d = h.worker().handle_message(&m).await;
+    let Disposition::Poison(reason) = d else {
+        panic!("{d:?}")
+    };
+    assert!(reason.contains("undecodable"), "{reason}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_message_delivered_too_often_is_poisoned_and_fails_its_run() {
+    let mut h = Harness::new(&[SLOW_CHAIN]);
+    let run_id = h.start("slowchain", json!({})).await;
+    // Five deliveries that "crash" (never settled): the lease simply expires.
+    for _ in 0..5 {
+        assert_eq!(
+            h.queue
+                .receive(1, Duration::from_secs(30))
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        tokio::time::advance(Duration::from_secs(31)).await;
+    }
+    h.spawn_workers(1);
+    let result = h.wait(&run_id).await;
+    assert_eq!(result.status, RunStatus::Failed);
+    assert!(
+        result.errors[0].message.contains("delivered 6 times"),
+        "{:?}",
+        result.errors
+    );
+    let poisoned = h.queue.poisoned();
+    assert_eq!(poisoned.len(), 1);
+    assert_eq!(poisoned[0].dequeue_count, 6);
+    assert_eq!(h.counter.get("a"), 0);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn jobs_for_unknown_runs_are_dropped_not_retried() {
+    let h = Harness::new(&[SLOW_CHAIN]);
+    let job = JobMessage::execute("nope", "slowchain", "a", 1);
+    h.queue
+        .send(&job.encode().unwrap(), Duration::ZERO)
+        .await
+        .unwrap();
+    let mut events = h.events.subscribe();
+    let m = h
+        .queue
+        .receive(1, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(h.worker().handle_message(&m).await, Disposition::Complete);
+    assert!(matches!(events.try_recv(), Ok(Event::JobDropped { .. })));
+}
+
+#[tokio::test(start_paused = true)]
+async fn reconciler_pages_stalled_runs_reenqueues_recorded_work_and_respects_the_cooldown() {
+    let bp = r#"{"id":"r","nodes":[{"id":"a","uses":"count"},{"id":"b","uses":"count"}],
+      "edges":[{"source":"a","target":"b"}]}"#;
+    let wait = r#"{"id":"w","nodes":[{"id":"w","uses":"wait"}],"edges":[]}"#;
+    let mut h = Harness::new(&[bp, wait]);
+    let mut runs = Vec::new();
+    for _ in 0..5 {
+        runs.push(h.start("r", json!({})).await);
+    }
+    // Lose every start job (e.g. a crash right after the runs were created).
+    while let Some(m) = h
+        .queue
+        .receive(32, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .pop()
+    {
+        h.queue.complete(&m.id, &m.receipt).await.unwrap();
+    }
+    // An awaiting run is never listed.
+    h.spawn_workers(1);
+    let waiting = h.start("w", json!({})).await;
+    assert_eq!(h.wait(&waiting).await.status, RunStatus::Awaiting);
+    let reconciler = Reconciler::new(
+        h.client.clone(),
+        h.backends.clone(),
+        ReconcilerConfig {
+            page_size: 2,
+            ..ReconcilerConfig::default()
+        },
+    );
+    let future = chrono::Utc::now().timestamp() + 10;
+    let stats = reconciler.run_once_before(future).await.unwrap();
+    assert_eq!(
+        (stats.stalled_runs, stats.reconciled_runs, stats.failed_runs),
+        (5, 5, 0)
+    );
+    for run in &runs {
+        assert_eq!(h.wait(run).await.status, RunStatus::Completed);
+    }
+    assert_eq!(h.counter.get("b"), 5);
+    // Completed runs are no longer listed; an immediate second pass is a no-op.
+    let again = reconciler.run_once_before(future).await.unwrap();
+    assert_eq!(again.stalled_runs, 0);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn reconciler_cooldown_skips_a_run_reconciled_recently() {
+    let bp = r#"{"id":"r","nodes":[{"id":"a","uses":"count"}],"edges":[]}"#;
+    let h = Harness::new(&[bp]);
+    h.start("r", json!({})).await;
+    let reconciler = Reconciler::new(
+        h.client.clone(),
+        h.backends.clone(),
+        ReconcilerConfig::default(),
+    );
+    let future = chrono::Utc::now().timestamp() + 10;
+    let first = reconciler.run_once_before(future).await.unwrap();
+    assert_eq!(first.reconciled_runs, 1);
+    let second = reconciler.run_once_before(future).await.unwrap();
+    assert_eq!((second.stalled_runs, second.skipped_runs), (1, 1));
+    assert_eq!(
+        h.queue.len(),
+        2,
+        "the original start job and one reconciled copy"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_workers_back_off_to_at_most_two_receives_per_second() {
+    let mut h = Harness::new(&[SLOW_CHAIN]);
+    h.spawn_workers(1);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let warm = h.queue.receive_calls();
+    tokio::time::sleep(Duration::from_secs(100)).await;
+    let idle = h.queue.receive_calls() - warm;
+    assert!(idle <= 200, "{idle} receives in 100 s");
+    assert!(idle >= 50, "still polling: {idle}");
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_stops_receiving_and_finishes_the_job_in_flight() {
+    let mut h = Harness::new(&[SLOW_CHAIN]);
+    let mut events = h.events.subscribe();
+    h.spawn_workers(1);
+    let run_id = h.start("slowchain", json!({})).await;
+    loop {
+        if let Ok(Event::JobStarted { .. }) = events.recv().await {
+            break;
+        }
+    }
+    let runs = h.runs.clone();
+    let queue = h.queue.clone();
+    h.stop().await;
+    let state = runs.load(&run_id).await.unwrap().unwrap().value;
+    assert!(
+        state.context.contains_key("_outputs.a"),
+        "in-flight job committed"
+    );
+    assert_eq!(queue.texts().len(), 1, "b is queued for the next worker");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_whose_other_branch_was_not_taken_ends_stalled_like_in_process() {
+    let bp = r#"{"id":"st","nodes":[{"id":"a","uses":"count","params":{"output":{"go":false}}},
+      {"id":"b","uses":"count"},{"id":"c","uses":"count"},{"id":"j","uses":"count"}],
+      "edges":[{"source":"a","target":"b","condition":"a.go"},{"source":"a","target":"c"},
+        {"source":"b","target":"j"},{"source":"c","target":"j"}]}"#;
+    let mut h = Harness::new(&[bp]);
+    h.spawn_workers(2);
+    let run_id = h.start("st", json!({})).await;
+    let result = h.wait(&run_id).await;
+    assert_eq!(result.status, RunStatus::Stalled);
+    assert_eq!(h.counter.get("j"), 0);
+    let local = FlowRuntime::new(h.env.clone())
+        .run(
+            Arc::clone(&h.env.blueprints.get("st").unwrap()),
+            Default::default(),
+        )
+        .await;
+    assert_eq!(local.status, RunStatus::Stalled);
+    let status = h.runs.status(&run_id).await.unwrap().unwrap().value;
+    assert_eq!(status.status, RunPhase::Stalled);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_blueprint_completes_at_once() {
+    let h = Harness::new(&[r#"{"id":"empty","nodes":[],"edges":[]}"#]);
+    let run_id = h.start("empty", json!({"x": 1})).await;
+    let result = h.wait(&run_id).await;
+    assert_eq!(result.status, RunStatus::Completed);
+    assert_eq!(result.context["x"], json!(1));
+    let status = h.runs.status(&run_id).await.unwrap().unwrap().value;
+    assert_eq!(status.status, RunPhase::Completed);
+}
