@@ -1,5 +1,48 @@
 //! The backend-agnostic distributed core: ports (job queue, run store, coordination store),
 //! their in-memory implementations, the worker logic and the client API.
+//!
+//! - [`ports`]: the `JobQueue`, `RunStore` and `CoordinationStore` traits (shaped for Azure
+//!   Queue Storage, Cosmos DB and Redis) and their data types;
+//! - [`memory`]: thread-safe in-memory backends (leases, receipts, dequeue counts, delays and
+//!   TTLs on tokio time, ETag-guarded commits);
+//! - [`job`]: the queue message (base64 JSON `{runId, blueprintId, nodeId, ...}`);
+//! - [`state`]: the run document (context + bookkeeping) and [`transition`]: the pure
+//!   changes one commit makes (joins, outstanding work, awaiting, fallback, status);
+//! - [`worker`]: `handle_message` / `handle_job` and the polling loop; [`client`]: start,
+//!   status, wait, cancel, resume, reconcile; [`reconcile`]: the stalled-run scanner;
+//!   [`events`]: subscribable events; [`core`]: what worker and client share.
+//!
+//! # Guarantees
+//! - **One atomic commit per job**: output (`_outputs.<id>` and `<id>`), action, taken edges,
+//!   `_inputs.<target>`, the node's context writes, join arrivals, outstanding work, the
+//!   awaiting record and the run status are ONE ETag-guarded write of the run document; a
+//!   conflict reloads and re-applies the transition (never re-runs the node).
+//! - **Idempotent redelivery**: a commit record keyed by (node, activation) stores output,
+//!   action, taken edges and the work it fired; a redelivered job replays the follow-ups
+//!   (enqueue fired work, publish status). Successors are enqueued only after the commit.
+//! - **Joins** count DISTINCT predecessors (a set in the run document, updated in the same
+//!   commit, so there is no window between "output stored" and "arrival counted"). `all`
+//!   fires when every distinct static predecessor (loop-controller back edges excluded) and
+//!   every batch worker registered for it has arrived; `any` fires once per arming. Loop
+//!   controllers re-arm their body (fresh activation ids, so bodies run again).
+//! - **Policy for untaken branches and failures**: a predecessor that did not take its edge
+//!   never arrives, so an `all` join behind an exclusive branch does not fire and the run
+//!   ends `stalled` once nothing else is outstanding (same as in-process; use `any` for
+//!   exclusive branches). A node that fails on its last attempt without a fallback fails the
+//!   run at once (sticky); its siblings' later jobs are dropped. A fallback node runs as its
+//!   own job, inherits the failing node's edges and counts as the failing node for joins.
+//! - **Completion** is decided by the outstanding-work set: `completed` when nothing is
+//!   outstanding or awaiting; `completed`, `failed`, `cancelled` and `stalled` are sticky in
+//!   the run document and in the status item (compare-and-set, ordered by revision).
+//! - **Versions**: a run pins `blueprintVersion` at start (a run without one adopts the
+//!   worker's version in its first commit); a job for another version is released for
+//!   another worker, never acknowledged, and poisoned after `max_dequeue` deliveries.
+//!
+//! The Cosmos implementation stores the run document as one item: the context keys
+//! top-level (TypeScript-compatible) plus the bookkeeping under `_flowcraft`. The
+//! coordination store is used for the reconciler's per-run cooldown and the
+//! `flowcraft:blueprint:<run>` key; joins do not need it because they live in the run
+//! document's atomic commit.
 
 pub mod client;
 pub mod core;

@@ -16,8 +16,9 @@
 //!   whose incoming branches are exclusive should use `any`). A failing predecessor fails the
 //!   whole run (sticky), so no poison pills are needed; a predecessor rescued by its fallback
 //!   arrives through the fallback's completion, counted as the failed node;
-//! - **`any` join**: fires on the first activation of the arming and ignores later ones, also
-//!   from failed predecessors (F6); an activation from a loop controller always fires.
+//! - **`any` join**: fires on the first activation of the arming and ignores later ones (no
+//!   cancel keys that a third arrival could trip over, F6); an activation from a loop
+//!   controller always fires.
 //! - completion is decided by the outstanding-work set (F9): `completed` when nothing is
 //!   outstanding or awaiting and no join is partially satisfied.
 
