@@ -638,3 +638,43 @@ async fn two_concurrent_waits_resume_one_at_a_time_in_both_modes() {
     assert_eq!(local.status, RunStatus::Completed, "{:?}", local.errors);
     assert_eq!(local.context.get("_outputs.join"), Some(&json!("L")));
 }
+
+/// A batch may have more workers than the iteration guard allows executions of ONE node (the
+/// guard is for endless loops; Flowcraft counts orchestrator passes, and all workers of a
+/// batch run in one pass): in-process this run completes.
+///
+/// Legitimate difference: a distributed run keeps its whole state in ONE run document, which
+/// is limited to 2 MB (the Cosmos item limit, enforced by the in-memory store too). The
+/// scatter's commit of 10005 worker definitions and items is about 6 MB, so the distributed
+/// run fails with a "too large" error instead (after the worker's infrastructure retries).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_batch_completes_in_process_but_exceeds_the_distributed_document_limit() {
+    let items: Vec<u64> = (0..10_005).collect();
+    let p = prepared_inline(json!({"id": "big-batch", "nodes": [
+        {"id": "load", "uses": "set", "params": {"values": {"items": items}}},
+        {"id": "s", "uses": "batch-scatter", "inputs": "items",
+         "params": {"workerUsesKey": "echo", "gatherNodeId": "g"}},
+        {"id": "g", "uses": "batch-gather"},
+        {"id": "total", "uses": "sum", "inputs": "g"}],
+      "edges": [{"source": "load", "target": "s"}, {"source": "s", "target": "g"},
+                {"source": "g", "target": "total"}]}));
+    let local = in_process(&p).await;
+    assert_eq!(local.status, RunStatus::Completed, "{:?}", local.errors);
+    assert_eq!(
+        local.context.get("total"),
+        Some(&json!(10_005 * 10_004 / 2))
+    );
+
+    let distributed = Distributed::start(&p);
+    let (_, remote) = distributed.run(&p.blueprint, p.initial.clone()).await;
+    distributed.stop().await;
+    assert_eq!(remote.status, RunStatus::Failed);
+    assert!(
+        remote
+            .errors
+            .iter()
+            .any(|e| e.message.contains("too large")),
+        "{:?}",
+        remote.errors
+    );
+}

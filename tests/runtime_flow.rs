@@ -6,7 +6,7 @@ mod runtime_support;
 use flowcraft_azure::flow::execute::Environment;
 use flowcraft_azure::flow::expr::EvaluatorKind;
 use flowcraft_azure::flow::node::{Dependencies, NodeError, NodeRegistry, NodeResult};
-use flowcraft_azure::flow::runtime::{FlowRuntime, RunStatus};
+use flowcraft_azure::flow::runtime::{FlowRuntime, MAX_ITERATIONS, RunStatus};
 use runtime_support::*;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -245,8 +245,30 @@ async fn an_endless_loop_hits_the_iteration_guard() {
         "{:?}",
         messages(&result)
     );
-    // init + 2 per iteration: the guard stops it at 10000 executions
-    assert_eq!(trace.count("inc"), 4_999 + 1);
+    // the guard stops the loop when its body would run a 10001st time
+    assert_eq!(trace.count("inc"), MAX_ITERATIONS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_with_more_workers_than_the_iteration_guard_completes() {
+    let items: Vec<usize> = (0..MAX_ITERATIONS + 5).collect();
+    let expected: usize = items.iter().sum();
+    let blueprint = bp(json!({"id": "big", "nodes": [
+        {"id": "s", "uses": "batch-scatter", "inputs": "items",
+         "params": {"workerUsesKey": "echo", "gatherNodeId": "g"}},
+        {"id": "g", "uses": "batch-gather"},
+        {"id": "total", "uses": "sum", "inputs": "g"}],
+      "edges": [{"source": "s", "target": "g"}, {"source": "g", "target": "total"}]}));
+    let result = runtime(NodeRegistry::with_builtins())
+        .run(blueprint, ctx(json!({"items": items})))
+        .await;
+    assert_eq!(
+        result.status,
+        RunStatus::Completed,
+        "{:?}",
+        messages(&result)
+    );
+    assert_eq!(result.context["total"], json!(expected));
 }
 
 #[tokio::test]

@@ -38,8 +38,9 @@
 //!   `_pendingJoins`. `sleep` is recorded awaiting with reason `timer` and `wakeUpAt` while its
 //!   timer is pending; in-process the runtime itself waits for the timer (without holding a
 //!   concurrency slot) and then completes the node with its pass-through output.
-//! - **Guard**: more than [`MAX_ITERATIONS`] node executions fail the run ("Traversal exceeded
-//!   maximum iterations, possible infinite loop").
+//! - **Guard**: a node executed more than [`MAX_ITERATIONS`] times (an endless loop) fails the
+//!   run ("Traversal exceeded maximum iterations, possible infinite loop"); the number of
+//!   distinct nodes (e.g. batch workers) is not limited.
 //! - **Status**: `cancelled` if the token fired; else `failed` if any error was recorded; else
 //!   `awaiting` if a node awaits; else `stalled` if an `all` join received some but not all of
 //!   its activations (e.g. one branch into it was not taken; Flowcraft reports `completed`
@@ -73,7 +74,9 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// More node executions than this in one run (or one resume) fail it.
+/// A node executed more often than this in one run (or one resume) fails the run: only a loop
+/// can run a node again, so this bounds loop iterations (Flowcraft's 10000-iteration guard)
+/// without limiting how many distinct nodes a run has (a batch may have more workers).
 pub const MAX_ITERATIONS: usize = 10_000;
 
 /// Context key: ids of awaiting nodes.
@@ -381,7 +384,8 @@ struct Run {
     /// Cache of the static part of [`Run::required`].
     required_static: HashMap<String, BTreeSet<String>>,
     errors: Vec<WorkflowError>,
-    executions: usize,
+    /// Executions per node id (the iteration guard).
+    executions: HashMap<String, usize>,
     running: usize,
     tasks: JoinSet<TaskDone>,
     /// Spawned task -> (node id, whether it holds a concurrency slot).
@@ -419,7 +423,7 @@ impl Run {
             dynamic_gather: HashMap::new(),
             required_static: HashMap::new(),
             errors: Vec::new(),
-            executions: 0,
+            executions: HashMap::new(),
             running: 0,
             tasks: JoinSet::new(),
             task_nodes: HashMap::new(),
@@ -768,8 +772,9 @@ impl Run {
                 let Some(next) = self.ready.pop_front() else {
                     break;
                 };
-                self.executions += 1;
-                if self.executions > MAX_ITERATIONS {
+                let executions = self.executions.entry(next.clone()).or_default();
+                *executions += 1;
+                if *executions > MAX_ITERATIONS {
                     self.errors.push(WorkflowError::new(
                         next,
                         format!(
