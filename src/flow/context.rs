@@ -201,6 +201,17 @@ impl ContextHandle {
         self.lock().deltas.clone()
     }
 
+    /// Runs `f` on the context as this node sees it, without copying the committed context
+    /// when the node has not written anything (the lock, if any, is held while `f` runs).
+    pub(crate) fn with_view<R>(&self, f: impl FnOnce(&Map<String, Value>) -> R) -> R {
+        let unchanged = self.lock().deltas.is_empty();
+        if unchanged {
+            self.with_committed(f)
+        } else {
+            f(&self.to_json())
+        }
+    }
+
     /// The whole context as this node sees it (committed context plus its own writes).
     pub fn to_json(&self) -> Map<String, Value> {
         let mut out = self.with_committed(Map::clone);
@@ -324,6 +335,12 @@ mod tests {
         // the node's own writes stay buffered until the runtime commits them
         assert!(!read_shared(&shared).contains_key("own"));
         assert_eq!(ctx.to_json().len(), 2);
+        assert_eq!(ctx.with_view(|view| view.len()), 2);
+        let fresh = ContextHandle::live(shared);
+        assert_eq!(
+            fresh.with_view(|view| view.get("later").cloned()),
+            Some(json!(1))
+        );
     }
 
     #[test]

@@ -30,8 +30,10 @@ pub async fn loop_controller(ctx: NodeContext) -> Result<NodeResult, NodeError> 
             &parsed
         }
     };
-    let scope = ctx.context().to_json();
-    if truthy(expression.evaluate(&scope).as_ref()) {
+    let holds = ctx
+        .context()
+        .with_view(|scope| truthy(expression.evaluate(scope).as_ref()));
+    if holds {
         Ok(NodeResult::empty().with_action("continue"))
     } else {
         Ok(NodeResult::output(Value::Null).with_action("break"))

@@ -208,7 +208,9 @@ pub fn incomplete_error(
 /// The `subflow` node.
 pub async fn subflow(ctx: NodeContext) -> Result<NodeResult, NodeError> {
     let sub = sub_blueprint(ctx.environment(), ctx.node_id(), ctx.params())?;
-    let initial = sub_context(ctx.params(), &ctx.context().to_json(), ctx.input(), &sub);
+    let initial = ctx
+        .context()
+        .with_view(|parent| sub_context(ctx.params(), parent, ctx.input(), &sub));
     let sub_env = nested_environment(ctx.environment(), ctx.node_id(), sub.id())?;
     let runtime = FlowRuntime::new(sub_env.clone());
     let result = runtime
