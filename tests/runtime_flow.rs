@@ -834,6 +834,24 @@ async fn a_cycle_without_start_nodes_enters_at_the_declared_entry_point() {
 }
 
 #[tokio::test]
+async fn two_separate_cycles_without_start_nodes_both_run() {
+    let trace = Trace::default();
+    let b = bp(json!({"id": "rings", "metadata": {"allowCycles": true},
+      "nodes": [{"id": "a", "uses": "trace"}, {"id": "b", "uses": "trace"},
+                {"id": "c", "uses": "trace"}, {"id": "d", "uses": "trace"}],
+      "edges": [{"source": "a", "target": "b"}, {"source": "b", "target": "a"},
+                {"source": "c", "target": "d"}, {"source": "d", "target": "c"}]}));
+    let result = runtime(registry(&trace))
+        .with_concurrency(1)
+        .run(b, ctx(json!({})))
+        .await;
+    assert_eq!(result.status, RunStatus::Completed);
+    let mut ran = trace.all();
+    ran.sort();
+    assert_eq!(ran, ["a", "b", "c", "d"]);
+}
+
+#[tokio::test]
 async fn user_registrations_override_built_in_nodes() {
     let mut r = NodeRegistry::with_builtins();
     r.register("echo", |_ctx| async {

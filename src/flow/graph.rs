@@ -75,12 +75,7 @@ impl Graph {
         };
         let mut start = ids(&|i| incoming[i].is_empty() && !fallback_only[i]);
         if start.is_empty() {
-            start = if entry_points.is_empty() {
-                // Every node is on a cycle: enter at the first one declared.
-                ids(&|i| !fallback_only[i]).into_iter().take(1).collect()
-            } else {
-                entry_points.to_vec()
-            };
+            start = cycle_entries(def, &index, &outgoing, &fallback_only, entry_points);
         }
         let terminal = ids(&|i| outgoing[i].is_empty() && !fallback_only[i]);
         let mut graph = Graph {
@@ -216,6 +211,54 @@ impl Graph {
         }
         None
     }
+}
+
+/// Where a graph without start nodes (every node is on or behind a cycle) is entered: the
+/// declared `entry_points`, then, in declaration order, every node that is still not
+/// reachable from the entries so far, so each separate cycle gets one entry (as Flowcraft
+/// enters each detected cycle).
+fn cycle_entries(
+    def: &WorkflowBlueprint,
+    index: &HashMap<String, usize>,
+    outgoing: &[Vec<usize>],
+    fallback_only: &[bool],
+    entry_points: &[String],
+) -> Vec<String> {
+    let n = def.nodes.len();
+    let mut seen = vec![false; n];
+    let mut entries = Vec::new();
+    let declared = entry_points.iter().filter_map(|id| index.get(id).copied());
+    let rest: Vec<usize> = (0..n)
+        .filter(|&i| !fallback_only.get(i).copied().unwrap_or(false))
+        .collect();
+    for candidate in declared.chain(rest) {
+        if seen.get(candidate).copied().unwrap_or(true) {
+            continue;
+        }
+        if let Some(node) = def.nodes.get(candidate) {
+            entries.push(node.id.clone());
+        }
+        // mark everything reachable from the new entry (each node is expanded once overall)
+        if let Some(flag) = seen.get_mut(candidate) {
+            *flag = true;
+        }
+        let mut queue = VecDeque::from([candidate]);
+        while let Some(v) = queue.pop_front() {
+            let targets = outgoing
+                .get(v)
+                .into_iter()
+                .flatten()
+                .filter_map(|&e| def.edges.get(e))
+                .filter_map(|edge| index.get(&edge.target).copied());
+            for t in targets {
+                if let Some(flag) = seen.get_mut(t).filter(|f| !**f) {
+                    *flag = true;
+                    queue.push_back(t);
+                }
+            }
+        }
+    }
+    entries
 }
 
 /// Breadth-first reachability from `starts`, never expanding `barrier`.

@@ -523,6 +523,21 @@ fn cycle_entry_points_are_start_nodes_when_nothing_else_is() {
 }
 
 #[test]
+fn each_separate_cycle_gets_one_entry_when_there_are_no_start_nodes() {
+    let doc = json!({"id": "rings", "metadata": {"allowCycles": true, "cycleEntryPoints": ["d"]},
+        "nodes": [{"id": "a", "uses": "e"}, {"id": "b", "uses": "e"},
+                  {"id": "c", "uses": "e"}, {"id": "d", "uses": "e"},
+                  {"id": "tail", "uses": "e"}, {"id": "self", "uses": "e"}],
+        "edges": [edge("a", "b"), edge("b", "a"), edge("c", "d"), edge("d", "c"),
+                  edge("b", "tail"), edge("self", "self")]});
+    // the declared entry first, then the first node of every part not reachable yet
+    assert_eq!(load_ok(doc.clone()).start_nodes(), ["d", "a", "self"]);
+    let mut no_meta = doc;
+    no_meta["metadata"] = json!({"allowCycles": true});
+    assert_eq!(load_ok(no_meta).start_nodes(), ["a", "c", "self"]);
+}
+
+#[test]
 fn a_cycle_beside_a_loop_controller_is_still_rejected() {
     let doc = json!({"id": "x",
         "nodes": [{"id": "s", "uses": "e"}, {"id": "a", "uses": "e"}, {"id": "b", "uses": "e"},
