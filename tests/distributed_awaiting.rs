@@ -227,3 +227,89 @@ async fn batch_scatter_runs_one_job_per_item_and_gather_waits_for_all() {
     );
     h.stop().await;
 }
+
+const CHILD_WAITS: &str = r#"{"id":"child_waits","nodes":[
+  {"id":"w1","uses":"wait"},{"id":"w2","uses":"wait"},{"id":"last","uses":"echo"}],
+  "edges":[{"source":"w1","target":"w2","action":"go"},{"source":"w2","target":"last","action":"go"}]}"#;
+const PARENT_OF_WAITS: &str = r#"{"id":"parent_waits","nodes":[
+  {"id":"sub","uses":"subflow","params":{"blueprintId":"child_waits"}},
+  {"id":"after","uses":"count"}],
+  "edges":[{"source":"sub","target":"after"}]}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_awaiting_subflow_is_resumed_through_its_sub_run_by_a_worker() {
+    let mut h = Harness::new(&[CHILD_WAITS, PARENT_OF_WAITS]);
+    h.spawn_workers(2);
+    let run_id = h.start("parent_waits", json!({})).await;
+    let parked = h.wait(&run_id).await;
+    assert_eq!(parked.status, RunStatus::Awaiting);
+    assert_eq!(parked.context["_awaitingNodeIds"], json!(["sub"]));
+    assert!(parked.context.contains_key("_subflowState.sub"));
+    // First resume: the sub-run moves on to w2 and waits again; the parent stays awaiting.
+    h.client
+        .resume_with_action(&run_id, Some("sub"), Some("go".into()), Some(json!("one")))
+        .await
+        .unwrap();
+    let again = loop {
+        let r = h.client.status(&run_id).await.unwrap().unwrap();
+        let sub_state = &r.context["_subflowState.sub"];
+        if sub_state.get("_outputs.w1").is_some() {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(again.status, RunStatus::Awaiting);
+    assert_eq!(h.counter.get("after"), 0);
+    // Second resume: the sub-run completes, the parent node completes and routes.
+    h.client
+        .resume_with_action(&run_id, None, Some("go".into()), Some(json!("two")))
+        .await
+        .unwrap();
+    let result = loop {
+        let r = h.wait(&run_id).await;
+        if r.status != RunStatus::Awaiting {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(result.status, RunStatus::Completed, "{result:?}");
+    assert_eq!(result.context["_outputs.sub"], json!("two"));
+    assert!(!result.context.contains_key("_subflowState.sub"));
+    assert_eq!(h.counter.get("after"), 1);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_duplicate_subflow_resume_job_is_dropped() {
+    let h = Harness::new(&[CHILD_WAITS, PARENT_OF_WAITS]);
+    let run_id = h.start("parent_waits", json!({})).await;
+    let start = h.take("sub").await;
+    h.handle(&start).await;
+    h.client
+        .resume_with_action(&run_id, None, Some("go".into()), None)
+        .await
+        .unwrap();
+    let resume = h.take("sub").await;
+    let worker = h.worker();
+    let mut events = h.events.subscribe();
+    assert_eq!(
+        worker.handle_message(&resume).await,
+        flowcraft_azure::distributed::worker::Disposition::Complete
+    );
+    // The same resume delivered again must not resume w2 as well.
+    worker.handle_message(&resume).await;
+    let mut dropped = 0;
+    while let Ok(e) = events.try_recv() {
+        if matches!(
+            e,
+            flowcraft_azure::distributed::events::Event::JobDropped { .. }
+        ) {
+            dropped += 1;
+        }
+    }
+    assert_eq!(dropped, 1);
+    let state = h.client.status(&run_id).await.unwrap().unwrap();
+    let sub = &state.context["_subflowState.sub"];
+    assert!(sub.get("_outputs.w1").is_some());
+    assert!(sub.get("_outputs.w2").is_none(), "w2 must still wait");
+}

@@ -9,13 +9,16 @@ use crate::distributed::core::{
     to_result,
 };
 use crate::distributed::events::EventBus;
+use crate::distributed::job::JobKind;
 use crate::distributed::ports::RunPhase;
-use crate::distributed::state::WorkItem;
-use crate::distributed::transition::{Settlement, cancel, new_run, resume_target, settle};
+use crate::distributed::state::{CommitRecord, PendingResume, WorkItem};
+use crate::distributed::transition::{
+    Settlement, cancel, new_run, resume_target, settle, update_status,
+};
 use crate::flow::context::AwaitReason;
 use crate::flow::execute::BlueprintRegistry;
 use crate::flow::node::NodeResult;
-use crate::flow::runtime::WorkflowResult;
+use crate::flow::runtime::{SUBFLOW_STATE_PREFIX, WorkflowResult};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -147,8 +150,11 @@ impl Client {
 
     /// Resumes an awaiting node (`node`, default: the first awaiting one): completes it with
     /// `output` (default: what the node produced when it paused) and routes on `action`
-    /// through the normal path, then enqueues what that made ready. `InvalidInput` when the
-    /// run or node is not awaiting.
+    /// through the normal path, then enqueues what that made ready, which is returned. An
+    /// awaiting subflow node is resumed by a worker instead (its sub-run resumes with the same
+    /// action and output; the node completes, fails or waits again like in-process); the
+    /// returned work is then that resume job. `InvalidInput` when the run or node is not
+    /// awaiting.
     pub async fn resume_with_action(
         &self,
         run_id: &str,
@@ -181,30 +187,59 @@ impl Client {
                 node: target,
                 activation: record.activation,
             };
+            let sub_state_key = format!("{SUBFLOW_STATE_PREFIX}{}", work.node);
+            if state
+                .context
+                .get(&sub_state_key)
+                .is_some_and(Value::is_object)
+            {
+                state.book.revision += 1;
+                let seq = state.book.revision;
+                if let Some(rec) = state.book.awaiting.get_mut(&work.node) {
+                    rec.pending_resume = Some(PendingResume {
+                        seq,
+                        action: action.clone(),
+                        output: output.clone(),
+                    });
+                }
+                update_status(state);
+                return Step::Write(Ok(Resumption::Subflow(work, seq)));
+            }
             let result = NodeResult {
                 output: output.clone().or(record.output),
                 action: action.clone(),
                 dynamic_nodes: Vec::new(),
             };
-            let committed = settle(state, &blueprint, &work, Settlement::Resumed(result), now);
-            Step::Write(Ok(committed))
+            let settlement = Settlement::Resumed(result, Vec::new());
+            let committed = settle(state, &blueprint, &work, settlement, now);
+            Step::Write(Ok(Resumption::Direct(committed)))
         })
         .await?;
-        let record = outcome.map_err(Error::invalid_input)?;
-        enqueue_follow_ups(
-            self.backends.queue.as_ref(),
-            run_id,
-            &blueprint_id,
-            &record.fired,
-            None,
-        )
-        .await?;
-        publish_status(self.backends.runs.as_ref(), &self.events, &state).await?;
-        tracing::info!(run_id, node_id = %record.node, fired = record.fired.len(), "run resumed");
-        Ok(record.fired)
+        let queue = self.backends.queue.as_ref();
+        match outcome.map_err(Error::invalid_input)? {
+            Resumption::Subflow(work, seq) => {
+                let mut job = execute_job(run_id, &blueprint_id, &work);
+                job.kind = JobKind::Resume;
+                job.resume_seq = Some(seq);
+                queue
+                    .send(&job.encode()?, Duration::ZERO)
+                    .await
+                    .map_err(|e| e.during("enqueue subflow resume"))?;
+                publish_status(self.backends.runs.as_ref(), &self.events, &state).await?;
+                tracing::info!(run_id, node_id = %work.node, "subflow resume handed to a worker");
+                Ok(vec![work])
+            }
+            Resumption::Direct(record) => {
+                enqueue_follow_ups(queue, run_id, &blueprint_id, &record.fired, None).await?;
+                publish_status(self.backends.runs.as_ref(), &self.events, &state).await?;
+                tracing::info!(run_id, node_id = %record.node, fired = record.fired.len(), "run resumed");
+                Ok(record.fired)
+            }
+        }
     }
 
-    /// Re-enqueues the run's recorded outstanding work (and the wake-ups of sleeping nodes),
+    /// Re-enqueues the run's recorded outstanding work (plus the wake-ups of sleeping nodes
+    /// and the pending resumes of awaiting subflows),
     /// never re-deriving routing (F3). A finished run only gets its status item re-published.
     /// Returns the work re-enqueued. Safe to call at any time: jobs are idempotent.
     pub async fn reconcile(&self, run_id: &str) -> Result<Vec<WorkItem>, Error> {
@@ -252,6 +287,17 @@ impl Client {
         enqueue_follow_ups(queue, run_id, &blueprint_id, &work, None).await?;
         let now = chrono::Utc::now();
         for (node, record) in &state.book.awaiting {
+            if let Some(pending) = &record.pending_resume {
+                let item = WorkItem {
+                    node: node.clone(),
+                    activation: record.activation,
+                };
+                let mut job = execute_job(run_id, &blueprint_id, &item);
+                job.kind = JobKind::Resume;
+                job.resume_seq = Some(pending.seq);
+                queue.send(&job.encode()?, Duration::ZERO).await?;
+                work.push(item);
+            }
             if record.details.reason != AwaitReason::Timer {
                 continue;
             }
@@ -290,6 +336,14 @@ impl Client {
             .map(str::to_string)
             .ok_or_else(|| Error::invalid_input(format!("run {run_id} has no blueprintId")))
     }
+}
+
+/// How a resume was committed.
+enum Resumption {
+    /// The node was completed and routed in the commit.
+    Direct(CommitRecord),
+    /// A worker must resume the node's sub-run (request `seq`).
+    Subflow(WorkItem, u64),
 }
 
 fn not_found(run_id: &str) -> Error {

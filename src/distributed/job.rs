@@ -20,6 +20,8 @@ pub enum JobKind {
     Execute,
     /// Wake a sleeping node (its timer fired).
     Wake,
+    /// Resume an awaiting subflow node's sub-run (requested by a client).
+    Resume,
 }
 
 fn is_execute(kind: &JobKind) -> bool {
@@ -48,6 +50,9 @@ pub struct JobMessage {
     /// For a chained wake-up: how much of the sleep is still left after this message's delay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remaining_ms: Option<u64>,
+    /// For a resume job: which resume request of the node it carries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_seq: Option<u64>,
     /// TypeScript's flag; accepted and ignored (retries are queue messages here).
     #[serde(default, skip_serializing)]
     pub is_last_attempt: Option<bool>,
@@ -64,6 +69,7 @@ impl JobMessage {
             activation: Some(activation),
             kind: JobKind::Execute,
             remaining_ms: None,
+            resume_seq: None,
             is_last_attempt: None,
         }
     }

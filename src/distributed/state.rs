@@ -118,6 +118,25 @@ pub struct AwaitingRecord {
     /// gives none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Value>,
+    /// A resume requested for an awaiting subflow node, waiting for a worker to resume the
+    /// sub-run (the worker runs nodes; the client does not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_resume: Option<PendingResume>,
+}
+
+/// A resume request handed to a worker (awaiting subflows): the job carries `seq`, so a
+/// duplicate or stale resume job is recognised and dropped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingResume {
+    /// Unique per request within the run.
+    pub seq: u64,
+    /// The action to route on once the node completes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// The output given to the resume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
 }
 
 /// An error recorded for the run (the user's message survives).

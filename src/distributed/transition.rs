@@ -28,7 +28,7 @@ use crate::distributed::state::{
     RunState, TakenEdge, WorkItem,
 };
 use crate::flow::blueprint::{Blueprint, JoinStrategy};
-use crate::flow::context::{AwaitReason, AwaitingDetails, apply_deltas};
+use crate::flow::context::{AwaitReason, AwaitingDetails, ContextDelta, apply_deltas};
 use crate::flow::execute::{NodeCompletion, node_definition};
 use crate::flow::node::{NodeError, NodeResult};
 use crate::flow::routing::{LOOP_CONTROLLER, output_keys, route};
@@ -46,8 +46,9 @@ pub enum Settlement {
     Finished(NodeCompletion),
     /// The node failed on its last attempt (or fatally).
     Failed(NodeError),
-    /// An awaiting node is completed with this result (client resume or its timer).
-    Resumed(NodeResult),
+    /// An awaiting node is completed with this result (client resume, its timer, or its
+    /// resumed sub-run) and these extra context writes.
+    Resumed(NodeResult, Vec<ContextDelta>),
 }
 
 /// What the blueprint version check says about a run.
@@ -209,12 +210,23 @@ pub fn settle(
                 None => complete(state, blueprint, node, completion.result, &mut record),
             }
         }
-        Settlement::Resumed(result) => {
+        Settlement::Resumed(result, deltas) => {
             state.book.awaiting.remove(node);
             clear_awaiting_entry(&mut state.context, node);
+            apply_deltas(&mut state.context, &deltas);
             complete(state, blueprint, node, result, &mut record);
         }
         Settlement::Failed(error) => {
+            if state
+                .book
+                .awaiting
+                .get(node)
+                .is_some_and(|a| a.activation == work.activation)
+            {
+                // A resumed sub-run failed: the node stops waiting and fails.
+                state.book.awaiting.remove(node);
+                clear_awaiting_entry(&mut state.context, node);
+            }
             let fallback = node_definition(blueprint, node, &state.context)
                 .and_then(|n| n.config.fallback.clone())
                 .filter(|f| blueprint.node(f).is_some());
@@ -271,7 +283,9 @@ pub fn update_status(state: &mut RunState) {
     book.status = if let Some(first) = book.errors.first() {
         book.reason = Some(first.message.clone());
         RunPhase::Failed
-    } else if !book.outstanding.is_empty() {
+    } else if !book.outstanding.is_empty()
+        || book.awaiting.values().any(|a| a.pending_resume.is_some())
+    {
         RunPhase::Running
     } else if !book.awaiting.is_empty() {
         RunPhase::Awaiting
@@ -461,6 +475,7 @@ fn record_awaiting(
             activation: work.activation,
             details,
             output,
+            pending_resume: None,
         },
     );
 }
@@ -518,7 +533,6 @@ pub fn resume_target(state: &RunState, node: Option<&str>) -> Result<String, Str
 mod tests {
     use super::*;
     use crate::flow::blueprint::Blueprint;
-    use crate::flow::context::ContextDelta;
 
     fn bp(json: &str) -> Blueprint {
         Blueprint::from_json(json).unwrap()

@@ -17,16 +17,20 @@ use crate::distributed::core::{
 use crate::distributed::events::{Event, EventBus};
 use crate::distributed::job::{JobKind, JobMessage};
 use crate::distributed::ports::{QueueMessage, RunPhase};
-use crate::distributed::state::{CommitRecord, RunState, WorkItem};
+use crate::distributed::state::{CommitRecord, PendingResume, RunState, WorkItem};
 use crate::distributed::transition::{
-    Settlement, VersionCheck, check_version, fail_run, prepare, settle,
+    Settlement, VersionCheck, check_version, fail_run, prepare, settle, update_status,
 };
 use crate::flow::blueprint::Blueprint;
+use crate::flow::builtins::subflow;
+use crate::flow::context::ContextDelta;
 use crate::flow::execute::{
     AttemptOutcome, AttemptRequest, Environment, execute_attempt, max_attempts, node_definition,
     retry_delay,
 };
 use crate::flow::node::NodeResult;
+use crate::flow::runtime::{FlowRuntime, RunStatus, SUBFLOW_STATE_PREFIX};
+use serde_json::{Map, Value};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -90,10 +94,30 @@ enum Committed {
     Fresh { record: CommitRecord, publish: bool },
     /// The settlement was already committed (redelivery): replay it.
     Replay(CommitRecord),
+    /// A resumed sub-run waits again: its new state was stored, the node keeps waiting.
+    Reparked,
     /// The run finished or the work is gone: nothing to do.
     Dropped(String),
     /// The run is pinned to another blueprint version.
     Deferred(String),
+}
+
+/// What a job will commit, decided before the commit loop.
+enum Plan {
+    /// Settle an executed attempt.
+    Execute(Settlement),
+    /// Complete a sleeping node with its stored output.
+    Wake,
+    /// Apply the outcome of a resumed sub-run.
+    Resume(SubflowResume),
+}
+
+/// The outcome of resuming an awaiting subflow node's sub-run.
+enum SubflowResume {
+    /// The sub-run finished: complete (or fail) the node.
+    Settle(Settlement),
+    /// The sub-run waits again: store its new state.
+    Repark(Map<String, Value>),
 }
 
 /// A distributed worker over some [`Backends`].
@@ -289,7 +313,7 @@ impl Worker {
         let Some(work) = resolve_work(&state, job) else {
             return Ok(self.dropped(job, "no outstanding work for this node"));
         };
-        let settlement = match job.kind {
+        let plan = match job.kind {
             JobKind::Wake => {
                 if let Some(ms) = job.remaining_ms.filter(|ms| *ms > 0) {
                     let mut next = job.clone();
@@ -302,7 +326,25 @@ impl Worker {
                     .await?;
                     return Ok(Disposition::Complete);
                 }
-                None
+                Plan::Wake
+            }
+            JobKind::Resume => {
+                let pending = state
+                    .book
+                    .awaiting
+                    .get(&work.node)
+                    .filter(|rec| rec.activation == work.activation)
+                    .and_then(|rec| rec.pending_resume.clone())
+                    .filter(|p| Some(p.seq) == job.resume_seq);
+                let Some(pending) = pending else {
+                    return Ok(
+                        self.dropped(job, "stale resume: the node is no longer waiting for it")
+                    );
+                };
+                Plan::Resume(
+                    self.resume_subflow(&blueprint, &state, &work, pending)
+                        .await,
+                )
             }
             JobKind::Execute => {
                 if let Some(record) = state.book.commits.get(&work.key()) {
@@ -313,14 +355,13 @@ impl Worker {
                     return Ok(self.dropped(job, "stale job: its work is not outstanding"));
                 }
                 match self.attempt(job, &blueprint, &state).await? {
-                    Some(settlement) => Some(settlement),
+                    Some(settlement) => Plan::Execute(settlement),
                     None => return Ok(Disposition::Complete),
                 }
             }
         };
         let now = chrono::Utc::now();
         let heartbeat = i64::try_from(self.config.status_heartbeat.as_secs()).unwrap_or(60);
-        let wake = job.kind == JobKind::Wake;
         let (committed, state) = commit_with(runs, &job.run_id, |state| {
             if state.book.status.is_terminal() {
                 return Step::Skip(Committed::Dropped(format!(
@@ -332,31 +373,59 @@ impl Worker {
                 return Step::Skip(Committed::Deferred(version_mismatch(&pinned, &blueprint)));
             }
             prepare(state, &blueprint);
-            let settlement = if wake {
-                match state.book.awaiting.get(&work.node) {
-                    Some(rec) if rec.activation == work.activation => {
-                        Settlement::Resumed(NodeResult {
-                            output: rec.output.clone(),
+            let waiting = state
+                .book
+                .awaiting
+                .get(&work.node)
+                .filter(|rec| rec.activation == work.activation)
+                .cloned();
+            let settlement = match &plan {
+                Plan::Wake => match waiting {
+                    Some(rec) => Settlement::Resumed(
+                        NodeResult {
+                            output: rec.output,
                             action: None,
                             dynamic_nodes: Vec::new(),
-                        })
-                    }
-                    _ => {
+                        },
+                        Vec::new(),
+                    ),
+                    None => {
                         return Step::Skip(Committed::Dropped(
                             "the sleeping node was already resumed".into(),
                         ));
                     }
+                },
+                Plan::Resume(outcome) => {
+                    let current = waiting
+                        .and_then(|rec| rec.pending_resume)
+                        .is_some_and(|p| Some(p.seq) == job.resume_seq);
+                    if !current {
+                        return Step::Skip(Committed::Dropped("stale resume".into()));
+                    }
+                    match outcome {
+                        SubflowResume::Settle(settlement) => settlement.clone(),
+                        SubflowResume::Repark(sub_state) => {
+                            state.context.insert(
+                                format!("{SUBFLOW_STATE_PREFIX}{}", work.node),
+                                Value::Object(sub_state.clone()),
+                            );
+                            if let Some(rec) = state.book.awaiting.get_mut(&work.node) {
+                                rec.pending_resume = None;
+                            }
+                            state.book.revision += 1;
+                            update_status(state);
+                            return Step::Write(Committed::Reparked);
+                        }
+                    }
                 }
-            } else {
-                if let Some(record) = state.book.commits.get(&work.key()) {
-                    return Step::Skip(Committed::Replay(record.clone()));
-                }
-                if !state.book.outstanding.contains_key(&work.key()) {
-                    return Step::Skip(Committed::Dropped("stale job".into()));
-                }
-                match &settlement {
-                    Some(s) => s.clone(),
-                    None => return Step::Skip(Committed::Dropped("nothing to settle".into())),
+                Plan::Execute(settlement) => {
+                    if let Some(record) = state.book.commits.get(&work.key()) {
+                        return Step::Skip(Committed::Replay(record.clone()));
+                    }
+                    if !state.book.outstanding.contains_key(&work.key()) {
+                        return Step::Skip(Committed::Dropped("stale job".into()));
+                    }
+                    settlement.clone()
                 }
             };
             let before = state.book.status;
@@ -380,8 +449,76 @@ impl Worker {
                 Ok(Disposition::Complete)
             }
             Committed::Replay(record) => self.replay(job, &state, record).await,
+            Committed::Reparked => {
+                tracing::info!("the resumed sub-run waits again; the node stays awaiting");
+                publish_status(runs, &self.events, &state).await?;
+                Ok(Disposition::Complete)
+            }
             Committed::Dropped(reason) => Ok(self.dropped(job, reason)),
             Committed::Deferred(why) => Ok(self.deferred(job, dequeue_count, why).await),
+        }
+    }
+
+    /// Resumes the sub-run of an awaiting subflow node with the requested action and output
+    /// (like the in-process runtime): completed -> the node completes with the subflow's
+    /// output; awaiting -> the node waits again; otherwise -> the node fails.
+    async fn resume_subflow(
+        &self,
+        blueprint: &Arc<Blueprint>,
+        state: &RunState,
+        work: &WorkItem,
+        pending: PendingResume,
+    ) -> SubflowResume {
+        let node = work.node.as_str();
+        let key = format!("{SUBFLOW_STATE_PREFIX}{node}");
+        let Some(Value::Object(sub_state)) = state.context.get(&key).cloned() else {
+            let result = NodeResult {
+                output: pending.output,
+                action: pending.action,
+                dynamic_nodes: Vec::new(),
+            };
+            return SubflowResume::Settle(Settlement::Resumed(result, Vec::new()));
+        };
+        let params = node_definition(blueprint, node, &state.context)
+            .and_then(|n| n.params.clone())
+            .unwrap_or_default();
+        let sub_blueprint = match subflow::sub_blueprint(&self.env, node, &params) {
+            Ok(bp) => bp,
+            Err(error) => return SubflowResume::Settle(Settlement::Failed(error)),
+        };
+        let sub_env = match subflow::nested_environment(&self.env, node, sub_blueprint.id()) {
+            Ok(env) => env,
+            Err(error) => return SubflowResume::Settle(Settlement::Failed(error)),
+        };
+        let sub = FlowRuntime::new(sub_env.clone())
+            .resume(
+                sub_blueprint.clone(),
+                sub_state,
+                None,
+                pending.action,
+                pending.output,
+            )
+            .await;
+        match sub.status {
+            RunStatus::Awaiting => SubflowResume::Repark(sub.context),
+            RunStatus::Completed => {
+                let (output, writes) =
+                    subflow::subflow_output(&params, &sub_blueprint, &sub.context);
+                let deltas = writes
+                    .into_iter()
+                    .map(|(key, value)| ContextDelta::Set { key, value })
+                    .collect();
+                let result = NodeResult {
+                    output,
+                    ..NodeResult::default()
+                };
+                SubflowResume::Settle(Settlement::Resumed(result, deltas))
+            }
+            _ => SubflowResume::Settle(Settlement::Failed(subflow::incomplete_error(
+                &sub_env,
+                sub_blueprint.id(),
+                &sub,
+            ))),
         }
     }
 
