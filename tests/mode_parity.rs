@@ -408,6 +408,15 @@ async fn failures_fallbacks_and_joins_agree() {
                 {"id": "x", "uses": "no-such-node", "config": {"maxRetries": 3}}], "edges": []}),
         ),
         (
+            "a missing sub-blueprint is fatal, so the parent's fallback does not run",
+            json!({"id": "sub-fallback", "nodes": [
+                {"id": "call", "uses": "subflow", "params": {"blueprintId": "no-such-blueprint"},
+                 "config": {"fallback": "plan_b"}},
+                {"id": "plan_b", "uses": "set", "params": {"values": {"plan": "b"}}},
+                {"id": "after", "uses": "echo", "inputs": "plan"}],
+              "edges": [{"source": "call", "target": "after"}]}),
+        ),
+        (
             "a batch worker failure fails the run",
             json!({"id": "batch-fail", "nodes": [
                 {"id": "load", "uses": "set", "params": {"values": {"items": [1, 2]}}},
@@ -517,15 +526,11 @@ async fn a_wait_inside_a_subflow_pauses_the_same_way_in_both_modes() {
     }
 }
 
-/// Resuming a parent whose subflow waits must resume the SUB-RUN (spec 2.12 step 2, §3
-/// "an awaiting subflow needs its sub-context persisted and a resume path"): the action goes
-/// to the sub-run's waiting node, the sub-run finishes, and the parent node's output is the
-/// sub-run's terminal output. In-process does this. The distributed client's
-/// `resume_with_action` instead completes the parent node directly with the resume output
-/// (`null` here) and drops `_subflowState.call`, so `approved`/`notify` never run and
-/// `_outputs.call` is `null` instead of "approved".
+/// Resuming a parent whose subflow waits resumes the SUB-RUN (spec 2.12 step 2, §3 "an
+/// awaiting subflow needs its sub-context persisted and a resume path"): the action goes to
+/// the sub-run's waiting node, the sub-run finishes, and the parent node's output is the
+/// sub-run's terminal output.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "distributed-core bug: resume_with_action does not resume an awaiting subflow's sub-run (completes the parent with the resume output instead)"]
 async fn a_wait_inside_a_subflow_resumes_the_same_way_in_both_modes() {
     let p = outer_approval();
     let paused_local = in_process(&p).await;
@@ -677,4 +682,86 @@ async fn a_huge_batch_completes_in_process_but_exceeds_the_distributed_document_
         "{:?}",
         remote.errors
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallbacks_in_loops_inherited_actions_and_transforms_agree() {
+    let cases = [
+        (
+            "a failing body node rescued by its fallback in every loop pass",
+            json!({"id": "fallback-loop", "metadata": {"evaluator": "safe"}, "nodes": [
+                {"id": "init", "uses": "echo"},
+                {"id": "count", "uses": "echo"},
+                {"id": "risky", "uses": "fail", "config": {"fallback": "safe_path"}},
+                {"id": "safe_path", "uses": "set", "params": {"values": {"rescued": true}}},
+                {"id": "ctrl", "uses": "loop-controller", "params": {"condition": "count < 3"},
+                 "config": {"joinStrategy": "any"}},
+                {"id": "done", "uses": "echo", "inputs": "count"}],
+              "edges": [{"source": "init", "target": "count", "transform": "1"},
+                        {"source": "count", "target": "risky"},
+                        {"source": "risky", "target": "ctrl"},
+                        {"source": "ctrl", "target": "count", "action": "continue",
+                         "transform": "context.count + 1"},
+                        {"source": "ctrl", "target": "done", "action": "break"}]}),
+        ),
+        (
+            "an action edge inherited by a fallback node",
+            json!({"id": "fallback-action", "nodes": [
+                {"id": "a", "uses": "fail", "config": {"fallback": "f"}},
+                {"id": "f", "uses": "action", "params": {"action": "manual"}},
+                {"id": "auto", "uses": "echo"}, {"id": "manual", "uses": "echo"}],
+              "edges": [{"source": "a", "target": "auto", "action": "auto"},
+                        {"source": "a", "target": "manual", "action": "manual"}]}),
+        ),
+        (
+            "a transform edge into a node that names its inputs",
+            json!({"id": "transform-inputs", "metadata": {"evaluator": "safe"}, "nodes": [
+                {"id": "a", "uses": "set", "params": {"values": {"base": 10}}},
+                {"id": "b", "uses": "echo", "inputs": "base"},
+                {"id": "c", "uses": "echo", "inputs": "b"}],
+              "edges": [{"source": "a", "target": "b", "transform": "input + 5"},
+                        {"source": "b", "target": "c", "transform": "input * 2"}]}),
+        ),
+    ];
+    for (name, blueprint) in cases {
+        let local = assert_parity(name, &prepared_inline(blueprint)).await;
+        assert_eq!(
+            local.status,
+            RunStatus::Completed,
+            "{name}: {:?}",
+            local.errors
+        );
+    }
+}
+
+/// A scatter inside a loop starts a fresh batch on every pass, and the gather waits only for
+/// that pass's workers (in-process: `Run::complete` replaces the gather's worker set).
+/// The distributed core ends this run `stalled` after the second pass: in
+/// `distributed::transition::complete` the gather's `dynamic_preds` set is EXTENDED with each
+/// pass's workers instead of replaced, so on pass 2 the gather still waits for pass 1's
+/// workers, whose arrivals were cleared when the loop controller re-armed the body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "distributed-core bug: a batch inside a loop stalls on its second pass (gather worker set accumulates across passes)"]
+async fn a_batch_inside_a_loop_runs_every_pass_in_both_modes() {
+    let p = prepared_inline(
+        json!({"id": "batch-loop", "metadata": {"evaluator": "safe"}, "nodes": [
+                {"id": "init", "uses": "set", "params": {"values": {"items": [1, 2, 3]}}},
+                {"id": "b_scatter", "uses": "batch-scatter", "inputs": "items",
+                 "params": {"workerUsesKey": "echo", "gatherNodeId": "b_gather"}},
+                {"id": "b_gather", "uses": "batch-gather", "params": {"outputKey": "gathered"}},
+                {"id": "count", "uses": "echo"},
+                {"id": "ctrl", "uses": "loop-controller", "params": {"condition": "count < 3"},
+                 "config": {"joinStrategy": "any"}},
+                {"id": "done", "uses": "sum", "inputs": "gathered"}],
+              "edges": [{"source": "init", "target": "count", "transform": "1"},
+                        {"source": "count", "target": "b_scatter"},
+                        {"source": "b_scatter", "target": "b_gather"},
+                        {"source": "b_gather", "target": "ctrl"},
+                        {"source": "ctrl", "target": "count", "action": "continue",
+                         "transform": "context.count + 1"},
+                        {"source": "ctrl", "target": "done", "action": "break"}]}),
+    );
+    let local = assert_parity("batch inside a loop", &p).await;
+    assert_eq!(local.status, RunStatus::Completed, "{:?}", local.errors);
+    assert_eq!(local.context.get("done"), Some(&json!(6)));
 }
