@@ -765,3 +765,43 @@ async fn a_batch_inside_a_loop_runs_every_pass_in_both_modes() {
     assert_eq!(local.status, RunStatus::Completed, "{:?}", local.errors);
     assert_eq!(local.context.get("done"), Some(&json!(6)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_node_ids_and_resume_defaults_agree() {
+    let p = prepared_inline(json!({"id": "odd ids/ü", "nodes": [
+        {"id": "", "uses": "set", "params": {"values": {"v": 1}}},
+        {"id": "a.b", "uses": "echo", "inputs": "v"},
+        {"id": "ü ñ", "uses": "echo", "inputs": "_outputs.a.b"},
+        {"id": "x/y\"z", "uses": "echo", "inputs": "_outputs.ü ñ"}],
+      "edges": [{"source": "", "target": "a.b"}, {"source": "a.b", "target": "ü ñ"},
+                {"source": "ü ñ", "target": "x/y\"z"}]}));
+    let local = assert_parity("odd ids", &p).await;
+    assert_eq!(local.status, RunStatus::Completed, "{:?}", local.errors);
+    assert_eq!(local.context.get("_outputs.x/y\"z"), Some(&json!(1)));
+
+    // resuming a wait with an action no edge has takes the default edges, and without an
+    // output the node's output is null in both modes
+    let p = prepared_inline(json!({"id": "resume-default", "nodes": [
+        {"id": "w", "uses": "wait"},
+        {"id": "special", "uses": "echo"}, {"id": "fallthrough", "uses": "echo"}],
+      "edges": [{"source": "w", "target": "special", "action": "special"},
+                {"source": "w", "target": "fallthrough"}]}));
+    let paused = in_process(&p).await;
+    let distributed = Distributed::start(&p);
+    let (run_id, _) = distributed.run(&p.blueprint, p.initial.clone()).await;
+    let local = FlowRuntime::new(p.env.clone())
+        .resume(
+            p.blueprint.clone(),
+            paused.context,
+            Some("w"),
+            Some("unknown".to_string()),
+            None,
+        )
+        .await;
+    let remote = distributed.resume(&run_id, "unknown", None).await;
+    distributed.stop().await;
+    assert_eq!(local.status, RunStatus::Completed, "{:?}", local.errors);
+    assert!(local.context.contains_key("_outputs.fallthrough"));
+    assert!(!local.context.contains_key("_outputs.special"));
+    assert_eq!(observe(&local), observe(&remote));
+}
