@@ -249,3 +249,55 @@ async fn an_empty_blueprint_completes_at_once() {
     let status = h.runs.status(&run_id).await.unwrap().unwrap().value;
     assert_eq!(status.status, RunPhase::Completed);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_loop_hits_the_iteration_guard_and_keeps_the_document_small() {
+    let bp = r#"{"id":"endless","nodes":[{"id":"t","uses":"tick","params":{"until":1000000000}},
+      {"id":"c","uses":"loop-controller","params":{"condition":"more"},"config":{"joinStrategy":"any"}},
+      {"id":"out","uses":"count"}],
+      "edges":[{"source":"t","target":"c"},{"source":"c","target":"t","action":"continue"},
+        {"source":"c","target":"out","action":"break"}]}"#;
+    let mut h = Harness::new(&[bp]);
+    h.spawn_workers(2);
+    let run_id = h.start("endless", json!({})).await;
+    let result = h.wait(&run_id).await;
+    assert_eq!(result.status, RunStatus::Failed);
+    assert!(
+        result.errors[0].message.contains("maximum iterations"),
+        "{:?}",
+        result.errors
+    );
+    assert_eq!(h.counter.get("out"), 0);
+    let state = h.runs.load(&run_id).await.unwrap().unwrap().value;
+    assert!(
+        state.book.commits.len() < 10,
+        "old iterations' records are pruned: {}",
+        state.book.commits.len()
+    );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_long_node_keeps_its_runs_status_fresh_for_the_reconciler() {
+    let bp =
+        r#"{"id":"long","nodes":[{"id":"a","uses":"slow","params":{"ms":600000}}],"edges":[]}"#;
+    let mut h = Harness::new(&[bp]);
+    let mut events = h.events.subscribe();
+    h.spawn_workers(1);
+    let run_id = h.start("long", json!({})).await;
+    loop {
+        if let Ok(Event::JobStarted { .. }) = events.recv().await {
+            break;
+        }
+    }
+    let before = h.runs.status(&run_id).await.unwrap().unwrap().etag;
+    tokio::time::sleep(Duration::from_secs(150)).await;
+    let during = h.runs.status(&run_id).await.unwrap().unwrap();
+    assert_ne!(
+        during.etag, before,
+        "the status item was refreshed while the node ran"
+    );
+    assert_eq!(during.value.status, RunPhase::Running);
+    assert_eq!(h.wait(&run_id).await.status, RunStatus::Completed);
+    h.stop().await;
+}

@@ -230,6 +230,24 @@ pub(crate) async fn publish_status(
     )))))
 }
 
+/// Refreshes `lastUpdated` of a running run's status item (heartbeat while a long node runs,
+/// so the reconciler does not take the run for stalled). Lost races are ignored: another
+/// writer just refreshed it.
+pub(crate) async fn touch_status(runs: &dyn RunStore, run_id: &str) -> Result<(), Error> {
+    let Some(current) = runs.status(run_id).await? else {
+        return Ok(());
+    };
+    if current.value.status != RunPhase::Running {
+        return Ok(());
+    }
+    let mut record = current.value;
+    record.last_updated = now_epoch();
+    match runs.write_status(&record, Some(&current.etag)).await {
+        Ok(_) | Err(Error::PreconditionFailed(_)) => Ok(()),
+        Err(e) => Err(e.during("refresh run status")),
+    }
+}
+
 /// The in-process result shape for a run's current state.
 pub fn to_result(state: &RunState) -> WorkflowResult {
     let status = match state.book.status {

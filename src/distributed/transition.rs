@@ -312,12 +312,53 @@ fn fire(state: &mut RunState, blueprint: &Blueprint, node: &str) -> WorkItem {
     state.book.fired.insert(node.to_string());
     state.book.arrivals.remove(node);
     if uses(blueprint, state, node).as_deref() == Some(LOOP_CONTROLLER) {
-        for id in blueprint.loop_body(node).iter().filter(|id| *id != node) {
+        let body = blueprint.loop_body(node);
+        for id in body.iter().filter(|id| *id != node) {
             state.book.fired.remove(id);
             state.book.arrivals.remove(id);
         }
+        prune_settled_records(state, node, body);
     }
     state.book.schedule(node)
+}
+
+/// Drops the commit records of earlier loop iterations (the controller's and its body's)
+/// whose fired work has all settled, so a long loop does not grow the run document without
+/// bound. Safe: a redelivered job whose record is gone finds its work neither recorded nor
+/// outstanding and is dropped as stale; a replay of it would only re-enqueue settled work.
+fn prune_settled_records(state: &mut RunState, controller: &str, body: &[String]) {
+    let book = &mut state.book;
+    let awaiting: BTreeSet<(String, u64)> = book
+        .awaiting
+        .iter()
+        .map(|(node, rec)| (node.clone(), rec.activation))
+        .collect();
+    let outstanding = &book.outstanding;
+    book.commits.retain(|_, record| {
+        let in_loop = record.node == controller || body.contains(&record.node);
+        let followed_up = record
+            .fired
+            .iter()
+            .all(|w| !outstanding.contains_key(&w.key()));
+        let waiting = awaiting.contains(&(record.node.clone(), record.activation));
+        !(in_loop && followed_up && !waiting)
+    });
+}
+
+/// Empties the bookkeeping a finished run no longer needs (commit records, joins, dynamic
+/// worker maps), so recording a failure fits in the document even when the document had
+/// grown too large to commit (jobs of finished runs are dropped, so nothing replays).
+pub fn shrink_finished(state: &mut RunState) {
+    if !state.book.status.is_terminal() {
+        return;
+    }
+    let book = &mut state.book;
+    book.commits.clear();
+    book.outstanding.clear();
+    book.arrivals.clear();
+    book.fired.clear();
+    book.dynamic_preds.clear();
+    book.dynamic_gather.clear();
 }
 
 /// Records that `source` activated `target`; returns the work when the join fires.

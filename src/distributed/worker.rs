@@ -12,14 +12,15 @@
 
 use crate::Error;
 use crate::distributed::core::{
-    Backends, Step, commit_with, enqueue_follow_ups, publish_status, send_delayed,
+    Backends, Step, commit_with, enqueue_follow_ups, publish_status, send_delayed, touch_status,
 };
 use crate::distributed::events::{Event, EventBus};
 use crate::distributed::job::{JobKind, JobMessage};
 use crate::distributed::ports::{QueueMessage, RunPhase};
 use crate::distributed::state::{CommitRecord, PendingResume, RunState, WorkItem};
 use crate::distributed::transition::{
-    Settlement, VersionCheck, check_version, fail_run, prepare, settle, update_status,
+    Settlement, VersionCheck, check_version, fail_run, prepare, settle, shrink_finished,
+    update_status,
 };
 use crate::flow::blueprint::Blueprint;
 use crate::flow::builtins::subflow;
@@ -33,7 +34,7 @@ use crate::flow::runtime::{FlowRuntime, RunStatus, SUBFLOW_STATE_PREFIX};
 use serde_json::{Map, Value};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -222,15 +223,28 @@ impl Worker {
 
     async fn fail_run(&self, run_id: &str, reason: &str) -> Result<(), Error> {
         let now = chrono::Utc::now();
-        let result = commit_with(self.backends.runs.as_ref(), run_id, |state| {
-            if fail_run(state, "", reason, now) {
-                state.book.revision += 1;
-                Step::Write(())
-            } else {
-                Step::Skip(())
+        let mut shrink = false;
+        let mut result = Err(Error::unexpected("not attempted"));
+        for _ in 0..2 {
+            result = commit_with(self.backends.runs.as_ref(), run_id, |state| {
+                if fail_run(state, "", reason, now) {
+                    state.book.revision += 1;
+                    if shrink {
+                        shrink_finished(state);
+                    }
+                    Step::Write(())
+                } else {
+                    Step::Skip(())
+                }
+            })
+            .await;
+            match &result {
+                // The document outgrew the store: record the failure without the
+                // bookkeeping a failed run no longer needs.
+                Err(Error::TooLarge(_)) if !shrink => shrink = true,
+                _ => break,
             }
-        })
-        .await;
+        }
         match result {
             Ok(((), state)) => {
                 publish_status(self.backends.runs.as_ref(), &self.events, &state).await
@@ -636,6 +650,8 @@ impl Worker {
     /// Polls the queue until `shutdown` fires, then finishes the jobs in flight.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        // A finished job often enqueued a successor: poll again at once instead of idling.
+        let finished = Arc::new(Notify::new());
         let mut tasks = JoinSet::new();
         let mut idle = self.config.idle_backoff_min;
         while !shutdown.is_cancelled() {
@@ -661,6 +677,7 @@ impl Worker {
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(pause) => {}
+                        _ = finished.notified() => idle = self.config.idle_backoff_min,
                     }
                 }
                 Ok(messages) => {
@@ -676,9 +693,11 @@ impl Worker {
                             continue;
                         };
                         let worker = self.clone();
+                        let finished = finished.clone();
                         tasks.spawn(async move {
                             worker.process(message).await;
                             drop(permit);
+                            finished.notify_one();
                         });
                     }
                 }
@@ -705,9 +724,20 @@ impl Worker {
             self.config.visibility,
             stop.clone(),
         ));
+        let heartbeat = JobMessage::sniff_run_id(&message.text).map(|run_id| {
+            tokio::spawn(keep_status_fresh(
+                self.backends.runs.clone(),
+                run_id,
+                self.config.status_heartbeat,
+                stop.clone(),
+            ))
+        });
         let disposition = self.handle_message(&message).await;
         stop.cancel();
         let _ = renewer.await;
+        if let Some(heartbeat) = heartbeat {
+            let _ = heartbeat.await;
+        }
         let current = receipt
             .lock()
             .map(|r| r.clone())
@@ -791,6 +821,25 @@ async fn renew_lease(
                 tracing::warn!(message_id = %id, error = %e, "lease renewal failed");
                 return;
             }
+        }
+    }
+}
+
+/// Refreshes the run's status item every `every` until `stop` fires (long nodes).
+async fn keep_status_fresh(
+    runs: Arc<dyn crate::distributed::ports::RunStore>,
+    run_id: String,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    let every = every.max(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        if let Err(e) = touch_status(runs.as_ref(), &run_id).await {
+            tracing::warn!(run_id = %run_id, error = %e, "status heartbeat failed");
         }
     }
 }
