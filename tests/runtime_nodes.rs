@@ -485,6 +485,29 @@ fn input_paths_read_like_javascript_property_reads() {
 }
 
 #[test]
+fn delivered_input_replaces_named_inputs_only_after_a_transform_edge_source_completed() {
+    let b = bp(json!({"id": "bp", "nodes": [
+        {"id": "init", "uses": "echo"}, {"id": "body", "uses": "echo", "inputs": "seed"},
+        {"id": "back", "uses": "echo"}],
+      "edges": [{"source": "init", "target": "body"},
+                {"source": "back", "target": "body", "transform": "input"}]}));
+    // entered through the plain edge: `inputs` wins although `_inputs.body` is set
+    let mut context = ctx(json!({"seed": "from inputs", "_outputs.init": "init out",
+        "_inputs.body": "init out"}));
+    assert_eq!(
+        resolve_input(&b, "body", &context),
+        Some(json!("from inputs"))
+    );
+    // once the transform edge's source has completed, the delivered value wins
+    context.insert("_outputs.back".into(), json!("back out"));
+    context.insert("_inputs.body".into(), json!("transformed"));
+    assert_eq!(
+        resolve_input(&b, "body", &context),
+        Some(json!("transformed"))
+    );
+}
+
+#[test]
 fn output_keys_are_the_prefixed_and_the_bare_id() {
     assert_eq!(
         output_keys("a.b"),

@@ -5,7 +5,8 @@
 //!
 //! Flowcraft rewrites `target.inputs = "_inputs.<target>"` whenever a transform edge is taken
 //! (F14). Instead, [`resolve_input`] computes the effective key: a node that has `inputs` AND
-//! an incoming edge with a transform reads `_inputs.<id>` whenever that key is present.
+//! an incoming transform edge from a completed node reads `_inputs.<id>` whenever that key is
+//! present.
 
 use super::blueprint::{Blueprint, EdgeDefinition, NodeInputs};
 use super::expr::{Scope, truthy};
@@ -174,8 +175,10 @@ fn edge_input(
 /// resolveNodeInput (spec 2.7) given the context.
 ///
 /// - no `inputs`: `_inputs.<id>`;
-/// - `inputs` present and some incoming edge has a transform and `_inputs.<id>` is set:
-///   `_inputs.<id>` (replaces Flowcraft's rewrite of the definition);
+/// - `inputs` present, `_inputs.<id>` set, and some incoming edge with a transform comes from
+///   a node that has completed: `_inputs.<id>` (replaces Flowcraft's rewrite of the
+///   definition once a transform edge was taken; so a loop's first entry through a plain
+///   edge still reads `inputs`);
 /// - a string: resolved as below; an object: each value resolved (undefined values left out).
 ///
 /// One string `v`: starting with `_` reads `ctx[v]`; containing a dot reads the path after the
@@ -194,10 +197,15 @@ pub fn resolve_input(
     let Some(inputs) = inputs else {
         return context.get(&delivered_key).cloned();
     };
-    let transformed = blueprint
-        .incoming(node_id)
-        .into_iter()
-        .any(|i| blueprint.transform(i).is_some());
+    // Flowcraft switches a node to `_inputs.<id>` once a transform edge into it was taken;
+    // approximated without state as "a transform edge whose source has completed".
+    let transformed = blueprint.incoming(node_id).into_iter().any(|i| {
+        blueprint.transform(i).is_some()
+            && blueprint
+                .edges()
+                .get(i)
+                .is_some_and(|e| context.contains_key(&output_keys(&e.source)[0]))
+    });
     if transformed && let Some(v) = context.get(&delivered_key) {
         return Some(v.clone());
     }
