@@ -301,3 +301,49 @@ async fn a_long_node_keeps_its_runs_status_fresh_for_the_reconciler() {
     assert_eq!(h.wait(&run_id).await.status, RunStatus::Completed);
     h.stop().await;
 }
+
+/// DESIGN budget: at most 4 requests per node of a linear chain (state read, commit, message
+/// delete, successor enqueue), status writes amortised (here: only the final one).
+#[tokio::test(start_paused = true)]
+async fn a_chain_node_costs_one_state_read_one_commit_and_one_enqueue() {
+    let mut nodes = Vec::new();
+    let mut edges = Vec::new();
+    for i in 0..10 {
+        nodes.push(json!({"id": format!("n{i}"), "uses": "count"}));
+        if i > 0 {
+            edges.push(json!({"source": format!("n{}", i - 1), "target": format!("n{i}")}));
+        }
+    }
+    let bp = json!({"id": "budget", "nodes": nodes, "edges": edges}).to_string();
+    let h = Harness::new(&[&bp]);
+    let run_id = h.start("budget", json!({})).await;
+    let worker = h.worker();
+    let (loads, commits, sends, status_writes) = (
+        h.runs.loads(),
+        h.runs.commits(),
+        h.queue.sends(),
+        h.runs.status_writes(),
+    );
+    let mut jobs = 0;
+    while let Some(m) = h
+        .queue
+        .receive(1, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .pop()
+    {
+        assert_eq!(worker.handle_message(&m).await, Disposition::Complete);
+        h.queue.complete(&m.id, &m.receipt).await.unwrap();
+        jobs += 1;
+    }
+    assert_eq!(jobs, 10);
+    assert_eq!(h.runs.loads() - loads, 10, "one state read per job");
+    assert_eq!(h.runs.commits() - commits, 10, "one commit per job");
+    assert_eq!(h.queue.sends() - sends, 9, "one enqueue per successor");
+    assert_eq!(
+        h.runs.status_writes() - status_writes,
+        1,
+        "only the final status"
+    );
+    assert_eq!(h.wait(&run_id).await.status, RunStatus::Completed);
+}

@@ -64,8 +64,9 @@ impl Client {
             ))
         })?;
         let run_id = uuid::Uuid::new_v4().to_string();
-        let (state, work) = new_run(&run_id, &blueprint, initial);
+        let (mut state, work) = new_run(&run_id, &blueprint, initial);
         let status = status_record(&state);
+        state.book.status_touched_at = status.last_updated;
         self.backends
             .runs
             .create_run(&state, &status)

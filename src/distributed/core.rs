@@ -8,7 +8,7 @@ use crate::distributed::events::{Event, EventBus};
 use crate::distributed::job::{JobKind, JobMessage};
 use crate::distributed::memory::{MemoryCoordinationStore, MemoryQueue, MemoryRunStore};
 use crate::distributed::ports::{
-    CoordinationStore, JobQueue, MAX_QUEUE_DELAY, RunPhase, RunStore, StatusRecord,
+    CoordinationStore, JobQueue, MAX_QUEUE_DELAY, RunPhase, RunStore, StatusRecord, Versioned,
 };
 use crate::distributed::state::{BLUEPRINT_VERSION_KEY, RunState, WorkItem};
 use crate::flow::runtime::{RunStatus, WorkflowError, WorkflowResult};
@@ -79,18 +79,32 @@ pub(crate) fn now_epoch() -> i64 {
 pub(crate) async fn commit_with<T>(
     runs: &dyn RunStore,
     run_id: &str,
+    apply: impl FnMut(&mut RunState) -> Step<T>,
+) -> Result<(T, RunState), Error> {
+    commit_from(runs, run_id, None, apply).await
+}
+
+/// [`commit_with`] starting from an already loaded state (saves one read when it is still
+/// current; a stale one costs a conflict and a reload, as usual).
+pub(crate) async fn commit_from<T>(
+    runs: &dyn RunStore,
+    run_id: &str,
+    mut loaded: Option<Versioned<RunState>>,
     mut apply: impl FnMut(&mut RunState) -> Step<T>,
 ) -> Result<(T, RunState), Error> {
     for tries in 0..MAX_COMMIT_TRIES {
-        let loaded = runs.load(run_id).await?.ok_or_else(|| {
-            Error::NotFound(Box::new(crate::ErrorInfo::new(format!(
-                "run {run_id} does not exist"
-            ))))
-        })?;
-        let mut state = loaded.value;
+        let current = match loaded.take() {
+            Some(current) => current,
+            None => runs.load(run_id).await?.ok_or_else(|| {
+                Error::NotFound(Box::new(crate::ErrorInfo::new(format!(
+                    "run {run_id} does not exist"
+                ))))
+            })?,
+        };
+        let mut state = current.value;
         match apply(&mut state) {
             Step::Skip(value) => return Ok((value, state)),
-            Step::Write(value) => match runs.commit(&state, &loaded.etag).await {
+            Step::Write(value) => match runs.commit(&state, &current.etag).await {
                 Ok(_) => return Ok((value, state)),
                 Err(Error::PreconditionFailed(_)) => {
                     tracing::debug!(run_id, tries, "commit conflict; reloading");

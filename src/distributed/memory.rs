@@ -240,8 +240,10 @@ struct StoreInner {
     runs: HashMap<String, (Map<String, Value>, u64)>,
     statuses: BTreeMap<String, (StatusRecord, u64)>,
     next_etag: u64,
+    loads: u64,
     commits: u64,
     conflicts: u64,
+    status_writes: u64,
 }
 
 impl StoreInner {
@@ -262,6 +264,16 @@ impl MemoryRunStore {
     /// An empty store.
     pub fn new() -> Self {
         MemoryRunStore::default()
+    }
+
+    /// Run state reads so far.
+    pub fn loads(&self) -> u64 {
+        lock(&self.inner).loads
+    }
+
+    /// Status item writes so far.
+    pub fn status_writes(&self) -> u64 {
+        lock(&self.inner).status_writes
     }
 
     /// Successful commits so far.
@@ -318,7 +330,8 @@ impl RunStore for MemoryRunStore {
 
     async fn load(&self, run_id: &str) -> Result<Option<Versioned<RunState>>, Error> {
         let stored = {
-            let inner = lock(&self.inner);
+            let mut inner = lock(&self.inner);
+            inner.loads += 1;
             inner.runs.get(run_id).cloned()
         };
         match stored {
@@ -387,6 +400,7 @@ impl RunStore for MemoryRunStore {
             _ => {}
         }
         let tag = inner.etag();
+        inner.status_writes += 1;
         inner
             .statuses
             .insert(record.run_id.clone(), (record.clone(), tag));

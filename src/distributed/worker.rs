@@ -12,7 +12,8 @@
 
 use crate::Error;
 use crate::distributed::core::{
-    Backends, Step, commit_with, enqueue_follow_ups, publish_status, send_delayed, touch_status,
+    Backends, Step, commit_from, commit_with, enqueue_follow_ups, publish_status, send_delayed,
+    touch_status,
 };
 use crate::distributed::events::{Event, EventBus};
 use crate::distributed::job::{JobKind, JobMessage};
@@ -305,14 +306,22 @@ impl Worker {
         let Some(loaded) = runs.load(&job.run_id).await? else {
             return Ok(self.dropped(job, "the run does not exist"));
         };
+        let snapshot = loaded.clone();
         let state = loaded.value;
         if let Some(id) = state.blueprint_id()
             && id != job.blueprint_id
         {
-            return Ok(Disposition::Poison(format!(
+            // A malformed job, not a broken run: poison the message, leave the run alone.
+            let reason = format!(
                 "job names blueprint '{}' but run {} runs '{id}'",
                 job.blueprint_id, job.run_id
-            )));
+            );
+            tracing::error!(reason = %reason, "moving message to the poison queue");
+            self.events.emit(Event::JobPoisoned {
+                run_id: Some(job.run_id.clone()),
+                reason: reason.clone(),
+            });
+            return Ok(Disposition::Poison(reason));
         }
         if state.book.status.is_terminal() {
             publish_status(runs, &self.events, &state).await?;
@@ -376,7 +385,7 @@ impl Worker {
         };
         let now = chrono::Utc::now();
         let heartbeat = i64::try_from(self.config.status_heartbeat.as_secs()).unwrap_or(60);
-        let (committed, state) = commit_with(runs, &job.run_id, |state| {
+        let (committed, state) = commit_from(runs, &job.run_id, Some(snapshot), |state| {
             if state.book.status.is_terminal() {
                 return Step::Skip(Committed::Dropped(format!(
                     "the run is {}",
