@@ -163,6 +163,28 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn decoding_arbitrary_text_never_panics(text in ".{0,200}") {
+            let _ = JobMessage::decode(&text);
+            let _ = JobMessage::sniff_run_id(&text);
+        }
+
+        #[test]
+        fn encode_then_decode_is_the_identity(
+            run in "[a-z0-9-]{1,20}",
+            node in ".{0,20}",
+            attempt in proptest::option::of(1u32..10),
+            activation in proptest::option::of(0u64..1000),
+        ) {
+            let mut job = JobMessage::execute(&run, "bp", &node, 0);
+            job.attempt = attempt;
+            job.activation = activation;
+            let text = job.encode().unwrap();
+            proptest::prop_assert_eq!(JobMessage::decode(&text).unwrap(), job);
+        }
+    }
+
     #[test]
     fn sniffs_the_run_id_of_a_message_missing_other_fields() {
         let text = STANDARD.encode(r#"{"runId":"r9"}"#);

@@ -616,6 +616,58 @@ mod tests {
         assert_eq!(s.book.commits.len(), 2);
     }
 
+    fn dag(n: usize, edges: &[(usize, usize)]) -> Blueprint {
+        let nodes: Vec<Value> = (0..n)
+            .map(|i| json!({"id": format!("n{i}"), "uses": "echo"}))
+            .collect();
+        let edges: Vec<Value> = edges
+            .iter()
+            .map(|(a, b)| json!({"source": format!("n{a}"), "target": format!("n{b}")}))
+            .collect();
+        bp(&json!({"id": "dag", "nodes": nodes, "edges": edges}).to_string())
+    }
+
+    proptest::proptest! {
+        /// Any delivery order with any duplicated deliveries settles every node of a DAG
+        /// exactly once, fires every `all` join once, and completes the run.
+        #[test]
+        fn redelivery_in_any_order_settles_every_node_once(
+            n in 2usize..10,
+            raw_edges in proptest::collection::vec((0usize..10, 0usize..10), 0..20),
+            seed in 0u64..1000,
+        ) {
+            let edges: Vec<(usize, usize)> = raw_edges
+                .into_iter()
+                .filter(|(a, b)| a < b && *b < n)
+                .collect();
+            let b = dag(n, &edges);
+            let (mut s, work) = new_run("r", &b, Map::new());
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let mut queue: Vec<WorkItem> = work;
+            let mut settled = 0;
+            while !queue.is_empty() {
+                let i = rng.usize(..queue.len());
+                let item = if rng.bool() { queue[i].clone() } else { queue.swap_remove(i) };
+                if let Some(record) = s.book.commits.get(&item.key()) {
+                    queue.extend(record.fired.clone());
+                    continue;
+                }
+                if !s.book.outstanding.contains_key(&item.key()) {
+                    continue;
+                }
+                let record = settle(&mut s, &b, &item, done(json!(item.node.clone())), Utc::now());
+                settled += 1;
+                queue.extend(record.fired);
+            }
+            proptest::prop_assert_eq!(settled, n);
+            proptest::prop_assert_eq!(s.book.status, RunPhase::Completed);
+            for i in 0..n {
+                let key = format!("_outputs.n{i}");
+                proptest::prop_assert_eq!(&s.context[&key], &json!(format!("n{i}")));
+            }
+        }
+    }
+
     #[test]
     fn fallback_only_nodes_are_not_started() {
         let b = bp(
