@@ -17,7 +17,7 @@ use crate::distributed::core::{
 };
 use crate::distributed::events::{Event, EventBus};
 use crate::distributed::job::{JobKind, JobMessage};
-use crate::distributed::ports::{QueueMessage, RunPhase};
+use crate::distributed::ports::{QueueMessage, RunPhase, Versioned};
 use crate::distributed::state::{CommitRecord, PendingResume, RunState, WorkItem};
 use crate::distributed::transition::{
     Settlement, VersionCheck, check_version, fail_run, prepare, settle, shrink_finished,
@@ -255,11 +255,13 @@ impl Worker {
         }
     }
 
-    fn defer(&self, job: &JobMessage, dequeue_count: u32, why: String) -> DeferOrPoison {
+    /// Gives a job back for another worker (other blueprint version, unknown blueprint);
+    /// after `max_dequeue` deliveries it is poisoned and the run fails with the reason.
+    async fn deferred(&self, job: &JobMessage, dequeue_count: u32, why: String) -> Disposition {
         if dequeue_count >= self.config.max_dequeue {
-            return DeferOrPoison::Poison(format!(
-                "{why}; no suitable worker took the job after {dequeue_count} deliveries"
-            ));
+            let reason =
+                format!("{why}; no suitable worker took the job after {dequeue_count} deliveries");
+            return self.poison(Some(job.run_id.clone()), reason).await;
         }
         tracing::warn!(run_id = %job.run_id, node_id = %job.node_id, reason = %why,
             "deferring job to another worker");
@@ -268,14 +270,7 @@ impl Worker {
             node_id: job.node_id.clone(),
             reason: why,
         });
-        DeferOrPoison::Defer(Disposition::Release(self.config.defer_delay))
-    }
-
-    async fn deferred(&self, job: &JobMessage, dequeue_count: u32, why: String) -> Disposition {
-        match self.defer(job, dequeue_count, why) {
-            DeferOrPoison::Defer(d) => d,
-            DeferOrPoison::Poison(reason) => self.poison(Some(job.run_id.clone()), reason).await,
-        }
+        Disposition::Release(self.config.defer_delay)
     }
 
     fn dropped(&self, job: &JobMessage, reason: impl Into<String>) -> Disposition {
@@ -306,7 +301,7 @@ impl Worker {
         let Some(loaded) = runs.load(&job.run_id).await? else {
             return Ok(self.dropped(job, "the run does not exist"));
         };
-        let snapshot = loaded.clone();
+        let etag = loaded.etag;
         let state = loaded.value;
         if let Some(id) = state.blueprint_id()
             && id != job.blueprint_id
@@ -385,7 +380,10 @@ impl Worker {
         };
         let now = chrono::Utc::now();
         let heartbeat = i64::try_from(self.config.status_heartbeat.as_secs()).unwrap_or(60);
-        let (committed, state) = commit_from(runs, &job.run_id, Some(snapshot), |state| {
+        // The prepared state is still the loaded one (preparing again is a no-op), so the
+        // first commit try needs no second read.
+        let loaded = Versioned { value: state, etag };
+        let (committed, state) = commit_from(runs, &job.run_id, Some(loaded), |state| {
             if state.book.status.is_terminal() {
                 return Step::Skip(Committed::Dropped(format!(
                     "the run is {}",
@@ -766,11 +764,6 @@ impl Worker {
                 "could not settle the message; it will be redelivered (the job is idempotent)");
         }
     }
-}
-
-enum DeferOrPoison {
-    Defer(Disposition),
-    Poison(String),
 }
 
 fn version_mismatch(pinned: &Option<String>, blueprint: &Blueprint) -> String {
