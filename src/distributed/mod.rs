@@ -8,7 +8,8 @@
 //! - [`job`]: the queue message (base64 JSON `{runId, blueprintId, nodeId, ...}`);
 //! - [`state`]: the run document (context + bookkeeping) and [`transition`]: the pure
 //!   changes one commit makes (joins, outstanding work, awaiting, fallback, status);
-//! - [`worker`]: `handle_message` / `handle_job` and the polling loop; [`client`]: start,
+//! - [`worker`]: `handle_message` / `handle_job`; [`polling`]: the worker loop (batches,
+//!   backoff, lease renewal, heartbeat, shutdown); [`client`]: start,
 //!   status, wait, cancel, resume, reconcile; [`reconcile`]: the stalled-run scanner;
 //!   [`events`]: subscribable events; [`core`]: what worker and client share.
 //!
@@ -49,6 +50,7 @@ pub mod core;
 pub mod events;
 pub mod job;
 pub mod memory;
+pub mod polling;
 pub mod ports;
 pub mod reconcile;
 pub mod state;

@@ -1,7 +1,6 @@
 //! The worker: [`Worker::handle_message`] processes one queue message (decode, version gate,
-//! idempotent replay, execute one attempt, ONE atomic commit, follow-ups), and
-//! [`Worker::run`] is the polling loop (batched receives bounded by free concurrency slots,
-//! idle backoff with jitter, lease renewal while a node runs, graceful shutdown).
+//! idempotent replay, execute one attempt, ONE atomic commit, follow-ups); its polling loop
+//! [`Worker::run`] lives in [`super::polling`].
 //!
 //! Per job, in order: load the run once; drop jobs of finished runs; defer (never acknowledge)
 //! jobs for another blueprint version; replay a committed job's follow-ups; run the attempt;
@@ -13,7 +12,6 @@
 use crate::Error;
 use crate::distributed::core::{
     Backends, Step, commit_from, commit_with, enqueue_follow_ups, publish_status, send_delayed,
-    touch_status,
 };
 use crate::distributed::events::{Event, EventBus};
 use crate::distributed::job::{JobKind, JobMessage};
@@ -33,10 +31,8 @@ use crate::flow::execute::{
 use crate::flow::node::NodeResult;
 use crate::flow::runtime::{FlowRuntime, RunStatus, SUBFLOW_STATE_PREFIX};
 use serde_json::{Map, Value};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Notify, Semaphore};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -126,8 +122,8 @@ enum SubflowResume {
 #[derive(Debug)]
 pub struct Worker {
     env: Environment,
-    backends: Backends,
-    config: WorkerConfig,
+    pub(crate) backends: Backends,
+    pub(crate) config: WorkerConfig,
     events: EventBus,
 }
 
@@ -653,117 +649,6 @@ impl Worker {
         }
         Ok(())
     }
-
-    /// Polls the queue until `shutdown` fires, then finishes the jobs in flight.
-    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
-        // A finished job often enqueued a successor: poll again at once instead of idling.
-        let finished = Arc::new(Notify::new());
-        let mut tasks = JoinSet::new();
-        let mut idle = self.config.idle_backoff_min;
-        while !shutdown.is_cancelled() {
-            while tasks.try_join_next().is_some() {}
-            let free = slots.available_permits();
-            if free == 0 {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tasks.join_next() => {}
-                }
-                continue;
-            }
-            let max = free.min(self.config.batch_size).clamp(1, 32);
-            match self
-                .backends
-                .queue
-                .receive(max, self.config.visibility)
-                .await
-            {
-                Ok(messages) if messages.is_empty() => {
-                    let pause = jitter(idle);
-                    idle = (idle * 2).min(self.config.idle_backoff_max);
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(pause) => {}
-                        _ = finished.notified() => idle = self.config.idle_backoff_min,
-                    }
-                }
-                Ok(messages) => {
-                    idle = self.config.idle_backoff_min;
-                    for message in messages {
-                        let Ok(permit) = slots.clone().try_acquire_owned() else {
-                            // Cannot happen (we asked for at most `free`); give it back.
-                            let _ = self
-                                .backends
-                                .queue
-                                .release(&message.id, &message.receipt, Duration::ZERO)
-                                .await;
-                            continue;
-                        };
-                        let worker = self.clone();
-                        let finished = finished.clone();
-                        tasks.spawn(async move {
-                            worker.process(message).await;
-                            drop(permit);
-                            finished.notify_one();
-                        });
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "receiving from the queue failed; backing off");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(jitter(self.config.idle_backoff_max)) => {}
-                    }
-                }
-            }
-        }
-        while tasks.join_next().await.is_some() {}
-    }
-
-    /// Handles one message under a renewed lease, then completes, releases or poisons it.
-    async fn process(&self, message: QueueMessage) {
-        let receipt = Arc::new(Mutex::new(message.receipt.clone()));
-        let stop = CancellationToken::new();
-        let renewer = tokio::spawn(renew_lease(
-            self.backends.queue.clone(),
-            message.id.clone(),
-            receipt.clone(),
-            self.config.visibility,
-            stop.clone(),
-        ));
-        let heartbeat = JobMessage::sniff_run_id(&message.text).map(|run_id| {
-            tokio::spawn(keep_status_fresh(
-                self.backends.runs.clone(),
-                run_id,
-                self.config.status_heartbeat,
-                stop.clone(),
-            ))
-        });
-        let disposition = self.handle_message(&message).await;
-        stop.cancel();
-        let _ = renewer.await;
-        if let Some(heartbeat) = heartbeat {
-            let _ = heartbeat.await;
-        }
-        let current = receipt
-            .lock()
-            .map(|r| r.clone())
-            .unwrap_or_else(|p| p.into_inner().clone());
-        let queue = self.backends.queue.as_ref();
-        let result = match &disposition {
-            Disposition::Complete => queue.complete(&message.id, &current).await,
-            Disposition::Release(delay) => queue.release(&message.id, &current, *delay).await,
-            Disposition::Poison(reason) => {
-                let mut leased = message.clone();
-                leased.receipt = current;
-                queue.move_to_poison(&leased, reason).await
-            }
-        };
-        if let Err(e) = result {
-            tracing::warn!(message_id = %message.id, error = %e,
-                "could not settle the message; it will be redelivered (the job is idempotent)");
-        }
-    }
 }
 
 fn version_mismatch(pinned: &Option<String>, blueprint: &Blueprint) -> String {
@@ -794,60 +679,4 @@ fn resolve_work(state: &RunState, job: &JobMessage) -> Option<WorkItem> {
         .values()
         .find(|w| w.node == job.node_id)
         .cloned()
-}
-
-/// Renews the lease every half visibility until `stop` fires; keeps the latest receipt.
-async fn renew_lease(
-    queue: Arc<dyn crate::distributed::ports::JobQueue>,
-    id: String,
-    receipt: Arc<Mutex<String>>,
-    visibility: Duration,
-    stop: CancellationToken,
-) {
-    let every = visibility / 2;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
-        }
-        let current = match receipt.lock() {
-            Ok(r) => r.clone(),
-            Err(p) => p.into_inner().clone(),
-        };
-        match queue.renew(&id, &current, visibility).await {
-            Ok(fresh) => match receipt.lock() {
-                Ok(mut r) => *r = fresh,
-                Err(p) => *p.into_inner() = fresh,
-            },
-            Err(e) => {
-                tracing::warn!(message_id = %id, error = %e, "lease renewal failed");
-                return;
-            }
-        }
-    }
-}
-
-/// Refreshes the run's status item every `every` until `stop` fires (long nodes).
-async fn keep_status_fresh(
-    runs: Arc<dyn crate::distributed::ports::RunStore>,
-    run_id: String,
-    every: Duration,
-    stop: CancellationToken,
-) {
-    let every = every.max(Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
-        }
-        if let Err(e) = touch_status(runs.as_ref(), &run_id).await {
-            tracing::warn!(run_id = %run_id, error = %e, "status heartbeat failed");
-        }
-    }
-}
-
-/// A pause between 50% and 100% of `base` (spreads idle workers apart).
-fn jitter(base: Duration) -> Duration {
-    let ms = u64::try_from(base.as_millis()).unwrap_or(u64::MAX).max(2);
-    Duration::from_millis(fastrand::u64(ms / 2..=ms))
 }
