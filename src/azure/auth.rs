@@ -12,7 +12,6 @@
 
 mod connection;
 mod cosmos;
-mod encoding;
 mod sas;
 mod shared_key;
 

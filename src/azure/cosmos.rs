@@ -35,10 +35,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::azure::response::{
-    checked_endpoint, encode_component, error_from_response, unparseable,
-};
+use crate::azure::auth::check_endpoint;
+use crate::azure::response::{error_from_response, send_checked, success_or, unparseable};
 use crate::error::{Error, ErrorInfo};
+use crate::wire::encoding::encode_unreserved;
 use crate::wire::pipeline::Pipeline;
 use crate::wire::retry::Idempotency;
 use crate::wire::transport::{HttpRequest, HttpResponse};
@@ -120,7 +120,7 @@ impl CosmosClient {
     pub fn new(pipeline: Pipeline, endpoint: &str) -> Result<Self, Error> {
         Ok(CosmosClient {
             pipeline,
-            endpoint: checked_endpoint(endpoint, false)?,
+            endpoint: check_endpoint(endpoint, false)?,
         })
     }
 
@@ -128,7 +128,7 @@ impl CosmosClient {
     pub fn new_allowing_http(pipeline: Pipeline, endpoint: &str) -> Result<Self, Error> {
         Ok(CosmosClient {
             pipeline,
-            endpoint: checked_endpoint(endpoint, true)?,
+            endpoint: check_endpoint(endpoint, true)?,
         })
     }
 
@@ -150,16 +150,29 @@ impl CosmosClient {
     ) -> Result<HttpResponse, Error> {
         request.set_header("x-ms-version", COSMOS_API_VERSION);
         request.set_header("Accept", "application/json");
-        let resp = self
-            .pipeline
+        send_checked(
+            &self.pipeline,
+            operation,
+            request,
+            idempotency,
+            response_error,
+        )
+        .await
+    }
+
+    /// Sends one request and returns whatever answer came (any status).
+    async fn send_unchecked(
+        &self,
+        operation: &str,
+        mut request: HttpRequest,
+        idempotency: Idempotency,
+    ) -> Result<HttpResponse, Error> {
+        request.set_header("x-ms-version", COSMOS_API_VERSION);
+        request.set_header("Accept", "application/json");
+        self.pipeline
             .send(request, idempotency)
             .await
-            .map_err(|e| e.during(operation))?;
-        if resp.is_success() {
-            Ok(resp)
-        } else {
-            Err(response_error(&resp, operation))
-        }
+            .map_err(|e| e.during(operation))
     }
 }
 
@@ -177,7 +190,7 @@ impl DatabaseClient {
     }
 
     fn path(&self) -> String {
-        format!("dbs/{}", encode_component(&self.name))
+        format!("dbs/{}", encode_unreserved(&self.name))
     }
 
     /// Creates the database unless it exists. `true` when it was created.
@@ -254,7 +267,7 @@ impl ContainerClient {
         format!(
             "{}/colls/{}",
             self.database.path(),
-            encode_component(&self.name)
+            encode_unreserved(&self.name)
         )
     }
 
@@ -264,7 +277,7 @@ impl ContainerClient {
 
     fn doc_url(&self, id: &str) -> Result<String, Error> {
         validate_document_id(id)?;
-        Ok(format!("{}/{}", self.docs_url(), encode_component(id)))
+        Ok(format!("{}/{}", self.docs_url(), encode_unreserved(id)))
     }
 
     /// Creates the container with a hash partition key on `partition_key_path` (e.g.
@@ -511,7 +524,8 @@ impl ContainerClient {
         request
     }
 
-    /// Sends with the session token and remembers the one the answer carries.
+    /// Sends with the session token and remembers the one the answer carries (error answers
+    /// carry one too: a 404 or 412 still tells what the session has seen).
     async fn send(
         &self,
         operation: &str,
@@ -521,23 +535,26 @@ impl ContainerClient {
         if let Some(token) = self.session_token() {
             request.set_header("x-ms-session-token", token);
         }
-        let result = self
+        let resp = self
             .database
             .client
-            .send(operation, request, idempotency)
-            .await;
-        if let Ok(resp) = &result
-            && let Some(token) = resp.header("x-ms-session-token").filter(|t| !t.is_empty())
-            && let Ok(mut slot) = self.session.lock()
+            .send_unchecked(operation, request, idempotency)
+            .await?;
+        if let Some(token) = resp.header("x-ms-session-token").map(str::trim)
+            && !token.is_empty()
         {
+            let mut slot = self.session.lock().unwrap_or_else(|p| p.into_inner());
             *slot = Some(token.to_string());
         }
-        result
+        success_or(resp, operation, response_error)
     }
 
     /// The latest session token this container handle has seen.
     pub fn session_token(&self) -> Option<String> {
-        self.session.lock().ok().and_then(|slot| slot.clone())
+        self.session
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 

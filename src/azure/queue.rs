@@ -24,10 +24,10 @@ pub use types::{
 
 use chrono::{DateTime, Utc};
 
-use crate::azure::response::{
-    checked_endpoint, encode_component, error_from_response, unparseable,
-};
+use crate::azure::auth::check_endpoint;
+use crate::azure::response::{error_from_response, send_checked, unparseable};
 use crate::error::{Error, ErrorInfo};
+use crate::wire::encoding::encode_unreserved;
 use crate::wire::pipeline::Pipeline;
 use crate::wire::retry::Idempotency;
 use crate::wire::transport::{HttpRequest, HttpResponse};
@@ -82,7 +82,7 @@ impl QueueClient {
         queue: &str,
         allow_http: bool,
     ) -> Result<Self, Error> {
-        let endpoint = checked_endpoint(queue_endpoint, allow_http)?;
+        let endpoint = check_endpoint(queue_endpoint, allow_http)?;
         validate_queue_name(queue)?;
         Ok(QueueClient {
             pipeline,
@@ -153,7 +153,7 @@ impl QueueClient {
         const OP: &str = "queue list";
         let mut url = format!("{}/?comp=list&include=metadata", self.endpoint);
         if let Some(prefix) = &options.prefix {
-            url.push_str(&format!("&prefix={}", encode_component(prefix)));
+            url.push_str(&format!("&prefix={}", encode_unreserved(prefix)));
         }
         if let Some(max) = options.max_results {
             if max == 0 {
@@ -162,7 +162,7 @@ impl QueueClient {
             url.push_str(&format!("&maxresults={max}"));
         }
         if let Some(marker) = marker.filter(|m| !m.is_empty()) {
-            url.push_str(&format!("&marker={}", encode_component(marker)));
+            url.push_str(&format!("&marker={}", encode_unreserved(marker)));
         }
         let resp = self
             .send(OP, "GET", url, None, Idempotency::Idempotent)
@@ -423,8 +423,8 @@ impl QueueClient {
         Ok(format!(
             "{}/{}?popreceipt={}",
             self.messages_url(),
-            encode_component(id),
-            encode_component(pop_receipt)
+            encode_unreserved(id),
+            encode_unreserved(pop_receipt)
         ))
     }
 
@@ -443,16 +443,14 @@ impl QueueClient {
             request.set_header("Content-Type", "application/xml");
             request.body = body;
         }
-        let resp = self
-            .pipeline
-            .send(request, idempotency)
-            .await
-            .map_err(|e| e.during(operation))?;
-        if resp.is_success() {
-            Ok(resp)
-        } else {
-            Err(response_error(&resp, operation))
-        }
+        send_checked(
+            &self.pipeline,
+            operation,
+            request,
+            idempotency,
+            response_error,
+        )
+        .await
     }
 }
 

@@ -1,10 +1,11 @@
 //! Pieces shared by the Queue Storage and Cosmos DB REST clients: turning a failed HTTP
 //! response into a [`crate::Error`] (status and service code to variant, request and activity
-//! ids, retry-after), checking service endpoints, and percent-encoding URL parts.
+//! ids, retry-after).
 
 use crate::error::{Error, ErrorInfo};
-use crate::wire::retry::retry_after;
-use crate::wire::transport::HttpResponse;
+use crate::wire::pipeline::Pipeline;
+use crate::wire::retry::{Idempotency, retry_after};
+use crate::wire::transport::{HttpRequest, HttpResponse};
 
 /// Maps a non-2xx response to an [`Error`] variant.
 ///
@@ -48,6 +49,35 @@ pub(crate) fn error_from_response(
     }
 }
 
+/// Sends `request` through `pipeline`; an answer that is not 2xx becomes the [`Error`] that
+/// `to_error` maps it to. A failure without an answer names `operation`.
+pub(crate) async fn send_checked(
+    pipeline: &Pipeline,
+    operation: &str,
+    request: HttpRequest,
+    idempotency: Idempotency,
+    to_error: fn(&HttpResponse, &str) -> Error,
+) -> Result<HttpResponse, Error> {
+    let resp = pipeline
+        .send(request, idempotency)
+        .await
+        .map_err(|e| e.during(operation))?;
+    success_or(resp, operation, to_error)
+}
+
+/// The response when it is 2xx, else the [`Error`] that `to_error` maps it to.
+pub(crate) fn success_or(
+    resp: HttpResponse,
+    operation: &str,
+    to_error: fn(&HttpResponse, &str) -> Error,
+) -> Result<HttpResponse, Error> {
+    if resp.is_success() {
+        Ok(resp)
+    } else {
+        Err(to_error(&resp, operation))
+    }
+}
+
 /// A 2xx response whose body could not be understood: [`Error::Unexpected`] with context.
 pub(crate) fn unparseable(resp: &HttpResponse, operation: &str, what: &str) -> Error {
     let mut info = ErrorInfo::new(format!("could not parse the response: {what}"))
@@ -61,76 +91,6 @@ pub(crate) fn unparseable(resp: &HttpResponse, operation: &str, what: &str) -> E
 /// A header value as an owned string.
 pub(crate) fn header_string(resp: &HttpResponse, name: &str) -> Option<String> {
     resp.header(name).map(str::to_string)
-}
-
-/// Checks a service endpoint URL and returns it without a trailing `/`.
-///
-/// The URL must be `https://host[:port][/path]`. Plain `http://` is accepted only for loopback
-/// hosts (local emulators) unless `allow_insecure_http` is set. No query or fragment.
-pub(crate) fn checked_endpoint(url: &str, allow_insecure_http: bool) -> Result<String, Error> {
-    let url = url.trim();
-    let (scheme, rest) = url.split_once("://").ok_or_else(|| {
-        Error::invalid_input(format!(
-            "endpoint `{url}` is not an absolute URL; expected e.g. https://account.queue.core.windows.net"
-        ))
-    })?;
-    if url.contains(['?', '#']) || url.chars().any(|c| c.is_whitespace()) {
-        return Err(Error::invalid_input(format!(
-            "endpoint `{url}` must not contain a query, a fragment or whitespace"
-        )));
-    }
-    let authority = rest.split('/').next().unwrap_or_default();
-    let host = host_of(authority);
-    if host.is_empty() {
-        return Err(Error::invalid_input(format!(
-            "endpoint `{url}` has no host"
-        )));
-    }
-    match scheme.to_ascii_lowercase().as_str() {
-        "https" => {}
-        "http" if allow_insecure_http || is_loopback(host) => {}
-        "http" => {
-            return Err(Error::invalid_input(format!(
-                "endpoint `{url}` uses plain HTTP to a non-loopback host; use https (plain HTTP is only for local emulators)"
-            )));
-        }
-        other => {
-            return Err(Error::invalid_input(format!(
-                "endpoint `{url}` has scheme `{other}`; expected https"
-            )));
-        }
-    }
-    Ok(url.trim_end_matches('/').to_string())
-}
-
-fn host_of(authority: &str) -> &str {
-    let without_user = authority.rsplit('@').next().unwrap_or_default();
-    if let Some(v6) = without_user.strip_prefix('[') {
-        return v6.split(']').next().unwrap_or_default();
-    }
-    without_user.split(':').next().unwrap_or_default()
-}
-
-fn is_loopback(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost")
-        || host == "::1"
-        || host
-            .parse::<std::net::Ipv4Addr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-/// Percent-encodes everything except RFC 3986 unreserved characters, for one path segment or
-/// one query value.
-pub(crate) fn encode_component(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -199,33 +159,6 @@ mod tests {
         assert_eq!(info.activity_id.as_deref(), Some("act-1"));
         assert_eq!(info.operation.as_deref(), Some("cosmos read"));
         assert!(info.message.contains("429"), "{}", info.message);
-    }
-
-    #[test]
-    fn endpoints_need_https_except_on_loopback() {
-        assert_eq!(
-            checked_endpoint("http://127.0.0.1:11001/devstoreaccount1/", false).ok(),
-            Some("http://127.0.0.1:11001/devstoreaccount1".to_string())
-        );
-        assert!(checked_endpoint("http://localhost:8081", false).is_ok());
-        assert!(checked_endpoint("http://[::1]:8081", false).is_ok());
-        assert!(checked_endpoint("https://acct.queue.core.windows.net", false).is_ok());
-        assert!(matches!(
-            checked_endpoint("http://acct.queue.core.windows.net", false),
-            Err(Error::InvalidInput(_))
-        ));
-        assert!(checked_endpoint("http://emulator:10001/acct", true).is_ok());
-        assert!(checked_endpoint("ftp://x", false).is_err());
-        assert!(checked_endpoint("no-scheme", false).is_err());
-        assert!(checked_endpoint("https://", false).is_err());
-        assert!(checked_endpoint("https://h/x?sig=1", false).is_err());
-    }
-
-    #[test]
-    fn components_are_percent_encoded() {
-        assert_eq!(encode_component("a-b_c.d~e"), "a-b_c.d~e");
-        assert_eq!(encode_component("AB+/=="), "AB%2B%2F%3D%3D");
-        assert_eq!(encode_component("ä "), "%C3%A4%20");
     }
 }
 

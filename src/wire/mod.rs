@@ -3,6 +3,7 @@
 //! responses; everything about sending them lives here.
 
 pub mod clock;
+pub(crate) mod encoding;
 pub mod pipeline;
 pub mod record;
 pub mod redact;

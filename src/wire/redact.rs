@@ -12,6 +12,8 @@
 
 use std::fmt;
 
+use crate::wire::encoding::{encode_unreserved, percent_decode};
+
 /// The marker written in place of a secret.
 pub const REDACTED: &str = "REDACTED";
 
@@ -61,7 +63,7 @@ impl Redactor {
     pub fn with_secret(mut self, secret: impl Into<String>) -> Self {
         let secret = secret.into();
         if secret.chars().count() >= 4 {
-            let encoded = encode_all(&secret);
+            let encoded = encode_unreserved(&secret);
             if encoded != secret {
                 self.secrets.push(encoded);
             }
@@ -123,7 +125,7 @@ impl Redactor {
         let params: Vec<String> = query
             .split('&')
             .map(|pair| match pair.split_once('=') {
-                Some((name, _)) if self.is_secret_query_param(&percent_decode_name(name)) => {
+                Some((name, _)) if self.is_secret_query_param(&percent_decode(name)) => {
                     format!("{name}={REDACTED}")
                 }
                 _ => pair.to_string(),
@@ -147,40 +149,6 @@ impl Redactor {
             })
             .collect()
     }
-}
-
-/// Percent-decodes a query parameter name well enough to compare it (`si%67` -> `sig`).
-fn percent_decode_name(name: &str) -> String {
-    let mut out = String::new();
-    let mut chars = name.chars();
-    while let Some(c) = chars.next() {
-        if c == '%' {
-            let hex: String = chars.by_ref().take(2).collect();
-            match u8::from_str_radix(&hex, 16) {
-                Ok(b) => out.push(char::from(b)),
-                Err(_) => {
-                    out.push('%');
-                    out.push_str(&hex);
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// URL-encodes every byte that is not unreserved (how a key shows up inside a URL).
-fn encode_all(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// True for characters that can be part of a key or signature value (base64, URL-encoded).
@@ -234,7 +202,7 @@ fn is_boundary(before: &str) -> bool {
 pub fn find_leaks(text: &str) -> Vec<String> {
     let mut found = Vec::new();
     for key in WELL_KNOWN_KEYS {
-        if text.contains(key) || text.contains(&encode_all(key)) {
+        if text.contains(key) || text.contains(&encode_unreserved(key)) {
             found.push(format!(
                 "well-known key {}...",
                 key.get(..8).unwrap_or_default()

@@ -37,13 +37,15 @@ pub struct ConnectionOptions {
 pub fn check_endpoint(endpoint: &str, allow_http: bool) -> Result<String, Error> {
     let trimmed = endpoint.trim().trim_end_matches('/');
     let url = reqwest::Url::parse(trimmed).map_err(|e| {
+        // The text may hold a SAS signature or a key pasted into the wrong place.
+        let shown = Redactor::new().redact_url(trimmed);
         Error::invalid_input(format!(
-            "the endpoint '{trimmed}' is not a valid URL ({e}); expected e.g. https://account.queue.core.windows.net"
+            "the endpoint '{shown}' is not a valid URL ({e}); expected e.g. https://account.queue.core.windows.net"
         ))
     })?;
-    if url.query().is_some() {
+    if url.query().is_some() || url.fragment().is_some() {
         return Err(Error::invalid_input(
-            "the endpoint must not contain a query string; put a SAS token in `SharedAccessSignature`",
+            "the endpoint must not contain a query string or fragment; put a SAS token in `SharedAccessSignature`",
         ));
     }
     match url.scheme() {
@@ -268,5 +270,38 @@ impl CosmosConnection {
             CosmosCredential::MasterKey(s) => Arc::new(s.clone()),
             CosmosCredential::ResourceToken(s) => Arc::new(s.clone()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_errors_never_show_a_sas_signature_or_key() {
+        for bad in [
+            "https://h/q?sv=2021&sig=SECRETSIG123",
+            "http://acct.queue.core.windows.net/q?sig=SECRETSIG123",
+            "no-scheme?sig=SECRETSIG123",
+            "AccountKey=SECRETSIG123",
+            "https://h/q#sig=SECRETSIG123",
+        ] {
+            let text = check_endpoint(bad, false)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(!text.is_empty(), "{bad} should be refused");
+            assert!(!text.contains("SECRETSIG123"), "{text}");
+        }
+    }
+
+    #[test]
+    fn endpoint_keeps_its_text_without_trailing_slash() {
+        assert_eq!(
+            check_endpoint(" http://127.0.0.1:11001/devstoreaccount1/ ", false).ok(),
+            Some("http://127.0.0.1:11001/devstoreaccount1".to_string())
+        );
+        assert!(check_endpoint("http://emulator:10001/acct", true).is_ok());
+        assert!(check_endpoint("https://", false).is_err());
     }
 }

@@ -11,10 +11,10 @@
 use chrono::{DateTime, Utc};
 use std::fmt;
 
-use super::encoding::{encode_component, percent_decode};
 use super::{KeyBytes, Secret};
 use crate::error::Error;
 use crate::wire::clock::http_date;
+use crate::wire::encoding::{encode_uri_component, percent_decode};
 use crate::wire::pipeline::Signer;
 use crate::wire::transport::HttpRequest;
 
@@ -66,7 +66,7 @@ pub fn master_key_authorization(
         date.to_lowercase()
     );
     let sig = key.key.sign(&to_sign);
-    encode_component(&format!("type=master&ver=1.0&sig={sig}"))
+    encode_uri_component(&format!("type=master&ver=1.0&sig={sig}"))
 }
 
 /// Signs Cosmos requests with the account's master key. `Debug` hides the key.
@@ -138,7 +138,7 @@ impl CosmosResourceTokenSigner {
             return Err(Error::invalid_input("the Cosmos resource token is empty"));
         }
         let encoded = if token.contains('=') {
-            encode_component(&token)
+            encode_uri_component(&token)
         } else {
             token
         };

@@ -6,10 +6,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use std::fmt;
 
 use super::Secret;
-use super::encoding::encode_component;
 use super::shared_key::SharedKeySigner;
 use crate::error::Error;
 use crate::wire::clock::http_date;
+use crate::wire::encoding::encode_uri_component;
 use crate::wire::pipeline::Signer;
 use crate::wire::transport::HttpRequest;
 
@@ -192,7 +192,7 @@ fn push_optional(
 fn query_string(params: &[(&str, String)]) -> String {
     params
         .iter()
-        .map(|(n, v)| format!("{n}={}", encode_component(v)))
+        .map(|(n, v)| format!("{n}={}", encode_uri_component(v)))
         .collect::<Vec<_>>()
         .join("&")
 }

@@ -88,6 +88,39 @@ async fn session_token_is_echoed_on_later_requests() {
 }
 
 #[tokio::test]
+async fn session_token_from_an_error_answer_is_kept_and_echoed() {
+    let missing = response(
+        404,
+        &[
+            ("x-ms-session-token", "0:1#40"),
+            ("x-ms-request-charge", "1"),
+        ],
+        r#"{"code":"NotFound","message":"gone"}"#,
+    );
+    let query_page = response(
+        200,
+        &[("x-ms-session-token", "0:1#41")],
+        r#"{"Documents":[],"_count":0}"#,
+    );
+    let (runs, transport) = container(vec![missing, query_page]);
+    let err = runs.read::<Value>("r1", &pk()).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+    assert_eq!(runs.session_token().as_deref(), Some("0:1#40"));
+    let page = runs
+        .query_page::<Value>(
+            &Query::new("SELECT * FROM c"),
+            &QueryOptions::default(),
+            None,
+        )
+        .await
+        .unwrap();
+    let requests = transport.requests();
+    assert_eq!(requests[1].header("x-ms-session-token"), Some("0:1#40"));
+    assert_eq!(page.info.session_token.as_deref(), Some("0:1#41"));
+    assert_eq!(runs.session_token().as_deref(), Some("0:1#41"));
+}
+
+#[tokio::test]
 async fn document_ids_are_encoded_in_the_url() {
     let (runs, transport) = container(vec![doc_answer(200, &json!({"id": "a b:ä"}))]);
     runs.read::<Value>("a b:ä", &pk()).await.unwrap();
