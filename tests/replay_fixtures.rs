@@ -2,7 +2,10 @@
 //!
 //! One scenario per service drives every client operation, including the error answers 404,
 //! 409, 412 (stale ETag, false PATCH condition, stale pop receipt) and 413, and checks every
-//! parsed result. The ignored `record_*` tests run it against the emulators through the
+//! parsed result. The emulators never throttle, so the recording injects one throttling
+//! answer per service below the recorder (Queue: 503 `ServerBusy` + `Retry-After` on a put;
+//! Cosmos: 429 + `x-ms-retry-after-ms` on a create): the fixtures then hold the throttled
+//! attempt and the pipeline's retry, and replay proves the client retries it. The ignored `record_*` tests run it against the emulators through the
 //! wire [`Recorder`] (run them with `scripts/record-fixtures.sh`); the default `*_replays_*`
 //! tests run the same scenario offline against the [`Replayer`], which also checks that each
 //! request is the recorded one and that its signature hashes to the recorded signature.
@@ -12,6 +15,10 @@ mod support;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
 
 use chrono::Datelike;
 use flowcraft_azure::Error;
@@ -27,7 +34,7 @@ use flowcraft_azure::wire::record::{Recorder, read_recording_file};
 use flowcraft_azure::wire::redact::{REDACTED, Redactor, find_leaks};
 use flowcraft_azure::wire::replay::Replayer;
 use flowcraft_azure::wire::retry::{Idempotency, RetryPolicy};
-use flowcraft_azure::wire::transport::HttpRequest;
+use flowcraft_azure::wire::transport::{HttpRequest, HttpResponse, Transport};
 use serde_json::{Value, json};
 
 const QUEUE_FIXTURE: &str = "fixtures/wire/queue.jsonl";
@@ -272,16 +279,108 @@ fn cosmos_signer() -> Arc<dyn Signer> {
     support::cosmos_connection().signer()
 }
 
-/// A no-retry pipeline over a recorder writing `fixture` (via a temporary file renamed at
-/// the end, so a failed recording never replaces a good fixture).
+/// The retry policy of both recording and replay: retries (so the injected throttling is
+/// retried) with short waits.
+fn fixture_retry_policy() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 2,
+        base_delay: Duration::from_millis(10),
+        ..RetryPolicy::default()
+    }
+}
+
+/// Which request gets the injected throttling answer, and the answer.
+#[derive(Debug, Clone, Copy)]
+enum Injection {
+    /// Queue: the first put message gets 503 `ServerBusy` with `Retry-After: 1`.
+    QueueServerBusy,
+    /// Cosmos: the first document create gets 429 with `x-ms-retry-after-ms: 1000`.
+    CosmosTooManyRequests,
+}
+
+impl Injection {
+    fn applies_to(self, request: &HttpRequest) -> bool {
+        let path = request.url.split('?').next().unwrap_or_default();
+        request.method == "POST"
+            && match self {
+                Injection::QueueServerBusy => path.ends_with("/messages"),
+                Injection::CosmosTooManyRequests => {
+                    path.ends_with("/docs")
+                        && request.header("x-ms-documentdb-isquery").is_none()
+                        && request.header("x-ms-documentdb-is-upsert").is_none()
+                }
+            }
+    }
+
+    fn answer(self) -> HttpResponse {
+        let headers = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect()
+        };
+        match self {
+            Injection::QueueServerBusy => HttpResponse {
+                status: 503,
+                headers: headers(&[
+                    ("content-type", "application/xml"),
+                    ("x-ms-error-code", "ServerBusy"),
+                    ("x-ms-request-id", "injected-server-busy"),
+                    ("retry-after", "1"),
+                ]),
+                body: b"<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>ServerBusy</Code><Message>The server is busy.</Message></Error>".to_vec(),
+            },
+            Injection::CosmosTooManyRequests => HttpResponse {
+                status: 429,
+                headers: headers(&[
+                    ("content-type", "application/json"),
+                    ("x-ms-activity-id", "injected-too-many-requests"),
+                    ("x-ms-request-charge", "0"),
+                    ("x-ms-retry-after-ms", "1000"),
+                ]),
+                body: br#"{"code":"TooManyRequests","message":"Request rate is large; retry later."}"#
+                    .to_vec(),
+            },
+        }
+    }
+}
+
+/// Answers the first request the injection applies to with its throttling answer (without
+/// forwarding it) and forwards everything else.
+#[derive(Debug)]
+struct ThrottleOnce {
+    inner: Arc<dyn Transport>,
+    injection: Injection,
+    done: AtomicBool,
+}
+
+#[async_trait]
+impl Transport for ThrottleOnce {
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, Error> {
+        if self.injection.applies_to(&request) && !self.done.swap(true, Ordering::SeqCst) {
+            return Ok(self.injection.answer());
+        }
+        self.inner.send(request).await
+    }
+}
+
+/// A retrying pipeline over a recorder writing `fixture` (via a temporary file renamed at
+/// the end, so a failed recording never replaces a good fixture), with one throttling
+/// answer injected below the recorder.
 fn recording_pipeline(
     fixture: &str,
     signer: Arc<dyn Signer>,
     redactor: Redactor,
+    injection: Injection,
 ) -> (Pipeline, PathBuf) {
     let tmp = fixture_path(&format!("{fixture}.tmp"));
-    let recorder = Recorder::to_file(support::transport(), &tmp, redactor).expect("recorder");
-    let pipeline = Pipeline::new(Arc::new(recorder), signer).with_retry(RetryPolicy::no_retries());
+    let throttled = ThrottleOnce {
+        inner: support::transport(),
+        injection,
+        done: AtomicBool::new(false),
+    };
+    let recorder = Recorder::to_file(Arc::new(throttled), &tmp, redactor).expect("recorder");
+    let pipeline = Pipeline::new(Arc::new(recorder), signer).with_retry(fixture_retry_policy());
     (pipeline, tmp)
 }
 
@@ -301,8 +400,12 @@ async fn record_queue_fixture() {
     }
     support::require_reachable("Azurite (queue)", QUEUE_ENDPOINT);
     let connection = support::storage_connection(support::AZURITE_KEY);
-    let (pipeline, tmp) =
-        recording_pipeline(QUEUE_FIXTURE, connection.signer(), connection.redactor());
+    let (pipeline, tmp) = recording_pipeline(
+        QUEUE_FIXTURE,
+        connection.signer(),
+        connection.redactor(),
+        Injection::QueueServerBusy,
+    );
     queue_scenario(pipeline).await;
     std::fs::rename(&tmp, fixture_path(QUEUE_FIXTURE)).expect("move the recording in place");
 }
@@ -315,8 +418,12 @@ async fn record_cosmos_fixture() {
     }
     support::require_reachable("the Cosmos emulator", COSMOS_ENDPOINT);
     let connection = support::cosmos_connection();
-    let (pipeline, tmp) =
-        recording_pipeline(COSMOS_FIXTURE, connection.signer(), connection.redactor());
+    let (pipeline, tmp) = recording_pipeline(
+        COSMOS_FIXTURE,
+        connection.signer(),
+        connection.redactor(),
+        Injection::CosmosTooManyRequests,
+    );
     cosmos_scenario(pipeline).await;
     std::fs::rename(&tmp, fixture_path(COSMOS_FIXTURE)).expect("move the recording in place");
 }
@@ -333,7 +440,7 @@ where
         .verify_signatures_with(signer.clone())
         .require_signatures();
     let replayer = Arc::new(replayer);
-    let pipeline = Pipeline::new(replayer.clone(), signer).with_retry(RetryPolicy::no_retries());
+    let pipeline = Pipeline::new(replayer.clone(), signer).with_retry(fixture_retry_policy());
     scenario(pipeline).await;
     replayer.finish().unwrap();
     assert_eq!(
@@ -343,12 +450,13 @@ where
     );
 }
 
-#[tokio::test]
+// Paused time: the recorded `Retry-After` waits pass instantly.
+#[tokio::test(start_paused = true)]
 async fn queue_fixture_replays_offline_with_the_same_requests_and_results() {
     replay(QUEUE_FIXTURE, storage_signer(), queue_scenario).await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn cosmos_fixture_replays_offline_with_the_same_requests_and_results() {
     replay(COSMOS_FIXTURE, cosmos_signer(), cosmos_scenario).await;
 }
@@ -360,8 +468,32 @@ fn fixtures_cover_the_error_statuses() {
         let exchanges = read_recording_file(fixture_path(fixture)).unwrap();
         statuses.extend(exchanges.iter().filter_map(|e| e.status));
     }
-    for status in [400, 404, 409, 412, 413] {
+    for status in [400, 404, 409, 412, 413, 429, 503] {
         assert!(statuses.contains(&status), "no {status} answer recorded");
+    }
+}
+
+#[test]
+fn fixtures_show_each_throttled_request_retried_with_the_same_request() {
+    for (fixture, status) in [(QUEUE_FIXTURE, 503), (COSMOS_FIXTURE, 429)] {
+        let exchanges = read_recording_file(fixture_path(fixture)).unwrap();
+        let throttled = exchanges
+            .iter()
+            .position(|e| e.status == Some(status))
+            .unwrap_or_else(|| panic!("{fixture}: no {status} recorded"));
+        let (first, retry) = (&exchanges[throttled], &exchanges[throttled + 1]);
+        assert_eq!(first.attempt, 1, "{fixture}");
+        assert_eq!(retry.attempt, 2, "{fixture}");
+        assert!(
+            retry.status.is_some_and(|s| (200..300).contains(&s)),
+            "{fixture}"
+        );
+        assert_eq!((&first.method, &first.url), (&retry.method, &retry.url));
+        assert_eq!(first.request_body, retry.request_body, "{fixture}");
+        assert_ne!(
+            first.signature_sha256, retry.signature_sha256,
+            "{fixture}: the retry is signed afresh"
+        );
     }
 }
 
