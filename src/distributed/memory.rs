@@ -409,6 +409,7 @@ impl RunStore for MemoryRunStore {
 
     async fn list_stalled(
         &self,
+        phases: &[RunPhase],
         older_than: i64,
         limit: usize,
         continuation: Option<&str>,
@@ -422,7 +423,7 @@ impl RunStore for MemoryRunStore {
             .statuses
             .range::<str, _>((std::ops::Bound::Excluded(start), std::ops::Bound::Unbounded))
         {
-            if rec.status != RunPhase::Running || rec.last_updated >= older_than {
+            if !phases.contains(&rec.status) || rec.last_updated >= older_than {
                 continue;
             }
             if items.len() == limit {
@@ -754,16 +755,25 @@ mod tests {
         s.write_status(&done, Some(&v.etag)).await.unwrap();
         assert!(s.write_status(&done, Some(&v.etag)).await.is_err());
         assert!(s.write_status(&done, None).await.is_err());
-        let p1 = s.list_stalled(4, 2, None).await.unwrap();
+        let p1 = s
+            .list_stalled(&[RunPhase::Running], 4, 2, None)
+            .await
+            .unwrap();
         let ids: Vec<_> = p1.items.iter().map(|r| r.run_id.as_str()).collect();
         assert_eq!(ids, ["r1", "r2"]);
         let p2 = s
-            .list_stalled(4, 2, p1.continuation.as_deref())
+            .list_stalled(&[RunPhase::Running], 4, 2, p1.continuation.as_deref())
             .await
             .unwrap();
         let ids: Vec<_> = p2.items.iter().map(|r| r.run_id.as_str()).collect();
         assert_eq!(ids, ["r3"]);
         assert_eq!(p2.continuation, None);
+        let finished = s
+            .list_stalled(&[RunPhase::Completed, RunPhase::Awaiting], 100, 10, None)
+            .await
+            .unwrap();
+        let ids: Vec<_> = finished.items.iter().map(|r| r.run_id.as_str()).collect();
+        assert_eq!(ids, ["r0"]);
     }
 
     #[tokio::test(start_paused = true)]

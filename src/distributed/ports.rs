@@ -189,10 +189,13 @@ pub trait RunStore: Send + Sync {
         etag: Option<&str>,
     ) -> Result<String, Error>;
 
-    /// Runs whose status is `running` and whose `lastUpdated` is older than `older_than`
-    /// (epoch seconds), at most `limit` per page, continuing after `continuation`.
+    /// Runs whose status is one of `phases` (the reconciler asks for `running`) and whose
+    /// `lastUpdated` is older than `older_than` (epoch seconds), at most `limit` per page,
+    /// continuing after `continuation` (Cosmos: `SELECT * FROM c WHERE c.status IN (...) AND
+    /// c.lastUpdated < @t` with a continuation token).
     async fn list_stalled(
         &self,
+        phases: &[RunPhase],
         older_than: i64,
         limit: usize,
         continuation: Option<&str>,

@@ -6,6 +6,7 @@
 use crate::Error;
 use crate::distributed::client::Client;
 use crate::distributed::core::{Backends, now_epoch};
+use crate::distributed::ports::RunPhase;
 use std::time::Duration;
 
 /// Reconciler settings.
@@ -75,7 +76,12 @@ impl Reconciler {
             let page = self
                 .backends
                 .runs
-                .list_stalled(older_than, self.config.page_size, continuation.as_deref())
+                .list_stalled(
+                    &[RunPhase::Running],
+                    older_than,
+                    self.config.page_size,
+                    continuation.as_deref(),
+                )
                 .await
                 .map_err(|e| e.during("list stalled runs"))?;
             for status in page.items {
