@@ -27,6 +27,39 @@ use std::time::Duration;
 const BLUEPRINT_KEY_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Starts and steers distributed runs.
+///
+/// ```
+/// use flowcraft_azure::distributed::client::Client;
+/// use flowcraft_azure::distributed::core::Backends;
+/// use flowcraft_azure::distributed::worker::{Worker, WorkerConfig};
+/// use flowcraft_azure::flow::blueprint::Blueprint;
+/// use flowcraft_azure::flow::execute::{BlueprintRegistry, Environment};
+/// use flowcraft_azure::flow::node::NodeRegistry;
+/// use flowcraft_azure::flow::runtime::RunStatus;
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use tokio_util::sync::CancellationToken;
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let bp = Blueprint::from_json(r#"{"id":"hi","nodes":[{"id":"a","uses":"echo","inputs":"name"}],"edges":[]}"#).unwrap();
+/// let mut blueprints = BlueprintRegistry::new();
+/// blueprints.insert(bp);
+/// let env = Environment::new(NodeRegistry::with_builtins()).with_blueprints(blueprints);
+/// let backends = Backends::in_memory();
+/// let worker = Arc::new(Worker::new(env.clone(), backends.clone(), WorkerConfig::default()));
+/// let shutdown = CancellationToken::new();
+/// let running = tokio::spawn(worker.run(shutdown.clone()));
+///
+/// let client = Client::new(backends, env.blueprints.clone());
+/// let mut initial = serde_json::Map::new();
+/// initial.insert("name".into(), "Ada".into());
+/// let run_id = client.start_run("hi", initial).await.unwrap();
+/// let result = client.wait_for(&run_id, Duration::from_secs(10)).await.unwrap();
+/// assert_eq!(result.status, RunStatus::Completed);
+/// assert_eq!(result.context["a"], "Ada");
+/// shutdown.cancel();
+/// running.await.unwrap();
+/// # });
+/// ```
 #[derive(Debug, Clone)]
 pub struct Client {
     backends: Backends,
