@@ -26,7 +26,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, clap::Args)]
 #[command(
     override_usage = "flowcraft-azure run <BLUEPRINT.json> [--input CONTEXT.json] [--blueprints DIR] [--json]\n       \
-                      [--evaluator property|safe] [--allow-cycles] [--concurrency N]",
+                      [--evaluator property|safe] [--allow-cycles] [--concurrency N]\n       \
+                      [--distributed [--workers N]]",
     after_help = "Exit codes: 0 completed or awaiting, 1 failed, cancelled or stalled, 2 bad input.\n\
                   Example (a subflow needs the directory of the blueprint it runs):\n  \
                   flowcraft-azure run fixtures/blueprints/subflow.json --blueprints fixtures/blueprints"
@@ -53,6 +54,12 @@ pub struct Args {
     /// How many nodes may run at once (default: min(CPUs, 10)).
     #[arg(long, value_name = "N")]
     pub concurrency: Option<usize>,
+    /// Run through the distributed core (in-memory queue and stores, in-process workers).
+    #[arg(long)]
+    pub distributed: bool,
+    /// Worker loops for --distributed (default 4).
+    #[arg(long, value_name = "N", requires = "distributed")]
+    pub workers: Option<usize>,
 }
 
 /// Everything needed to start a run: the blueprint, the initial context and the environment.
@@ -200,6 +207,10 @@ pub fn execute(args: Args) -> u8 {
             return super::EXIT_BAD_INPUT;
         }
     };
+    if args.distributed {
+        let workers = args.workers.unwrap_or(super::run_distributed::DEFAULT_WORKERS);
+        return super::run_distributed::execute(prepared, workers, args.concurrency, args.json);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
