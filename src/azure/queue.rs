@@ -27,6 +27,7 @@ use chrono::{DateTime, Utc};
 use crate::azure::auth::check_endpoint;
 use crate::azure::response::{error_from_response, send_checked, unparseable};
 use crate::error::{Error, ErrorInfo};
+use crate::wire::clock::parse_http_date;
 use crate::wire::encoding::encode_unreserved;
 use crate::wire::pipeline::Pipeline;
 use crate::wire::retry::Idempotency;
@@ -393,7 +394,7 @@ impl QueueClient {
             .to_string();
         let next_visible = resp
             .header("x-ms-time-next-visible")
-            .and_then(parse_date)
+            .and_then(parse_http_date)
             .ok_or_else(|| unparseable(&resp, OP, "missing or invalid x-ms-time-next-visible"))?;
         Ok(UpdatedMessage {
             pop_receipt,
@@ -500,13 +501,6 @@ fn parse_body(resp: &HttpResponse, operation: &str) -> Result<Element, Error> {
     xml::parse(&resp.body).map_err(|e| unparseable(resp, operation, &e.0))
 }
 
-/// Parses an RFC 1123 date such as `Thu, 26 Nov 2026 21:09:10 GMT`.
-fn parse_date(text: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc2822(text.trim())
-        .ok()
-        .map(|d| d.with_timezone(&Utc))
-}
-
 /// Typed access to the children of one `<QueueMessage>`; errors name the missing field.
 struct MessageFields<'a>(&'a Element);
 
@@ -537,7 +531,8 @@ impl<'a> MessageFields<'a> {
     }
 
     fn date(&self, name: &str) -> Result<DateTime<Utc>, String> {
-        parse_date(&self.text(name)?).ok_or_else(|| format!("<{name}> is not an RFC 1123 date"))
+        parse_http_date(&self.text(name)?)
+            .ok_or_else(|| format!("<{name}> is not an RFC 1123 date"))
     }
 }
 

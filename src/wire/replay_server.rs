@@ -14,7 +14,7 @@
 //! # Ok(()) }
 //! ```
 
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -32,6 +32,9 @@ use crate::wire::transport::HttpRequest;
 
 /// Status answered when a request does not match the recording.
 pub const DIVERGENCE_STATUS: u16 = 599;
+
+/// The largest request body the server reads (the services accept far less).
+const MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
 
 /// Response headers not copied from the recording (the server computes its own framing).
 const FRAMING_HEADERS: [&str; 4] = [
@@ -160,7 +163,7 @@ async fn answer(
     req: hyper::Request<Incoming>,
 ) -> hyper::Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
-    let body = match body.collect().await {
+    let body = match Limited::new(body, MAX_REQUEST_BYTES).collect().await {
         Ok(collected) => collected.to_bytes().to_vec(),
         Err(e) => {
             return text_response(

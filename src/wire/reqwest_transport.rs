@@ -1,7 +1,9 @@
 //! The real [`Transport`]: reqwest over rustls (no OpenSSL), HTTP/1.1 with keep-alive
 //! connection pooling and a per-request timeout. Connection failures and timeouts become
 //! [`Error::Transport`] / [`Error::Timeout`]; errors name the host but never the query string
-//! (which may hold a SAS signature) nor any header value.
+//! (which may hold a SAS signature) nor any header value. Response bodies are read in chunks
+//! up to a cap ([`DEFAULT_MAX_RESPONSE_BYTES`]), so a broken or hostile server cannot make the
+//! client buffer without bound.
 
 use async_trait::async_trait;
 use std::error::Error as _;
@@ -15,10 +17,18 @@ use crate::wire::transport::{HttpRequest, HttpResponse, Transport};
 /// sent twice.
 const COMPUTED_HEADERS: [&str; 2] = ["content-length", "host"];
 
+/// The largest response body read by default: 32 MiB. Queue answers are at most a few MiB
+/// (32 messages of 64 KiB), Cosmos items at most 2 MB and query pages about 4 MB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
+
+/// Error code of the [`Error::Unexpected`] returned when a response body exceeds the cap.
+pub const RESPONSE_TOO_LARGE_CODE: &str = "ResponseTooLarge";
+
 /// Sends requests with a pooled reqwest client. Cheap to clone (the pool is shared).
 #[derive(Debug, Clone)]
 pub struct ReqwestTransport {
     client: reqwest::Client,
+    max_response_bytes: usize,
 }
 
 impl ReqwestTransport {
@@ -36,7 +46,16 @@ impl ReqwestTransport {
             .map_err(|e| {
                 Error::unexpected(format!("could not build the HTTP client: {}", chain(&e)))
             })?;
-        Ok(ReqwestTransport { client })
+        Ok(ReqwestTransport {
+            client,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        })
+    }
+
+    /// Replaces the response body cap (see [`DEFAULT_MAX_RESPONSE_BYTES`]).
+    pub fn with_max_response_bytes(mut self, max: usize) -> Self {
+        self.max_response_bytes = max;
+        self
     }
 
     fn build(&self, request: &HttpRequest) -> Result<reqwest::Request, Error> {
@@ -77,7 +96,7 @@ impl Transport for ReqwestTransport {
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, Error> {
         let built = self.build(&request)?;
         let host = host_of(&request.url);
-        let response = self
+        let mut response = self
             .client
             .execute(built)
             .await
@@ -93,11 +112,34 @@ impl Transport for ReqwestTransport {
                 )
             })
             .collect();
-        let body = response
-            .bytes()
+        let too_large = || {
+            Error::Unexpected(Box::new(
+                ErrorInfo::new(format!(
+                    "the answer from {host} is larger than {} bytes; this is not a Queue or \
+                     Cosmos answer: check the endpoint",
+                    self.max_response_bytes
+                ))
+                .with_status(status)
+                .with_code(RESPONSE_TOO_LARGE_CODE),
+            ))
+        };
+        if response
+            .content_length()
+            .is_some_and(|len| len > self.max_response_bytes as u64)
+        {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
             .map_err(|e| map_error(&e, &request.method, &host))?
-            .to_vec();
+        {
+            if body.len().saturating_add(chunk.len()) > self.max_response_bytes {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
         Ok(HttpResponse {
             status,
             headers,
@@ -206,6 +248,70 @@ mod tests {
         assert!(matches!(err, Error::Timeout(_)), "{err:?}");
         assert!(!err.to_string().contains("SECRETSIG"), "{err}");
         holder.abort();
+    }
+
+    /// Serves one HTTP answer with `body_len` bytes of body on a local port (chunked when
+    /// `chunked`, so no Content-Length tells the size up front).
+    async fn serve_body(body_len: usize, chunked: bool) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request).await;
+            let body = vec![b'x'; body_len];
+            let head = if chunked {
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_string()
+            } else {
+                format!("HTTP/1.1 200 OK\r\ncontent-length: {body_len}\r\n\r\n")
+            };
+            let _ = stream.write_all(head.as_bytes()).await;
+            if chunked {
+                for part in body.chunks(1000) {
+                    let _ = stream
+                        .write_all(format!("{:x}\r\n", part.len()).as_bytes())
+                        .await;
+                    let _ = stream.write_all(part).await;
+                    let _ = stream.write_all(b"\r\n").await;
+                }
+                let _ = stream.write_all(b"0\r\n\r\n").await;
+            } else {
+                let _ = stream.write_all(&body).await;
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn response_bodies_over_the_cap_are_refused_with_or_without_content_length() {
+        for chunked in [false, true] {
+            let port = serve_body(5000, chunked).await;
+            let t = ReqwestTransport::new(Duration::from_secs(5))
+                .expect("client")
+                .with_max_response_bytes(4096);
+            let err = t
+                .send(HttpRequest::new("GET", format!("http://127.0.0.1:{port}/")))
+                .await
+                .expect_err("over the cap");
+            assert!(matches!(err, Error::Unexpected(_)), "{err:?}");
+            assert_eq!(err.code(), Some(RESPONSE_TOO_LARGE_CODE));
+        }
+        for chunked in [false, true] {
+            let port = serve_body(4096, chunked).await;
+            let t = ReqwestTransport::new(Duration::from_secs(5))
+                .expect("client")
+                .with_max_response_bytes(4096);
+            let resp = t
+                .send(HttpRequest::new("GET", format!("http://127.0.0.1:{port}/")))
+                .await
+                .expect("at the cap is fine");
+            assert_eq!(resp.body.len(), 4096);
+        }
     }
 
     #[test]
