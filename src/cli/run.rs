@@ -208,7 +208,9 @@ pub fn execute(args: Args) -> u8 {
         }
     };
     if args.distributed {
-        let workers = args.workers.unwrap_or(super::run_distributed::DEFAULT_WORKERS);
+        let workers = args
+            .workers
+            .unwrap_or(super::run_distributed::DEFAULT_WORKERS);
         return super::run_distributed::execute(prepared, workers, args.concurrency, args.json);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
