@@ -1,6 +1,7 @@
 //! Signers against a live Azurite, which really verifies SharedKey, account SAS and service
 //! SAS (emulator spec §3.1): the offline golden vectors prove we match the SDKs, this proves
-//! the service accepts what we send, and that a bad signature is refused.
+//! the service accepts what we send, and that a bad signature is refused. A recording of
+//! SharedKey and SAS traffic against Azurite holds no key and no signature.
 //! Switched on by `FLOWCRAFT_EMULATORS=1` (scripts/test.sh, endpoint from
 //! `AZURE_QUEUE_ENDPOINT`); switched on, an unreachable Azurite fails the tests.
 
@@ -13,6 +14,8 @@ use flowcraft_azure::azure::auth::{
     queue_service_sas,
 };
 use flowcraft_azure::wire::pipeline::{Pipeline, Signer};
+use flowcraft_azure::wire::record::{Recorder, read_recording};
+use flowcraft_azure::wire::redact::{REDACTED, Redactor, find_leaks};
 use flowcraft_azure::wire::reqwest_transport::ReqwestTransport;
 use flowcraft_azure::wire::retry::{Idempotency, RetryPolicy};
 use flowcraft_azure::wire::transport::{HttpRequest, HttpResponse};
@@ -177,4 +180,96 @@ async fn azurite_refuses_wrong_key_expired_sas_and_sas_for_another_queue() {
         "a service SAS for another queue must be refused"
     );
     let _ = send(Arc::new(key), "DELETE", &format!("{base}/{queue}"), "").await;
+}
+
+/// The `sig` value of a SAS token (as written in the token, URL-encoded).
+fn sig_of(token: &str) -> String {
+    token
+        .split('&')
+        .find_map(|p| p.strip_prefix("sig="))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn recording_against_azurite_holds_no_key_or_signature() {
+    let Some(base) = endpoint("recording_against_azurite_holds_no_key_or_signature") else {
+        return;
+    };
+    let queue = unique_queue("wirerec");
+    let key = key_signer();
+    let expiry = Utc::now() + ChronoDuration::hours(1);
+    let account_token = account_sas(&key, &AccountSasOptions::queue("rwdlacup", expiry));
+    let service_token = queue_service_sas(&key, &queue, &ServiceSasOptions::new("raup", expiry));
+    let path = std::env::temp_dir().join(format!("{queue}.jsonl"));
+    let real = Arc::new(ReqwestTransport::new(Duration::from_secs(10)).expect("client"));
+    // Only the built-in rules: the recorder is not told the key or the tokens.
+    let recorder = Arc::new(Recorder::to_file(real, &path, Redactor::new()).expect("recorder"));
+    let steps: [(Arc<dyn Signer>, &str, String, &str, u16); 4] = [
+        (
+            Arc::new(key.clone()),
+            "PUT",
+            format!("{base}/{queue}"),
+            "",
+            201,
+        ),
+        (
+            Arc::new(SasSigner::new(account_token.clone()).expect("token")),
+            "POST",
+            format!("{base}/{queue}/messages"),
+            MESSAGE,
+            201,
+        ),
+        (
+            Arc::new(SasSigner::new(service_token.clone()).expect("token")),
+            "GET",
+            format!("{base}/{queue}/messages?numofmessages=1"),
+            "",
+            200,
+        ),
+        (Arc::new(key), "DELETE", format!("{base}/{queue}"), "", 204),
+    ];
+    for (signer, method, url, body, status) in steps {
+        let pipeline =
+            Pipeline::new(recorder.clone(), signer).with_retry(RetryPolicy::no_retries());
+        let mut request = HttpRequest::new(method, url);
+        request.set_header("x-ms-version", "2021-12-02");
+        request.body = body.as_bytes().to_vec();
+        let answer = pipeline
+            .send(request, Idempotency::Idempotent)
+            .await
+            .expect("Azurite must be reachable when FLOWCRAFT_EMULATORS=1");
+        assert_eq!(answer.status, status, "{method}");
+    }
+    let text = std::fs::read_to_string(&path).expect("recording written");
+    let _ = std::fs::remove_file(&path);
+    let exchanges = read_recording(&text).expect("valid recording");
+    assert_eq!(exchanges.len(), 4);
+    assert!(
+        exchanges.iter().all(|e| e.signature_sha256.is_some()),
+        "every exchange keeps a signature hash"
+    );
+    assert_eq!(find_leaks(&text), Vec::<String>::new());
+    for (exchange, signed_by_key) in exchanges.iter().zip([true, false, false, true]) {
+        let auth = exchange.request_header("authorization");
+        assert_eq!(auth.is_some(), signed_by_key, "exchange {}", exchange.seq);
+        assert!(
+            auth.is_none_or(|a| a == REDACTED),
+            "exchange {}",
+            exchange.seq
+        );
+    }
+    let key = std::env::var("AZURE_STORAGE_KEY").unwrap_or_else(|_| DEV_KEY.into());
+    for secret in [key, sig_of(&account_token), sig_of(&service_token)] {
+        assert!(secret.len() >= 20, "a real secret to look for");
+        assert!(!text.contains(&secret), "a secret reached the recording");
+        let decoded = secret
+            .replace("%2B", "+")
+            .replace("%2F", "/")
+            .replace("%3D", "=");
+        assert!(
+            !text.contains(&decoded),
+            "a decoded secret reached the recording"
+        );
+    }
 }
