@@ -5,7 +5,8 @@
 //! so the two modes can be compared; the distributed pins `blueprintId` and
 //! `blueprintVersion` are left out of the printed context. Sleeping nodes are waited for (as
 //! in-process); a run waiting for an external resume ends the command with `awaiting`.
-//! Ctrl-C cancels the run.
+//! `--concurrency N` bounds the jobs each worker runs at once (default 32). Ctrl-C cancels
+//! the run.
 
 use super::run::Prepared;
 use crate::distributed::client::Client;

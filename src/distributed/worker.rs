@@ -100,6 +100,103 @@ enum Committed {
     Deferred(String),
 }
 
+/// What a job's commit needs to decide, besides the freshly loaded state.
+struct Decision<'a> {
+    blueprint: &'a Blueprint,
+    work: &'a WorkItem,
+    plan: &'a Plan,
+    resume_seq: Option<u64>,
+    now: chrono::DateTime<chrono::Utc>,
+    heartbeat: i64,
+}
+
+/// The transition a job commits, applied to a freshly loaded state (re-run after every ETag
+/// conflict): drops jobs of finished runs and stale jobs, defers version mismatches, replays
+/// committed work, re-parks a sub-run that waits again, or settles the node.
+fn decide(state: &mut RunState, d: &Decision<'_>) -> Step<Committed> {
+    let Decision {
+        blueprint,
+        work,
+        plan,
+        now,
+        heartbeat,
+        ..
+    } = *d;
+    if state.book.status.is_terminal() {
+        return Step::Skip(Committed::Dropped(format!(
+            "the run is {}",
+            state.book.status.as_str()
+        )));
+    }
+    if let VersionCheck::Mismatch { pinned } = check_version(state, blueprint) {
+        return Step::Skip(Committed::Deferred(version_mismatch(&pinned, blueprint)));
+    }
+    prepare(state, blueprint);
+    let waiting = state
+        .book
+        .awaiting
+        .get(&work.node)
+        .filter(|rec| rec.activation == work.activation)
+        .cloned();
+    let settlement = match plan {
+        Plan::Wake => match waiting {
+            Some(rec) => Settlement::Resumed(
+                NodeResult {
+                    output: rec.output,
+                    action: None,
+                    dynamic_nodes: Vec::new(),
+                },
+                Vec::new(),
+            ),
+            None => {
+                return Step::Skip(Committed::Dropped(
+                    "the sleeping node was already resumed".into(),
+                ));
+            }
+        },
+        Plan::Resume(outcome) => {
+            let current = waiting
+                .and_then(|rec| rec.pending_resume)
+                .is_some_and(|p| Some(p.seq) == d.resume_seq);
+            if !current {
+                return Step::Skip(Committed::Dropped("stale resume".into()));
+            }
+            match outcome {
+                SubflowResume::Settle(settlement) => settlement.clone(),
+                SubflowResume::Repark(sub_state) => {
+                    state.context.insert(
+                        format!("{SUBFLOW_STATE_PREFIX}{}", work.node),
+                        Value::Object(sub_state.clone()),
+                    );
+                    if let Some(rec) = state.book.awaiting.get_mut(&work.node) {
+                        rec.pending_resume = None;
+                    }
+                    state.book.revision += 1;
+                    update_status(state);
+                    return Step::Write(Committed::Reparked);
+                }
+            }
+        }
+        Plan::Execute(settlement) => {
+            if let Some(record) = state.book.commits.get(&work.key()) {
+                return Step::Skip(Committed::Replay(record.clone()));
+            }
+            if !state.book.outstanding.contains_key(&work.key()) {
+                return Step::Skip(Committed::Dropped("stale job".into()));
+            }
+            settlement.clone()
+        }
+    };
+    let before = state.book.status;
+    let record = settle(state, blueprint, work, settlement, now);
+    let due = now.timestamp() - state.book.status_touched_at >= heartbeat;
+    let publish = due || before != state.book.status;
+    if publish {
+        state.book.status_touched_at = now.timestamp();
+    }
+    Step::Write(Committed::Fresh { record, publish })
+}
+
 /// What a job will commit, decided before the commit loop.
 enum Plan {
     /// Settle an executed attempt.
@@ -379,80 +476,16 @@ impl Worker {
         // The prepared state is still the loaded one (preparing again is a no-op), so the
         // first commit try needs no second read.
         let loaded = Versioned { value: state, etag };
+        let decision = Decision {
+            blueprint: &blueprint,
+            work: &work,
+            plan: &plan,
+            resume_seq: job.resume_seq,
+            now,
+            heartbeat,
+        };
         let (committed, state) = commit_from(runs, &job.run_id, Some(loaded), |state| {
-            if state.book.status.is_terminal() {
-                return Step::Skip(Committed::Dropped(format!(
-                    "the run is {}",
-                    state.book.status.as_str()
-                )));
-            }
-            if let VersionCheck::Mismatch { pinned } = check_version(state, &blueprint) {
-                return Step::Skip(Committed::Deferred(version_mismatch(&pinned, &blueprint)));
-            }
-            prepare(state, &blueprint);
-            let waiting = state
-                .book
-                .awaiting
-                .get(&work.node)
-                .filter(|rec| rec.activation == work.activation)
-                .cloned();
-            let settlement = match &plan {
-                Plan::Wake => match waiting {
-                    Some(rec) => Settlement::Resumed(
-                        NodeResult {
-                            output: rec.output,
-                            action: None,
-                            dynamic_nodes: Vec::new(),
-                        },
-                        Vec::new(),
-                    ),
-                    None => {
-                        return Step::Skip(Committed::Dropped(
-                            "the sleeping node was already resumed".into(),
-                        ));
-                    }
-                },
-                Plan::Resume(outcome) => {
-                    let current = waiting
-                        .and_then(|rec| rec.pending_resume)
-                        .is_some_and(|p| Some(p.seq) == job.resume_seq);
-                    if !current {
-                        return Step::Skip(Committed::Dropped("stale resume".into()));
-                    }
-                    match outcome {
-                        SubflowResume::Settle(settlement) => settlement.clone(),
-                        SubflowResume::Repark(sub_state) => {
-                            state.context.insert(
-                                format!("{SUBFLOW_STATE_PREFIX}{}", work.node),
-                                Value::Object(sub_state.clone()),
-                            );
-                            if let Some(rec) = state.book.awaiting.get_mut(&work.node) {
-                                rec.pending_resume = None;
-                            }
-                            state.book.revision += 1;
-                            update_status(state);
-                            return Step::Write(Committed::Reparked);
-                        }
-                    }
-                }
-                Plan::Execute(settlement) => {
-                    if let Some(record) = state.book.commits.get(&work.key()) {
-                        return Step::Skip(Committed::Replay(record.clone()));
-                    }
-                    if !state.book.outstanding.contains_key(&work.key()) {
-                        return Step::Skip(Committed::Dropped("stale job".into()));
-                    }
-                    settlement.clone()
-                }
-            };
-            let before = state.book.status;
-            let record = settle(state, &blueprint, &work, settlement, now);
-            let due = now.timestamp() - state.book.status_touched_at >= heartbeat;
-            let publish = due || before != state.book.status;
-            if publish {
-                state.book.status_touched_at = now.timestamp();
-            }
-            Step::Write(Committed::Fresh { record, publish })
+            decide(state, &decision)
         })
         .await?;
         match committed {
