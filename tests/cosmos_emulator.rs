@@ -16,9 +16,15 @@ use support::{cosmos_client, emulators_enabled, unique};
 /// A fresh database with one container partitioned on `/runId`.
 async fn fresh_container() -> ContainerClient {
     let db = cosmos_client().database(&unique("db")).unwrap();
-    assert!(db.create_if_not_exists().await.unwrap());
+    assert!(db.create_if_not_exists().await.unwrap().value);
     let container = db.container("runs").unwrap();
-    assert!(container.create_if_not_exists("/runId").await.unwrap());
+    assert!(
+        container
+            .create_if_not_exists("/runId")
+            .await
+            .unwrap()
+            .value
+    );
     container
 }
 
@@ -41,11 +47,23 @@ async fn database_and_container_creation_is_idempotent() {
         return;
     }
     let db = cosmos_client().database(&unique("db")).unwrap();
-    assert!(db.create_if_not_exists().await.unwrap());
-    assert!(!db.create_if_not_exists().await.unwrap());
+    assert!(db.create_if_not_exists().await.unwrap().value);
+    assert!(!db.create_if_not_exists().await.unwrap().value);
     let container = db.container("c").unwrap();
-    assert!(container.create_if_not_exists("/runId").await.unwrap());
-    assert!(!container.create_if_not_exists("/runId").await.unwrap());
+    assert!(
+        container
+            .create_if_not_exists("/runId")
+            .await
+            .unwrap()
+            .value
+    );
+    assert!(
+        !container
+            .create_if_not_exists("/runId")
+            .await
+            .unwrap()
+            .value
+    );
     container.delete_container().await.unwrap();
     db.delete().await.unwrap();
     assert!(matches!(db.delete().await, Err(Error::NotFound(_))));

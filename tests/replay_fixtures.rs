@@ -157,11 +157,15 @@ async fn cosmos_scenario(pipeline: Pipeline) {
         .database(DATABASE)
         .unwrap();
     let _ = db.delete().await; // clean slate
-    assert!(db.create_if_not_exists().await.unwrap());
-    assert!(!db.create_if_not_exists().await.unwrap());
+    let created_db = db.create_if_not_exists().await.unwrap();
+    assert!(created_db.value);
+    assert!(created_db.info.request_charge > 0.0);
+    let existing_db = db.create_if_not_exists().await.unwrap();
+    assert!(!existing_db.value);
+    assert_eq!(existing_db.info.status, 409);
     let runs = db.container("runs").unwrap();
-    assert!(runs.create_if_not_exists("/runId").await.unwrap());
-    assert!(!runs.create_if_not_exists("/runId").await.unwrap());
+    assert!(runs.create_if_not_exists("/runId").await.unwrap().value);
+    assert!(!runs.create_if_not_exists("/runId").await.unwrap().value);
 
     let pk = PartitionKey::from("run-1");
     let run = json!({"id": "run-1", "runId": "run-1", "status": "running", "lastUpdated": 100,
@@ -268,7 +272,7 @@ async fn cosmos_scenario(pipeline: Pipeline) {
     assert!(matches!(missing, Error::NotFound(_)), "{missing:?}");
     let again = runs.delete("run-2", &pk2, None).await.unwrap_err();
     assert!(matches!(again, Error::NotFound(_)), "{again:?}");
-    db.delete().await.unwrap();
+    assert_eq!(db.delete().await.unwrap().info.status, 204);
 }
 
 fn storage_signer() -> Arc<dyn Signer> {

@@ -96,6 +96,16 @@ pub struct CosmosResponse<T> {
     pub info: ResponseInfo,
 }
 
+impl CosmosResponse<()> {
+    /// An answer without a value (deletes): only its info.
+    fn unit(resp: &HttpResponse) -> Self {
+        CosmosResponse {
+            value: (),
+            info: ResponseInfo::from_response(resp),
+        }
+    }
+}
+
 /// One page of query results.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueryPage<T> {
@@ -193,24 +203,26 @@ impl DatabaseClient {
         format!("dbs/{}", encode_unreserved(&self.name))
     }
 
-    /// Creates the database unless it exists. `true` when it was created.
-    pub async fn create_if_not_exists(&self) -> Result<bool, Error> {
+    /// Creates the database unless it exists. The value is `true` when it was created,
+    /// `false` when it already existed (the info is then that of the 409 answer).
+    pub async fn create_if_not_exists(&self) -> Result<CosmosResponse<bool>, Error> {
         let url = format!("{}/dbs", self.client.endpoint);
         let body = json!({ "id": self.name });
         create_if_absent(&self.client, "cosmos create database", url, &body).await
     }
 
     /// Deletes the database and everything in it.
-    pub async fn delete(&self) -> Result<(), Error> {
+    pub async fn delete(&self) -> Result<CosmosResponse<()>, Error> {
         let url = format!("{}/{}", self.client.endpoint, self.path());
-        self.client
+        let resp = self
+            .client
             .send(
                 "cosmos delete database",
                 HttpRequest::new("DELETE", url),
                 Idempotency::Idempotent,
             )
-            .await
-            .map(drop)
+            .await?;
+        Ok(CosmosResponse::unit(&resp))
     }
 
     /// A handle for a container of this database (nothing is sent).
@@ -224,24 +236,29 @@ impl DatabaseClient {
     }
 }
 
-/// POSTs a database or container definition; 409 (already exists) is `Ok(false)`.
+/// POSTs a database or container definition; 409 (already exists) is `false`.
 async fn create_if_absent(
     client: &CosmosClient,
     operation: &str,
     url: String,
     body: &Value,
-) -> Result<bool, Error> {
+) -> Result<CosmosResponse<bool>, Error> {
     let mut request = HttpRequest::new("POST", url);
     request.set_header("Content-Type", "application/json");
     request.body = body.to_string().into_bytes();
-    match client
-        .send(operation, request, Idempotency::Idempotent)
-        .await
-    {
-        Ok(_) => Ok(true),
-        Err(Error::Conflict(_)) => Ok(false),
-        Err(e) => Err(e),
-    }
+    let resp = client
+        .send_unchecked(operation, request, Idempotency::Idempotent)
+        .await?;
+    let created = resp.status != 409;
+    let resp = if created {
+        success_or(resp, operation, response_error)?
+    } else {
+        resp
+    };
+    Ok(CosmosResponse {
+        value: created,
+        info: ResponseInfo::from_response(&resp),
+    })
 }
 
 /// A handle for one container: documents and queries. Clones share the session token.
@@ -281,9 +298,12 @@ impl ContainerClient {
     }
 
     /// Creates the container with a hash partition key on `partition_key_path` (e.g.
-    /// `/runId`) unless it exists. `true` when it was created. An existing container keeps
-    /// its own partition key.
-    pub async fn create_if_not_exists(&self, partition_key_path: &str) -> Result<bool, Error> {
+    /// `/runId`) unless it exists. The value is `true` when it was created, `false` when it
+    /// already existed (an existing container keeps its own partition key).
+    pub async fn create_if_not_exists(
+        &self,
+        partition_key_path: &str,
+    ) -> Result<CosmosResponse<bool>, Error> {
         validate_partition_key_path(partition_key_path)?;
         let url = format!("{}/{}/colls", self.endpoint(), self.database.path());
         let body = json!({
@@ -294,17 +314,18 @@ impl ContainerClient {
     }
 
     /// Deletes the container and its documents.
-    pub async fn delete_container(&self) -> Result<(), Error> {
+    pub async fn delete_container(&self) -> Result<CosmosResponse<()>, Error> {
         let url = format!("{}/{}", self.endpoint(), self.path());
-        self.database
+        let resp = self
+            .database
             .client
             .send(
                 "cosmos delete container",
                 HttpRequest::new("DELETE", url),
                 Idempotency::Idempotent,
             )
-            .await
-            .map(drop)
+            .await?;
+        Ok(CosmosResponse::unit(&resp))
     }
 
     /// Reads one document. A missing document is [`Error::NotFound`].
@@ -396,10 +417,7 @@ impl ContainerClient {
         let mut request = self.document_request("DELETE", url, partition_key);
         set_if_match(&mut request, if_match);
         let resp = self.send(OP, request, Idempotency::Idempotent).await?;
-        Ok(CosmosResponse {
-            value: (),
-            info: ResponseInfo::from_response(&resp),
-        })
+        Ok(CosmosResponse::unit(&resp))
     }
 
     /// Applies a partial update (1 to 10 operations, optional condition) to document `id`;

@@ -389,8 +389,12 @@ async fn invalid_queries_are_refused_before_sending() {
 #[tokio::test]
 async fn create_if_not_exists_treats_conflict_as_existing() {
     let transport = FakeTransport::new(vec![
-        response(201, &[], r#"{"id":"db1"}"#),
-        response(409, &[], r#"{"message":"conflict"}"#),
+        response(201, &[("x-ms-request-charge", "4.5")], r#"{"id":"db1"}"#),
+        response(
+            409,
+            &[("x-ms-request-charge", "1.25")],
+            r#"{"message":"conflict"}"#,
+        ),
         response(201, &[], r#"{"id":"runs"}"#),
         response(409, &[], r#"{"code":"Conflict"}"#),
         response(500, &[], ""),
@@ -399,11 +403,18 @@ async fn create_if_not_exists_treats_conflict_as_existing() {
         .unwrap()
         .database("db1")
         .unwrap();
-    assert!(db.create_if_not_exists().await.unwrap());
-    assert!(!db.create_if_not_exists().await.unwrap());
+    let created = db.create_if_not_exists().await.unwrap();
+    assert!(created.value);
+    assert_eq!(created.info.request_charge, 4.5);
+    let existing = db.create_if_not_exists().await.unwrap();
+    assert!(!existing.value);
+    assert_eq!(
+        (existing.info.status, existing.info.request_charge),
+        (409, 1.25)
+    );
     let runs = db.container("runs").unwrap();
-    assert!(runs.create_if_not_exists("/runId").await.unwrap());
-    assert!(!runs.create_if_not_exists("/runId").await.unwrap());
+    assert!(runs.create_if_not_exists("/runId").await.unwrap().value);
+    assert!(!runs.create_if_not_exists("/runId").await.unwrap().value);
     assert!(matches!(
         runs.create_if_not_exists("/runId").await,
         Err(Error::Unexpected(_))
