@@ -182,6 +182,9 @@ async fn azurite_refuses_wrong_key_expired_sas_and_sas_for_another_queue() {
     let _ = send(Arc::new(key), "DELETE", &format!("{base}/{queue}"), "").await;
 }
 
+/// One recorded request: signer, method, URL, body and the status Azurite must answer.
+type Step = (Arc<dyn Signer>, &'static str, String, &'static str, u16);
+
 /// The `sig` value of a SAS token (as written in the token, URL-encoded).
 fn sig_of(token: &str) -> String {
     token
@@ -205,7 +208,8 @@ async fn recording_against_azurite_holds_no_key_or_signature() {
     let real = Arc::new(ReqwestTransport::new(Duration::from_secs(10)).expect("client"));
     // Only the built-in rules: the recorder is not told the key or the tokens.
     let recorder = Arc::new(Recorder::to_file(real, &path, Redactor::new()).expect("recorder"));
-    let steps: [(Arc<dyn Signer>, &str, String, &str, u16); 4] = [
+    // (signer, method, URL, body, expected status)
+    let steps: [Step; 4] = [
         (
             Arc::new(key.clone()),
             "PUT",
