@@ -4,6 +4,7 @@
 
 use crate::error::{Error, ErrorInfo};
 use crate::wire::pipeline::Pipeline;
+use crate::wire::redact::Redactor;
 use crate::wire::retry::{Idempotency, retry_after};
 use crate::wire::transport::{HttpRequest, HttpResponse};
 
@@ -19,9 +20,10 @@ pub(crate) fn error_from_response(
     message: &str,
 ) -> Error {
     let status = resp.status;
+    // A service message may quote the request (e.g. a SAS URL); never carry a signature on.
     let message = match message.trim() {
         "" => format!("the service answered HTTP {status}"),
-        text => text.to_string(),
+        text => Redactor::new().redact_text(text),
     };
     let pop_receipt_mismatch = code.as_deref() == Some("PopReceiptMismatch");
     let info = Box::new(ErrorInfo {
@@ -131,6 +133,19 @@ mod tests {
         assert!(matches!(mapped(400, None), Error::InvalidInput(_)));
         assert!(matches!(mapped(408, None), Error::Timeout(_)));
         assert!(matches!(mapped(500, None), Error::Unexpected(_)));
+    }
+
+    #[test]
+    fn service_messages_quoting_a_sas_url_lose_the_signature() {
+        let err = error_from_response(
+            &response(403, &[]),
+            "queue get messages",
+            Some("AuthenticationFailed".into()),
+            "Signature did not match for https://a.queue.core.windows.net/q?sv=2021&sig=AbC%2Bdef123",
+        );
+        let text = format!("{err} {err:?}");
+        assert!(!text.contains("AbC%2Bdef123"), "{text}");
+        assert!(text.contains("sig=REDACTED"), "{text}");
     }
 
     #[test]
