@@ -351,11 +351,9 @@ impl ContainerClient {
     ) -> Result<CosmosResponse<T>, Error> {
         const OP: &str = "cosmos create document";
         let (_, body) = document_body(document).map_err(|e| e.during(OP))?;
-        let mut request = self.document_request("POST", self.docs_url(), partition_key);
-        request.set_header("Content-Type", "application/json");
-        request.body = body;
-        let resp = self.send(OP, request, Idempotency::NonIdempotent).await?;
-        typed_response(&resp, OP)
+        let request = self.document_request("POST", self.docs_url(), partition_key);
+        self.write_document(OP, request, body, None, Idempotency::NonIdempotent)
+            .await
     }
 
     /// Creates or replaces a document; with `if_match`, only if the stored ETag matches
@@ -369,12 +367,9 @@ impl ContainerClient {
         const OP: &str = "cosmos upsert document";
         let (_, body) = document_body(document).map_err(|e| e.during(OP))?;
         let mut request = self.document_request("POST", self.docs_url(), partition_key);
-        request.set_header("Content-Type", "application/json");
         request.set_header("x-ms-documentdb-is-upsert", "True");
-        set_if_match(&mut request, if_match);
-        request.body = body;
-        let resp = self.send(OP, request, Idempotency::NonIdempotent).await?;
-        typed_response(&resp, OP)
+        self.write_document(OP, request, body, if_match, Idempotency::NonIdempotent)
+            .await
     }
 
     /// Replaces document `id`; with `if_match`, only if the stored ETag matches (else
@@ -397,12 +392,9 @@ impl ContainerClient {
             ))
             .during(OP));
         }
-        let mut request = self.document_request("PUT", url, partition_key);
-        request.set_header("Content-Type", "application/json");
-        set_if_match(&mut request, if_match);
-        request.body = body;
-        let resp = self.send(OP, request, Idempotency::Idempotent).await?;
-        typed_response(&resp, OP)
+        let request = self.document_request("PUT", url, partition_key);
+        self.write_document(OP, request, body, if_match, Idempotency::Idempotent)
+            .await
     }
 
     /// Deletes document `id`; with `if_match`, only if the stored ETag matches.
@@ -535,7 +527,25 @@ impl ContainerClient {
             .collect()
     }
 
-    /// A request for a document operation: partition key and session token headers set.
+    /// Sends a JSON document body (create, upsert, replace), optionally guarded by an ETag,
+    /// and parses the stored document from the answer.
+    async fn write_document<T: DeserializeOwned>(
+        &self,
+        operation: &str,
+        mut request: HttpRequest,
+        body: Vec<u8>,
+        if_match: Option<&str>,
+        idempotency: Idempotency,
+    ) -> Result<CosmosResponse<T>, Error> {
+        request.set_header("Content-Type", "application/json");
+        set_if_match(&mut request, if_match);
+        request.body = body;
+        let resp = self.send(operation, request, idempotency).await?;
+        typed_response(&resp, operation)
+    }
+
+    /// A request for a document operation, with its partition key header (the session token
+    /// is added when it is sent).
     fn document_request(&self, method: &str, url: String, pk: &PartitionKey) -> HttpRequest {
         let mut request = HttpRequest::new(method, url);
         request.set_header("x-ms-documentdb-partitionkey", pk.header_value());

@@ -101,14 +101,7 @@ mod tests {
     use std::time::Duration;
 
     fn response(status: u16, headers: &[(&str, &str)]) -> HttpResponse {
-        HttpResponse {
-            status,
-            headers: headers
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect(),
-            body: Vec::new(),
-        }
+        crate::wire::test_support::response(status, headers, "")
     }
 
     fn mapped(status: u16, code: Option<&str>) -> Error {
@@ -174,73 +167,5 @@ mod tests {
         assert_eq!(info.activity_id.as_deref(), Some("act-1"));
         assert_eq!(info.operation.as_deref(), Some("cosmos read"));
         assert!(info.message.contains("429"), "{}", info.message);
-    }
-}
-
-/// Test doubles for the REST clients' unit tests: a transport answering canned responses and
-/// recording requests, and an unsigned pipeline that does not retry.
-#[cfg(test)]
-pub(crate) mod fake {
-    use std::collections::VecDeque;
-    use std::sync::{Arc, Mutex};
-
-    use async_trait::async_trait;
-
-    use crate::error::Error;
-    use crate::wire::pipeline::{NoAuth, Pipeline};
-    use crate::wire::retry::RetryPolicy;
-    use crate::wire::transport::{HttpRequest, HttpResponse, Transport};
-
-    /// Answers each request with the next canned response; records every request.
-    #[derive(Debug, Default)]
-    pub struct FakeTransport {
-        responses: Mutex<VecDeque<HttpResponse>>,
-        requests: Mutex<Vec<HttpRequest>>,
-    }
-
-    impl FakeTransport {
-        /// A transport that will answer with these responses, in order.
-        pub fn new(responses: Vec<HttpResponse>) -> Arc<Self> {
-            Arc::new(FakeTransport {
-                responses: Mutex::new(responses.into()),
-                requests: Mutex::new(Vec::new()),
-            })
-        }
-
-        /// The requests received so far.
-        pub fn requests(&self) -> Vec<HttpRequest> {
-            self.requests.lock().map(|r| r.clone()).unwrap_or_default()
-        }
-    }
-
-    #[async_trait]
-    impl Transport for FakeTransport {
-        async fn send(&self, request: HttpRequest) -> Result<HttpResponse, Error> {
-            if let Ok(mut requests) = self.requests.lock() {
-                requests.push(request);
-            }
-            self.responses
-                .lock()
-                .ok()
-                .and_then(|mut r| r.pop_front())
-                .ok_or_else(|| Error::transport("the fake transport has no response left"))
-        }
-    }
-
-    /// A single-attempt pipeline over `transport`.
-    pub fn pipeline(transport: Arc<FakeTransport>) -> Pipeline {
-        Pipeline::new(transport, Arc::new(NoAuth)).with_retry(RetryPolicy::no_retries())
-    }
-
-    /// A response with these headers and body.
-    pub fn response(status: u16, headers: &[(&str, &str)], body: &str) -> HttpResponse {
-        HttpResponse {
-            status,
-            headers: headers
-                .iter()
-                .map(|(n, v)| (n.to_ascii_lowercase(), v.to_string()))
-                .collect(),
-            body: body.as_bytes().to_vec(),
-        }
     }
 }

@@ -11,4 +11,6 @@ pub mod replay;
 pub mod replay_server;
 pub mod reqwest_transport;
 pub mod retry;
+#[cfg(test)]
+pub(crate) mod test_support;
 pub mod transport;

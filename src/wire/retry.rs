@@ -178,14 +178,7 @@ mod tests {
     use chrono::TimeZone;
 
     fn resp(status: u16, headers: &[(&str, &str)]) -> Result<HttpResponse, Error> {
-        Ok(HttpResponse {
-            status,
-            headers: headers
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect(),
-            body: Vec::new(),
-        })
+        Ok(crate::wire::test_support::response(status, headers, ""))
     }
 
     fn now() -> DateTime<Utc> {

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::azure::response::fake::{FakeTransport, pipeline, response};
+use crate::wire::test_support::{FakeTransport, block_on, pipeline, response};
 
 const ENDPOINT: &str = "http://127.0.0.1:18081";
 const DOCS: &str = "http://127.0.0.1:18081/dbs/db1/colls/runs/docs";
@@ -526,14 +526,6 @@ fn names_and_endpoints_are_checked_at_construction() {
     assert!(client.database("a/b").is_err());
     assert!(client.database("").is_err());
     assert!(client.database("db").unwrap().container("c#1").is_err());
-}
-
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map(|rt| rt.block_on(future))
-        .unwrap()
 }
 
 proptest! {

@@ -7,7 +7,7 @@ use chrono::{TimeZone, Utc};
 use proptest::prelude::*;
 
 use super::*;
-use crate::azure::response::fake::{FakeTransport, pipeline, response};
+use crate::wire::test_support::{FakeTransport, block_on, pipeline, response};
 
 const ENDPOINT: &str = "http://127.0.0.1:11001/devstoreaccount1";
 
@@ -500,14 +500,6 @@ fn bad_endpoint_or_queue_name_is_refused_at_construction() {
     assert_eq!(ok.url(), format!("{ENDPOINT}/jobs"));
     assert!(ok.queue("UPPER").is_err());
     assert_eq!(ok.queue("other").unwrap().name(), "other");
-}
-
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map(|rt| rt.block_on(future))
-        .unwrap()
 }
 
 proptest! {
