@@ -306,3 +306,33 @@ async fn a_duplicate_subflow_resume_job_is_dropped() {
     assert!(sub.get("_outputs.w1").is_some());
     assert!(sub.get("_outputs.w2").is_none(), "w2 must still wait");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_inside_a_loop_gathers_each_pass_of_workers() {
+    let bp = r#"{"id":"batch-loop","metadata":{"evaluator":"safe"},"nodes":[
+      {"id":"init","uses":"set","params":{"values":{"items":[1,2,3]}}},
+      {"id":"b_scatter","uses":"batch-scatter","inputs":"items",
+       "params":{"workerUsesKey":"double","gatherNodeId":"b_gather"}},
+      {"id":"b_gather","uses":"batch-gather","params":{"outputKey":"gathered"}},
+      {"id":"pass","uses":"echo"},
+      {"id":"ctrl","uses":"loop-controller","params":{"condition":"pass < 3"},"config":{"joinStrategy":"any"}},
+      {"id":"done","uses":"sum","inputs":"gathered"}],
+      "edges":[{"source":"init","target":"pass","transform":"1"},
+        {"source":"pass","target":"b_scatter"},{"source":"b_scatter","target":"b_gather"},
+        {"source":"b_gather","target":"ctrl"},
+        {"source":"ctrl","target":"pass","action":"continue","transform":"context.pass + 1"},
+        {"source":"ctrl","target":"done","action":"break"}]}"#;
+    let mut h = Harness::new(&[bp]);
+    h.spawn_workers(3);
+    let result = h.run("batch-loop", json!({})).await;
+    assert_eq!(result.status, RunStatus::Completed, "{result:?}");
+    assert_eq!(result.context["pass"], json!(3));
+    assert_eq!(result.context["gathered"], json!([2.0, 4.0, 6.0]));
+    assert_eq!(result.context["done"], json!(12.0));
+    assert_eq!(
+        h.counter.get("double"),
+        0,
+        "workers are dynamic nodes, counted by id"
+    );
+    h.stop().await;
+}

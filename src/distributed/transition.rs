@@ -419,19 +419,21 @@ fn complete(
         .and_then(|o| o.get("gatherNodeId"))
         .and_then(Value::as_str)
         .map(str::to_string);
-    for dynamic in &result.dynamic_nodes {
-        if let Some(gather) = &gather {
-            state
-                .book
-                .dynamic_preds
-                .entry(gather.clone())
-                .or_default()
-                .insert(dynamic.id.clone());
+    let scatters = !result.dynamic_nodes.is_empty()
+        || uses(blueprint, state, node).as_deref() == Some("batch-scatter");
+    if let Some(gather) = &gather
+        && scatters
+    {
+        // Each scatter completion starts a fresh batch for its gather node (a batch inside a
+        // loop waits for this pass's workers only), as in-process.
+        let workers: BTreeSet<String> = result.dynamic_nodes.iter().map(|d| d.id.clone()).collect();
+        for worker in &workers {
             state
                 .book
                 .dynamic_gather
-                .insert(dynamic.id.clone(), gather.clone());
+                .insert(worker.clone(), gather.clone());
         }
+        state.book.dynamic_preds.insert(gather.clone(), workers);
     }
     for dynamic in &result.dynamic_nodes {
         record.fired.push(fire(state, blueprint, &dynamic.id));
