@@ -2,8 +2,9 @@
 # Re-records the wire fixtures fixtures/wire/queue.jsonl and fixtures/wire/cosmos.jsonl:
 # starts the emulator stack (scripts/emulators.sh), runs the ignored recording tests of
 # tests/replay_fixtures.rs with FLOWCRAFT_RECORD=1 (every Queue and Cosmos operation plus
-# 404/409/412/413 answers, secrets redacted by the wire Recorder), then replays the new
-# fixtures offline to check them. Stops the services it started on exit.
+# 400/404/409/412/413 answers, and one injected throttling answer per service with its
+# retry: Queue 503 ServerBusy, Cosmos 429; secrets redacted by the wire Recorder), then
+# replays the new fixtures offline to check them. Stops the services it started on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

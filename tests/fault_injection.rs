@@ -67,6 +67,31 @@ impl Counters {
             + Self::get(&self.dropped_before)
             + Self::get(&self.dropped_after)
     }
+
+    /// Checks that each of `operations` client operations met exactly one fault and was
+    /// retried once, that each reached the emulator once (plus the answers dropped after
+    /// forwarding), and that every kind of fault occurred.
+    fn check_one_fault_and_one_retry_each(&self, operations: usize) {
+        assert_eq!(self.injected(), operations, "one fault per operation");
+        assert_eq!(
+            Self::get(&self.received),
+            2 * operations,
+            "one retry per fault"
+        );
+        assert_eq!(
+            Self::get(&self.forwarded),
+            operations + Self::get(&self.dropped_after),
+            "every operation reached the emulator once, plus the answers dropped after forwarding"
+        );
+        for (kind, counter) in [
+            ("429", &self.throttled_429),
+            ("503", &self.busy_503),
+            ("drop before", &self.dropped_before),
+            ("drop after", &self.dropped_after),
+        ] {
+            assert!(Self::get(counter) > 0, "no {kind} fault was injected");
+        }
+    }
 }
 
 struct FaultProxy {
@@ -332,26 +357,9 @@ async fn queue_client_recovers_from_throttling_and_dropped_connections() {
     assert_eq!(queue.metadata().await.unwrap().approximate_message_count, 0);
     operations += 1;
 
-    let c = &proxy.counters;
-    assert_eq!(c.injected(), operations, "one fault per operation");
-    assert_eq!(
-        Counters::get(&c.received),
-        2 * operations,
-        "one retry per fault"
-    );
-    assert_eq!(
-        Counters::get(&c.forwarded),
-        operations + Counters::get(&c.dropped_after),
-        "every operation reached Azurite once, plus the answers dropped after forwarding"
-    );
-    for (kind, counter) in [
-        ("429", &c.throttled_429),
-        ("503", &c.busy_503),
-        ("drop before", &c.dropped_before),
-        ("drop after", &c.dropped_after),
-    ] {
-        assert!(Counters::get(counter) > 0, "no {kind} fault was injected");
-    }
+    proxy
+        .counters
+        .check_one_fault_and_one_retry_each(operations);
     queue.delete().await.unwrap();
 }
 
@@ -432,25 +440,9 @@ async fn cosmos_client_recovers_from_throttling_and_dropped_connections() {
     assert_eq!(final_doc.value["n"], 1);
     assert_eq!(final_doc.value["status"], "done");
 
-    let c = &proxy.counters;
-    assert_eq!(c.injected(), operations, "one fault per operation");
-    assert_eq!(
-        Counters::get(&c.received),
-        2 * operations,
-        "one retry per fault"
-    );
-    assert_eq!(
-        Counters::get(&c.forwarded),
-        operations + Counters::get(&c.dropped_after)
-    );
-    for (kind, counter) in [
-        ("429", &c.throttled_429),
-        ("503", &c.busy_503),
-        ("drop before", &c.dropped_before),
-        ("drop after", &c.dropped_after),
-    ] {
-        assert!(Counters::get(counter) > 0, "no {kind} fault was injected");
-    }
+    proxy
+        .counters
+        .check_one_fault_and_one_retry_each(operations);
     db.delete().await.unwrap();
 }
 
