@@ -36,10 +36,12 @@ impl FixedClock {
         *lock(&self.0) = at;
     }
 
-    /// Moves the clock forward by `by`.
+    /// Moves the clock forward by `by` (a move past the end of time leaves it where it is).
     pub fn advance(&self, by: chrono::Duration) {
         let mut now = lock(&self.0);
-        *now += by;
+        if let Some(later) = now.checked_add_signed(by) {
+            *now = later;
+        }
     }
 }
 
@@ -71,7 +73,9 @@ impl Clock for SteppingClock {
     fn now(&self) -> DateTime<Utc> {
         let mut next = lock(&self.next);
         let now = *next;
-        *next += self.step;
+        if let Some(later) = now.checked_add_signed(self.step) {
+            *next = later;
+        }
         now
     }
 }
@@ -122,5 +126,16 @@ mod tests {
         assert_eq!(fixed.now(), fixed.now());
         fixed.advance(chrono::Duration::seconds(1));
         assert_eq!(fixed.now(), start + chrono::Duration::seconds(1));
+    }
+
+    #[test]
+    fn clocks_at_the_end_of_time_stay_there_instead_of_panicking() {
+        let end = DateTime::<Utc>::MAX_UTC;
+        let fixed = FixedClock::new(end);
+        fixed.advance(chrono::Duration::days(1));
+        assert_eq!(fixed.now(), end);
+        let stepping = SteppingClock::new(end, chrono::Duration::days(1));
+        assert_eq!(stepping.now(), end);
+        assert_eq!(stepping.now(), end);
     }
 }
