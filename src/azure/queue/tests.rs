@@ -120,7 +120,31 @@ async fn delay_not_shorter_than_ttl_is_refused_before_sending() {
     };
     let err = queue.put_message("x", options).await.unwrap_err();
     assert!(matches!(err, Error::InvalidInput(_)));
+    // Without a TTL the service default (7 days) applies: a 7-day delay is refused too.
+    let default_ttl = PutOptions {
+        visibility_delay: Some(VisibilityTimeout::MAX),
+        ttl: None,
+    };
+    let err = queue.put_message("x", default_ttl).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)));
     assert!(transport.requests().is_empty());
+}
+
+#[tokio::test]
+async fn longest_delay_is_accepted_with_a_longer_or_endless_ttl() {
+    let sent = response(201, &[], PUT_ANSWER);
+    let (queue, transport) = client(vec![sent.clone(), sent]);
+    for ttl in [
+        MessageTtl::Never,
+        MessageTtl::from_secs(8 * 86_400).unwrap(),
+    ] {
+        let options = PutOptions {
+            visibility_delay: Some(VisibilityTimeout::MAX),
+            ttl: Some(ttl),
+        };
+        queue.put_message("x", options).await.unwrap();
+    }
+    assert_eq!(transport.requests().len(), 2);
 }
 
 #[tokio::test]

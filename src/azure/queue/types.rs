@@ -112,9 +112,15 @@ pub struct PutOptions {
 }
 
 impl PutOptions {
-    /// Checks the combination the service would refuse: a delay not shorter than the TTL.
+    /// Checks the combination the service would refuse: a delay not shorter than the TTL
+    /// (without a TTL, the service default of 7 days).
     pub(crate) fn validate(&self) -> Result<(), Error> {
-        if let (Some(delay), Some(MessageTtl::Seconds(ttl))) = (self.visibility_delay, self.ttl)
+        let ttl = match self.ttl {
+            None => Some(MAX_VISIBILITY_SECS),
+            Some(MessageTtl::Seconds(secs)) => Some(secs),
+            Some(MessageTtl::Never) => None,
+        };
+        if let (Some(delay), Some(ttl)) = (self.visibility_delay, ttl)
             && delay.as_secs() >= ttl
         {
             return Err(Error::invalid_input(format!(
