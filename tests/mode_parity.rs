@@ -735,13 +735,9 @@ async fn fallbacks_in_loops_inherited_actions_and_transforms_agree() {
 }
 
 /// A scatter inside a loop starts a fresh batch on every pass, and the gather waits only for
-/// that pass's workers (in-process: `Run::complete` replaces the gather's worker set).
-/// The distributed core ends this run `stalled` after the second pass: in
-/// `distributed::transition::complete` the gather's `dynamic_preds` set is EXTENDED with each
-/// pass's workers instead of replaced, so on pass 2 the gather still waits for pass 1's
-/// workers, whose arrivals were cleared when the loop controller re-armed the body.
+/// that pass's workers (regression: the distributed gather's worker set used to accumulate
+/// across passes, so the second pass stalled).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "distributed-core bug: a batch inside a loop stalls on its second pass (gather worker set accumulates across passes)"]
 async fn a_batch_inside_a_loop_runs_every_pass_in_both_modes() {
     let p = prepared_inline(
         json!({"id": "batch-loop", "metadata": {"evaluator": "safe"}, "nodes": [
