@@ -28,6 +28,7 @@ pub use keys::PartitionKey;
 pub use patch::{MAX_PATCH_OPERATIONS, PatchOperation, PatchPath, PatchRequest};
 pub use query::{Query, QueryOptions};
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use futures_util::stream::{self, Stream, StreamExt, TryStreamExt};
@@ -482,23 +483,38 @@ impl ContainerClient {
         })
     }
 
-    /// All pages of a query as a stream, fetched one page at a time as it is consumed.
+    /// All pages of a query as a stream, fetched one page at a time as it is consumed. A
+    /// continuation token the service already returned for this query ends the stream with
+    /// [`Error::Unexpected`] (a paging loop would never finish).
     pub fn query_pages<T: DeserializeOwned>(
         &self,
         query: Query,
         options: QueryOptions,
     ) -> impl Stream<Item = Result<QueryPage<T>, Error>> + '_ {
         // State: Some(token) = fetch next with that token (None token = first page);
-        // None = finished.
-        stream::try_unfold(Some(None::<String>), move |state| {
+        // None = finished. `seen` holds every token returned so far.
+        let start = (Some(None::<String>), HashSet::<String>::new());
+        stream::try_unfold(start, move |(state, mut seen)| {
             let (query, options) = (query.clone(), options.clone());
             async move {
                 let Some(token) = state else {
                     return Ok(None);
                 };
                 let page = self.query_page(&query, &options, token.as_deref()).await?;
+                if let Some(next) = &page.continuation
+                    && !seen.insert(next.clone())
+                {
+                    return Err(Error::Unexpected(Box::new(
+                        ErrorInfo::new(
+                            "the service returned a continuation token it had already returned; \
+                             the query would page forever",
+                        )
+                        .with_operation("cosmos query")
+                        .with_status(page.info.status),
+                    )));
+                }
                 let next = page.continuation.clone().map(Some);
-                Ok(Some((page, next)))
+                Ok(Some((page, (next, seen))))
             }
         })
     }

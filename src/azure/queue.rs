@@ -202,21 +202,32 @@ impl QueueClient {
         })
     }
 
-    /// Every queue of the account whose name starts with `prefix`, following all pages.
+    /// Every queue of the account whose name starts with `prefix`, following all pages. A
+    /// marker the service already returned is [`Error::Unexpected`] (paging would never end).
     pub async fn list_all_queues(&self, prefix: Option<&str>) -> Result<Vec<QueueItem>, Error> {
         let options = ListQueuesOptions {
             prefix: prefix.map(str::to_string),
             max_results: None,
         };
         let mut all = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         let mut marker: Option<String> = None;
         loop {
             let page = self.list_queues(&options, marker.as_deref()).await?;
             all.extend(page.queues);
-            match page.next_marker {
-                Some(next) if Some(&next) != marker.as_ref() => marker = Some(next),
-                _ => return Ok(all),
+            let Some(next) = page.next_marker else {
+                return Ok(all);
+            };
+            if !seen.insert(next.clone()) {
+                return Err(Error::Unexpected(Box::new(
+                    ErrorInfo::new(
+                        "the service returned a list marker it had already returned; \
+                         listing would never end",
+                    )
+                    .with_operation("queue list"),
+                )));
             }
+            marker = Some(next);
         }
     }
 

@@ -366,6 +366,22 @@ async fn repeated_continuation_token_stops_with_an_error() {
 }
 
 #[tokio::test]
+async fn continuation_tokens_going_round_in_a_cycle_stop_with_an_error() {
+    let (runs, transport) = container(vec![
+        page(&["a"], Some("t1")),
+        page(&["b"], Some("t2")),
+        page(&["c"], Some("t1")),
+        page(&["d"], None),
+    ]);
+    let err = runs
+        .query_all::<Value>(&Query::new("SELECT * FROM c"), &QueryOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unexpected(_)), "{err:?}");
+    assert_eq!(transport.requests().len(), 3);
+}
+
+#[tokio::test]
 async fn invalid_queries_are_refused_before_sending() {
     let (runs, transport) = container(vec![]);
     let bad_param = Query::new("SELECT * FROM c").param("s", 1);

@@ -414,6 +414,24 @@ async fn list_all_queues_follows_markers() {
     assert_eq!(transport.requests().len(), 2);
 }
 
+#[tokio::test]
+async fn list_markers_going_round_in_a_cycle_stop_with_an_error() {
+    let page = |name: &str, marker: &str| {
+        format!(
+            "<EnumerationResults><Queues><Queue><Name>{name}</Name></Queue></Queues><NextMarker>{marker}</NextMarker></EnumerationResults>"
+        )
+    };
+    let (queue, transport) = client(vec![
+        response(200, &[], &page("a1", "m1")),
+        response(200, &[], &page("a2", "m2")),
+        response(200, &[], &page("a3", "m1")),
+        response(200, &[], &page("a4", "")),
+    ]);
+    let err = queue.list_all_queues(None).await.unwrap_err();
+    assert!(matches!(err, Error::Unexpected(_)), "{err:?}");
+    assert_eq!(transport.requests().len(), 3);
+}
+
 async fn error_for(resp: HttpResponse) -> Error {
     let (queue, _) = client(vec![resp]);
     queue.delete_message("m", "r").await.unwrap_err()
