@@ -801,3 +801,21 @@ async fn odd_node_ids_and_resume_defaults_agree() {
     assert!(!local.context.contains_key("_outputs.special"));
     assert_eq!(observe(&local), observe(&remote));
 }
+
+/// An `all` join with a back edge (a plain cycle, allowed by metadata) does not wait for its
+/// back edge in either mode: each node runs once and the run completes (regression: the
+/// distributed core waited for the back edge and ended `stalled`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_all_join_does_not_wait_for_its_back_edge_in_both_modes() {
+    let p = prepared_inline(
+        json!({"id": "back-edge", "metadata": {"allowCycles": true}, "nodes": [
+                {"id": "s", "uses": "set", "params": {"values": {"v": 1}}},
+                {"id": "a", "uses": "echo", "inputs": "v"},
+                {"id": "x", "uses": "echo"}],
+              "edges": [{"source": "s", "target": "a"}, {"source": "a", "target": "x"},
+                        {"source": "x", "target": "a"}]}),
+    );
+    let local = assert_parity("back edge into an all join", &p).await;
+    assert_eq!(local.status, RunStatus::Completed, "{:?}", local.errors);
+    assert_eq!(local.context.get("_outputs.x"), Some(&json!(1)));
+}

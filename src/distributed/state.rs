@@ -7,9 +7,10 @@
 use crate::Error;
 use crate::distributed::ports::RunPhase;
 use crate::flow::context::AwaitingDetails;
+use crate::flow::joins::JoinBook;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// The reserved top-level property that holds the bookkeeping in the stored item.
 pub const BOOKKEEPING_KEY: &str = "_flowcraft";
@@ -171,20 +172,12 @@ pub struct Bookkeeping {
     /// Commit records by work key (F4).
     #[serde(default)]
     pub commits: BTreeMap<String, CommitRecord>,
-    /// Nodes fired in the current arming: a node runs at most once unless a loop controller
-    /// re-arms it (so plain cycles and self-loops run each node once, like in-process).
-    #[serde(default)]
-    pub fired: BTreeSet<String>,
-    /// Join arrivals by target: the DISTINCT predecessors that activated it so far in this
-    /// arming (set semantics, F5).
-    #[serde(default)]
-    pub arrivals: BTreeMap<String, BTreeSet<String>>,
-    /// Dynamic predecessors (batch workers) a gather node also waits for, by gather id (F8).
-    #[serde(default)]
-    pub dynamic_preds: BTreeMap<String, BTreeSet<String>>,
-    /// The gather node of each dynamic worker.
-    #[serde(default)]
-    pub dynamic_gather: BTreeMap<String, String>,
+    /// The join bookkeeping shared with the in-process runtime: nodes fired in the current
+    /// arming, the DISTINCT predecessors that activated each join (set semantics, F5) and
+    /// the batch workers a gather waits for (F8). Stored flat (`fired`, `arrivals`,
+    /// `dynamicPreds`, `dynamicGather`) in this object.
+    #[serde(flatten)]
+    pub joins: JoinBook,
     /// Awaiting nodes by node id (F2).
     #[serde(default)]
     pub awaiting: BTreeMap<String, AwaitingRecord>,
@@ -215,10 +208,7 @@ impl Default for Bookkeeping {
             seq: 0,
             outstanding: BTreeMap::new(),
             commits: BTreeMap::new(),
-            fired: BTreeSet::new(),
-            arrivals: BTreeMap::new(),
-            dynamic_preds: BTreeMap::new(),
-            dynamic_gather: BTreeMap::new(),
+            joins: JoinBook::default(),
             awaiting: BTreeMap::new(),
             errors: Vec::new(),
             reason: None,

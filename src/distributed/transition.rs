@@ -4,13 +4,14 @@
 //! [`RunState`] and write the result with one conditional [`super::ports::RunStore::commit`]
 //! (re-applying them to a fresh copy when the ETag was stale).
 //!
-//! The scheduling rules are the in-process runtime's ([`crate::flow::runtime`]), kept in the
-//! run document instead of memory:
-//! - a node fires at most once per arming (`fired`); a `loop-controller` firing re-arms its
-//!   loop body, and the controller re-arms itself when it finishes;
-//! - **`all` join**: fires when every DISTINCT static predecessor (loop-controller back edges
-//!   excluded) plus every dynamic batch worker registered for it has activated it (a set, so
-//!   redelivery never double counts, F5). Policy for untaken branches: a predecessor that
+//! The scheduling rules are the in-process runtime's: one shared `JoinBook`
+//! ([`crate::flow::joins::JoinBook`]), kept in the run document instead of memory:
+//! - a node fires at most once per arming; a `loop-controller` firing re-arms its loop body
+//!   (and drops that body's settled commit records), and the controller re-arms itself when
+//!   it finishes;
+//! - **`all` join**: fires when every DISTINCT static predecessor (loop controllers and back
+//!   edges excluded) plus every dynamic batch worker of the current batch has activated it (a
+//!   set, so redelivery never double counts, F5). Policy for untaken branches: a predecessor that
 //!   finished without taking its edge into the join never arrives, so the join does not fire
 //!   and the run ends `stalled` once nothing else is outstanding (the in-process rule; blueprints
 //!   whose incoming branches are exclusive should use `any`). A failing predecessor fails the
@@ -27,11 +28,11 @@ use crate::distributed::state::{
     AwaitingRecord, BLUEPRINT_ID_KEY, BLUEPRINT_VERSION_KEY, CommitKind, CommitRecord, RunError,
     RunState, TakenEdge, WorkItem,
 };
-use crate::flow::blueprint::{Blueprint, JoinStrategy};
+use crate::flow::blueprint::Blueprint;
 use crate::flow::context::{AwaitReason, AwaitingDetails, ContextDelta, apply_deltas};
 use crate::flow::execute::{NodeCompletion, node_definition};
 use crate::flow::node::{NodeError, NodeResult};
-use crate::flow::routing::{LOOP_CONTROLLER, output_keys, route};
+use crate::flow::routing::{output_keys, route};
 use crate::flow::runtime::{
     AWAITING_DETAILS_KEY, AWAITING_IDS_KEY, MAX_ITERATIONS, SUBFLOW_STATE_PREFIX,
 };
@@ -276,10 +277,7 @@ pub fn update_status(state: &mut RunState) {
     if book.status.is_terminal() {
         return;
     }
-    let partial_join = book
-        .arrivals
-        .iter()
-        .any(|(target, sources)| !sources.is_empty() && !book.fired.contains(target));
+    let partial_join = book.joins.partial_joins().next().is_some();
     book.status = if let Some(first) = book.errors.first() {
         book.reason = Some(first.message.clone());
         RunPhase::Failed
@@ -303,21 +301,10 @@ pub fn update_status(state: &mut RunState) {
     }
 }
 
-fn uses(blueprint: &Blueprint, state: &RunState, node: &str) -> Option<String> {
-    node_definition(blueprint, node, &state.context).map(|n| n.uses.clone())
-}
-
 /// Schedules `node` (it runs once for this firing); a loop controller re-arms its body.
 fn fire(state: &mut RunState, blueprint: &Blueprint, node: &str) -> WorkItem {
-    state.book.fired.insert(node.to_string());
-    state.book.arrivals.remove(node);
-    if uses(blueprint, state, node).as_deref() == Some(LOOP_CONTROLLER) {
-        let body = blueprint.loop_body(node);
-        for id in body.iter().filter(|id| *id != node) {
-            state.book.fired.remove(id);
-            state.book.arrivals.remove(id);
-        }
-        prune_settled_records(state, node, body);
+    if state.book.joins.fire(blueprint, &state.context, node) {
+        prune_settled_records(state, node, blueprint.loop_body(node));
     }
     state.book.schedule(node)
 }
@@ -355,10 +342,7 @@ pub fn shrink_finished(state: &mut RunState) {
     let book = &mut state.book;
     book.commits.clear();
     book.outstanding.clear();
-    book.arrivals.clear();
-    book.fired.clear();
-    book.dynamic_preds.clear();
-    book.dynamic_gather.clear();
+    book.joins.clear();
 }
 
 /// Records that `source` activated `target`; returns the work when the join fires.
@@ -368,37 +352,11 @@ fn activate(
     source: &str,
     target: &str,
 ) -> Option<WorkItem> {
-    node_definition(blueprint, target, &state.context)?;
-    if uses(blueprint, state, source).as_deref() == Some(LOOP_CONTROLLER) {
-        return Some(fire(state, blueprint, target));
-    }
-    if state.book.fired.contains(target) {
-        return None;
-    }
-    let arrived = state.book.arrivals.entry(target.to_string()).or_default();
-    arrived.insert(source.to_string());
-    let arrived = arrived.clone();
-    let ready = match blueprint.join_strategy(target) {
-        JoinStrategy::Any => true,
-        JoinStrategy::All => required(state, blueprint, target)
-            .iter()
-            .all(|p| arrived.contains(p)),
-    };
-    ready.then(|| fire(state, blueprint, target))
-}
-
-/// The distinct predecessors an `all` join waits for.
-fn required(state: &RunState, blueprint: &Blueprint, target: &str) -> BTreeSet<String> {
-    let mut required: BTreeSet<String> = blueprint
-        .predecessors(target)
-        .iter()
-        .filter(|p| uses(blueprint, state, p).as_deref() != Some(LOOP_CONTROLLER))
-        .cloned()
-        .collect();
-    if let Some(workers) = state.book.dynamic_preds.get(target) {
-        required.extend(workers.iter().cloned());
-    }
-    required
+    let fires = state
+        .book
+        .joins
+        .activate(blueprint, &state.context, source, target);
+    fires.then(|| fire(state, blueprint, target))
 }
 
 /// Stores the output, schedules dynamic nodes, routes and fires ready targets.
@@ -413,28 +371,10 @@ fn complete(
     for key in output_keys(node) {
         state.context.insert(key, output.clone());
     }
-    let gather = result
-        .output
-        .as_ref()
-        .and_then(|o| o.get("gatherNodeId"))
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let scatters = !result.dynamic_nodes.is_empty()
-        || uses(blueprint, state, node).as_deref() == Some("batch-scatter");
-    if let Some(gather) = &gather
-        && scatters
-    {
-        // Each scatter completion starts a fresh batch for its gather node (a batch inside a
-        // loop waits for this pass's workers only), as in-process.
-        let workers: BTreeSet<String> = result.dynamic_nodes.iter().map(|d| d.id.clone()).collect();
-        for worker in &workers {
-            state
-                .book
-                .dynamic_gather
-                .insert(worker.clone(), gather.clone());
-        }
-        state.book.dynamic_preds.insert(gather.clone(), workers);
-    }
+    state
+        .book
+        .joins
+        .start_batch(blueprint, &state.context, node, &result);
     for dynamic in &result.dynamic_nodes {
         record.fired.push(fire(state, blueprint, &dynamic.id));
     }
@@ -457,7 +397,7 @@ fn complete(
             record.fired.push(work);
         }
     }
-    if let Some(gather) = state.book.dynamic_gather.get(node).cloned() {
+    if let Some(gather) = state.book.joins.gather_of(node).map(str::to_string) {
         record.taken.push(TakenEdge {
             edge: None,
             source: node.to_string(),
@@ -467,10 +407,7 @@ fn complete(
             record.fired.push(work);
         }
     }
-    if uses(blueprint, state, node).as_deref() == Some(LOOP_CONTROLLER) {
-        state.book.fired.remove(node);
-        state.book.arrivals.remove(node);
-    }
+    state.book.joins.finished(blueprint, &state.context, node);
     record.output = result.output;
     record.action = result.action;
 }

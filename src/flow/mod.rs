@@ -9,5 +9,6 @@ pub mod context;
 pub mod execute;
 pub mod node;
 pub mod routing;
+pub mod joins;
 pub mod runtime;
 pub mod utility;

@@ -62,11 +62,12 @@ use super::execute::{
     AttemptOutcome, AttemptRequest, Environment, NodeCompletion, execute_attempt_live,
     max_attempts, node_definition, retry_delay,
 };
+use super::joins::JoinBook;
 use super::node::{NodeError, NodeResult};
-use super::routing::{LOOP_CONTROLLER, output_keys, resolve_input, route};
+use super::routing::{output_keys, resolve_input, route};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -375,14 +376,9 @@ struct Run {
     cancel: CancellationToken,
     halt: CancellationToken,
     ready: VecDeque<String>,
-    fired: HashSet<String>,
-    arrivals: HashMap<String, BTreeSet<String>>,
-    /// gather node -> dynamic workers it waits for.
-    dynamic_preds: HashMap<String, BTreeSet<String>>,
-    /// dynamic worker -> its gather node.
-    dynamic_gather: HashMap<String, String>,
-    /// Cache of the static part of [`Run::required`].
-    required_static: HashMap<String, BTreeSet<String>>,
+    /// Fired nodes, join arrivals and batch workers (the rules shared with the distributed
+    /// core).
+    joins: JoinBook,
     errors: Vec<WorkflowError>,
     /// Executions per node id (the iteration guard).
     executions: HashMap<String, usize>,
@@ -417,11 +413,7 @@ impl Run {
             cancel,
             halt,
             ready: VecDeque::new(),
-            fired: HashSet::new(),
-            arrivals: HashMap::new(),
-            dynamic_preds: HashMap::new(),
-            dynamic_gather: HashMap::new(),
-            required_static: HashMap::new(),
+            joins: JoinBook::default(),
             errors: Vec::new(),
             executions: HashMap::new(),
             running: 0,
@@ -451,8 +443,9 @@ impl Run {
                 .map(|n| n.id.clone())
                 .collect()
         };
-        run.fired.extend(completed);
-        run.fired.extend(awaiting.iter().cloned());
+        for id in completed.iter().chain(awaiting) {
+            run.joins.mark_fired(id);
+        }
         if let Some(Value::Object(joins)) = pending {
             for (target, sources) in joins {
                 let sources: BTreeSet<String> = sources
@@ -463,7 +456,7 @@ impl Run {
                             .collect()
                     })
                     .unwrap_or_default();
-                run.arrivals.insert(target, sources);
+                run.joins.restore_arrivals(&target, sources);
             }
         }
         run
@@ -504,95 +497,21 @@ impl Run {
         write_shared(&self.context)
     }
 
-    fn uses(&self, node_id: &str) -> Option<String> {
-        node_definition(&self.blueprint, node_id, &self.read()).map(|n| n.uses.clone())
-    }
-
     /// Puts `node_id` on the ready queue (it will run exactly once for this firing).
     fn fire(&mut self, node_id: &str) {
-        self.fired.insert(node_id.to_string());
-        self.arrivals.remove(node_id);
-        if self.uses(node_id).as_deref() == Some(LOOP_CONTROLLER) {
-            let body: Vec<String> = self.blueprint.loop_body(node_id).to_vec();
-            for id in body.iter().filter(|id| id.as_str() != node_id) {
-                self.fired.remove(id);
-                self.arrivals.remove(id);
-            }
-        }
+        self.joins
+            .fire(&self.blueprint, &read_shared(&self.context), node_id);
         self.ready.push_back(node_id.to_string());
     }
 
     /// Records that `source` activated `target` and fires `target` when its join is satisfied.
     fn activate(&mut self, source: &str, target: &str) {
-        if node_definition(&self.blueprint, target, &self.read()).is_none() {
-            return;
-        }
-        if self.uses(source).as_deref() == Some(LOOP_CONTROLLER) {
-            self.fire(target);
-            return;
-        }
-        if self.fired.contains(target) {
-            return;
-        }
-        self.arrivals
-            .entry(target.to_string())
-            .or_default()
-            .insert(source.to_string());
-        let ready = match self.blueprint.join_strategy(target) {
-            super::blueprint::JoinStrategy::Any => true,
-            super::blueprint::JoinStrategy::All => self.join_satisfied(target),
-        };
-        if ready {
+        let fires =
+            self.joins
+                .activate(&self.blueprint, &read_shared(&self.context), source, target);
+        if fires {
             self.fire(target);
         }
-    }
-
-    /// Whether every distinct predecessor an `all` join waits for has arrived: its
-    /// predecessors minus loop controllers and minus back edges (predecessors reachable from
-    /// the target without passing through a loop controller, e.g. a self-loop), plus its
-    /// dynamic batch workers. Checked without copying the sets (a gather over N workers is
-    /// activated N times).
-    fn join_satisfied(&mut self, target: &str) -> bool {
-        if !self.required_static.contains_key(target) {
-            let computed = self.forward_predecessors(target);
-            self.required_static.insert(target.to_string(), computed);
-        }
-        let Some(arrived) = self.arrivals.get(target) else {
-            return false;
-        };
-        let static_ok = self
-            .required_static
-            .get(target)
-            .is_none_or(|required| required.is_subset(arrived));
-        let dynamic_ok = self
-            .dynamic_preds
-            .get(target)
-            .is_none_or(|workers| workers.is_subset(arrived));
-        static_ok && dynamic_ok
-    }
-
-    fn forward_predecessors(&self, target: &str) -> BTreeSet<String> {
-        let mut reachable: HashSet<&str> = HashSet::new();
-        let mut queue: VecDeque<&str> = VecDeque::from([target]);
-        while let Some(id) = queue.pop_front() {
-            for next in self.blueprint.successors(id) {
-                if reachable.insert(next.as_str())
-                    && self
-                        .blueprint
-                        .node(next)
-                        .is_some_and(|n| n.uses != LOOP_CONTROLLER)
-                {
-                    queue.push_back(next.as_str());
-                }
-            }
-        }
-        self.blueprint
-            .predecessors(target)
-            .iter()
-            .filter(|p| !reachable.contains(p.as_str()))
-            .filter(|p| self.uses(p).as_deref() != Some(LOOP_CONTROLLER))
-            .cloned()
-            .collect()
     }
 
     fn record_awaiting(&mut self, node_id: &str, details: &AwaitingDetails) {
@@ -664,25 +583,12 @@ impl Run {
         for key in output_keys(node_id) {
             self.ctx().insert(key, output.clone());
         }
-        let gather = result
-            .output
-            .as_ref()
-            .and_then(|o| o.get("gatherNodeId"))
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        let scatters = !result.dynamic_nodes.is_empty()
-            || self.uses(node_id).as_deref() == Some("batch-scatter");
-        if let Some(gather) = &gather
-            && scatters
-        {
-            // each scatter completion starts a fresh batch for its gather node
-            let workers: BTreeSet<String> =
-                result.dynamic_nodes.iter().map(|d| d.id.clone()).collect();
-            for worker in &workers {
-                self.dynamic_gather.insert(worker.clone(), gather.clone());
-            }
-            self.dynamic_preds.insert(gather.clone(), workers);
-        }
+        self.joins.start_batch(
+            &self.blueprint,
+            &read_shared(&self.context),
+            node_id,
+            &result,
+        );
         for dynamic in &result.dynamic_nodes {
             self.fire(&dynamic.id);
         }
@@ -699,13 +605,11 @@ impl Run {
             }
             self.activate(&activation.source, &activation.target);
         }
-        if let Some(gather) = self.dynamic_gather.get(node_id).cloned() {
+        if let Some(gather) = self.joins.gather_of(node_id).map(str::to_string) {
             self.activate(node_id, &gather);
         }
-        if self.uses(node_id).as_deref() == Some(LOOP_CONTROLLER) {
-            self.fired.remove(node_id);
-            self.arrivals.remove(node_id);
-        }
+        self.joins
+            .finished(&self.blueprint, &read_shared(&self.context), node_id);
     }
 
     /// A node failed for good: run its fallback, or record the error.
@@ -824,12 +728,11 @@ impl Run {
     fn finish(self) -> WorkflowResult {
         let awaiting = !awaiting_ids(&self.read()).is_empty();
         let partial_joins: BTreeMap<String, Value> = self
-            .arrivals
-            .iter()
-            .filter(|(target, sources)| !sources.is_empty() && !self.fired.contains(*target))
+            .joins
+            .partial_joins()
             .map(|(target, sources)| {
                 (
-                    target.clone(),
+                    target.to_string(),
                     Value::Array(sources.iter().cloned().map(Value::String).collect()),
                 )
             })
