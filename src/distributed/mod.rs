@@ -23,7 +23,7 @@
 //!   (enqueue fired work, publish status). Successors are enqueued only after the commit.
 //! - **Joins** count DISTINCT predecessors (a set in the run document, updated in the same
 //!   commit, so there is no window between "output stored" and "arrival counted"). `all`
-//!   fires when every distinct static predecessor (loop-controller back edges excluded) and
+//!   fires when every distinct static predecessor (loop controllers and back edges excluded) and
 //!   every batch worker registered for it has arrived; `any` fires once per arming. Loop
 //!   controllers re-arm their body (fresh activation ids, so bodies run again).
 //! - **Policy for untaken branches and failures**: a predecessor that did not take its edge

@@ -285,6 +285,9 @@ impl Worker {
             .await
         {
             Ok(disposition) => disposition,
+            // Permanent: the same job would grow the run document past the store's item
+            // limit on every retry, so fail the run now instead of re-running the node.
+            Err(e @ Error::TooLarge(_)) => self.fail_too_large(&job, &e).await,
             Err(e) if message.dequeue_count >= self.config.max_dequeue => {
                 let reason = format!(
                     "job for node '{}' failed {} times; last error: {e}",
@@ -300,11 +303,38 @@ impl Worker {
         }
     }
 
+    /// A job whose commit (or follow-up) is larger than the backends accept: marks the run
+    /// failed with the reason and drops the message. Only when recording the failure itself
+    /// fails is the message released (and poisoned after `max_dequeue` deliveries).
+    async fn fail_too_large(&self, job: &JobMessage, error: &Error) -> Disposition {
+        let reason = format!(
+            "node '{}' cannot be committed: {error}. The run document (or a message) would \
+             exceed the store's size limit, which no retry can cure, so the run fails; keep \
+             large values out of the context (store them elsewhere and pass a reference)",
+            job.node_id
+        );
+        tracing::error!(run_id = %job.run_id, node_id = %job.node_id, reason = %reason,
+            "failing the run: its state is too large");
+        self.events.emit(Event::JobFailed {
+            run_id: job.run_id.clone(),
+            node_id: job.node_id.clone(),
+            message: reason.clone(),
+        });
+        match self.fail_run(&job.run_id, &job.node_id, &reason).await {
+            Ok(()) => Disposition::Complete,
+            Err(e) => {
+                tracing::warn!(run_id = %job.run_id, error = %e,
+                    "could not mark the run failed; the job will be retried");
+                Disposition::Release(self.config.error_delay)
+            }
+        }
+    }
+
     /// Marks the run failed (best effort) and returns the poison disposition.
     async fn poison(&self, run_id: Option<String>, reason: String) -> Disposition {
         tracing::error!(run_id = ?run_id, reason = %reason, "moving message to the poison queue");
         if let Some(run_id) = &run_id
-            && let Err(e) = self.fail_run(run_id, &reason).await
+            && let Err(e) = self.fail_run(run_id, "", &reason).await
         {
             tracing::warn!(run_id = %run_id, error = %e, "could not mark the poisoned run failed");
         }
@@ -315,13 +345,15 @@ impl Worker {
         Disposition::Poison(reason)
     }
 
-    async fn fail_run(&self, run_id: &str, reason: &str) -> Result<(), Error> {
+    /// Marks the run failed with `reason` (recorded for `node_id`, empty for run-level
+    /// failures), shrinking the bookkeeping if the document no longer fits.
+    async fn fail_run(&self, run_id: &str, node_id: &str, reason: &str) -> Result<(), Error> {
         let now = chrono::Utc::now();
         let mut shrink = false;
         let mut result = Err(Error::unexpected("not attempted"));
         for _ in 0..2 {
             result = commit_with(self.backends.runs.as_ref(), run_id, |state| {
-                if fail_run(state, "", reason, now) {
+                if fail_run(state, node_id, reason, now) {
                     state.book.revision += 1;
                     if shrink {
                         shrink_finished(state);
