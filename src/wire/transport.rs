@@ -61,7 +61,7 @@ impl fmt::Debug for HttpRequest {
 }
 
 /// One HTTP response.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct HttpResponse {
     /// The status code.
     pub status: u16,
@@ -69,6 +69,19 @@ pub struct HttpResponse {
     pub headers: Vec<(String, String)>,
     /// The body bytes.
     pub body: Vec<u8>,
+}
+
+impl fmt::Debug for HttpResponse {
+    /// Debug shows the status, header names and body length, never values or body bytes
+    /// (they may hold user data or session tokens).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("HttpResponse")
+            .field("status", &self.status)
+            .field("header_names", &names)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
 }
 
 impl HttpResponse {
@@ -96,4 +109,27 @@ fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a st
 pub trait Transport: Send + Sync + fmt::Debug {
     /// Performs one exchange.
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, Error>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_header_values_query_and_bodies() {
+        let mut request = HttpRequest::new("put", "https://a.example/q/messages?sig=SECRETSIG");
+        request.set_header("Authorization", "SharedKey a:SECRETKEY");
+        request.body = b"<QueueMessage>private</QueueMessage>".to_vec();
+        let response = HttpResponse {
+            status: 201,
+            headers: vec![("x-ms-session-token".into(), "0:SESSION".into())],
+            body: b"private answer".to_vec(),
+        };
+        let shown = format!("{request:?} {response:?}");
+        for secret in ["SECRETSIG", "SECRETKEY", "private", "SESSION"] {
+            assert!(!shown.contains(secret), "{secret} leaked into {shown}");
+        }
+        assert!(shown.contains("PUT"));
+        assert!(shown.contains("Authorization") && shown.contains("status: 201"));
+    }
 }
