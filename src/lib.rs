@@ -20,4 +20,9 @@ pub mod error;
 pub mod flow;
 pub mod wire;
 
+pub use azure::cosmos::CosmosClient;
+pub use azure::queue::QueueClient;
 pub use error::{Error, ErrorInfo};
+pub use flow::blueprint::Blueprint;
+pub use flow::node::{NodeContext, NodeError, NodeRegistry, NodeResult};
+pub use flow::runtime::{FlowRuntime, RunStatus, WorkflowResult};
