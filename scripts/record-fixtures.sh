@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Re-records the wire fixtures fixtures/wire/queue.jsonl and fixtures/wire/cosmos.jsonl:
-# starts the emulator stack (scripts/emulators.sh), runs the ignored recording tests of
+# starts a private emulator stack (scripts/with-emulators.sh), runs the ignored recording tests of
 # tests/replay_fixtures.rs with FLOWCRAFT_RECORD=1 (every Queue and Cosmos operation plus
 # 400/404/409/412/413 answers, and one injected throttling answer per service with its
 # retry: Queue 503 ServerBusy, Cosmos 429; secrets redacted by the wire Recorder), then
@@ -8,17 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-FLOWCRAFT_EMULATOR_RUN_DIR="$(mktemp -d "${TMPDIR:-/tmp}/flowcraft-emulators.XXXXXX")"
-export FLOWCRAFT_EMULATOR_RUN_DIR
-cleanup() {
-    bash scripts/emulators.sh stop || true
-    rm -rf "$FLOWCRAFT_EMULATOR_RUN_DIR"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-bash scripts/emulators.sh start
-eval "$(bash scripts/emulators.sh env)"
+if [ "${FLOWCRAFT_EMULATORS:-}" != 1 ]; then
+    exec bash scripts/with-emulators.sh bash scripts/record-fixtures.sh
+fi
 mkdir -p fixtures/wire
 
 FLOWCRAFT_RECORD=1 cargo test --test replay_fixtures -- --ignored --exact \
