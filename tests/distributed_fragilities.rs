@@ -6,7 +6,10 @@ mod distributed_common;
 use distributed_common::{Harness, blueprint};
 use flowcraft_azure::distributed::events::Event;
 use flowcraft_azure::distributed::job::JobMessage;
-use flowcraft_azure::distributed::ports::{JobQueue, RunPhase, RunStore, StatusRecord};
+use flowcraft_azure::distributed::ports::{
+    JobQueue, Page, RunPhase, RunStore, StatusRecord, Versioned,
+};
+use flowcraft_azure::distributed::state::RunState;
 use flowcraft_azure::distributed::worker::Disposition;
 use flowcraft_azure::flow::runtime::RunStatus;
 use serde_json::{Map, Value, json};
@@ -158,7 +161,13 @@ async fn f3_reconcile_and_resume_use_recorded_activations_not_predecessor_comple
         .resume_with_action(&run_id, None, Some("approve".into()), Some(json!(1)))
         .await
         .unwrap();
-    assert_eq!(h.wait(&run_id).await.status, RunStatus::Completed);
+    let result = h.wait(&run_id).await;
+    assert_eq!(result.status, RunStatus::Completed);
+    assert_eq!(
+        result.context["_inputs.approve"],
+        json!(1),
+        "the resume output reached the successor through the normal routing path"
+    );
     assert!(h.client.reconcile(&run_id).await.unwrap().is_empty());
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(h.counter.get("approve"), 1);
@@ -168,32 +177,47 @@ async fn f3_reconcile_and_resume_use_recorded_activations_not_predecessor_comple
     h.stop().await;
 }
 
-// TS: the idempotency guard replays only `_outputs.<id>`: the action is lost (redelivery routes
-// default edges) and a node with no output never counts as completed (runs again).
+// TS: the idempotency guard replays only `_outputs.<id>`: the action is lost (a redelivery
+// with a stored output routes the default edge `d`), and a node with no output never counts
+// as completed (Cosmos drops `undefined`), so a redelivery executes it again.
 #[tokio::test(start_paused = true)]
 async fn f4_redelivered_job_replays_its_action_and_a_missing_output() {
-    let bp = r#"{"id":"f4","nodes":[{"id":"a","uses":"action","params":{"action":"left"}},
-      {"id":"l","uses":"count"},{"id":"d","uses":"count"}],
-      "edges":[{"source":"a","target":"l","action":"left"},{"source":"a","target":"d"}]}"#;
-    let h = Harness::new(&[bp]);
-    let run_id = h.start("f4", json!({})).await;
-    let m = h.take("a").await;
-    let worker = h.worker();
-    assert_eq!(worker.handle_message(&m).await, Disposition::Complete);
-    assert_eq!(h.queued_nodes().await, ["l"]);
-    // Redelivery: a (no output) is not executed again and its action is replayed.
-    let mut events = h.events.subscribe();
-    assert_eq!(worker.handle_message(&m).await, Disposition::Complete);
-    assert!(matches!(events.try_recv(), Ok(Event::JobReplayed { .. })));
-    assert_eq!(h.queued_nodes().await, ["l", "l"]);
-    h.queue.complete(&m.id, &m.receipt).await.unwrap();
-    let first = h.take("l").await;
-    h.handle(&first).await;
-    let dup = h.take("l").await;
-    h.handle(&dup).await;
-    let result = h.wait(&run_id).await;
-    assert_eq!(result.status, RunStatus::Completed);
-    assert_eq!((h.counter.get("l"), h.counter.get("d")), (1, 0));
+    for (id, output) in [("f4-none", None), ("f4-some", Some(json!("o")))] {
+        let mut params = json!({"action": "left"});
+        if let Some(output) = &output {
+            params["output"] = output.clone();
+        }
+        let bp = json!({"id": id, "nodes": [{"id": "a", "uses": "count", "params": params},
+            {"id": "l", "uses": "count"}, {"id": "d", "uses": "count"}],
+          "edges": [{"source": "a", "target": "l", "action": "left"},
+                    {"source": "a", "target": "d"}]})
+        .to_string();
+        let h = Harness::new(&[&bp]);
+        let run_id = h.start(id, json!({})).await;
+        let m = h.take("a").await;
+        let worker = h.worker();
+        assert_eq!(worker.handle_message(&m).await, Disposition::Complete);
+        assert_eq!(h.queued_nodes().await, ["l"], "{id}");
+        // Redelivery: a is not executed again and its action is replayed.
+        let mut events = h.events.subscribe();
+        assert_eq!(worker.handle_message(&m).await, Disposition::Complete);
+        assert!(matches!(events.try_recv(), Ok(Event::JobReplayed { .. })));
+        assert_eq!(h.counter.get("a"), 1, "{id}: a ran once");
+        assert_eq!(
+            h.queued_nodes().await,
+            ["l", "l"],
+            "{id}: the action was replayed"
+        );
+        h.queue.complete(&m.id, &m.receipt).await.unwrap();
+        let first = h.take("l").await;
+        h.handle(&first).await;
+        let dup = h.take("l").await;
+        h.handle(&dup).await;
+        let result = h.wait(&run_id).await;
+        assert_eq!(result.status, RunStatus::Completed);
+        assert_eq!((h.counter.get("l"), h.counter.get("d")), (1, 0), "{id}");
+        assert_eq!(result.context["_outputs.a"], output.unwrap_or(Value::Null));
+    }
 }
 
 // TS: the fan-in counter is INCR per arrival (redeliveries count again) and compares with the
@@ -416,17 +440,55 @@ impl JobQueue for RefuseSends {
 }
 
 // TS: read-modify-write upserts of the whole item lose concurrent writes (25-99 of 160
-// parallel outputs per 10 runs), including the `_awaitingNodeIds` array.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// parallel outputs per 10 runs), including the `_awaitingNodeIds` array. Here three waits
+// are FORCED to read the same version of the run before any of them commits (a load barrier):
+// a blind write would keep one awaiting id; the ETag commit conflicts, re-applies and keeps all.
+#[tokio::test(start_paused = true)]
 async fn f12_concurrent_branches_and_concurrent_waits_lose_no_update() {
     let bp = r#"{"id":"f12","nodes":[{"id":"s","uses":"count"},{"id":"w1","uses":"wait"},{"id":"w2","uses":"wait"},
       {"id":"w3","uses":"wait"},{"id":"j","uses":"count"}],
       "edges":[{"source":"s","target":"w1"},{"source":"s","target":"w2"},{"source":"s","target":"w3"},
         {"source":"w1","target":"j"},{"source":"w2","target":"j"},{"source":"w3","target":"j"}]}"#;
     let mut h = Harness::new(&[bp]);
-    h.spawn_workers(3);
     let run_id = h.start("f12", json!({})).await;
+    let s = h.take("s").await;
+    h.handle(&s).await;
+    let waits = [h.take("w1").await, h.take("w2").await, h.take("w3").await];
+    let store = std::sync::Arc::new(LoadBarrier {
+        inner: h.runs.clone(),
+        barrier: tokio::sync::Barrier::new(3),
+        armed: std::sync::atomic::AtomicUsize::new(3),
+    });
+    let racing = flowcraft_azure::distributed::core::Backends::new(
+        h.backends.queue.clone(),
+        store,
+        h.backends.coordination.clone(),
+    );
+    let worker =
+        flowcraft_azure::distributed::worker::Worker::new(h.env.clone(), racing, h.config.clone());
+    let conflicts_before = h.runs.conflicts();
+    let (d1, d2, d3) = tokio::join!(
+        worker.handle_message(&waits[0]),
+        worker.handle_message(&waits[1]),
+        worker.handle_message(&waits[2]),
+    );
+    assert_eq!(
+        [d1, d2, d3],
+        [
+            Disposition::Complete,
+            Disposition::Complete,
+            Disposition::Complete
+        ]
+    );
+    assert!(
+        h.runs.conflicts() - conflicts_before >= 2,
+        "the three commits raced from one version"
+    );
+    for m in &waits {
+        h.queue.complete(&m.id, &m.receipt).await.unwrap();
+    }
     let parked = h.wait(&run_id).await;
+    assert_eq!(parked.status, RunStatus::Awaiting);
     let mut ids: Vec<String> =
         serde_json::from_value(parked.context["_awaitingNodeIds"].clone()).unwrap();
     ids.sort();
@@ -437,11 +499,70 @@ async fn f12_concurrent_branches_and_concurrent_waits_lose_no_update() {
             .await
             .unwrap();
     }
+    h.spawn_workers(2);
     let result = h.wait(&run_id).await;
     assert_eq!(result.status, RunStatus::Completed);
     assert_eq!(h.counter.get("j"), 1);
     assert_eq!(result.context["_outputs.w3"], json!(2));
     h.stop().await;
+}
+
+/// A run store whose first `armed` loads each wait (after reading) until all of them have
+/// read: the loads see the same version, so the commits that follow race.
+struct LoadBarrier {
+    inner: std::sync::Arc<flowcraft_azure::distributed::memory::MemoryRunStore>,
+    barrier: tokio::sync::Barrier,
+    armed: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl RunStore for LoadBarrier {
+    async fn create_run(
+        &self,
+        state: &RunState,
+        status: &StatusRecord,
+    ) -> Result<bool, flowcraft_azure::Error> {
+        self.inner.create_run(state, status).await
+    }
+    async fn load(
+        &self,
+        run_id: &str,
+    ) -> Result<Option<Versioned<RunState>>, flowcraft_azure::Error> {
+        let loaded = self.inner.load(run_id).await?;
+        let take = |n: usize| n.checked_sub(1);
+        let ordering = std::sync::atomic::Ordering::SeqCst;
+        if self.armed.fetch_update(ordering, ordering, take).is_ok() {
+            self.barrier.wait().await;
+        }
+        Ok(loaded)
+    }
+    async fn commit(&self, state: &RunState, etag: &str) -> Result<String, flowcraft_azure::Error> {
+        self.inner.commit(state, etag).await
+    }
+    async fn status(
+        &self,
+        run_id: &str,
+    ) -> Result<Option<Versioned<StatusRecord>>, flowcraft_azure::Error> {
+        self.inner.status(run_id).await
+    }
+    async fn write_status(
+        &self,
+        record: &StatusRecord,
+        etag: Option<&str>,
+    ) -> Result<String, flowcraft_azure::Error> {
+        self.inner.write_status(record, etag).await
+    }
+    async fn list_stalled(
+        &self,
+        phases: &[RunPhase],
+        older_than: i64,
+        limit: usize,
+        continuation: Option<&str>,
+    ) -> Result<Page<StatusRecord>, flowcraft_azure::Error> {
+        self.inner
+            .list_stalled(phases, older_than, limit, continuation)
+            .await
+    }
 }
 
 // TS: output, deltas and routing are written in separate calls (and deltas twice), so a crash
