@@ -392,3 +392,28 @@ async fn a_commit_larger_than_the_store_allows_fails_the_run_at_once_without_ret
     );
     assert_eq!(h.counter.get("b"), 0);
 }
+
+/// The iteration guard counts executions of ONE node (as in-process), not all activations of
+/// the run: a loop of a body node and its controller runs 5100 iterations (10200 activations,
+/// more than `MAX_ITERATIONS`) and completes, in both modes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_iteration_guard_counts_per_node_like_in_process() {
+    let bp = r#"{"id":"long-loop","nodes":[{"id":"t","uses":"tick","params":{"until":5100}},
+      {"id":"c","uses":"loop-controller","params":{"condition":"more"},"config":{"joinStrategy":"any"}},
+      {"id":"out","uses":"count"}],
+      "edges":[{"source":"t","target":"c"},{"source":"c","target":"t","action":"continue"},
+        {"source":"c","target":"out","action":"break"}]}"#;
+    let mut h = Harness::new(&[bp]);
+    let local = FlowRuntime::new(h.env.clone())
+        .run(
+            h.env.blueprints.get("long-loop").unwrap(),
+            Default::default(),
+        )
+        .await;
+    assert_eq!(local.status, RunStatus::Completed, "{:?}", local.errors);
+    h.spawn_workers(2);
+    let result = h.run("long-loop", json!({})).await;
+    assert_eq!(result.status, RunStatus::Completed, "{:?}", result.errors);
+    assert_eq!(h.counter.get("out"), 2, "once per mode");
+    h.stop().await;
+}

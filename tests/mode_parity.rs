@@ -651,7 +651,7 @@ async fn two_concurrent_waits_resume_one_at_a_time_in_both_modes() {
 /// Legitimate difference: a distributed run keeps its whole state in ONE run document, which
 /// is limited to 2 MB (the Cosmos item limit, enforced by the in-memory store too). The
 /// scatter's commit of 10005 worker definitions and items is about 6 MB, so the distributed
-/// run fails with a "too large" error instead (after the worker's infrastructure retries).
+/// run fails with a "too large" error instead (at once: the size limit is permanent).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_huge_batch_completes_in_process_but_exceeds_the_distributed_document_limit() {
     let items: Vec<u64> = (0..10_005).collect();

@@ -178,6 +178,10 @@ pub struct Bookkeeping {
     /// `dynamicPreds`, `dynamicGather`) in this object.
     #[serde(flatten)]
     pub joins: JoinBook,
+    /// How often each blueprint node was scheduled (the iteration guard counts per node, as
+    /// in-process; batch workers run once each and are not counted).
+    #[serde(default)]
+    pub executions: BTreeMap<String, u64>,
     /// Awaiting nodes by node id (F2).
     #[serde(default)]
     pub awaiting: BTreeMap<String, AwaitingRecord>,
@@ -209,6 +213,7 @@ impl Default for Bookkeeping {
             outstanding: BTreeMap::new(),
             commits: BTreeMap::new(),
             joins: JoinBook::default(),
+            executions: BTreeMap::new(),
             awaiting: BTreeMap::new(),
             errors: Vec::new(),
             reason: None,

@@ -256,7 +256,12 @@ pub fn settle(
             }
         }
     }
-    if state.book.seq > MAX_ITERATIONS as u64 && state.book.errors.is_empty() {
+    let looping = state
+        .book
+        .executions
+        .values()
+        .any(|n| *n > MAX_ITERATIONS as u64);
+    if looping && state.book.errors.is_empty() {
         state.book.errors.push(RunError {
             node_id: node.to_string(),
             message: format!(
@@ -306,6 +311,9 @@ fn fire(state: &mut RunState, blueprint: &Blueprint, node: &str) -> WorkItem {
     if state.book.joins.fire(blueprint, &state.context, node) {
         prune_settled_records(state, node, blueprint.loop_body(node));
     }
+    if blueprint.node(node).is_some() {
+        *state.book.executions.entry(node.to_string()).or_default() += 1;
+    }
     state.book.schedule(node)
 }
 
@@ -343,6 +351,7 @@ pub fn shrink_finished(state: &mut RunState) {
     book.commits.clear();
     book.outstanding.clear();
     book.joins.clear();
+    book.executions.clear();
 }
 
 /// Records that `source` activated `target`; returns the work when the join fires.
