@@ -50,6 +50,7 @@ pub mod core;
 pub mod events;
 pub mod job;
 pub mod memory;
+pub mod metered;
 pub mod polling;
 pub mod ports;
 pub mod reconcile;
