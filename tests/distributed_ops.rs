@@ -215,6 +215,38 @@ async fn shutdown_stops_receiving_and_finishes_the_job_in_flight() {
     assert_eq!(queue.texts().len(), 1, "b is queued for the next worker");
 }
 
+/// A job still running when the shutdown grace period ends is stopped and its message
+/// released at once (not left leased, and not renewed forever), so another worker takes it.
+#[tokio::test(start_paused = true)]
+async fn shutdown_releases_a_job_still_running_after_the_grace_period() {
+    let bp =
+        r#"{"id":"veryslow","nodes":[{"id":"a","uses":"slow","params":{"ms":600000}}],"edges":[]}"#;
+    let mut h = Harness::new(&[bp]);
+    h.config.shutdown_grace = Duration::from_secs(5);
+    let mut events = h.events.subscribe();
+    h.spawn_workers(1);
+    let run_id = h.start("veryslow", json!({})).await;
+    loop {
+        if let Ok(Event::JobStarted { .. }) = events.recv().await {
+            break;
+        }
+    }
+    let (runs, queue, counter) = (h.runs.clone(), h.queue.clone(), h.counter.clone());
+    h.stop().await;
+    let state = runs.load(&run_id).await.unwrap().unwrap().value;
+    assert!(!state.context.contains_key("_outputs.a"));
+    assert_eq!(state.book.status, RunPhase::Running);
+    let again = queue.receive(32, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(
+        again.len(),
+        1,
+        "released at once, visible to the next worker"
+    );
+    assert_eq!(JobMessage::decode(&again[0].text).unwrap().node_id, "a");
+    assert_eq!(again[0].dequeue_count, 2);
+    assert_eq!(counter.get("a"), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_join_whose_other_branch_was_not_taken_ends_stalled_like_in_process() {
     let bp = r#"{"id":"st","nodes":[{"id":"a","uses":"count","params":{"output":{"go":false}}},
@@ -416,4 +448,20 @@ async fn the_iteration_guard_counts_per_node_like_in_process() {
     assert_eq!(result.status, RunStatus::Completed, "{:?}", result.errors);
     assert_eq!(h.counter.get("out"), 2, "once per mode");
     h.stop().await;
+}
+
+/// SIGTERM (what a container runtime sends) fires the worker's shutdown token.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_fires_the_shutdown_token() {
+    let token = flowcraft_azure::distributed::polling::shutdown_on_signals().unwrap();
+    assert!(!token.is_cancelled());
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &std::process::id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    tokio::time::timeout(Duration::from_secs(60), token.cancelled())
+        .await
+        .expect("the token fired");
 }

@@ -9,7 +9,7 @@
 //! - [`state`]: the run document (context + bookkeeping) and [`transition`]: the pure
 //!   changes one commit makes (joins, outstanding work, awaiting, fallback, status);
 //! - [`worker`]: `handle_message` / `handle_job`; [`polling`]: the worker loop (batches,
-//!   backoff, lease renewal, heartbeat, shutdown); [`client`]: start,
+//!   backoff, lease renewal, heartbeat, graceful shutdown, SIGINT/SIGTERM); [`client`]: start,
 //!   status, wait, cancel, resume, reconcile; [`reconcile`]: the stalled-run scanner;
 //!   [`events`]: subscribable events; [`core`]: what worker and client share.
 //!

@@ -1,7 +1,8 @@
 //! The worker's polling loop: batched receives bounded by free concurrency slots, idle
 //! backoff with jitter (and an immediate poll when a job finishes, since it likely enqueued a
 //! successor), lease renewal at half the visibility while a job runs, a status heartbeat for
-//! long nodes, and graceful shutdown (stop receiving, finish the jobs in flight).
+//! long nodes, and graceful shutdown (stop receiving, let the jobs in flight finish within
+//! `shutdown_grace`, then stop the rest and release their messages at once).
 
 use crate::distributed::core::touch_status;
 use crate::distributed::job::JobMessage;
@@ -14,8 +15,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 impl Worker {
-    /// Polls the queue until `shutdown` fires, then finishes the jobs in flight.
+    /// Polls the queue until `shutdown` fires, then lets the jobs in flight finish for up to
+    /// `shutdown_grace` and releases the messages of those still running.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let abort = CancellationToken::new();
         let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         // A finished job often enqueued a successor: poll again at once instead of idling.
         let finished = Arc::new(Notify::new());
@@ -61,8 +64,9 @@ impl Worker {
                         };
                         let worker = self.clone();
                         let finished = finished.clone();
+                        let abort = abort.clone();
                         tasks.spawn(async move {
-                            worker.process(message).await;
+                            worker.process(message, abort).await;
                             drop(permit);
                             finished.notify_one();
                         });
@@ -77,13 +81,28 @@ impl Worker {
                 }
             }
         }
-        while tasks.join_next().await.is_some() {}
+        let drain = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(self.config.shutdown_grace, drain)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                in_flight = tasks.len(),
+                "shutdown grace period over; releasing the jobs still running"
+            );
+            abort.cancel();
+            while tasks.join_next().await.is_some() {}
+        }
     }
 
     /// Handles one message under a renewed lease, then completes, releases or poisons it.
-    async fn process(&self, message: QueueMessage) {
+    /// When `abort` fires first, the job is stopped where it is and the message released.
+    async fn process(&self, message: QueueMessage, abort: CancellationToken) {
         let receipt = Arc::new(Mutex::new(message.receipt.clone()));
         let stop = CancellationToken::new();
+        // Stops the lease renewal and the heartbeat however this function ends (also if
+        // the job panics), so an abandoned message becomes visible again.
+        let _stop_helpers = stop.clone().drop_guard();
         let renewer = tokio::spawn(renew_lease(
             self.backends.queue.clone(),
             message.id.clone(),
@@ -99,7 +118,10 @@ impl Worker {
                 stop.clone(),
             ))
         });
-        let disposition = self.handle_message(&message).await;
+        let disposition = tokio::select! {
+            d = self.handle_message(&message) => d,
+            _ = abort.cancelled() => Disposition::Release(Duration::ZERO),
+        };
         stop.cancel();
         let _ = renewer.await;
         if let Some(heartbeat) = heartbeat {
@@ -124,6 +146,39 @@ impl Worker {
                 "could not settle the message; it will be redelivered (the job is idempotent)");
         }
     }
+}
+
+/// A token that fires on SIGINT (Ctrl-C) or SIGTERM, for [`Worker::run`]'s graceful
+/// shutdown (stop receiving, finish or release the jobs in flight). The handlers are installed
+/// before this returns; call it inside a tokio runtime. Errors when they cannot be installed.
+pub fn shutdown_on_signals() -> Result<CancellationToken, crate::Error> {
+    let token = CancellationToken::new();
+    let fire = token.clone();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let install = |kind: SignalKind, name: &str| {
+            signal(kind).map_err(|e| {
+                crate::Error::unexpected(format!("cannot install the {name} handler: {e}"))
+            })
+        };
+        let mut interrupt = install(SignalKind::interrupt(), "SIGINT")?;
+        let mut terminate = install(SignalKind::terminate(), "SIGTERM")?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
+                _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+            }
+            fire.cancel();
+        });
+    }
+    #[cfg(not(unix))]
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            fire.cancel();
+        }
+    });
+    Ok(token)
 }
 
 /// Renews the lease every half visibility until `stop` fires; keeps the latest receipt.

@@ -15,7 +15,7 @@ use crate::distributed::core::{
 };
 use crate::distributed::events::{Event, EventBus};
 use crate::distributed::job::{JobKind, JobMessage};
-use crate::distributed::ports::{QueueMessage, RunPhase, Versioned};
+use crate::distributed::ports::{MAX_QUEUE_DELAY, QueueMessage, RunPhase, Versioned};
 use crate::distributed::state::{CommitRecord, PendingResume, RunState, WorkItem};
 use crate::distributed::transition::{
     Settlement, VersionCheck, check_version, fail_run, prepare, settle, shrink_finished,
@@ -57,6 +57,10 @@ pub struct WorkerConfig {
     pub error_delay: Duration,
     /// A running run's status item is refreshed at least this often (amortised heartbeat).
     pub status_heartbeat: Duration,
+    /// After shutdown, how long the jobs in flight may take to finish; the ones still running
+    /// then are stopped and their messages released for another worker (safe: a job stopped
+    /// anywhere is redone idempotently).
+    pub shutdown_grace: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -71,6 +75,7 @@ impl Default for WorkerConfig {
             defer_delay: Duration::from_secs(30),
             error_delay: Duration::from_secs(1),
             status_heartbeat: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(60),
         }
     }
 }
@@ -298,7 +303,11 @@ impl Worker {
             Err(e) => {
                 tracing::warn!(run_id = %job.run_id, node_id = %job.node_id, error = %e,
                     "job hit an infrastructure error; it will be retried");
-                Disposition::Release(self.config.error_delay * message.dequeue_count.max(1))
+                let delay = self
+                    .config
+                    .error_delay
+                    .saturating_mul(message.dequeue_count.max(1));
+                Disposition::Release(delay.min(MAX_QUEUE_DELAY))
             }
         }
     }
@@ -395,7 +404,7 @@ impl Worker {
             node_id: job.node_id.clone(),
             reason: why,
         });
-        Disposition::Release(self.config.defer_delay)
+        Disposition::Release(self.config.defer_delay.min(MAX_QUEUE_DELAY))
     }
 
     fn dropped(&self, job: &JobMessage, reason: impl Into<String>) -> Disposition {
