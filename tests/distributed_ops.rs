@@ -465,3 +465,75 @@ async fn sigterm_fires_the_shutdown_token() {
         .await
         .expect("the token fired");
 }
+
+const CHAIN: &str = r#"{"id":"chain","nodes":[{"id":"a","uses":"count"},{"id":"b","uses":"count"}],
+  "edges":[{"source":"a","target":"b"}]}"#;
+
+fn arbitrary_job() -> impl proptest::strategy::Strategy<Value = (JobMessage, u32)> {
+    use proptest::prelude::*;
+    let kind = prop_oneof![
+        Just(flowcraft_azure::distributed::job::JobKind::Execute),
+        Just(flowcraft_azure::distributed::job::JobKind::Wake),
+        Just(flowcraft_azure::distributed::job::JobKind::Resume),
+    ];
+    (
+        prop_oneof![Just("RUN"), Just("nope"), Just("x:y")],
+        prop_oneof![Just("chain"), Just("other")],
+        prop_oneof![Just("a"), Just("b"), Just("zz"), Just("")],
+        proptest::option::of(any::<u32>()),
+        proptest::option::of(prop_oneof![0u64..4, any::<u64>()]),
+        kind,
+        proptest::option::of(any::<u64>()),
+        proptest::option::of(any::<u64>()),
+        1u32..5,
+    )
+        .prop_map(
+            |(run, bp, node, attempt, activation, kind, remaining, seq, dequeue)| {
+                let mut job = JobMessage::execute(run, bp, node, 0);
+                job.activation = activation;
+                job.attempt = attempt;
+                job.kind = kind;
+                job.remaining_ms = remaining;
+                job.resume_seq = seq;
+                (job, dequeue)
+            },
+        )
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+    /// Arbitrary (well-formed but wrong, stale, foreign or extreme) job messages never panic a
+    /// worker and never break a run: afterwards the run completes with each node run once.
+    #[test]
+    fn arbitrary_job_messages_never_panic_or_break_a_run(
+        jobs in proptest::collection::vec(arbitrary_job(), 1..8),
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let mut h = Harness::new(&[CHAIN]);
+            let run_id = h.start("chain", json!({})).await;
+            let worker = h.worker();
+            for (i, (mut job, dequeue_count)) in jobs.into_iter().enumerate() {
+                if job.run_id == "RUN" {
+                    job.run_id = run_id.clone();
+                }
+                let message = flowcraft_azure::distributed::ports::QueueMessage {
+                    id: format!("m{i}"),
+                    receipt: "r".into(),
+                    text: job.encode().unwrap(),
+                    dequeue_count,
+                };
+                let _ = worker.handle_message(&message).await;
+            }
+            h.spawn_workers(1);
+            let result = h.wait(&run_id).await;
+            assert_eq!(result.status, RunStatus::Completed, "{:?}", result.errors);
+            assert_eq!((h.counter.get("a"), h.counter.get("b")), (1, 1));
+            h.stop().await;
+        });
+    }
+}
