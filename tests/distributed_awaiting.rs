@@ -103,6 +103,40 @@ async fn resume_of_a_run_that_is_not_awaiting_is_refused() {
     h.stop().await;
 }
 
+/// A client that loads another version of the blueprint than the run is pinned to refuses
+/// to resume it (it would route with the other version's edges); the run keeps waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_by_a_client_with_another_blueprint_version_is_refused() {
+    let v1 = r#"{"id":"hitl","metadata":{"version":"1"},"nodes":[{"id":"w","uses":"wait"},
+      {"id":"ok","uses":"count"}],"edges":[{"source":"w","target":"ok","action":"ok"}]}"#;
+    let v2 = r#"{"id":"hitl","metadata":{"version":"2"},"nodes":[{"id":"w","uses":"wait"},
+      {"id":"ok","uses":"count"},{"id":"v2only","uses":"count"}],
+      "edges":[{"source":"w","target":"v2only","action":"ok"}]}"#;
+    let mut h = Harness::new(&[v1]);
+    h.spawn_workers(1);
+    let run_id = h.start("hitl", json!({})).await;
+    assert_eq!(h.wait(&run_id).await.status, RunStatus::Awaiting);
+    let mut registry = flowcraft_azure::flow::execute::BlueprintRegistry::new();
+    registry.insert(distributed_common::blueprint(v2));
+    let other = flowcraft_azure::distributed::client::Client::new(
+        h.backends.clone(),
+        std::sync::Arc::new(registry),
+    );
+    let err = other
+        .resume_with_action(&run_id, None, Some("ok".into()), None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("pinned to version 1"), "{err}");
+    assert_eq!(h.wait(&run_id).await.status, RunStatus::Awaiting);
+    h.client
+        .resume_with_action(&run_id, None, Some("ok".into()), None)
+        .await
+        .unwrap();
+    assert_eq!(h.wait(&run_id).await.status, RunStatus::Completed);
+    assert_eq!((h.counter.get("ok"), h.counter.get("v2only")), (1, 0));
+    h.stop().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn sleep_is_a_delayed_wake_up_message_and_passes_its_input_through() {
     let bp = r#"{"id":"nap","nodes":[

@@ -13,7 +13,8 @@ use crate::distributed::job::JobKind;
 use crate::distributed::ports::RunPhase;
 use crate::distributed::state::{CommitRecord, PendingResume, WorkItem};
 use crate::distributed::transition::{
-    Settlement, cancel, new_run, resume_target, settle, update_status,
+    Settlement, VersionCheck, cancel, check_version, new_run, resume_target, settle, update_status,
+    version_mismatch,
 };
 use crate::flow::context::AwaitReason;
 use crate::flow::execute::BlueprintRegistry;
@@ -188,7 +189,8 @@ impl Client {
     /// awaiting subflow node is resumed by a worker instead (its sub-run resumes with the same
     /// action and output; the node completes, fails or waits again like in-process); the
     /// returned work is then that resume job. `InvalidInput` when the run or node is not
-    /// awaiting.
+    /// awaiting, or when the run is pinned to another version of the blueprint than the
+    /// client's (its routing would not be the run's).
     pub async fn resume_with_action(
         &self,
         run_id: &str,
@@ -209,6 +211,9 @@ impl Client {
                     "run {run_id} is {}; it cannot be resumed",
                     state.book.status.as_str()
                 )));
+            }
+            if let VersionCheck::Mismatch { pinned } = check_version(state, &blueprint) {
+                return Step::Skip(Err(version_mismatch(&pinned, &blueprint)));
             }
             let target = match resume_target(state, node) {
                 Ok(t) => t,

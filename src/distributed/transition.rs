@@ -85,6 +85,21 @@ pub fn check_version(state: &RunState, blueprint: &Blueprint) -> VersionCheck {
     }
 }
 
+/// Says why a run pinned to `pinned` cannot be handled with `blueprint`.
+pub fn version_mismatch(pinned: &Option<String>, blueprint: &Blueprint) -> String {
+    format!(
+        "blueprint version mismatch: the run is pinned to {} but the loaded blueprint '{}' has \
+         {}; use a worker or client that loads the pinned version",
+        pinned
+            .as_deref()
+            .map_or("no version".to_string(), |v| format!("version {v}")),
+        blueprint.id(),
+        blueprint
+            .version()
+            .map_or("no version".to_string(), |v| format!("version {v}")),
+    )
+}
+
 /// Prepares a run document before a worker's commit: pins the version when missing (F1) and
 /// initialises the bookkeeping of a run created by a foreign (TypeScript-style) client from
 /// the blueprint's start nodes (fallback-only nodes excluded, F19). Returns the start work

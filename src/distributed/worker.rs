@@ -19,7 +19,7 @@ use crate::distributed::ports::{MAX_QUEUE_DELAY, QueueMessage, RunPhase, Version
 use crate::distributed::state::{CommitRecord, PendingResume, RunState, WorkItem};
 use crate::distributed::transition::{
     Settlement, VersionCheck, check_version, fail_run, prepare, settle, shrink_finished,
-    update_status,
+    update_status, version_mismatch,
 };
 use crate::flow::blueprint::Blueprint;
 use crate::flow::builtins::subflow;
@@ -723,19 +723,6 @@ impl Worker {
         }
         Ok(())
     }
-}
-
-fn version_mismatch(pinned: &Option<String>, blueprint: &Blueprint) -> String {
-    format!(
-        "blueprint version mismatch: the run is pinned to {} but this worker has {} of '{}'",
-        pinned
-            .as_deref()
-            .map_or("no version".to_string(), |v| format!("version {v}")),
-        blueprint
-            .version()
-            .map_or("no version".to_string(), |v| format!("version {v}")),
-        blueprint.id()
-    )
 }
 
 /// The work a job refers to. TypeScript-style jobs carry no activation: use the node's
