@@ -33,9 +33,7 @@ use crate::flow::context::{AwaitReason, AwaitingDetails, ContextDelta, apply_del
 use crate::flow::execute::{NodeCompletion, node_definition};
 use crate::flow::node::{NodeError, NodeResult};
 use crate::flow::routing::{output_keys, route};
-use crate::flow::runtime::{
-    AWAITING_DETAILS_KEY, AWAITING_IDS_KEY, MAX_ITERATIONS, SUBFLOW_STATE_PREFIX,
-};
+use crate::flow::runtime::{self, AWAITING_DETAILS_KEY, AWAITING_IDS_KEY, MAX_ITERATIONS};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeSet;
@@ -228,7 +226,7 @@ pub fn settle(
         }
         Settlement::Resumed(result, deltas) => {
             state.book.awaiting.remove(node);
-            clear_awaiting_entry(&mut state.context, node);
+            runtime::clear_awaiting(&mut state.context, node);
             apply_deltas(&mut state.context, &deltas);
             complete(state, blueprint, node, result, &mut record);
         }
@@ -241,7 +239,7 @@ pub fn settle(
             {
                 // A resumed sub-run failed: the node stops waiting and fails.
                 state.book.awaiting.remove(node);
-                clear_awaiting_entry(&mut state.context, node);
+                runtime::clear_awaiting(&mut state.context, node);
             }
             let fallback = node_definition(blueprint, node, &state.context)
                 .and_then(|n| n.config.fallback.clone())
@@ -441,40 +439,12 @@ fn complete(
 fn record_awaiting(
     state: &mut RunState,
     work: &WorkItem,
-    mut details: AwaitingDetails,
+    details: AwaitingDetails,
     output: Option<Value>,
 ) {
-    let node = work.node.as_str();
-    let sub_state = details.subflow_state.take();
-    let ctx = &mut state.context;
-    let ids = ctx
-        .entry(AWAITING_IDS_KEY)
-        .or_insert_with(|| Value::Array(Vec::new()));
-    if !ids.is_array() {
-        *ids = Value::Array(Vec::new());
-    }
-    if let Value::Array(list) = ids
-        && !list.iter().any(|v| v.as_str() == Some(node))
-    {
-        list.push(Value::String(node.to_string()));
-    }
-    let all = ctx
-        .entry(AWAITING_DETAILS_KEY)
-        .or_insert_with(|| Value::Object(Map::new()));
-    if !all.is_object() {
-        *all = Value::Object(Map::new());
-    }
-    if let Value::Object(map) = all {
-        map.insert(
-            node.to_string(),
-            serde_json::to_value(&details).unwrap_or(Value::Null),
-        );
-    }
-    if let Some(sub) = sub_state {
-        ctx.insert(format!("{SUBFLOW_STATE_PREFIX}{node}"), sub);
-    }
+    let details = runtime::record_awaiting(&mut state.context, &work.node, details);
     state.book.awaiting.insert(
-        node.to_string(),
+        work.node.clone(),
         AwaitingRecord {
             activation: work.activation,
             details,
@@ -482,21 +452,6 @@ fn record_awaiting(
             pending_resume: None,
         },
     );
-}
-
-fn clear_awaiting_entry(ctx: &mut Map<String, Value>, node: &str) {
-    let mut empty = false;
-    if let Some(Value::Array(list)) = ctx.get_mut(AWAITING_IDS_KEY) {
-        list.retain(|v| v.as_str() != Some(node));
-        empty = list.is_empty();
-    }
-    if let Some(Value::Object(map)) = ctx.get_mut(AWAITING_DETAILS_KEY) {
-        map.remove(node);
-    }
-    ctx.remove(&format!("{SUBFLOW_STATE_PREFIX}{node}"));
-    if empty {
-        clear_awaiting_keys(ctx);
-    }
 }
 
 fn clear_awaiting_keys(ctx: &mut Map<String, Value>) {

@@ -355,6 +355,64 @@ fn awaiting_ids(context: &Map<String, Value>) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Records `node_id` as awaiting in `context` (as Flowcraft does): appends it to
+/// `_awaitingNodeIds` (once), stores `details` under `_awaitingDetails.<id>` and, for an
+/// awaiting subflow, its sub-run state under `_subflowState.<id>`. Returns the details as
+/// stored (without the sub-run state). Shared by the in-process runtime and the distributed
+/// core.
+pub fn record_awaiting(
+    context: &mut Map<String, Value>,
+    node_id: &str,
+    mut details: AwaitingDetails,
+) -> AwaitingDetails {
+    let sub_state = details.subflow_state.take();
+    let ids = context
+        .entry(AWAITING_IDS_KEY)
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if !ids.is_array() {
+        *ids = Value::Array(Vec::new());
+    }
+    if let Value::Array(list) = ids
+        && !list.iter().any(|v| v.as_str() == Some(node_id))
+    {
+        list.push(Value::String(node_id.to_string()));
+    }
+    let all = context
+        .entry(AWAITING_DETAILS_KEY)
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !all.is_object() {
+        *all = Value::Object(Map::new());
+    }
+    if let Value::Object(map) = all {
+        map.insert(
+            node_id.to_string(),
+            serde_json::to_value(&details).unwrap_or(Value::Null),
+        );
+    }
+    if let Some(state) = sub_state {
+        context.insert(format!("{SUBFLOW_STATE_PREFIX}{node_id}"), state);
+    }
+    details
+}
+
+/// Removes `node_id`'s awaiting records from `context` (and `_awaitingNodeIds` /
+/// `_awaitingDetails` themselves once no node awaits).
+pub fn clear_awaiting(context: &mut Map<String, Value>, node_id: &str) {
+    let mut empty = false;
+    if let Some(Value::Array(list)) = context.get_mut(AWAITING_IDS_KEY) {
+        list.retain(|v| v.as_str() != Some(node_id));
+        empty = list.is_empty();
+    }
+    if let Some(Value::Object(map)) = context.get_mut(AWAITING_DETAILS_KEY) {
+        map.remove(node_id);
+    }
+    context.remove(&format!("{SUBFLOW_STATE_PREFIX}{node_id}"));
+    if empty {
+        context.remove(AWAITING_IDS_KEY);
+        context.remove(AWAITING_DETAILS_KEY);
+    }
+}
+
 /// What a spawned task reports back to the scheduler.
 enum TaskDone {
     /// A node finished all its attempts.
@@ -515,52 +573,11 @@ impl Run {
     }
 
     fn record_awaiting(&mut self, node_id: &str, details: &AwaitingDetails) {
-        let mut stored = details.clone();
-        let sub_state = stored.subflow_state.take();
-        let mut ctx = self.ctx();
-        let ids = ctx
-            .entry(AWAITING_IDS_KEY)
-            .or_insert_with(|| Value::Array(Vec::new()));
-        if !ids.is_array() {
-            *ids = Value::Array(Vec::new());
-        }
-        if let Value::Array(list) = ids
-            && !list.iter().any(|v| v.as_str() == Some(node_id))
-        {
-            list.push(Value::String(node_id.to_string()));
-        }
-        let all = ctx
-            .entry(AWAITING_DETAILS_KEY)
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !all.is_object() {
-            *all = Value::Object(Map::new());
-        }
-        if let Value::Object(map) = all {
-            map.insert(
-                node_id.to_string(),
-                serde_json::to_value(&stored).unwrap_or(Value::Null),
-            );
-        }
-        if let Some(state) = sub_state {
-            ctx.insert(format!("{SUBFLOW_STATE_PREFIX}{node_id}"), state);
-        }
+        record_awaiting(&mut self.ctx(), node_id, details.clone());
     }
 
     fn clear_awaiting(&mut self, node_id: &str) {
-        let mut ctx = self.ctx();
-        let mut empty = false;
-        if let Some(Value::Array(list)) = ctx.get_mut(AWAITING_IDS_KEY) {
-            list.retain(|v| v.as_str() != Some(node_id));
-            empty = list.is_empty();
-        }
-        if let Some(Value::Object(map)) = ctx.get_mut(AWAITING_DETAILS_KEY) {
-            map.remove(node_id);
-        }
-        ctx.remove(&format!("{SUBFLOW_STATE_PREFIX}{node_id}"));
-        if empty {
-            ctx.remove(AWAITING_IDS_KEY);
-            ctx.remove(AWAITING_DETAILS_KEY);
-        }
+        clear_awaiting(&mut self.ctx(), node_id);
     }
 
     /// Commits a finished node: its writes, then either the awaiting record or its completion.
