@@ -537,3 +537,14 @@ proptest::proptest! {
         });
     }
 }
+
+/// `wait_for` with a timeout too long to represent waits for good instead of panicking.
+#[tokio::test(start_paused = true)]
+async fn wait_for_accepts_a_timeout_too_long_to_represent() {
+    let mut h = Harness::new(&[CHAIN]);
+    h.spawn_workers(1);
+    let run_id = h.start("chain", json!({})).await;
+    let result = h.client.wait_for(&run_id, Duration::MAX).await.unwrap();
+    assert_eq!(result.status, RunStatus::Completed);
+    h.stop().await;
+}

@@ -11,7 +11,7 @@ use crate::distributed::core::{
 use crate::distributed::events::EventBus;
 use crate::distributed::job::JobKind;
 use crate::distributed::ports::RunPhase;
-use crate::distributed::state::{CommitRecord, PendingResume, WorkItem};
+use crate::distributed::state::{CommitRecord, PendingResume, RunState, WorkItem};
 use crate::distributed::transition::{
     Settlement, VersionCheck, cancel, check_version, new_run, resume_target, settle, update_status,
     version_mismatch,
@@ -138,28 +138,24 @@ impl Client {
     }
 
     /// Waits until the run is no longer `running` (finished or awaiting) and returns its
-    /// result; `Error::Timeout` after `timeout`.
+    /// result; `Error::Timeout` after `timeout` (a timeout too long to represent waits for
+    /// good).
     pub async fn wait_for(&self, run_id: &str, timeout: Duration) -> Result<WorkflowResult, Error> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = tokio::time::Instant::now().checked_add(timeout);
         let mut pause = Duration::from_millis(5);
         loop {
-            let loaded = self
-                .backends
-                .runs
-                .load(run_id)
-                .await?
-                .ok_or_else(|| not_found(run_id))?;
-            if loaded.value.book.status != RunPhase::Running {
-                return Ok(to_result(&loaded.value));
+            let state = self.load(run_id).await?;
+            if state.book.status != RunPhase::Running {
+                return Ok(to_result(&state));
             }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
+            let left = deadline.map(|d| d.saturating_duration_since(tokio::time::Instant::now()));
+            if left.is_some_and(|left| left.is_zero()) {
                 return Err(Error::Timeout(Box::new(ErrorInfo::new(format!(
                     "run {run_id} is still running after {} ms",
                     timeout.as_millis()
                 )))));
             }
-            tokio::time::sleep(pause.min(deadline - now)).await;
+            tokio::time::sleep(left.map_or(pause, |left| pause.min(left))).await;
             pause = (pause * 2).min(Duration::from_millis(200));
         }
     }
@@ -282,13 +278,7 @@ impl Client {
     /// never re-deriving routing (F3). A finished run only gets its status item re-published.
     /// Returns the work re-enqueued. Safe to call at any time: jobs are idempotent.
     pub async fn reconcile(&self, run_id: &str) -> Result<Vec<WorkItem>, Error> {
-        let state = self
-            .backends
-            .runs
-            .load(run_id)
-            .await?
-            .ok_or_else(|| not_found(run_id))?
-            .value;
+        let state = self.load(run_id).await?;
         let runs = self.backends.runs.as_ref();
         if state.book.status.is_terminal() {
             publish_status(runs, &self.events, &state).await?;
@@ -362,14 +352,14 @@ impl Client {
         Ok(work)
     }
 
+    /// Loads the run's state; `NotFound` when it does not exist.
+    async fn load(&self, run_id: &str) -> Result<RunState, Error> {
+        let loaded = self.backends.runs.load(run_id).await?;
+        Ok(loaded.ok_or_else(|| not_found(run_id))?.value)
+    }
+
     async fn run_blueprint_id(&self, run_id: &str) -> Result<String, Error> {
-        let state = self
-            .backends
-            .runs
-            .load(run_id)
-            .await?
-            .ok_or_else(|| not_found(run_id))?
-            .value;
+        let state = self.load(run_id).await?;
         state
             .blueprint_id()
             .map(str::to_string)

@@ -495,7 +495,18 @@ fn wrong_type(key: &str) -> Error {
 }
 
 fn expiry(ttl: Option<Duration>) -> Option<Instant> {
-    ttl.map(|t| Instant::now() + t)
+    // a TTL too long to represent never expires
+    ttl.and_then(|t| Instant::now().checked_add(t))
+}
+
+/// Stores `slot` at `key`: with a fresh expiry when `ttl` is given, else keeping the key's
+/// current expiry (Redis keeps a key's TTL when SADD/INCRBY change it).
+fn store(map: &mut HashMap<String, Entry>, key: &str, slot: Slot, ttl: Option<Duration>) {
+    let expires = match ttl {
+        Some(_) => expiry(ttl),
+        None => map.get(key).and_then(|e| e.expires),
+    };
+    map.insert(key.to_string(), Entry { slot, expires });
 }
 
 #[async_trait]
@@ -569,17 +580,7 @@ impl CoordinationStore for MemoryCoordinationStore {
         };
         set.insert(member.to_string());
         let size = set.len() as u64;
-        let expires = match ttl {
-            Some(_) => expiry(ttl),
-            None => map.get(key).and_then(|e| e.expires),
-        };
-        map.insert(
-            key.to_string(),
-            Entry {
-                slot: Slot::Set(set),
-                expires,
-            },
-        );
+        store(&mut map, key, Slot::Set(set), ttl);
         Ok(size)
     }
 
@@ -605,17 +606,7 @@ impl CoordinationStore for MemoryCoordinationStore {
         let value = current
             .checked_add(delta)
             .ok_or_else(|| Error::invalid_input(format!("counter {key} would overflow")))?;
-        let expires = match ttl {
-            Some(_) => expiry(ttl),
-            None => map.get(key).and_then(|e| e.expires),
-        };
-        map.insert(
-            key.to_string(),
-            Entry {
-                slot: Slot::Counter(value),
-                expires,
-            },
-        );
+        store(&mut map, key, Slot::Counter(value), ttl);
         Ok(value)
     }
 }
@@ -796,5 +787,16 @@ mod tests {
         assert_eq!(c.set_add("s", "c", None).await.unwrap(), 3);
         c.delete("s").await.unwrap();
         assert_eq!(c.keys(), Vec::<String>::new());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ttl_too_long_to_represent_never_expires_instead_of_panicking() {
+        let c = MemoryCoordinationStore::new();
+        assert!(c.set_if_not_exists("k", "v", Duration::MAX).await.unwrap());
+        assert_eq!(c.set_add("s", "a", Some(Duration::MAX)).await.unwrap(), 1);
+        assert_eq!(c.counter_add("n", 1, Some(Duration::MAX)).await.unwrap(), 1);
+        assert!(c.extend_ttl("k", Duration::MAX).await.unwrap());
+        tokio::time::advance(MAX_QUEUE_DELAY * 100).await;
+        assert_eq!(c.keys(), ["k", "n", "s"]);
     }
 }
