@@ -20,14 +20,8 @@ const SLOW_CHAIN: &str = r#"{"id":"slowchain","nodes":[{"id":"a","uses":"slow","
 #[tokio::test(start_paused = true)]
 async fn cancel_is_sticky_and_drops_the_remaining_jobs() {
     let mut h = Harness::new(&[SLOW_CHAIN]);
-    let mut events = h.events.subscribe();
     h.spawn_workers(2);
-    let run_id = h.start("slowchain", json!({})).await;
-    loop {
-        if let Ok(Event::JobStarted { .. }) = events.recv().await {
-            break;
-        }
-    }
+    let run_id = h.start_and_await_first_job("slowchain").await;
     assert!(h.client.cancel(&run_id).await.unwrap());
     assert!(!h.client.cancel(&run_id).await.unwrap(), "already finished");
     tokio::time::sleep(Duration::from_secs(30)).await;
@@ -196,14 +190,8 @@ async fn idle_workers_back_off_to_at_most_two_receives_per_second() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_stops_receiving_and_finishes_the_job_in_flight() {
     let mut h = Harness::new(&[SLOW_CHAIN]);
-    let mut events = h.events.subscribe();
     h.spawn_workers(1);
-    let run_id = h.start("slowchain", json!({})).await;
-    loop {
-        if let Ok(Event::JobStarted { .. }) = events.recv().await {
-            break;
-        }
-    }
+    let run_id = h.start_and_await_first_job("slowchain").await;
     let runs = h.runs.clone();
     let queue = h.queue.clone();
     h.stop().await;
@@ -223,14 +211,8 @@ async fn shutdown_releases_a_job_still_running_after_the_grace_period() {
         r#"{"id":"veryslow","nodes":[{"id":"a","uses":"slow","params":{"ms":600000}}],"edges":[]}"#;
     let mut h = Harness::new(&[bp]);
     h.config.shutdown_grace = Duration::from_secs(5);
-    let mut events = h.events.subscribe();
     h.spawn_workers(1);
-    let run_id = h.start("veryslow", json!({})).await;
-    loop {
-        if let Ok(Event::JobStarted { .. }) = events.recv().await {
-            break;
-        }
-    }
+    let run_id = h.start_and_await_first_job("veryslow").await;
     let (runs, queue, counter) = (h.runs.clone(), h.queue.clone(), h.counter.clone());
     h.stop().await;
     let state = runs.load(&run_id).await.unwrap().unwrap().value;
@@ -314,14 +296,8 @@ async fn a_long_node_keeps_its_runs_status_fresh_for_the_reconciler() {
     let bp =
         r#"{"id":"long","nodes":[{"id":"a","uses":"slow","params":{"ms":600000}}],"edges":[]}"#;
     let mut h = Harness::new(&[bp]);
-    let mut events = h.events.subscribe();
     h.spawn_workers(1);
-    let run_id = h.start("long", json!({})).await;
-    loop {
-        if let Ok(Event::JobStarted { .. }) = events.recv().await {
-            break;
-        }
-    }
+    let run_id = h.start_and_await_first_job("long").await;
     let before = h.runs.status(&run_id).await.unwrap().unwrap().etag;
     tokio::time::sleep(Duration::from_secs(150)).await;
     let during = h.runs.status(&run_id).await.unwrap().unwrap();

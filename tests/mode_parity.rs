@@ -252,6 +252,18 @@ async fn assert_parity(name: &str, p: &Prepared) -> WorkflowResult {
     local
 }
 
+/// [`assert_parity`] for an inline blueprint that must complete; returns the in-process result.
+async fn completes_alike(name: &str, blueprint: Value) -> WorkflowResult {
+    let local = assert_parity(name, &prepared_inline(blueprint)).await;
+    assert_eq!(
+        local.status,
+        RunStatus::Completed,
+        "{name}: {:?}",
+        local.errors
+    );
+    local
+}
+
 fn fixture(name: &str) -> PathBuf {
     fixtures_dir().join(name)
 }
@@ -491,13 +503,7 @@ async fn loops_timeouts_transforms_and_any_joins_agree() {
         ),
     ];
     for (name, blueprint) in cases {
-        let local = assert_parity(name, &prepared_inline(blueprint)).await;
-        assert_eq!(
-            local.status,
-            RunStatus::Completed,
-            "{name}: {:?}",
-            local.errors
-        );
+        completes_alike(name, blueprint).await;
     }
 }
 
@@ -593,13 +599,7 @@ async fn cycles_self_loops_and_parallel_writes_agree() {
         ),
     ];
     for (name, blueprint) in cases {
-        let local = assert_parity(name, &prepared_inline(blueprint)).await;
-        assert_eq!(
-            local.status,
-            RunStatus::Completed,
-            "{name}: {:?}",
-            local.errors
-        );
+        completes_alike(name, blueprint).await;
     }
 }
 
@@ -724,13 +724,7 @@ async fn fallbacks_in_loops_inherited_actions_and_transforms_agree() {
         ),
     ];
     for (name, blueprint) in cases {
-        let local = assert_parity(name, &prepared_inline(blueprint)).await;
-        assert_eq!(
-            local.status,
-            RunStatus::Completed,
-            "{name}: {:?}",
-            local.errors
-        );
+        completes_alike(name, blueprint).await;
     }
 }
 
@@ -739,8 +733,7 @@ async fn fallbacks_in_loops_inherited_actions_and_transforms_agree() {
 /// across passes, so the second pass stalled).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_inside_a_loop_runs_every_pass_in_both_modes() {
-    let p = prepared_inline(
-        json!({"id": "batch-loop", "metadata": {"evaluator": "safe"}, "nodes": [
+    let blueprint = json!({"id": "batch-loop", "metadata": {"evaluator": "safe"}, "nodes": [
                 {"id": "init", "uses": "set", "params": {"values": {"items": [1, 2, 3]}}},
                 {"id": "b_scatter", "uses": "batch-scatter", "inputs": "items",
                  "params": {"workerUsesKey": "echo", "gatherNodeId": "b_gather"}},
@@ -755,10 +748,8 @@ async fn a_batch_inside_a_loop_runs_every_pass_in_both_modes() {
                         {"source": "b_gather", "target": "ctrl"},
                         {"source": "ctrl", "target": "count", "action": "continue",
                          "transform": "context.count + 1"},
-                        {"source": "ctrl", "target": "done", "action": "break"}]}),
-    );
-    let local = assert_parity("batch inside a loop", &p).await;
-    assert_eq!(local.status, RunStatus::Completed, "{:?}", local.errors);
+                        {"source": "ctrl", "target": "done", "action": "break"}]});
+    let local = completes_alike("batch inside a loop", blueprint).await;
     assert_eq!(local.context.get("done"), Some(&json!(6)));
 }
 
@@ -807,15 +798,12 @@ async fn odd_node_ids_and_resume_defaults_agree() {
 /// distributed core waited for the back edge and ended `stalled`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_all_join_does_not_wait_for_its_back_edge_in_both_modes() {
-    let p = prepared_inline(
-        json!({"id": "back-edge", "metadata": {"allowCycles": true}, "nodes": [
+    let blueprint = json!({"id": "back-edge", "metadata": {"allowCycles": true}, "nodes": [
                 {"id": "s", "uses": "set", "params": {"values": {"v": 1}}},
                 {"id": "a", "uses": "echo", "inputs": "v"},
                 {"id": "x", "uses": "echo"}],
               "edges": [{"source": "s", "target": "a"}, {"source": "a", "target": "x"},
-                        {"source": "x", "target": "a"}]}),
-    );
-    let local = assert_parity("back edge into an all join", &p).await;
-    assert_eq!(local.status, RunStatus::Completed, "{:?}", local.errors);
+                        {"source": "x", "target": "a"}]});
+    let local = completes_alike("back edge into an all join", blueprint).await;
     assert_eq!(local.context.get("_outputs.x"), Some(&json!(1)));
 }

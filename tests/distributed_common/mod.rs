@@ -4,7 +4,7 @@
 
 use flowcraft_azure::distributed::client::Client;
 use flowcraft_azure::distributed::core::Backends;
-use flowcraft_azure::distributed::events::EventBus;
+use flowcraft_azure::distributed::events::{Event, EventBus};
 use flowcraft_azure::distributed::memory::{MemoryCoordinationStore, MemoryQueue, MemoryRunStore};
 use flowcraft_azure::distributed::ports::{CoordinationStore, JobQueue, RunStore};
 use flowcraft_azure::distributed::worker::{Worker, WorkerConfig};
@@ -241,6 +241,21 @@ impl Harness {
             panic!("initial context must be an object")
         };
         self.client.start_run(blueprint_id, map).await.unwrap()
+    }
+
+    /// Starts a run of `blueprint_id` over `{}` and returns once a worker started a job.
+    pub async fn start_and_await_first_job(&self, blueprint_id: &str) -> String {
+        let mut events = self.events.subscribe();
+        let run_id = self.start(blueprint_id, json!({})).await;
+        loop {
+            match events.recv().await {
+                Ok(Event::JobStarted { .. }) => return run_id,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    panic!("the event bus closed before a job started")
+                }
+                _ => {}
+            }
+        }
     }
 
     pub async fn wait(&self, run_id: &str) -> WorkflowResult {
