@@ -70,12 +70,7 @@ async fn f1_version_mismatch_is_never_acknowledged_and_lost() {
     reg.insert(blueprint(v2));
     env2.blueprints = std::sync::Arc::new(reg);
     let new_worker = h.worker_with(env2.clone());
-    let m = h
-        .queue
-        .receive(1, Duration::from_secs(30))
-        .await
-        .unwrap()
-        .remove(0);
+    let m = h.receive_one().await;
     let d = new_worker.handle_message(&m).await;
     assert!(matches!(d, Disposition::Release(_)), "{d:?}");
     assert_eq!(h.counter.get("a"), 0);

@@ -41,12 +41,7 @@ async fn cancel_is_sticky_and_drops_the_remaining_jobs() {
 async fn undecodable_messages_go_to_the_poison_queue() {
     let h = Harness::new(&[SLOW_CHAIN]);
     h.queue.send("%%% not a job", Duration::ZERO).await.unwrap();
-    let m = h
-        .queue
-        .receive(1, Duration::from_secs(30))
-        .await
-        .unwrap()
-        .remove(0);
+    let m = h.receive_one().await;
     let d = h.worker().handle_message(&m).await;
     let Disposition::Poison(reason) = d else {
         panic!("{d:?}")
@@ -94,12 +89,7 @@ async fn jobs_for_unknown_runs_are_dropped_not_retried() {
         .await
         .unwrap();
     let mut events = h.events.subscribe();
-    let m = h
-        .queue
-        .receive(1, Duration::from_secs(30))
-        .await
-        .unwrap()
-        .remove(0);
+    let m = h.receive_one().await;
     assert_eq!(h.worker().handle_message(&m).await, Disposition::Complete);
     assert!(matches!(events.try_recv(), Ok(Event::JobDropped { .. })));
 }
@@ -369,12 +359,7 @@ async fn a_commit_larger_than_the_store_allows_fails_the_run_at_once_without_ret
     .to_string();
     let h = Harness::new(&[&bp]);
     let run_id = h.start("huge", json!({})).await;
-    let m = h
-        .queue
-        .receive(1, Duration::from_secs(30))
-        .await
-        .unwrap()
-        .remove(0);
+    let m = h.receive_one().await;
     assert_eq!(h.worker().handle_message(&m).await, Disposition::Complete);
     h.queue.complete(&m.id, &m.receipt).await.unwrap();
     assert_eq!(h.counter.get("a"), 1);

@@ -145,12 +145,7 @@ async fn the_same_job_handled_twice_executes_once_and_replays_follow_ups() {
     let h = Harness::new(&[DIAMOND]);
     let worker = h.worker();
     let run_id = h.start("diamond", json!({"seed": 1})).await;
-    let first = h
-        .queue
-        .receive(1, Duration::from_secs(30))
-        .await
-        .unwrap()
-        .remove(0);
+    let first = h.receive_one().await;
     assert_eq!(worker.handle_message(&first).await, Disposition::Complete);
     let enqueued = h.queue.len();
     assert_eq!(worker.handle_message(&first).await, Disposition::Complete);

@@ -271,6 +271,17 @@ impl Harness {
         self.wait(&run_id).await
     }
 
+    /// Receives the first visible message (30 s lease). Panics when there is none.
+    pub async fn receive_one(&self) -> flowcraft_azure::distributed::ports::QueueMessage {
+        let mut batch = self
+            .queue
+            .receive(1, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert!(!batch.is_empty(), "no visible message");
+        batch.remove(0)
+    }
+
     /// Receives every visible message, keeps the first one for `node` and gives the others
     /// back at once. Panics when there is none (the test expected one).
     pub async fn take(&self, node: &str) -> flowcraft_azure::distributed::ports::QueueMessage {
