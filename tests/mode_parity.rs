@@ -252,6 +252,32 @@ async fn assert_parity(name: &str, p: &Prepared) -> WorkflowResult {
     local
 }
 
+/// Resumes the paused in-process run (its `context`) and the distributed run `run_id` with
+/// the same action and output, then stops the distributed workers; returns (local, remote).
+/// `node` picks the awaiting node in-process (the distributed resume takes the first one).
+async fn resume_both(
+    p: &Prepared,
+    distributed: Distributed,
+    context: Map<String, Value>,
+    run_id: &str,
+    node: Option<&str>,
+    action: &str,
+    output: Option<Value>,
+) -> (WorkflowResult, WorkflowResult) {
+    let local = FlowRuntime::new(p.env.clone())
+        .resume(
+            p.blueprint.clone(),
+            context,
+            node,
+            Some(action.to_string()),
+            output.clone(),
+        )
+        .await;
+    let remote = distributed.resume(run_id, action, output).await;
+    distributed.stop().await;
+    (local, remote)
+}
+
 /// [`assert_parity`] for an inline blueprint that must complete; returns the in-process result.
 async fn completes_alike(name: &str, blueprint: Value) -> WorkflowResult {
     let local = assert_parity(name, &prepared_inline(blueprint)).await;
@@ -340,19 +366,16 @@ async fn human_approval_pauses_and_resumes_the_same_way_in_both_modes() {
         paused_remote.context.get("_awaitingNodeIds")
     );
 
-    let done_local = FlowRuntime::new(p.env.clone())
-        .resume(
-            p.blueprint.clone(),
-            paused_local.context,
-            None,
-            Some("reject".to_string()),
-            Some(json!({"reason": "too expensive"})),
-        )
-        .await;
-    let done_remote = distributed
-        .resume(&run_id, "reject", Some(json!({"reason": "too expensive"})))
-        .await;
-    distributed.stop().await;
+    let (done_local, done_remote) = resume_both(
+        &p,
+        distributed,
+        paused_local.context,
+        &run_id,
+        None,
+        "reject",
+        Some(json!({"reason": "too expensive"})),
+    )
+    .await;
     assert_eq!(
         done_local.status,
         RunStatus::Completed,
@@ -542,17 +565,16 @@ async fn a_wait_inside_a_subflow_resumes_the_same_way_in_both_modes() {
     let paused_local = in_process(&p).await;
     let distributed = Distributed::start(&p);
     let (run_id, _) = distributed.run(&p.blueprint, p.initial.clone()).await;
-    let done_local = FlowRuntime::new(p.env.clone())
-        .resume(
-            p.blueprint.clone(),
-            paused_local.context,
-            None,
-            Some("approve".to_string()),
-            None,
-        )
-        .await;
-    let done_remote = distributed.resume(&run_id, "approve", None).await;
-    distributed.stop().await;
+    let (done_local, done_remote) = resume_both(
+        &p,
+        distributed,
+        paused_local.context,
+        &run_id,
+        None,
+        "approve",
+        None,
+    )
+    .await;
     assert_eq!(
         done_local.status,
         RunStatus::Completed,
@@ -776,17 +798,16 @@ async fn odd_node_ids_and_resume_defaults_agree() {
     let paused = in_process(&p).await;
     let distributed = Distributed::start(&p);
     let (run_id, _) = distributed.run(&p.blueprint, p.initial.clone()).await;
-    let local = FlowRuntime::new(p.env.clone())
-        .resume(
-            p.blueprint.clone(),
-            paused.context,
-            Some("w"),
-            Some("unknown".to_string()),
-            None,
-        )
-        .await;
-    let remote = distributed.resume(&run_id, "unknown", None).await;
-    distributed.stop().await;
+    let (local, remote) = resume_both(
+        &p,
+        distributed,
+        paused.context,
+        &run_id,
+        Some("w"),
+        "unknown",
+        None,
+    )
+    .await;
     assert_eq!(local.status, RunStatus::Completed, "{:?}", local.errors);
     assert!(local.context.contains_key("_outputs.fallthrough"));
     assert!(!local.context.contains_key("_outputs.special"));
