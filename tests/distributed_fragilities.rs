@@ -316,8 +316,8 @@ async fn f8_batch_gather_waits_for_every_dynamic_worker() {
 
 // TS: completion needs ALL terminal nodes done (fallback-only nodes and untaken branches
 // included), so branching runs never complete; two terminals finishing together may both
-// publish, or neither.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// publish, or neither. (Paused time: a run that never completes fails the wait at once.)
+#[tokio::test(start_paused = true)]
 async fn f9_run_completes_when_nothing_is_outstanding_and_publishes_once() {
     let bp = r#"{"id":"f9","nodes":[{"id":"a","uses":"count","params":{"action":"x"},"config":{"fallback":"fb"}},
       {"id":"fb","uses":"count"},{"id":"t1","uses":"count"},{"id":"t2","uses":"count"},

@@ -35,6 +35,9 @@
 //! - **Completion** is decided by the outstanding-work set: `completed` when nothing is
 //!   outstanding or awaiting; `completed`, `failed`, `cancelled` and `stalled` are sticky in
 //!   the run document and in the status item (compare-and-set, ordered by revision).
+//! - **Permanent errors are not retried**: a commit that would make the run document larger
+//!   than the store accepts (Cosmos: 2 MB) fails the run at once with the reason, instead of
+//!   re-running the node until the poison limit.
 //! - **Versions**: a run pins `blueprintVersion` at start (a run without one adopts the
 //!   worker's version in its first commit); a job for another version is released for
 //!   another worker, never acknowledged, and poisoned after `max_dequeue` deliveries.
