@@ -92,7 +92,8 @@ pub struct Cost {
     pub wire: &'static str,
 }
 
-/// One operation of one of the three ports.
+/// One operation of one of the three ports. (Its counters are indexed by declaration
+/// order, which [`Operation::ALL`] follows; a test pins that.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Operation {
     /// [`JobQueue::send`].
