@@ -38,6 +38,21 @@ pub const EXIT_FAILED: u8 = 1;
 /// Exit code for bad input.
 pub const EXIT_BAD_INPUT: u8 = 2;
 
+/// Runs `future` to completion on a fresh multi-threaded tokio runtime; if the runtime cannot
+/// start, prints why and returns [`EXIT_FAILED`] as the error.
+pub(crate) fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, u8> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => Ok(runtime.block_on(future)),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            Err(EXIT_FAILED)
+        }
+    }
+}
+
 /// Parses the process arguments and runs the chosen subcommand.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {

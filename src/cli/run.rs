@@ -213,17 +213,10 @@ pub fn execute(args: Args) -> u8 {
             .unwrap_or(super::run_distributed::DEFAULT_WORKERS);
         return super::run_distributed::execute(prepared, workers, args.concurrency, args.json);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return super::EXIT_FAILED;
-        }
-    };
     let blueprint = prepared.blueprint.clone();
-    let result = runtime.block_on(run_in_process(prepared, args.concurrency));
+    let result = match super::block_on(run_in_process(prepared, args.concurrency)) {
+        Ok(result) => result,
+        Err(code) => return code,
+    };
     report(&result, &blueprint, args.json)
 }

@@ -113,18 +113,11 @@ async fn drive(client: &Client, prepared: &Prepared) -> WorkflowResult {
 /// Runs the `--distributed` variant of `run` and returns the exit code (the in-process
 /// `run`'s loading and printing are reused).
 pub fn execute(prepared: Prepared, workers: usize, concurrency: Option<usize>, json: bool) -> u8 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return super::EXIT_FAILED;
-        }
-    };
     let blueprint = prepared.blueprint.clone();
-    let result = runtime.block_on(run_distributed(prepared, workers, concurrency));
+    let result = match super::block_on(run_distributed(prepared, workers, concurrency)) {
+        Ok(result) => result,
+        Err(code) => return code,
+    };
     super::run::report(&result, &blueprint, json)
 }
 
