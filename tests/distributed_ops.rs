@@ -6,6 +6,8 @@ mod distributed_common;
 use distributed_common::Harness;
 use flowcraft_azure::distributed::events::Event;
 use flowcraft_azure::distributed::job::JobMessage;
+use flowcraft_azure::distributed::memory::MemoryQueue;
+use flowcraft_azure::distributed::metered::{Meter, MeteredQueue, Operation};
 use flowcraft_azure::distributed::ports::{JobQueue, RunPhase, RunStore};
 use flowcraft_azure::distributed::reconcile::{Reconciler, ReconcilerConfig};
 use flowcraft_azure::distributed::worker::Disposition;
@@ -174,6 +176,76 @@ async fn idle_workers_back_off_to_at_most_two_receives_per_second() {
     let idle = h.queue.receive_calls() - warm;
     assert!(idle <= 200, "{idle} receives in 100 s");
     assert!(idle >= 50, "still polling: {idle}");
+    h.stop().await;
+}
+
+/// A 10-node chain with one worker: each node is received right after its predecessor's job
+/// finished (the finishing job enqueued it), not by a receive that comes back empty before
+/// the successor exists. The idle backoff is long here, so a loop that polled on a timer
+/// instead would also stall for seconds; the counts are what is asserted.
+#[tokio::test(start_paused = true)]
+async fn a_single_worker_chain_receives_each_node_once_without_empty_polls() {
+    let mut nodes = Vec::new();
+    let mut edges = Vec::new();
+    for i in 0..10 {
+        nodes.push(json!({"id": format!("n{i}"), "uses": "count"}));
+        if i > 0 {
+            edges.push(json!({"source": format!("n{}", i - 1), "target": format!("n{i}")}));
+        }
+    }
+    let bp = json!({"id": "polls", "nodes": nodes, "edges": edges}).to_string();
+    let meter = Meter::new();
+    let wrap_meter = meter.clone();
+    let wrap = move |queue: Arc<MemoryQueue>| -> Arc<dyn JobQueue> {
+        Arc::new(MeteredQueue::new(queue, wrap_meter.clone()))
+    };
+    let mut h = Harness::with_queue(&[&bp], Some(&wrap));
+    h.config.idle_backoff_min = Duration::from_secs(10);
+    h.config.idle_backoff_max = Duration::from_secs(60);
+    let run_id = h.start("polls", json!({})).await;
+    h.spawn_workers(1);
+    assert_eq!(h.wait(&run_id).await.status, RunStatus::Completed);
+    let counts = meter.snapshot();
+    let executed = u64::from(h.counter.total());
+    assert_eq!(executed, 10);
+    assert_eq!(counts.received_messages(), 10, "one message per node");
+    let empty = counts.empty_receives();
+    assert!(
+        empty * 5 < executed,
+        "{empty} empty receives for {executed} nodes (at most 0.2 per node allowed)"
+    );
+    assert!(
+        counts.calls(Operation::QueueReceive) <= executed + 1,
+        "{} receives for {executed} nodes",
+        counts.calls(Operation::QueueReceive)
+    );
+    h.stop().await;
+}
+
+/// While its own job runs (and the queue looked drained), a worker still picks up work that
+/// someone else enqueued within one idle backoff pause (at most `idle_backoff_max`), and
+/// polls at the backoff rate meanwhile, not in a loop.
+#[tokio::test(start_paused = true)]
+async fn a_busy_worker_picks_up_work_from_others_within_the_idle_backoff() {
+    let fast = r#"{"id":"fast","nodes":[{"id":"f","uses":"count"}],"edges":[]}"#;
+    let mut h = Harness::new(&[SLOW_CHAIN, fast]);
+    h.spawn_workers(1);
+    let slow_run = h.start_and_await_first_job("slowchain").await;
+    let before = h.queue.receive_calls();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let busy_polls = h.queue.receive_calls() - before;
+    assert!(busy_polls < 20, "{busy_polls} receives in 3 s while busy");
+    assert!(
+        busy_polls >= 2,
+        "the busy worker stopped polling: {busy_polls}"
+    );
+    // Another producer enqueues work while the slow node (10 s) is still running.
+    let fast_run = h.start("fast", json!({})).await;
+    tokio::time::sleep(h.config.idle_backoff_max + Duration::from_millis(1)).await;
+    assert_eq!(h.counter.get("f"), 1, "picked up within one backoff pause");
+    assert_eq!(h.counter.get("b"), 0, "the slow node is still running");
+    assert_eq!(h.wait(&fast_run).await.status, RunStatus::Completed);
+    assert_eq!(h.wait(&slow_run).await.status, RunStatus::Completed);
     h.stop().await;
 }
 

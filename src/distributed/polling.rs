@@ -1,8 +1,36 @@
-//! The worker's polling loop: batched receives bounded by free concurrency slots, idle
-//! backoff with jitter (and an immediate poll when a job finishes, since it likely enqueued a
-//! successor), lease renewal at half the visibility while a job runs, a status heartbeat for
-//! long nodes, and graceful shutdown (stop receiving, let the jobs in flight finish within
-//! `shutdown_grace`, then stop the rest and release their messages at once).
+//! The worker's polling loop: batched receives bounded by free concurrency slots, a receive
+//! policy that does not poll the queue pointlessly, lease renewal at half the visibility while
+//! a job runs, a status heartbeat for long nodes, and graceful shutdown (stop receiving, let
+//! the jobs in flight finish within `shutdown_grace`, then stop the rest and release their
+//! messages at once).
+//!
+//! # When the worker receives
+//!
+//! Each receive asks for `min(batch_size, free slots)` messages (1 to 32); with no free slot
+//! the loop waits for a job to finish. What happens next depends on what came back:
+//!
+//! - **A full batch** (as many messages as asked): more are probably waiting, so the worker
+//!   receives again at once (once a slot is free) and the backoff restarts from
+//!   `idle_backoff_min`.
+//! - **Fewer messages than asked, or none**: the queue is drained for now. The worker pauses
+//!   until the FIRST of: one of its own jobs finishes (a finished job usually enqueued its
+//!   successors, so a chain's next node is received right after its predecessor completes,
+//!   with no sleep in between), the backoff pause (50-100 % of the current backoff, jittered
+//!   so that workers spread apart), or shutdown. Every such pause doubles the backoff, up to
+//!   `idle_backoff_max`. Receiving again immediately after a short batch would come back
+//!   empty on a chain (the successor is not enqueued until the job in flight finishes): that
+//!   was about one wasted request per chain node.
+//! - **Nothing in flight and the queue empty** right after the worker had work: the worker
+//!   has just become idle, so the backoff restarts from `idle_backoff_min` (the next run's
+//!   first job is picked up within tens of milliseconds); after that it grows to
+//!   `idle_backoff_max`, so an idle worker settles at 1 to 2 receives per second with the
+//!   defaults (never a hot loop: without new messages nothing resets the backoff).
+//!
+//! Work enqueued by OTHER workers or clients is therefore picked up within one backoff pause
+//! (at most `idle_backoff_max`) even while this worker's own jobs are running; with several
+//! workers on one queue, the worker whose job enqueued a successor usually takes it first,
+//! because its completion wakes it at once. A failed receive pauses for `idle_backoff_max`
+//! (jittered).
 
 use crate::distributed::core::touch_status;
 use crate::distributed::job::JobMessage;
@@ -10,20 +38,19 @@ use crate::distributed::ports::QueueMessage;
 use crate::distributed::worker::{Disposition, Worker};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 impl Worker {
-    /// Polls the queue until `shutdown` fires, then lets the jobs in flight finish for up to
-    /// `shutdown_grace` and releases the messages of those still running.
+    /// Polls the queue until `shutdown` fires (see the module documentation for when it
+    /// receives), then lets the jobs in flight finish for up to `shutdown_grace` and releases
+    /// the messages of those still running.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let abort = CancellationToken::new();
         let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
-        // A finished job often enqueued a successor: poll again at once instead of idling.
-        let finished = Arc::new(Notify::new());
         let mut tasks = JoinSet::new();
-        let mut idle = self.config.idle_backoff_min;
+        let mut backoff = Backoff::new(self.config.idle_backoff_min, self.config.idle_backoff_max);
         while !shutdown.is_cancelled() {
             while tasks.try_join_next().is_some() {}
             let free = slots.available_permits();
@@ -34,51 +61,35 @@ impl Worker {
                 }
                 continue;
             }
-            let max = free.min(self.config.batch_size).clamp(1, 32);
-            match self
+            let asked = free.min(self.config.batch_size).clamp(1, 32);
+            let messages = match self
                 .backends
                 .queue
-                .receive(max, self.config.visibility)
+                .receive(asked, self.config.visibility)
                 .await
             {
-                Ok(messages) if messages.is_empty() => {
-                    let pause = jitter(idle);
-                    idle = (idle * 2).min(self.config.idle_backoff_max);
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(pause) => {}
-                        _ = finished.notified() => idle = self.config.idle_backoff_min,
-                    }
-                }
-                Ok(messages) => {
-                    idle = self.config.idle_backoff_min;
-                    for message in messages {
-                        let Ok(permit) = slots.clone().try_acquire_owned() else {
-                            // Cannot happen (we asked for at most `free`); give it back.
-                            let _ = self
-                                .backends
-                                .queue
-                                .release(&message.id, &message.receipt, Duration::ZERO)
-                                .await;
-                            continue;
-                        };
-                        let worker = self.clone();
-                        let finished = finished.clone();
-                        let abort = abort.clone();
-                        tasks.spawn(async move {
-                            worker.process(message, abort).await;
-                            drop(permit);
-                            finished.notify_one();
-                        });
-                    }
-                }
+                Ok(messages) => messages,
                 Err(e) => {
                     tracing::warn!(error = %e, "receiving from the queue failed; backing off");
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(jitter(self.config.idle_backoff_max)) => {}
                     }
+                    continue;
                 }
+            };
+            let received = messages.len();
+            for message in messages {
+                self.spawn_job(message, &slots, &mut tasks, &abort).await;
+            }
+            let Some(pause) = backoff.after_receive(received, asked, !tasks.is_empty()) else {
+                continue;
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(pause) => {}
+                // One of this worker's jobs finished: it probably enqueued successors.
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
         }
         let drain = async { while tasks.join_next().await.is_some() {} };
@@ -93,6 +104,31 @@ impl Worker {
             abort.cancel();
             while tasks.join_next().await.is_some() {}
         }
+    }
+
+    /// Starts processing `message` in `tasks` under a concurrency slot.
+    async fn spawn_job(
+        self: &Arc<Self>,
+        message: QueueMessage,
+        slots: &Arc<Semaphore>,
+        tasks: &mut JoinSet<()>,
+        abort: &CancellationToken,
+    ) {
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            // Cannot happen (the receive asked for at most the free slots); give it back.
+            let _ = self
+                .backends
+                .queue
+                .release(&message.id, &message.receipt, Duration::ZERO)
+                .await;
+            return;
+        };
+        let worker = self.clone();
+        let abort = abort.clone();
+        tasks.spawn(async move {
+            worker.process(message, abort).await;
+            drop(permit);
+        });
     }
 
     /// Handles one message under a renewed lease, then completes, releases or poisons it.
@@ -231,8 +267,135 @@ async fn keep_status_fresh(
     }
 }
 
+/// The receive policy's backoff (see the module documentation): whether to receive again at
+/// once, or how long to pause at most before the next receive.
+#[derive(Debug)]
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    /// The base of the next pause (jittered to 50-100 %).
+    next: Duration,
+    /// A receive returned messages since the backoff last restarted as idle.
+    had_work: bool,
+}
+
+impl Backoff {
+    fn new(min: Duration, max: Duration) -> Self {
+        Backoff {
+            min,
+            max: max.max(min),
+            next: min,
+            had_work: false,
+        }
+    }
+
+    /// After a receive that returned `received` of the `asked` messages: `None` to receive
+    /// again at once (a full batch), else the longest pause before the next receive (a job
+    /// of this worker finishing ends it early). `in_flight`: jobs of this worker are running.
+    fn after_receive(
+        &mut self,
+        received: usize,
+        asked: usize,
+        in_flight: bool,
+    ) -> Option<Duration> {
+        if received > 0 {
+            self.had_work = true;
+        }
+        if received >= asked {
+            self.next = self.min;
+            return None;
+        }
+        if received == 0 && !in_flight && self.had_work {
+            // Just became idle: look again soon, then back off.
+            self.had_work = false;
+            self.next = self.min;
+        }
+        let pause = jitter(self.next);
+        self.next = self.next.saturating_mul(2).min(self.max);
+        Some(pause)
+    }
+}
+
 /// A pause between 50% and 100% of `base` (spreads idle workers apart).
 fn jitter(base: Duration) -> Duration {
     let ms = u64::try_from(base.as_millis()).unwrap_or(u64::MAX).max(2);
     Duration::from_millis(fastrand::u64(ms / 2..=ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: Duration = Duration::from_millis(20);
+    const MAX: Duration = Duration::from_millis(1000);
+
+    /// The pause must lie in [base/2, base].
+    fn assert_pause_of(pause: Option<Duration>, base: Duration) {
+        let pause = pause.expect("a pause, not an immediate receive");
+        assert!(
+            pause >= base / 2 && pause <= base,
+            "{pause:?} is not within 50-100 % of {base:?}"
+        );
+    }
+
+    #[test]
+    fn a_full_batch_is_followed_by_an_immediate_receive_and_restarts_the_backoff() {
+        let mut b = Backoff::new(MIN, MAX);
+        for _ in 0..10 {
+            b.after_receive(0, 32, true);
+        }
+        assert_eq!(b.after_receive(32, 32, true), None);
+        assert_eq!(b.after_receive(3, 3, true), None, "full = as many as asked");
+        assert_pause_of(b.after_receive(1, 32, true), MIN);
+    }
+
+    #[test]
+    fn drained_receives_double_the_pause_up_to_the_maximum() {
+        let mut b = Backoff::new(MIN, MAX);
+        let mut base = MIN;
+        for _ in 0..12 {
+            assert_pause_of(b.after_receive(0, 32, false), base);
+            base = (base * 2).min(MAX);
+        }
+        assert_eq!(base, MAX);
+    }
+
+    #[test]
+    fn a_short_batch_with_jobs_in_flight_keeps_backing_off_instead_of_restarting() {
+        let mut b = Backoff::new(MIN, MAX);
+        assert_pause_of(b.after_receive(1, 32, true), MIN);
+        assert_pause_of(b.after_receive(1, 32, true), MIN * 2);
+        assert_pause_of(b.after_receive(0, 32, true), MIN * 4);
+    }
+
+    #[test]
+    fn becoming_idle_after_work_restarts_the_backoff_once() {
+        let mut b = Backoff::new(MIN, MAX);
+        for _ in 0..10 {
+            b.after_receive(1, 32, true);
+        }
+        assert_pause_of(b.after_receive(0, 32, false), MIN);
+        // Without new work the backoff keeps growing: no hot loop on an idle queue.
+        assert_pause_of(b.after_receive(0, 32, false), MIN * 2);
+        assert_pause_of(b.after_receive(0, 32, false), MIN * 4);
+    }
+
+    #[test]
+    fn an_empty_receive_while_jobs_run_does_not_restart_the_backoff() {
+        let mut b = Backoff::new(MIN, MAX);
+        b.after_receive(1, 32, true);
+        assert_pause_of(b.after_receive(0, 32, true), MIN * 2);
+        assert_pause_of(b.after_receive(0, 32, true), MIN * 4);
+    }
+
+    #[test]
+    fn a_maximum_below_the_minimum_and_huge_pauses_do_not_overflow() {
+        let mut b = Backoff::new(MIN, Duration::from_millis(5));
+        assert_pause_of(b.after_receive(0, 1, false), MIN);
+        assert_pause_of(b.after_receive(0, 1, false), MIN);
+        let mut huge = Backoff::new(Duration::MAX / 2, Duration::MAX);
+        for _ in 0..3 {
+            assert!(huge.after_receive(0, 1, false).is_some());
+        }
+    }
 }

@@ -45,9 +45,11 @@ pub struct WorkerConfig {
     pub batch_size: usize,
     /// Lease per received message; renewed at half of it while the job runs.
     pub visibility: Duration,
-    /// First idle pause after an empty receive.
+    /// First pause after a receive that found the queue drained (fewer messages than asked);
+    /// one of this worker's jobs finishing ends a pause early. See [`super::polling`].
     pub idle_backoff_min: Duration,
-    /// Longest idle pause (the steady idle poll rate).
+    /// Longest such pause: the steady idle poll rate, and the longest a busy worker takes to
+    /// notice work that others enqueued.
     pub idle_backoff_max: Duration,
     /// A message received more often than this goes to the poison queue.
     pub max_dequeue: u32,
