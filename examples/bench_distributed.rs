@@ -381,11 +381,13 @@ fn report(m: &Measured, workers: usize) {
         println!("     {:<32} {:>7.3}{failed}", op.name(), per(calls, nodes));
     }
     let receives = m.worker.calls(Operation::QueueReceive);
+    let empty = m.worker.empty_receives();
+    let received = m.worker.received_messages();
     println!(
-        "     (receives: {} returned {} messages, {} came back empty)",
-        receives,
-        m.worker.received_messages(),
-        m.worker.empty_receives()
+        "     (receives: {receives} returned {received} messages, {:.2} per non-empty receive; \
+         {empty} came back empty = {:.3} per node)",
+        per(received, receives.saturating_sub(empty)),
+        per(empty, nodes)
     );
     println!("   client calls per run (start_run):");
     for (op, calls) in m.client.nonzero() {
@@ -394,7 +396,6 @@ fn report(m: &Measured, workers: usize) {
     let queue = m.worker.requests(Service::QueueStorage) + m.client.requests(Service::QueueStorage);
     let cosmos = m.worker.requests(Service::Cosmos) + m.client.requests(Service::Cosmos);
     let redis = m.worker.requests(Service::Redis) + m.client.requests(Service::Redis);
-    let empty = m.worker.empty_receives();
     let worker_http = m.worker.http_requests();
     println!("   projected Azure requests per executed node:");
     println!(
@@ -405,7 +406,7 @@ fn report(m: &Measured, workers: usize) {
         per(redis, nodes)
     );
     println!(
-        "     workers only:     HTTP {:.2}, or {:.2} without the {} empty (idle) receives",
+        "     workers only:     HTTP {:.2}, or {:.2} without the {} empty receives",
         per(worker_http, nodes),
         per(worker_http.saturating_sub(empty), nodes),
         empty

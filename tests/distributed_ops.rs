@@ -181,8 +181,7 @@ async fn idle_workers_back_off_to_at_most_two_receives_per_second() {
 
 /// A 10-node chain with one worker: each node is received right after its predecessor's job
 /// finished (the finishing job enqueued it), not by a receive that comes back empty before
-/// the successor exists. The idle backoff is long here, so a loop that polled on a timer
-/// instead would also stall for seconds; the counts are what is asserted.
+/// the successor exists, and not after a backoff pause either (the backoff is long here).
 #[tokio::test(start_paused = true)]
 async fn a_single_worker_chain_receives_each_node_once_without_empty_polls() {
     let mut nodes = Vec::new();
@@ -203,8 +202,16 @@ async fn a_single_worker_chain_receives_each_node_once_without_empty_polls() {
     h.config.idle_backoff_min = Duration::from_secs(10);
     h.config.idle_backoff_max = Duration::from_secs(60);
     let run_id = h.start("polls", json!({})).await;
+    let started = tokio::time::Instant::now();
     h.spawn_workers(1);
     assert_eq!(h.wait(&run_id).await.status, RunStatus::Completed);
+    // The clock is paused (virtual time, deterministic): no backoff pause (at least 5 s
+    // here) was waited out, each successor was received as its predecessor finished.
+    assert!(
+        started.elapsed() < h.config.idle_backoff_min / 2,
+        "the chain waited for a backoff pause: {:?}",
+        started.elapsed()
+    );
     let counts = meter.snapshot();
     let executed = u64::from(h.counter.total());
     assert_eq!(executed, 10);
