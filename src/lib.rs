@@ -13,6 +13,9 @@
 //! - [`flow`]: the pure engine: blueprints, expressions, nodes, routing, in-process runtime;
 //! - [`azure`] over [`wire`]: signed REST clients for Queue Storage and Cosmos DB.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 pub mod azure;
 pub mod cli;
 pub mod distributed;
