@@ -179,6 +179,20 @@ async fn idle_workers_back_off_to_at_most_two_receives_per_second() {
     h.stop().await;
 }
 
+/// A harness whose queue calls are counted by the returned meter, with an idle backoff so
+/// long (10 s to 60 s) that any wait for a backoff pause shows in the virtual clock.
+fn metered_harness_with_long_backoff(blueprint: &str) -> (Harness, Arc<Meter>) {
+    let meter = Meter::new();
+    let wrap_meter = meter.clone();
+    let wrap = move |queue: Arc<MemoryQueue>| -> Arc<dyn JobQueue> {
+        Arc::new(MeteredQueue::new(queue, wrap_meter.clone()))
+    };
+    let mut h = Harness::with_queue(&[blueprint], Some(&wrap));
+    h.config.idle_backoff_min = Duration::from_secs(10);
+    h.config.idle_backoff_max = Duration::from_secs(60);
+    (h, meter)
+}
+
 /// A 10-node chain with one worker: each node is received right after its predecessor's job
 /// finished (the finishing job enqueued it), not by a receive that comes back empty before
 /// the successor exists, and not after a backoff pause either (the backoff is long here).
@@ -193,14 +207,7 @@ async fn a_single_worker_chain_receives_each_node_once_without_empty_polls() {
         }
     }
     let bp = json!({"id": "polls", "nodes": nodes, "edges": edges}).to_string();
-    let meter = Meter::new();
-    let wrap_meter = meter.clone();
-    let wrap = move |queue: Arc<MemoryQueue>| -> Arc<dyn JobQueue> {
-        Arc::new(MeteredQueue::new(queue, wrap_meter.clone()))
-    };
-    let mut h = Harness::with_queue(&[&bp], Some(&wrap));
-    h.config.idle_backoff_min = Duration::from_secs(10);
-    h.config.idle_backoff_max = Duration::from_secs(60);
+    let (mut h, meter) = metered_harness_with_long_backoff(&bp);
     let run_id = h.start("polls", json!({})).await;
     let started = tokio::time::Instant::now();
     h.spawn_workers(1);
@@ -227,6 +234,83 @@ async fn a_single_worker_chain_receives_each_node_once_without_empty_polls() {
         counts.calls(Operation::QueueReceive)
     );
     h.stop().await;
+}
+
+/// A 16-way fan-out into an `all` join with one worker: the 15 branch jobs that do not
+/// complete the join enqueue nothing, so their completions do not make the worker receive
+/// again (that receive would come back empty); the branch that completes the join enqueues
+/// it, and the worker receives it at once (no backoff pause). The branches take 1 to 16 ms,
+/// so they finish one by one.
+#[tokio::test(start_paused = true)]
+async fn a_single_worker_fan_out_receives_again_only_when_a_finished_job_enqueued_work() {
+    const FAN: usize = 16;
+    let mut nodes = vec![json!({"id": "start", "uses": "count"})];
+    let mut edges = Vec::new();
+    for k in 0..FAN {
+        let id = format!("b{k}");
+        nodes.push(json!({"id": id, "uses": "slow", "params": {"ms": k + 1}}));
+        edges.push(json!({"source": "start", "target": id}));
+        edges.push(json!({"source": id, "target": "join"}));
+    }
+    nodes.push(json!({"id": "join", "uses": "count", "config": {"joinStrategy": "all"}}));
+    let bp = json!({"id": "fan", "nodes": nodes, "edges": edges}).to_string();
+    let (mut h, meter) = metered_harness_with_long_backoff(&bp);
+    let run_id = h.start("fan", json!({})).await;
+    let started = tokio::time::Instant::now();
+    h.spawn_workers(1);
+    assert_eq!(h.wait(&run_id).await.status, RunStatus::Completed);
+    assert!(
+        started.elapsed() < h.config.idle_backoff_min / 2,
+        "the join waited for a backoff pause: {:?}",
+        started.elapsed()
+    );
+    let counts = meter.snapshot();
+    let executed = u64::from(h.counter.total());
+    assert_eq!(executed, FAN as u64 + 2, "every node ran once");
+    assert_eq!(counts.received_messages(), executed, "one message per node");
+    let empty = counts.empty_receives();
+    assert!(
+        empty * 5 < executed,
+        "{empty} empty receives for {executed} nodes (at most 0.2 per node allowed)"
+    );
+    h.stop().await;
+}
+
+/// `handle_message_reporting` says whether the job sent work receivable at once: a
+/// successor or an immediate retry yes; a delayed retry, or a last node (nothing to send), no.
+#[tokio::test(start_paused = true)]
+async fn a_job_reports_whether_it_sent_work_receivable_at_once() {
+    let bp = r#"{"id":"report","nodes":[
+        {"id":"a","uses":"flaky","params":{"succeedOn":2},"config":{"maxRetries":2}},
+        {"id":"b","uses":"flaky","params":{"succeedOn":2},"config":{"maxRetries":2,"retryDelay":1000}},
+        {"id":"c","uses":"count"}],
+      "edges":[{"source":"a","target":"b"},{"source":"b","target":"c"}]}"#;
+    let h = Harness::new(&[bp]);
+    let run_id = h.start("report", json!({})).await;
+    let worker = h.worker();
+    let handle_next = async |expected_node: &str| {
+        let m = h.receive_one().await;
+        assert_eq!(JobMessage::decode(&m.text).unwrap().node_id, expected_node);
+        let handled = worker.handle_message_reporting(&m).await;
+        assert_eq!(handled.disposition, Disposition::Complete);
+        h.queue.complete(&m.id, &m.receipt).await.unwrap();
+        handled.enqueued_now
+    };
+    assert!(handle_next("a").await, "a's retry without delay");
+    assert!(handle_next("a").await, "a's successor b");
+    assert!(!handle_next("b").await, "b's retry is delayed by 1 s");
+    assert!(
+        h.queue
+            .receive(32, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing is receivable before the retry delay"
+    );
+    tokio::time::advance(Duration::from_millis(1001)).await;
+    assert!(handle_next("b").await, "b's successor c");
+    assert!(!handle_next("c").await, "the last node sends nothing");
+    assert_eq!(h.wait(&run_id).await.status, RunStatus::Completed);
 }
 
 /// While its own job runs (and the queue looked drained), a worker still picks up work that

@@ -1,7 +1,8 @@
 //! What the worker and the client share: the backends, the optimistic commit loop (load,
 //! apply a transition, write with the ETag, reload and re-apply on a conflict), the
-//! idempotent follow-ups after a commit (enqueue fired work and timer wake-ups), and the
-//! sticky, revision-ordered publication of the status item.
+//! idempotent follow-ups after a commit (enqueue fired work and timer wake-ups, saying whether
+//! any of it is receivable at once), and the sticky, revision-ordered publication of the
+//! status item.
 
 use crate::Error;
 use crate::distributed::events::{Event, EventBus};
@@ -125,27 +126,31 @@ pub(crate) fn execute_job(run_id: &str, blueprint_id: &str, item: &WorkItem) -> 
     JobMessage::execute(run_id, blueprint_id, &item.node, item.activation)
 }
 
-/// Sends `job` after `delay`, chaining delays longer than the queue allows.
+/// Sends `job` after `delay`, chaining delays longer than the queue allows. Returns whether
+/// the message is visible at once (no delay), i.e. receivable right now.
 pub(crate) async fn send_delayed(
     queue: &dyn JobQueue,
     mut job: JobMessage,
     delay: Duration,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let now = delay.min(MAX_QUEUE_DELAY);
     let rest = delay.saturating_sub(now);
     job.remaining_ms =
         (!rest.is_zero()).then(|| u64::try_from(rest.as_millis()).unwrap_or(u64::MAX));
-    queue.send(&job.encode()?, now).await
+    queue.send(&job.encode()?, now).await?;
+    Ok(now.is_zero())
 }
 
 /// Enqueues the work a commit fired and, for a timer wait, the wake-up. Safe to redo.
+/// Returns whether it sent a message that is visible at once (a successor, or a wake-up
+/// without delay); a delayed wake-up alone is not.
 pub(crate) async fn enqueue_follow_ups(
     queue: &dyn JobQueue,
     run_id: &str,
     blueprint_id: &str,
     fired: &[WorkItem],
     wake: Option<(&WorkItem, u64)>,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     for item in fired {
         let job = execute_job(run_id, blueprint_id, item);
         queue
@@ -153,14 +158,15 @@ pub(crate) async fn enqueue_follow_ups(
             .await
             .map_err(|e| e.during("enqueue successor"))?;
     }
+    let mut visible_now = !fired.is_empty();
     if let Some((item, ms)) = wake {
         let mut job = execute_job(run_id, blueprint_id, item);
         job.kind = JobKind::Wake;
-        send_delayed(queue, job, Duration::from_millis(ms))
+        visible_now |= send_delayed(queue, job, Duration::from_millis(ms))
             .await
             .map_err(|e| e.during("enqueue wake-up"))?;
     }
-    Ok(())
+    Ok(visible_now)
 }
 
 /// The `finalStatus` value of a finished run (TypeScript shape: `{status, reason}` for

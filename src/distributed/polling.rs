@@ -13,29 +13,38 @@
 //!   receives again at once (once a slot is free) and the backoff restarts from
 //!   `idle_backoff_min`.
 //! - **Fewer messages than asked, or none**: the queue is drained for now. The worker pauses
-//!   until the FIRST of: one of its own jobs finishes (a finished job usually enqueued its
-//!   successors, so a chain's next node is received right after its predecessor completes,
-//!   with no sleep in between), the backoff pause (50-100 % of the current backoff, jittered
-//!   so that workers spread apart), or shutdown. Every such pause doubles the backoff, up to
-//!   `idle_backoff_max`. Receiving again immediately after a short batch would come back
-//!   empty on a chain (the successor is not enqueued until the job in flight finishes): that
-//!   was about one wasted request per chain node.
-//! - **Nothing in flight and the queue empty** right after the worker had work: the worker
-//!   has just become idle, so the backoff restarts from `idle_backoff_min` (the next run's
-//!   first job is picked up within tens of milliseconds); after that it grows to
+//!   until the FIRST of: one of its own jobs finishes having made work receivable at once,
+//!   the backoff pause (50-100 % of the current backoff, jittered so that workers spread
+//!   apart), or shutdown. Every such pause doubles the backoff, up to `idle_backoff_max`.
+//!   A finished job reports ([`Handled::enqueued_now`]) whether it sent a message that is
+//!   visible at once (successors, a retry or wake-up without delay) or released its own
+//!   message without delay; delayed messages do not count. So a chain's next node is
+//!   received right after its predecessor completes, with no sleep in between, while a job
+//!   that enqueued nothing visible (a fan-out branch whose join still waits for other
+//!   branches, the last node of a run, a retry with a delay) lets the worker go on waiting
+//!   instead of receiving again: that receive would come back empty (about one wasted
+//!   request per chain node when the worker received at once after every short batch, 0.9
+//!   per fan-out node when it received after every job completion).
+//! - **Nothing in flight and the queue empty** right after the worker had work (the first
+//!   receive after its last job finished, at the end of the pause that was running then):
+//!   the worker has just become idle, so the backoff restarts from `idle_backoff_min` (the
+//!   next run's first job is picked up within tens of milliseconds); after that it grows to
 //!   `idle_backoff_max`, so an idle worker settles at 1 to 2 receives per second with the
-//!   defaults (never a hot loop: without new messages nothing resets the backoff).
+//!   defaults (never a hot loop: without new messages nothing resets the backoff, and every
+//!   receive that does not wait out a pause follows a job of this worker that finished and
+//!   made work visible).
 //!
 //! Work enqueued by OTHER workers or clients is therefore picked up within one backoff pause
 //! (at most `idle_backoff_max`) even while this worker's own jobs are running; with several
 //! workers on one queue, the worker whose job enqueued a successor usually takes it first,
-//! because its completion wakes it at once. A failed receive pauses for `idle_backoff_max`
-//! (jittered).
+//! because its completion wakes it at once. A job that failed part-way on an infrastructure
+//! error counts as having enqueued (it may have sent some successors before failing): one
+//! receive too many at worst. A failed receive pauses for `idle_backoff_max` (jittered).
 
 use crate::distributed::core::touch_status;
 use crate::distributed::job::JobMessage;
 use crate::distributed::ports::QueueMessage;
-use crate::distributed::worker::{Disposition, Worker};
+use crate::distributed::worker::{Disposition, Handled, Worker};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -51,7 +60,7 @@ impl Worker {
         let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         let mut tasks = JoinSet::new();
         let mut backoff = Backoff::new(self.config.idle_backoff_min, self.config.idle_backoff_max);
-        while !shutdown.is_cancelled() {
+        'polling: while !shutdown.is_cancelled() {
             while tasks.try_join_next().is_some() {}
             let free = slots.available_permits();
             if free == 0 {
@@ -85,11 +94,20 @@ impl Worker {
             let Some(pause) = backoff.after_receive(received, asked, !tasks.is_empty()) else {
                 continue;
             };
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(pause) => {}
-                // One of this worker's jobs finished: it probably enqueued successors.
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            let pause = tokio::time::sleep(pause);
+            tokio::pin!(pause);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break 'polling,
+                    _ = &mut pause => break,
+                    Some(finished) = tasks.join_next(), if !tasks.is_empty() => {
+                        // Receive again at once only for work this job made visible; a job
+                        // that panicked made nothing visible now (its lease runs out later).
+                        if finished.unwrap_or(false) {
+                            break;
+                        }
+                    }
+                }
             }
         }
         let drain = async { while tasks.join_next().await.is_some() {} };
@@ -111,7 +129,7 @@ impl Worker {
         self: &Arc<Self>,
         message: QueueMessage,
         slots: &Arc<Semaphore>,
-        tasks: &mut JoinSet<()>,
+        tasks: &mut JoinSet<bool>,
         abort: &CancellationToken,
     ) {
         let Ok(permit) = slots.clone().try_acquire_owned() else {
@@ -126,14 +144,17 @@ impl Worker {
         let worker = self.clone();
         let abort = abort.clone();
         tasks.spawn(async move {
-            worker.process(message, abort).await;
+            let enqueued_now = worker.process(message, abort).await;
             drop(permit);
+            enqueued_now
         });
     }
 
     /// Handles one message under a renewed lease, then completes, releases or poisons it.
     /// When `abort` fires first, the job is stopped where it is and the message released.
-    async fn process(&self, message: QueueMessage, abort: CancellationToken) {
+    /// Returns whether the job left a message receivable at once: one it sent
+    /// ([`Handled::enqueued_now`]), or its own message released without delay.
+    async fn process(&self, message: QueueMessage, abort: CancellationToken) -> bool {
         let receipt = Arc::new(Mutex::new(message.receipt.clone()));
         let stop = CancellationToken::new();
         // Stops the lease renewal and the heartbeat however this function ends (also if
@@ -154,9 +175,16 @@ impl Worker {
                 stop.clone(),
             ))
         });
-        let disposition = tokio::select! {
-            d = self.handle_message(&message) => d,
-            _ = abort.cancelled() => Disposition::Release(Duration::ZERO),
+        let Handled {
+            disposition,
+            enqueued_now,
+        } = tokio::select! {
+            handled = self.handle_message_reporting(&message) => handled,
+            _ = abort.cancelled() => Handled {
+                disposition: Disposition::Release(Duration::ZERO),
+                // Stopped part-way: it may have sent successors.
+                enqueued_now: true,
+            },
         };
         stop.cancel();
         let _ = renewer.await;
@@ -177,9 +205,13 @@ impl Worker {
                 queue.move_to_poison(&leased, reason).await
             }
         };
-        if let Err(e) = result {
-            tracing::warn!(message_id = %message.id, error = %e,
-                "could not settle the message; it will be redelivered (the job is idempotent)");
+        match result {
+            Ok(()) => enqueued_now || disposition == Disposition::Release(Duration::ZERO),
+            Err(e) => {
+                tracing::warn!(message_id = %message.id, error = %e,
+                    "could not settle the message; it will be redelivered (the job is idempotent)");
+                enqueued_now
+            }
         }
     }
 }
@@ -291,7 +323,8 @@ impl Backoff {
 
     /// After a receive that returned `received` of the `asked` messages: `None` to receive
     /// again at once (a full batch), else the longest pause before the next receive (a job
-    /// of this worker finishing ends it early). `in_flight`: jobs of this worker are running.
+    /// of this worker that finishes with work receivable at once ends it early).
+    /// `in_flight`: jobs of this worker are running.
     fn after_receive(
         &mut self,
         received: usize,

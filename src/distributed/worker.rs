@@ -46,7 +46,8 @@ pub struct WorkerConfig {
     /// Lease per received message; renewed at half of it while the job runs.
     pub visibility: Duration,
     /// First pause after a receive that found the queue drained (fewer messages than asked);
-    /// one of this worker's jobs finishing ends a pause early. See [`super::polling`].
+    /// one of this worker's jobs finishing with work receivable at once (e.g. a successor)
+    /// ends a pause early. See [`super::polling`].
     pub idle_backoff_min: Duration,
     /// Longest such pause: the steady idle poll rate, and the longest a busy worker takes to
     /// notice work that others enqueued.
@@ -91,6 +92,45 @@ pub enum Disposition {
     Release(Duration),
     /// Move it to the poison queue with this reason.
     Poison(String),
+}
+
+/// What processing one message came to: what to do with the message, and whether the job
+/// made work receivable at once (the polling loop receives again right away only then).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handled {
+    /// What to do with the processed message.
+    pub disposition: Disposition,
+    /// The job sent at least one message that is visible on the queue now: successors, or a
+    /// retry or wake-up without delay. Delayed messages do not count, nor does the
+    /// disposition's own release. `true` as well when an infrastructure error stopped the job
+    /// part-way, as it may have sent some before failing.
+    pub enqueued_now: bool,
+}
+
+impl Handled {
+    /// The message is done (`Complete`); `enqueued_now` as in [`Handled::enqueued_now`].
+    fn complete(enqueued_now: bool) -> Self {
+        Handled {
+            disposition: Disposition::Complete,
+            enqueued_now,
+        }
+    }
+
+    /// A job that sent no message.
+    fn sent_nothing(disposition: Disposition) -> Self {
+        Handled {
+            disposition,
+            enqueued_now: false,
+        }
+    }
+}
+
+/// What running one attempt led to.
+enum Attempted {
+    /// Commit this settlement (the attempt succeeded, or failed for good).
+    Settle(Box<Settlement>),
+    /// The attempt failed and the next one was queued; `visible_now`: without delay.
+    RetryQueued { visible_now: bool },
 }
 
 /// What a commit of a job turned out to be.
@@ -264,19 +304,25 @@ impl Worker {
     /// infrastructure errors become a delayed release, and after `max_dequeue` deliveries
     /// the poison queue (the run is then marked failed with the reason).
     pub async fn handle_message(&self, message: &QueueMessage) -> Disposition {
+        self.handle_message_reporting(message).await.disposition
+    }
+
+    /// [`Worker::handle_message`], also saying whether the job sent work that can be
+    /// received at once ([`Handled::enqueued_now`]).
+    pub async fn handle_message_reporting(&self, message: &QueueMessage) -> Handled {
         let run_id = JobMessage::sniff_run_id(&message.text);
         if message.dequeue_count > self.config.max_dequeue {
             let reason = format!(
                 "message {} was delivered {} times (limit {}) without being processed",
                 message.id, message.dequeue_count, self.config.max_dequeue
             );
-            return self.poison(run_id, reason).await;
+            return Handled::sent_nothing(self.poison(run_id, reason).await);
         }
         let job = match JobMessage::decode(&message.text) {
             Ok(job) => job,
             Err(e) => {
                 let reason = format!("undecodable job message {}: {e}", message.id);
-                return self.poison(run_id, reason).await;
+                return Handled::sent_nothing(self.poison(run_id, reason).await);
             }
         };
         let span = tracing::info_span!(
@@ -291,24 +337,33 @@ impl Worker {
             .instrument(span)
             .await
         {
-            Ok(disposition) => disposition,
+            Ok(handled) => handled,
+            Err(e) => Handled {
+                disposition: self.after_error(&job, message.dequeue_count, e).await,
+                // Stopped part-way: it may have sent successors before failing.
+                enqueued_now: true,
+            },
+        }
+    }
+
+    /// The disposition of a job that hit an error: a delayed release for another try, the
+    /// poison queue after `max_dequeue` deliveries, a failed run when it is too large.
+    async fn after_error(&self, job: &JobMessage, dequeue_count: u32, e: Error) -> Disposition {
+        match e {
             // Permanent: the same job would grow the run document past the store's item
             // limit on every retry, so fail the run now instead of re-running the node.
-            Err(e @ Error::TooLarge(_)) => self.fail_too_large(&job, &e).await,
-            Err(e) if message.dequeue_count >= self.config.max_dequeue => {
+            e @ Error::TooLarge(_) => self.fail_too_large(job, &e).await,
+            e if dequeue_count >= self.config.max_dequeue => {
                 let reason = format!(
                     "job for node '{}' failed {} times; last error: {e}",
-                    job.node_id, message.dequeue_count
+                    job.node_id, dequeue_count
                 );
                 self.poison(Some(job.run_id.clone()), reason).await
             }
-            Err(e) => {
+            e => {
                 tracing::warn!(run_id = %job.run_id, node_id = %job.node_id, error = %e,
                     "job hit an infrastructure error; it will be retried");
-                let delay = self
-                    .config
-                    .error_delay
-                    .saturating_mul(message.dequeue_count.max(1));
+                let delay = self.config.error_delay.saturating_mul(dequeue_count.max(1));
                 Disposition::Release(delay.min(MAX_QUEUE_DELAY))
             }
         }
@@ -393,11 +448,11 @@ impl Worker {
 
     /// Gives a job back for another worker (other blueprint version, unknown blueprint);
     /// after `max_dequeue` deliveries it is poisoned and the run fails with the reason.
-    async fn deferred(&self, job: &JobMessage, dequeue_count: u32, why: String) -> Disposition {
+    async fn deferred(&self, job: &JobMessage, dequeue_count: u32, why: String) -> Handled {
         if dequeue_count >= self.config.max_dequeue {
             let reason =
                 format!("{why}; no suitable worker took the job after {dequeue_count} deliveries");
-            return self.poison(Some(job.run_id.clone()), reason).await;
+            return Handled::sent_nothing(self.poison(Some(job.run_id.clone()), reason).await);
         }
         tracing::warn!(run_id = %job.run_id, node_id = %job.node_id, reason = %why,
             "deferring job to another worker");
@@ -406,10 +461,13 @@ impl Worker {
             node_id: job.node_id.clone(),
             reason: why,
         });
-        Disposition::Release(self.config.defer_delay.min(MAX_QUEUE_DELAY))
+        Handled::sent_nothing(Disposition::Release(
+            self.config.defer_delay.min(MAX_QUEUE_DELAY),
+        ))
     }
 
-    fn dropped(&self, job: &JobMessage, reason: impl Into<String>) -> Disposition {
+    /// Drops the job (logged, `JobDropped`): its message is completed, nothing is sent.
+    fn dropped(&self, job: &JobMessage, reason: impl Into<String>) -> Handled {
         let reason = reason.into();
         tracing::info!(run_id = %job.run_id, node_id = %job.node_id, reason = %reason, "dropping job");
         self.events.emit(Event::JobDropped {
@@ -417,15 +475,11 @@ impl Worker {
             node_id: job.node_id.clone(),
             reason,
         });
-        Disposition::Complete
+        Handled::sent_nothing(Disposition::Complete)
     }
 
     /// Processes one decoded job. `Err` means an infrastructure error (retry the message).
-    pub async fn handle_job(
-        &self,
-        job: &JobMessage,
-        dequeue_count: u32,
-    ) -> Result<Disposition, Error> {
+    pub async fn handle_job(&self, job: &JobMessage, dequeue_count: u32) -> Result<Handled, Error> {
         let Some(blueprint) = self.env.blueprints.get(&job.blueprint_id) else {
             let why = format!(
                 "blueprint '{}' is not in this worker's registry",
@@ -452,7 +506,7 @@ impl Worker {
                 run_id: Some(job.run_id.clone()),
                 reason: reason.clone(),
             });
-            return Ok(Disposition::Poison(reason));
+            return Ok(Handled::sent_nothing(Disposition::Poison(reason)));
         }
         if state.book.status.is_terminal() {
             publish_status(runs, &self.events, &state).await?;
@@ -472,13 +526,13 @@ impl Worker {
                 if let Some(ms) = job.remaining_ms.filter(|ms| *ms > 0) {
                     let mut next = job.clone();
                     next.remaining_ms = None;
-                    send_delayed(
+                    let visible_now = send_delayed(
                         self.backends.queue.as_ref(),
                         next,
                         Duration::from_millis(ms),
                     )
                     .await?;
-                    return Ok(Disposition::Complete);
+                    return Ok(Handled::complete(visible_now));
                 }
                 Plan::Wake
             }
@@ -509,8 +563,10 @@ impl Worker {
                     return Ok(self.dropped(job, "stale job: its work is not outstanding"));
                 }
                 match self.attempt(job, &blueprint, &state).await? {
-                    Some(settlement) => Plan::Execute(settlement),
-                    None => return Ok(Disposition::Complete),
+                    Attempted::Settle(settlement) => Plan::Execute(*settlement),
+                    Attempted::RetryQueued { visible_now } => {
+                        return Ok(Handled::complete(visible_now));
+                    }
                 }
             }
         };
@@ -533,19 +589,19 @@ impl Worker {
         .await?;
         match committed {
             Committed::Fresh { record, publish } => {
-                self.follow_up(job, &state, &record, publish).await?;
+                let enqueued_now = self.follow_up(job, &state, &record, publish).await?;
                 self.events.emit(Event::JobFinished {
                     run_id: job.run_id.clone(),
                     node_id: job.node_id.clone(),
                     kind: record.kind,
                 });
-                Ok(Disposition::Complete)
+                Ok(Handled::complete(enqueued_now))
             }
             Committed::Replay(record) => self.replay(job, &state, record).await,
             Committed::Reparked => {
                 tracing::info!("the resumed sub-run waits again; the node stays awaiting");
                 publish_status(runs, &self.events, &state).await?;
-                Ok(Disposition::Complete)
+                Ok(Handled::complete(false))
             }
             Committed::Dropped(reason) => Ok(self.dropped(job, reason)),
             Committed::Deferred(why) => Ok(self.deferred(job, dequeue_count, why).await),
@@ -615,13 +671,13 @@ impl Worker {
         }
     }
 
-    /// Runs one attempt. `None` when a retry was queued (nothing to commit).
+    /// Runs one attempt: the settlement to commit, or the retry it queued (nothing to commit).
     async fn attempt(
         &self,
         job: &JobMessage,
         blueprint: &Arc<Blueprint>,
         state: &RunState,
-    ) -> Result<Option<Settlement>, Error> {
+    ) -> Result<Attempted, Error> {
         let attempt = job.attempt();
         self.events.emit(Event::JobStarted {
             run_id: job.run_id.clone(),
@@ -640,7 +696,9 @@ impl Worker {
         })
         .await;
         match outcome {
-            AttemptOutcome::Completed(completion) => Ok(Some(Settlement::Finished(completion))),
+            AttemptOutcome::Completed(completion) => Ok(Attempted::Settle(Box::new(
+                Settlement::Finished(completion),
+            ))),
             AttemptOutcome::Failed { error, retryable } => {
                 let node = node_definition(blueprint, &job.node_id, &state.context);
                 let limit = node.as_deref().map_or(1, max_attempts);
@@ -651,7 +709,8 @@ impl Worker {
                     let mut next = job.clone();
                     next.attempt = Some(attempt + 1);
                     next.remaining_ms = None;
-                    send_delayed(self.backends.queue.as_ref(), next, delay).await?;
+                    let visible_now =
+                        send_delayed(self.backends.queue.as_ref(), next, delay).await?;
                     tracing::info!(error = %error.message, next_attempt = attempt + 1,
                         delay_ms = delay.as_millis() as u64, "attempt failed; retry queued");
                     self.events.emit(Event::JobRetried {
@@ -660,7 +719,7 @@ impl Worker {
                         next_attempt: attempt + 1,
                         delay,
                     });
-                    return Ok(None);
+                    return Ok(Attempted::RetryQueued { visible_now });
                 }
                 tracing::warn!(error = %error.message, "node failed on its last attempt");
                 self.events.emit(Event::JobFailed {
@@ -668,7 +727,7 @@ impl Worker {
                     node_id: job.node_id.clone(),
                     message: error.message.clone(),
                 });
-                Ok(Some(Settlement::Failed(error)))
+                Ok(Attempted::Settle(Box::new(Settlement::Failed(error))))
             }
         }
     }
@@ -679,24 +738,27 @@ impl Worker {
         job: &JobMessage,
         state: &RunState,
         record: CommitRecord,
-    ) -> Result<Disposition, Error> {
+    ) -> Result<Handled, Error> {
         tracing::info!("job already committed; replaying its follow-ups");
         self.events.emit(Event::JobReplayed {
             run_id: job.run_id.clone(),
             node_id: job.node_id.clone(),
         });
         let publish = state.book.status != RunPhase::Running;
-        self.follow_up(job, state, &record, publish).await?;
-        Ok(Disposition::Complete)
+        let enqueued_now = self.follow_up(job, state, &record, publish).await?;
+        Ok(Handled::complete(enqueued_now))
     }
 
+    /// Enqueues the work `record` fired and its wake-up (unless the run is over) and
+    /// publishes the status when asked or final. Returns whether a message visible at once
+    /// was sent.
     async fn follow_up(
         &self,
         job: &JobMessage,
         state: &RunState,
         record: &CommitRecord,
         publish: bool,
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
         let work = WorkItem {
             node: record.node.clone(),
             activation: record.activation,
@@ -710,8 +772,9 @@ impl Worker {
             .wake_after_ms
             .filter(|_| still_waiting)
             .map(|ms| (&work, ms));
+        let mut enqueued_now = false;
         if !state.book.status.is_terminal() {
-            enqueue_follow_ups(
+            enqueued_now = enqueue_follow_ups(
                 self.backends.queue.as_ref(),
                 &job.run_id,
                 &job.blueprint_id,
@@ -723,7 +786,7 @@ impl Worker {
         if publish || state.book.status.is_terminal() {
             publish_status(self.backends.runs.as_ref(), &self.events, state).await?;
         }
-        Ok(())
+        Ok(enqueued_now)
     }
 }
 
