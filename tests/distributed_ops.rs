@@ -236,6 +236,37 @@ async fn a_single_worker_chain_receives_each_node_once_without_empty_polls() {
     h.stop().await;
 }
 
+/// When a worker's last job in flight finishes (enqueueing nothing: the run is over), the
+/// worker has just become idle: it receives once at once and restarts its backoff from
+/// `idle_backoff_min`, so the next run is picked up within that short pause, not after the
+/// long pause that grew while the chain ran (here 30 to 60 s).
+#[tokio::test(start_paused = true)]
+async fn a_worker_whose_last_job_finished_picks_up_the_next_run_within_the_minimum_backoff() {
+    let mut nodes = Vec::new();
+    let mut edges = Vec::new();
+    for i in 0..10 {
+        nodes.push(json!({"id": format!("n{i}"), "uses": "count"}));
+        if i > 0 {
+            edges.push(json!({"source": format!("n{}", i - 1), "target": format!("n{i}")}));
+        }
+    }
+    let bp = json!({"id": "idle", "nodes": nodes, "edges": edges}).to_string();
+    let (mut h, _meter) = metered_harness_with_long_backoff(&bp);
+    h.spawn_workers(1);
+    let first = h.start("idle", json!({})).await;
+    assert_eq!(h.wait(&first).await.status, RunStatus::Completed);
+    let finished = tokio::time::Instant::now();
+    let second = h.start("idle", json!({})).await;
+    assert_eq!(h.wait(&second).await.status, RunStatus::Completed);
+    // Paused (virtual) clock: the chains themselves take no time, only pauses do.
+    assert!(
+        finished.elapsed() <= h.config.idle_backoff_min + Duration::from_secs(1),
+        "the next run waited {:?}: longer than one minimum backoff pause",
+        finished.elapsed()
+    );
+    h.stop().await;
+}
+
 /// A 16-way fan-out into an `all` join with one worker: the 15 branch jobs that do not
 /// complete the join enqueue nothing, so their completions do not make the worker receive
 /// again (that receive would come back empty); the branch that completes the join enqueues

@@ -14,8 +14,9 @@
 //!   `idle_backoff_min`.
 //! - **Fewer messages than asked, or none**: the queue is drained for now. The worker pauses
 //!   until the FIRST of: one of its own jobs finishes having made work receivable at once,
-//!   the backoff pause (50-100 % of the current backoff, jittered so that workers spread
-//!   apart), or shutdown. Every such pause doubles the backoff, up to `idle_backoff_max`.
+//!   its last job in flight finishes (see the next point), the backoff pause (50-100 % of
+//!   the current backoff, jittered so that workers spread apart), or shutdown. Every such
+//!   pause doubles the backoff, up to `idle_backoff_max`.
 //!   A finished job reports ([`Handled::enqueued_now`]) whether it sent a message that is
 //!   visible at once (successors, a retry or wake-up without delay) or released its own
 //!   message without delay; delayed messages do not count. So a chain's next node is
@@ -25,10 +26,12 @@
 //!   instead of receiving again: that receive would come back empty (about one wasted
 //!   request per chain node when the worker received at once after every short batch, 0.9
 //!   per fan-out node when it received after every job completion).
-//! - **Nothing in flight and the queue empty** right after the worker had work (the first
-//!   receive after its last job finished, at the end of the pause that was running then):
-//!   the worker has just become idle, so the backoff restarts from `idle_backoff_min` (the
-//!   next run's first job is picked up within tens of milliseconds); after that it grows to
+//! - **Nothing in flight and the queue empty** right after the worker had work (the receive
+//!   made at once when its last job in flight finished, whatever that job sent): the worker
+//!   has just become idle, so the backoff restarts from `idle_backoff_min` (the next run's
+//!   first job is picked up within tens of milliseconds, not after the long pause that grew
+//!   while the worker was busy: a run whose last node finishes costs this one empty
+//!   receive, on a chain and on a fan-out alike); after that it grows to
 //!   `idle_backoff_max`, so an idle worker settles at 1 to 2 receives per second with the
 //!   defaults (never a hot loop: without new messages nothing resets the backoff, and every
 //!   receive that does not wait out a pause follows a job of this worker that finished and
@@ -101,9 +104,10 @@ impl Worker {
                     _ = shutdown.cancelled() => break 'polling,
                     _ = &mut pause => break,
                     Some(finished) = tasks.join_next(), if !tasks.is_empty() => {
-                        // Receive again at once only for work this job made visible; a job
-                        // that panicked made nothing visible now (its lease runs out later).
-                        if finished.unwrap_or(false) {
+                        // Receive again at once for work this job made visible (a job that
+                        // panicked made nothing visible now: its lease runs out later), or
+                        // when it was the last one in flight: the worker just became idle.
+                        if finished.unwrap_or(false) || tasks.is_empty() {
                             break;
                         }
                     }
