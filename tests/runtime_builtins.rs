@@ -10,21 +10,6 @@ use runtime_support::*;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-fn traced(trace: &Trace) -> NodeRegistry {
-    let mut r = NodeRegistry::with_builtins();
-    let t = trace.clone();
-    r.register("trace", move |ctx| {
-        let t = t.clone();
-        async move {
-            t.push(ctx.node_id());
-            Ok(NodeResult {
-                output: ctx.input().cloned(),
-                ..NodeResult::default()
-            })
-        }
-    });
-    r
-}
 
 // ------------------------------------------------------------------------------------------
 // wait + resume
@@ -43,7 +28,7 @@ fn review_blueprint() -> Value {
 #[tokio::test]
 async fn wait_pauses_the_run_with_awaiting_records_and_does_not_route() {
     let trace = Trace::default();
-    let result = runtime(traced(&trace))
+    let result = runtime(traced_registry(&trace))
         .run(bp(review_blueprint()), ctx(json!({"doc": "d1"})))
         .await;
     assert_eq!(result.status, RunStatus::Awaiting);
@@ -65,7 +50,7 @@ async fn resume_routes_on_the_action_and_delivers_the_output() {
     for (action, taken, not_taken) in [("approve", "ship", "reject"), ("reject", "reject", "ship")]
     {
         let trace = Trace::default();
-        let rt = runtime(traced(&trace));
+        let rt = runtime(traced_registry(&trace));
         let b = bp(review_blueprint());
         let paused = rt.run(b.clone(), ctx(json!({"doc": "d1"}))).await;
         let result = rt
@@ -115,7 +100,7 @@ async fn resume_preconditions_fail_without_touching_the_context() {
 #[tokio::test]
 async fn sequential_waits_resume_one_after_the_other() {
     let trace = Trace::default();
-    let rt = runtime(traced(&trace));
+    let rt = runtime(traced_registry(&trace));
     let b = bp(json!({"id": "seq", "nodes": [
         {"id": "w1", "uses": "wait"}, {"id": "w2", "uses": "wait"}, {"id": "done", "uses": "trace"}],
       "edges": [{"source": "w1", "target": "w2"}, {"source": "w2", "target": "done"}]}));
@@ -137,7 +122,7 @@ async fn sequential_waits_resume_one_after_the_other() {
 #[tokio::test]
 async fn concurrent_waits_resume_one_at_a_time_then_the_join_runs_once() {
     let trace = Trace::default();
-    let rt = runtime(traced(&trace));
+    let rt = runtime(traced_registry(&trace));
     let b = bp(json!({"id": "two", "nodes": [
         {"id": "a", "uses": "wait"}, {"id": "b", "uses": "wait"}, {"id": "j", "uses": "trace"}],
       "edges": [{"source": "a", "target": "j"}, {"source": "b", "target": "j"}]}));
@@ -166,7 +151,7 @@ async fn concurrent_waits_resume_one_at_a_time_then_the_join_runs_once() {
 #[tokio::test]
 async fn a_conditional_route_stays_exclusive_after_resume() {
     let trace = Trace::default();
-    let rt = runtime(traced(&trace));
+    let rt = runtime(traced_registry(&trace));
     let b = bp(json!({"id": "cr", "nodes": [
         {"id": "start", "uses": "echo", "inputs": "flag"},
         {"id": "yes", "uses": "wait"}, {"id": "no", "uses": "trace"},
@@ -433,7 +418,7 @@ async fn a_wait_inside_a_subflow_pauses_the_parent_and_resumes_through_it() {
     reg.insert(bp(json!({"id": "inner", "nodes": [
         {"id": "ask", "uses": "wait"}, {"id": "answer", "uses": "echo"}],
       "edges": [{"source": "ask", "target": "answer", "action": "ok"}]})));
-    let env = flowcraft_azure::flow::execute::Environment::new(traced(&trace)).with_blueprints(reg);
+    let env = flowcraft_azure::flow::execute::Environment::new(traced_registry(&trace)).with_blueprints(reg);
     let rt = FlowRuntime::new(env);
     let b = bp(json!({"id": "outer", "nodes": [
         {"id": "call", "uses": "subflow", "params": {"blueprintId": "inner"}},
@@ -477,7 +462,7 @@ fn batch_blueprint() -> Value {
 }
 
 fn batch_registry(trace: &Trace) -> NodeRegistry {
-    let mut r = traced(trace);
+    let mut r = traced_registry(trace);
     let t = trace.clone();
     r.register("work_item", move |ctx| {
         let t = t.clone();
@@ -656,7 +641,7 @@ async fn resuming_a_saved_context_restarts_pending_sleep_timers() {
         {"id": "after_ask", "uses": "trace"}],
       "edges": [{"source": "nap", "target": "after_nap"},
                 {"source": "ask", "target": "after_ask"}]}));
-    let rt = runtime(traced(&trace));
+    let rt = runtime(traced_registry(&trace));
     let cancel = tokio_util::sync::CancellationToken::new();
     let task = {
         let (rt, b, cancel) = (rt.clone(), b.clone(), cancel.clone());

@@ -15,18 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Built-ins plus `trace` (records the node id, echoes the input) and `double`.
 fn registry(trace: &Trace) -> NodeRegistry {
-    let mut r = NodeRegistry::with_builtins();
-    let t = trace.clone();
-    r.register("trace", move |ctx| {
-        let t = t.clone();
-        async move {
-            t.push(ctx.node_id());
-            Ok(NodeResult {
-                output: ctx.input().cloned(),
-                ..NodeResult::default()
-            })
-        }
-    });
+    let mut r = traced_registry(trace);
     let t = trace.clone();
     r.register("double", move |ctx| {
         let t = t.clone();

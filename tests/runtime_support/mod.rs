@@ -6,7 +6,7 @@
 use flowcraft_azure::flow::blueprint::{Blueprint, LoadOptions};
 use flowcraft_azure::flow::execute::{BlueprintRegistry, Environment};
 use flowcraft_azure::flow::expr::EvaluatorKind;
-use flowcraft_azure::flow::node::NodeRegistry;
+use flowcraft_azure::flow::node::{NodeRegistry, NodeResult};
 use flowcraft_azure::flow::runtime::{FlowRuntime, WorkflowResult};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -88,4 +88,21 @@ pub fn messages(result: &WorkflowResult) -> Vec<String> {
         .iter()
         .map(|e| format!("{}: {}", e.node_id, e.message))
         .collect()
+}
+
+/// The built-in nodes plus `trace`: records the node id in `trace` and echoes its input.
+pub fn traced_registry(trace: &Trace) -> NodeRegistry {
+    let mut r = NodeRegistry::with_builtins();
+    let t = trace.clone();
+    r.register("trace", move |ctx| {
+        let t = t.clone();
+        async move {
+            t.push(ctx.node_id());
+            Ok(NodeResult {
+                output: ctx.input().cloned(),
+                ..NodeResult::default()
+            })
+        }
+    });
+    r
 }
