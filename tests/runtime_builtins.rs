@@ -10,7 +10,6 @@ use runtime_support::*;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-
 // ------------------------------------------------------------------------------------------
 // wait + resume
 
@@ -418,7 +417,8 @@ async fn a_wait_inside_a_subflow_pauses_the_parent_and_resumes_through_it() {
     reg.insert(bp(json!({"id": "inner", "nodes": [
         {"id": "ask", "uses": "wait"}, {"id": "answer", "uses": "echo"}],
       "edges": [{"source": "ask", "target": "answer", "action": "ok"}]})));
-    let env = flowcraft_azure::flow::execute::Environment::new(traced_registry(&trace)).with_blueprints(reg);
+    let env = flowcraft_azure::flow::execute::Environment::new(traced_registry(&trace))
+        .with_blueprints(reg);
     let rt = FlowRuntime::new(env);
     let b = bp(json!({"id": "outer", "nodes": [
         {"id": "call", "uses": "subflow", "params": {"blueprintId": "inner"}},
