@@ -24,6 +24,12 @@ pub struct ErrorInfo {
     pub request_id: Option<String>,
     /// `x-ms-activity-id` (Cosmos), when the service sent one.
     pub activity_id: Option<String>,
+    /// `x-ms-request-charge` (Cosmos request units, as sent), when the service sent one:
+    /// failed requests are billed too.
+    pub request_charge: Option<String>,
+    /// `x-ms-session-token` (Cosmos), when the service sent one, so a caller can keep
+    /// session consistency after an error.
+    pub session_token: Option<String>,
 }
 
 impl ErrorInfo {
@@ -227,6 +233,9 @@ impl fmt::Display for Error {
         }
         if let Some(a) = &info.activity_id {
             details.push(format!("activity id {a}"));
+        }
+        if let Some(ru) = &info.request_charge {
+            details.push(format!("{ru} RU"));
         }
         if let Error::Throttled {
             retry_after: Some(d),

@@ -33,6 +33,8 @@ pub(crate) fn error_from_response(
         code,
         request_id: header_string(resp, "x-ms-request-id"),
         activity_id: header_string(resp, "x-ms-activity-id"),
+        request_charge: header_string(resp, "x-ms-request-charge"),
+        session_token: header_string(resp, "x-ms-session-token"),
     });
     match status {
         _ if pop_receipt_mismatch => Error::PreconditionFailed(info),
@@ -126,6 +128,27 @@ mod tests {
         assert!(matches!(mapped(400, None), Error::InvalidInput(_)));
         assert!(matches!(mapped(408, None), Error::Timeout(_)));
         assert!(matches!(mapped(500, None), Error::Unexpected(_)));
+    }
+
+    #[test]
+    fn errors_carry_the_request_charge_and_session_token() {
+        let err = error_from_response(
+            &response(
+                412,
+                &[
+                    ("x-ms-request-charge", "1.24"),
+                    ("x-ms-session-token", "0:7#42"),
+                    ("x-ms-activity-id", "act-1"),
+                ],
+            ),
+            "cosmos replace document",
+            None,
+            "stale etag",
+        );
+        let info = err.info();
+        assert_eq!(info.request_charge.as_deref(), Some("1.24"));
+        assert_eq!(info.session_token.as_deref(), Some("0:7#42"));
+        assert!(err.to_string().contains("activity id act-1, 1.24 RU"));
     }
 
     #[test]
