@@ -200,15 +200,8 @@ async fn sleep_waits_for_its_timer_and_passes_its_input_through() {
 async fn a_pending_sleep_is_recorded_as_awaiting_a_timer() {
     let b = bp(json!({"id": "pending", "nodes": [
         {"id": "pause", "uses": "sleep", "params": {"duration": "1h"}}], "edges": []}));
-    let cancel = tokio_util::sync::CancellationToken::new();
     let rt = runtime(NodeRegistry::with_builtins());
-    let task = {
-        let cancel = cancel.clone();
-        tokio::spawn(async move { rt.run_with(b, ctx(json!({})), cancel).await })
-    };
-    tokio::time::sleep(std::time::Duration::from_secs(60)).await;
-    cancel.cancel();
-    let result = task.await.unwrap();
+    let result = run_cancelled_after(&rt, b, json!({}), std::time::Duration::from_secs(60)).await;
     assert_eq!(result.status, RunStatus::Cancelled);
     assert_eq!(result.context["_awaitingNodeIds"], json!(["pause"]));
     let details = &result.context["_awaitingDetails"]["pause"];
@@ -642,14 +635,13 @@ async fn resuming_a_saved_context_restarts_pending_sleep_timers() {
       "edges": [{"source": "nap", "target": "after_nap"},
                 {"source": "ask", "target": "after_ask"}]}));
     let rt = runtime(traced_registry(&trace));
-    let cancel = tokio_util::sync::CancellationToken::new();
-    let task = {
-        let (rt, b, cancel) = (rt.clone(), b.clone(), cancel.clone());
-        tokio::spawn(async move { rt.run_with(b, ctx(json!({"v": 7})), cancel).await })
-    };
-    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
-    cancel.cancel();
-    let saved = task.await.unwrap();
+    let saved = run_cancelled_after(
+        &rt,
+        b.clone(),
+        json!({"v": 7}),
+        std::time::Duration::from_secs(10),
+    )
+    .await;
     assert_eq!(saved.status, RunStatus::Cancelled);
     assert!(trace.all().is_empty());
 

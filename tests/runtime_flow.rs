@@ -446,24 +446,24 @@ fn action_blueprint(action: &str) -> Value {
                 {"source": "a", "target": "dflt"}]})
 }
 
-#[tokio::test]
-async fn an_action_takes_only_its_edges() {
+/// Runs [`action_blueprint`] with `action`, checks it completed, and returns the nodes that ran.
+async fn nodes_run_after_action(action: &str) -> Vec<String> {
     let trace = Trace::default();
     let result = runtime(registry(&trace))
-        .run(bp(action_blueprint("go")), ctx(json!({})))
+        .run(bp(action_blueprint(action)), ctx(json!({})))
         .await;
     assert_eq!(result.status, RunStatus::Completed);
-    assert_eq!(trace.all(), ["go"]);
+    trace.all()
+}
+
+#[tokio::test]
+async fn an_action_takes_only_its_edges() {
+    assert_eq!(nodes_run_after_action("go").await, ["go"]);
 }
 
 #[tokio::test]
 async fn an_unknown_action_falls_back_to_the_default_edges() {
-    let trace = Trace::default();
-    let result = runtime(registry(&trace))
-        .run(bp(action_blueprint("weird")), ctx(json!({})))
-        .await;
-    assert_eq!(result.status, RunStatus::Completed);
-    assert_eq!(trace.all(), ["dflt"]);
+    assert_eq!(nodes_run_after_action("weird").await, ["dflt"]);
 }
 
 #[tokio::test]
@@ -614,15 +614,8 @@ async fn cancellation_stops_the_run_with_status_cancelled() {
         {"id": "long", "uses": "work", "params": {"ms": 3_600_000}},
         {"id": "after", "uses": "echo"}],
       "edges": [{"source": "a", "target": "long"}, {"source": "long", "target": "after"}]}));
-    let cancel = CancellationToken::new();
     let rt = runtime(NodeRegistry::with_builtins());
-    let handle = {
-        let cancel = cancel.clone();
-        tokio::spawn(async move { rt.run_with(b, ctx(json!({})), cancel).await })
-    };
-    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-    cancel.cancel();
-    let result = handle.await.unwrap();
+    let result = run_cancelled_after(&rt, b, json!({}), std::time::Duration::from_secs(5)).await;
     assert_eq!(result.status, RunStatus::Cancelled);
     assert!(result.context.contains_key("_outputs.a"));
     assert!(!result.context.contains_key("_outputs.after"));

@@ -11,6 +11,8 @@ use flowcraft_azure::flow::runtime::{FlowRuntime, WorkflowResult};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// Loads a blueprint from a `json!` value (default evaluator), panicking with the load error.
 pub fn bp(value: Value) -> Arc<Blueprint> {
@@ -79,6 +81,27 @@ pub async fn run_builtins(blueprint: Value, initial: Value) -> WorkflowResult {
     runtime(NodeRegistry::with_builtins())
         .run(bp(blueprint), ctx(initial))
         .await
+}
+
+/// Starts `blueprint` over `initial` on `rt`, lets (possibly paused) time advance by `after`,
+/// then cancels the run and returns its result.
+pub async fn run_cancelled_after(
+    rt: &FlowRuntime,
+    blueprint: Arc<Blueprint>,
+    initial: Value,
+    after: Duration,
+) -> WorkflowResult {
+    let cancel = CancellationToken::new();
+    let task = {
+        let (rt, cancel) = (rt.clone(), cancel.clone());
+        tokio::spawn(async move { rt.run_with(blueprint, ctx(initial), cancel).await })
+    };
+    tokio::time::sleep(after).await;
+    cancel.cancel();
+    match task.await {
+        Ok(result) => result,
+        Err(e) => panic!("the cancelled run's task failed: {e}"),
+    }
 }
 
 /// Error messages of a result.
