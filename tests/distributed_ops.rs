@@ -19,6 +19,17 @@ use std::time::Duration;
 const SLOW_CHAIN: &str = r#"{"id":"slowchain","nodes":[{"id":"a","uses":"slow","params":{"ms":10000}},
   {"id":"b","uses":"count"}],"edges":[{"source":"a","target":"b"}]}"#;
 
+/// A blueprint `id` whose `n` `count` nodes `n0 -> n1 -> ...` form a chain.
+fn count_chain(id: &str, n: usize) -> String {
+    let nodes: Vec<_> = (0..n)
+        .map(|i| json!({"id": format!("n{i}"), "uses": "count"}))
+        .collect();
+    let edges: Vec<_> = (1..n)
+        .map(|i| json!({"source": format!("n{}", i - 1), "target": format!("n{i}")}))
+        .collect();
+    json!({"id": id, "nodes": nodes, "edges": edges}).to_string()
+}
+
 #[tokio::test(start_paused = true)]
 async fn cancel_is_sticky_and_drops_the_remaining_jobs() {
     let mut h = Harness::new(&[SLOW_CHAIN]);
@@ -198,15 +209,7 @@ fn metered_harness_with_long_backoff(blueprint: &str) -> (Harness, Arc<Meter>) {
 /// the successor exists, and not after a backoff pause either (the backoff is long here).
 #[tokio::test(start_paused = true)]
 async fn a_single_worker_chain_receives_each_node_once_without_empty_polls() {
-    let mut nodes = Vec::new();
-    let mut edges = Vec::new();
-    for i in 0..10 {
-        nodes.push(json!({"id": format!("n{i}"), "uses": "count"}));
-        if i > 0 {
-            edges.push(json!({"source": format!("n{}", i - 1), "target": format!("n{i}")}));
-        }
-    }
-    let bp = json!({"id": "polls", "nodes": nodes, "edges": edges}).to_string();
+    let bp = count_chain("polls", 10);
     let (mut h, meter) = metered_harness_with_long_backoff(&bp);
     let run_id = h.start("polls", json!({})).await;
     let started = tokio::time::Instant::now();
@@ -242,15 +245,7 @@ async fn a_single_worker_chain_receives_each_node_once_without_empty_polls() {
 /// long pause that grew while the chain ran (here 30 to 60 s).
 #[tokio::test(start_paused = true)]
 async fn a_worker_whose_last_job_finished_picks_up_the_next_run_within_the_minimum_backoff() {
-    let mut nodes = Vec::new();
-    let mut edges = Vec::new();
-    for i in 0..10 {
-        nodes.push(json!({"id": format!("n{i}"), "uses": "count"}));
-        if i > 0 {
-            edges.push(json!({"source": format!("n{}", i - 1), "target": format!("n{i}")}));
-        }
-    }
-    let bp = json!({"id": "idle", "nodes": nodes, "edges": edges}).to_string();
+    let bp = count_chain("idle", 10);
     let (mut h, _meter) = metered_harness_with_long_backoff(&bp);
     h.spawn_workers(1);
     let first = h.start("idle", json!({})).await;
@@ -498,15 +493,7 @@ async fn a_long_node_keeps_its_runs_status_fresh_for_the_reconciler() {
 /// delete, successor enqueue), status writes amortised (here: only the final one).
 #[tokio::test(start_paused = true)]
 async fn a_chain_node_costs_one_state_read_one_commit_and_one_enqueue() {
-    let mut nodes = Vec::new();
-    let mut edges = Vec::new();
-    for i in 0..10 {
-        nodes.push(json!({"id": format!("n{i}"), "uses": "count"}));
-        if i > 0 {
-            edges.push(json!({"source": format!("n{}", i - 1), "target": format!("n{i}")}));
-        }
-    }
-    let bp = json!({"id": "budget", "nodes": nodes, "edges": edges}).to_string();
+    let bp = count_chain("budget", 10);
     let h = Harness::new(&[&bp]);
     let run_id = h.start("budget", json!({})).await;
     let worker = h.worker();
