@@ -278,6 +278,12 @@ async fn resume_both(
     (local, remote)
 }
 
+/// Asserts that `result` completed (showing its errors otherwise) with `expected` at `key`.
+fn assert_completed_with(result: &WorkflowResult, key: &str, expected: Value) {
+    assert_eq!(result.status, RunStatus::Completed, "{:?}", result.errors);
+    assert_eq!(result.context.get(key), Some(&expected));
+}
+
 /// [`assert_parity`] for an inline blueprint that must complete; returns the in-process result.
 async fn completes_alike(name: &str, blueprint: Value) -> WorkflowResult {
     let local = assert_parity(name, &prepared_inline(blueprint)).await;
@@ -376,16 +382,7 @@ async fn human_approval_pauses_and_resumes_the_same_way_in_both_modes() {
         Some(json!({"reason": "too expensive"})),
     )
     .await;
-    assert_eq!(
-        done_local.status,
-        RunStatus::Completed,
-        "{:?}",
-        done_local.errors
-    );
-    assert_eq!(
-        done_local.context.get("_outputs.notify"),
-        Some(&json!("rejected"))
-    );
+    assert_completed_with(&done_local, "_outputs.notify", json!("rejected"));
     assert!(!done_local.context.contains_key("_outputs.approved"));
     assert_eq!(observe(&done_local), observe(&done_remote));
 }
@@ -575,16 +572,7 @@ async fn a_wait_inside_a_subflow_resumes_the_same_way_in_both_modes() {
         None,
     )
     .await;
-    assert_eq!(
-        done_local.status,
-        RunStatus::Completed,
-        "{:?}",
-        done_local.errors
-    );
-    assert_eq!(
-        done_local.context.get("_outputs.after"),
-        Some(&json!("approved"))
-    );
+    assert_completed_with(&done_local, "_outputs.after", json!("approved"));
     assert_eq!(observe(&done_local), observe(&done_remote));
 }
 
