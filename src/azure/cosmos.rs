@@ -37,7 +37,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::azure::auth::check_endpoint;
-use crate::azure::response::{error_from_response, send_checked, success_or, unparseable};
+use crate::azure::response::{error_from_response, success_or, unparseable};
 use crate::error::{Error, ErrorInfo};
 use crate::wire::encoding::encode_unreserved;
 use crate::wire::pipeline::Pipeline;
@@ -156,19 +156,11 @@ impl CosmosClient {
     async fn send(
         &self,
         operation: &str,
-        mut request: HttpRequest,
+        request: HttpRequest,
         idempotency: Idempotency,
     ) -> Result<HttpResponse, Error> {
-        request.set_header("x-ms-version", COSMOS_API_VERSION);
-        request.set_header("Accept", "application/json");
-        send_checked(
-            &self.pipeline,
-            operation,
-            request,
-            idempotency,
-            response_error,
-        )
-        .await
+        let resp = self.send_unchecked(operation, request, idempotency).await?;
+        success_or(resp, operation, response_error)
     }
 
     /// Sends one request and returns whatever answer came (any status).
