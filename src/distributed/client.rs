@@ -5,8 +5,8 @@
 use crate::Error;
 use crate::ErrorInfo;
 use crate::distributed::core::{
-    Backends, Step, commit_with, enqueue_follow_ups, execute_job, publish_status, status_record,
-    to_result,
+    Backends, Step, commit_from, commit_with, enqueue_follow_ups, execute_job, publish_status,
+    status_record, to_result,
 };
 use crate::distributed::events::EventBus;
 use crate::distributed::job::JobKind;
@@ -194,14 +194,21 @@ impl Client {
         action: Option<String>,
         output: Option<Value>,
     ) -> Result<Vec<WorkItem>, Error> {
-        let blueprint_id = self.run_blueprint_id(run_id).await?;
+        let runs = self.backends.runs.as_ref();
+        // The commit starts from this read (it reloads only after a conflict).
+        let loaded = runs.load(run_id).await?.ok_or_else(|| not_found(run_id))?;
+        let blueprint_id = loaded
+            .value
+            .blueprint_id()
+            .map(str::to_string)
+            .ok_or_else(|| Error::invalid_input(format!("run {run_id} has no blueprintId")))?;
         let blueprint = self.blueprints.get(&blueprint_id).ok_or_else(|| {
             Error::invalid_input(format!(
                 "run {run_id} uses blueprint '{blueprint_id}', which is not in the client's registry"
             ))
         })?;
         let now = chrono::Utc::now();
-        let (outcome, state) = commit_with(self.backends.runs.as_ref(), run_id, |state| {
+        let (outcome, state) = commit_from(runs, run_id, Some(loaded), |state| {
             if state.book.status.is_terminal() {
                 return Step::Skip(Err(format!(
                     "run {run_id} is {}; it cannot be resumed",
@@ -260,13 +267,13 @@ impl Client {
                     .send(&job.encode()?, Duration::ZERO)
                     .await
                     .map_err(|e| e.during("enqueue subflow resume"))?;
-                publish_status(self.backends.runs.as_ref(), &self.events, &state).await?;
+                publish_status(runs, &self.events, &state).await?;
                 tracing::info!(run_id, node_id = %work.node, "subflow resume handed to a worker");
                 Ok(vec![work])
             }
             Resumption::Direct(record) => {
                 enqueue_follow_ups(queue, run_id, &blueprint_id, &record.fired, None).await?;
-                publish_status(self.backends.runs.as_ref(), &self.events, &state).await?;
+                publish_status(runs, &self.events, &state).await?;
                 tracing::info!(run_id, node_id = %record.node, fired = record.fired.len(), "run resumed");
                 Ok(record.fired)
             }
@@ -356,14 +363,6 @@ impl Client {
     async fn load(&self, run_id: &str) -> Result<RunState, Error> {
         let loaded = self.backends.runs.load(run_id).await?;
         Ok(loaded.ok_or_else(|| not_found(run_id))?.value)
-    }
-
-    async fn run_blueprint_id(&self, run_id: &str) -> Result<String, Error> {
-        let state = self.load(run_id).await?;
-        state
-            .blueprint_id()
-            .map(str::to_string)
-            .ok_or_else(|| Error::invalid_input(format!("run {run_id} has no blueprintId")))
     }
 }
 
