@@ -28,7 +28,7 @@ use std::time::Instant;
 
 use crate::error::Error;
 use crate::wire::redact::Redactor;
-use crate::wire::transport::{HttpRequest, HttpResponse, Transport};
+use crate::wire::transport::{HttpRequest, HttpResponse, Transport, find_header};
 
 /// A request or response body as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,10 +123,7 @@ fn first_attempt() -> u32 {
 impl Exchange {
     /// The first value of a recorded request header (case-insensitive).
     pub fn request_header(&self, name: &str) -> Option<&str> {
-        self.request_headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        find_header(&self.request_headers, name)
     }
 
     /// Parses one JSON line; the error names the line number.
