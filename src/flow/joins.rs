@@ -22,8 +22,8 @@
 
 use super::blueprint::{Blueprint, JoinStrategy};
 use super::execute::node_definition;
+use super::graph::LOOP_CONTROLLER;
 use super::node::NodeResult;
-use super::routing::LOOP_CONTROLLER;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};

@@ -10,12 +10,10 @@
 
 use super::blueprint::{Blueprint, EdgeDefinition, NodeInputs};
 use super::expr::{Scope, truthy};
+use super::graph::LOOP_CONTROLLER;
 use super::node::NodeResult;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-
-/// The `uses` key of the loop controller (special routing rule, spec 2.6 step 4).
-pub const LOOP_CONTROLLER: &str = "loop-controller";
 
 /// One taken edge: `target` is activated by `source`; `input` is the value for `_inputs.<target>`.
 ///

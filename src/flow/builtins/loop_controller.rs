@@ -3,6 +3,7 @@
 //! `null`. The runtime re-arms the loop body each time the controller fires (spec 2.5).
 
 use crate::flow::expr::{Expression, truthy};
+use crate::flow::graph::CONTINUE_ACTION;
 use crate::flow::node::{NodeContext, NodeError, NodeResult};
 use serde_json::Value;
 
@@ -34,7 +35,7 @@ pub async fn loop_controller(ctx: NodeContext) -> Result<NodeResult, NodeError> 
         .context()
         .with_view(|scope| truthy(expression.evaluate(scope).as_ref()));
     if holds {
-        Ok(NodeResult::empty().with_action("continue"))
+        Ok(NodeResult::empty().with_action(CONTINUE_ACTION))
     } else {
         Ok(NodeResult::output(Value::Null).with_action("break"))
     }

@@ -19,7 +19,7 @@ pub fn register_builtins(registry: &mut NodeRegistry) {
     registry.register("batch-scatter", batch::scatter);
     registry.register("batch-gather", batch::gather);
     registry.register(
-        super::routing::LOOP_CONTROLLER,
+        super::graph::LOOP_CONTROLLER,
         loop_controller::loop_controller,
     );
 }
