@@ -27,8 +27,9 @@ pub use cosmos::{
 pub use sas::{AccountSasOptions, SasSigner, ServiceSasOptions, account_sas, queue_service_sas};
 pub use shared_key::{SharedKeySigner, shared_key_string_to_sign};
 
-/// The marker that replaces secret values in `Debug`, `Display`, logs and recordings.
-pub const REDACTED: &str = "REDACTED";
+/// The marker that replaces secret values in `Debug`, `Display`, logs and recordings (the
+/// same one the wire redactor writes).
+pub use crate::wire::redact::REDACTED;
 
 /// A secret string (account key, SAS token, resource token). `Debug` and `Display` print
 /// `REDACTED`; only [`Secret::expose`] gives the value.
