@@ -14,9 +14,8 @@ use crate::distributed::ports::RunPhase;
 use crate::distributed::state::{CommitRecord, PendingResume, RunState, WorkItem};
 use crate::distributed::transition::{
     Settlement, VersionCheck, cancel, check_version, new_run, resume_target, settle, update_status,
-    version_mismatch,
+    version_mismatch, wake_after_ms,
 };
-use crate::flow::context::AwaitReason;
 use crate::flow::execute::BlueprintRegistry;
 use crate::flow::node::NodeResult;
 use crate::flow::runtime::{SUBFLOW_STATE_PREFIX, WorkflowResult};
@@ -334,26 +333,14 @@ impl Client {
                 queue.send(&job.encode()?, Duration::ZERO).await?;
                 work.push(item);
             }
-            if record.details.reason != AwaitReason::Timer {
+            let Some(ms) = wake_after_ms(&record.details, now) else {
                 continue;
-            }
-            let ms = record
-                .details
-                .wake_up_at
-                .map(|at| (at - now).num_milliseconds().max(0))
-                .unwrap_or(0);
+            };
             let item = WorkItem {
                 node: node.clone(),
                 activation: record.activation,
             };
-            enqueue_follow_ups(
-                queue,
-                run_id,
-                &blueprint_id,
-                &[],
-                Some((&item, u64::try_from(ms).unwrap_or(0))),
-            )
-            .await?;
+            enqueue_follow_ups(queue, run_id, &blueprint_id, &[], Some((&item, ms))).await?;
         }
         tracing::info!(run_id, jobs = work.len(), "run reconciled");
         Ok(work)

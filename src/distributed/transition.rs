@@ -212,13 +212,7 @@ pub fn settle(
                 Some(details) => {
                     record.kind = CommitKind::Awaiting;
                     record.output = completion.result.output.clone();
-                    if details.reason == AwaitReason::Timer {
-                        let ms = details
-                            .wake_up_at
-                            .map(|at| (at - now).num_milliseconds().max(0))
-                            .unwrap_or(0);
-                        record.wake_after_ms = Some(u64::try_from(ms).unwrap_or(0));
-                    }
+                    record.wake_after_ms = wake_after_ms(&details, now);
                     record_awaiting(state, work, details, completion.result.output);
                 }
                 None => complete(state, blueprint, node, completion.result, &mut record),
@@ -432,6 +426,19 @@ fn complete(
     state.book.joins.finished(blueprint, &state.context, node);
     record.output = result.output;
     record.action = result.action;
+}
+
+/// How long after `now` a timer wait wakes up, in milliseconds (0 when already due or
+/// without a wake-up time); `None` for a wait that no timer ends.
+pub(crate) fn wake_after_ms(details: &AwaitingDetails, now: DateTime<Utc>) -> Option<u64> {
+    if details.reason != AwaitReason::Timer {
+        return None;
+    }
+    let ms = details
+        .wake_up_at
+        .map(|at| (at - now).num_milliseconds().max(0))
+        .unwrap_or(0);
+    Some(u64::try_from(ms).unwrap_or(0))
 }
 
 /// Records an awaiting node in the bookkeeping and in `_awaitingNodeIds` /
