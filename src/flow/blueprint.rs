@@ -18,6 +18,7 @@ use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::OnceLock;
 
 // ---------------------------------------------------------------------------------------------
 // Serde model
@@ -263,6 +264,8 @@ pub struct Blueprint {
     transforms: Vec<Option<Expression>>,
     loop_conditions: HashMap<String, Expression>,
     is_dag: bool,
+    /// [`Blueprint::join_waits_for`] per node position, computed on first use.
+    join_waits: Vec<OnceLock<Vec<String>>>,
 }
 
 impl Blueprint {
@@ -294,6 +297,7 @@ impl Blueprint {
             check_cycles(&def, &graph)?;
         }
         let is_dag = graph.find_cycle(&def, &|_| false).is_none();
+        let join_waits = (0..def.nodes.len()).map(|_| OnceLock::new()).collect();
         Ok(Blueprint {
             def,
             evaluator,
@@ -302,6 +306,7 @@ impl Blueprint {
             transforms,
             loop_conditions,
             is_dag,
+            join_waits,
         })
     }
 
@@ -364,6 +369,19 @@ impl Blueprint {
             })
             .map(String::as_str)
             .collect()
+    }
+
+    /// The predecessors an `all` join at `id` waits for at run time: its
+    /// [`predecessors`](Self::predecessors) minus loop controllers and minus those reachable
+    /// from `id` without passing a loop controller (back edges, e.g. a self-loop). Computed
+    /// once per node on first use, not on every activation.
+    pub fn join_waits_for(&self, id: &str) -> &[String] {
+        let Some(i) = self.graph.position(id) else {
+            return &[];
+        };
+        self.join_waits.get(i).map_or(&[], |cell| {
+            cell.get_or_init(|| self.graph.join_waits(&self.def, i))
+        })
     }
 
     /// Distinct target node ids of the edges leaving `id`.

@@ -153,6 +153,45 @@ impl Graph {
         body
     }
 
+    /// The predecessors an `all` join at position `target` waits for at run time: its distinct
+    /// predecessors minus loop controllers and minus those reachable from the join itself
+    /// without passing a loop controller (back edges, e.g. a self-loop).
+    pub(crate) fn join_waits(&self, def: &WorkflowBlueprint, target: usize) -> Vec<String> {
+        let n = def.nodes.len();
+        let is_controller = |i: usize| {
+            def.nodes
+                .get(i)
+                .is_some_and(|node| node.uses == LOOP_CONTROLLER)
+        };
+        let successors_of = |v: usize| -> Vec<usize> {
+            self.outgoing
+                .get(v)
+                .into_iter()
+                .flatten()
+                .filter_map(|&e| def.edges.get(e))
+                .filter_map(|edge| self.position(&edge.target))
+                .collect()
+        };
+        // The join itself is always expanded; a loop controller reached on the way is not.
+        let reachable = reach(n, successors_of(target), usize::MAX, |v| {
+            if is_controller(v) {
+                Vec::new()
+            } else {
+                successors_of(v)
+            }
+        });
+        self.predecessors
+            .get(target)
+            .into_iter()
+            .flatten()
+            .filter(|p| match self.position(p) {
+                Some(i) => reachable.get(i) != Some(&true) && !is_controller(i),
+                None => true,
+            })
+            .cloned()
+            .collect()
+    }
+
     /// Finds a cycle among the nodes not `excluded`, as an ordered node list plus the edge
     /// that closes it (iterative depth-first search, so deep graphs cannot overflow the stack).
     pub(crate) fn find_cycle(

@@ -26,7 +26,7 @@ use super::graph::LOOP_CONTROLLER;
 use super::node::NodeResult;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Which nodes fired in the current arming and which activations each join has received.
 ///
@@ -99,18 +99,13 @@ impl JoinBook {
             .insert(source.to_string());
         match blueprint.join_strategy(target) {
             JoinStrategy::Any => true,
-            JoinStrategy::All => self.join_satisfied(blueprint, context, target),
+            JoinStrategy::All => self.join_satisfied(blueprint, target),
         }
     }
 
     /// Whether every distinct predecessor an `all` join waits for has arrived (checked
     /// without copying the sets: a gather over N workers is activated N times).
-    fn join_satisfied(
-        &self,
-        blueprint: &Blueprint,
-        context: &Map<String, Value>,
-        target: &str,
-    ) -> bool {
+    fn join_satisfied(&self, blueprint: &Blueprint, target: &str) -> bool {
         let Some(arrived) = self.arrivals.get(target) else {
             return false;
         };
@@ -119,7 +114,8 @@ impl JoinBook {
             .get(target)
             .is_none_or(|workers| workers.is_subset(arrived));
         dynamic_ok
-            && forward_predecessors(blueprint, context, target)
+            && blueprint
+                .join_waits_for(target)
                 .iter()
                 .all(|p| arrived.contains(p))
     }
@@ -191,36 +187,6 @@ impl JoinBook {
     pub fn clear(&mut self) {
         *self = JoinBook::default();
     }
-}
-
-/// The static predecessors an `all` join waits for: its distinct predecessors minus loop
-/// controllers and minus those reachable from the join itself without passing a loop
-/// controller (back edges, e.g. a self-loop).
-fn forward_predecessors(
-    blueprint: &Blueprint,
-    context: &Map<String, Value>,
-    target: &str,
-) -> BTreeSet<String> {
-    let mut reachable: HashSet<&str> = HashSet::new();
-    let mut queue: VecDeque<&str> = VecDeque::from([target]);
-    while let Some(id) = queue.pop_front() {
-        for next in blueprint.successors(id) {
-            if reachable.insert(next.as_str())
-                && blueprint
-                    .node(next)
-                    .is_some_and(|n| n.uses != LOOP_CONTROLLER)
-            {
-                queue.push_back(next.as_str());
-            }
-        }
-    }
-    blueprint
-        .predecessors(target)
-        .iter()
-        .filter(|p| !reachable.contains(p.as_str()))
-        .filter(|p| !is_loop_controller(blueprint, context, p))
-        .cloned()
-        .collect()
 }
 
 #[cfg(test)]
