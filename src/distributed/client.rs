@@ -6,10 +6,9 @@ use crate::Error;
 use crate::ErrorInfo;
 use crate::distributed::core::{
     Backends, Step, commit_from, commit_with, enqueue_follow_ups, execute_job, publish_status,
-    status_record, to_result,
+    resume_job, status_record, to_result,
 };
 use crate::distributed::events::EventBus;
-use crate::distributed::job::JobKind;
 use crate::distributed::ports::RunPhase;
 use crate::distributed::state::{CommitRecord, PendingResume, RunState, WorkItem};
 use crate::distributed::transition::{
@@ -259,9 +258,7 @@ impl Client {
         let queue = self.backends.queue.as_ref();
         match outcome.map_err(Error::invalid_input)? {
             Resumption::Subflow(work, seq) => {
-                let mut job = execute_job(run_id, &blueprint_id, &work);
-                job.kind = JobKind::Resume;
-                job.resume_seq = Some(seq);
+                let job = resume_job(run_id, &blueprint_id, &work, seq);
                 queue
                     .send(&job.encode()?, Duration::ZERO)
                     .await
@@ -327,9 +324,7 @@ impl Client {
                     node: node.clone(),
                     activation: record.activation,
                 };
-                let mut job = execute_job(run_id, &blueprint_id, &item);
-                job.kind = JobKind::Resume;
-                job.resume_seq = Some(pending.seq);
+                let job = resume_job(run_id, &blueprint_id, &item, pending.seq);
                 queue.send(&job.encode()?, Duration::ZERO).await?;
                 work.push(item);
             }

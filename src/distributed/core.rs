@@ -126,6 +126,19 @@ pub(crate) fn execute_job(run_id: &str, blueprint_id: &str, item: &WorkItem) -> 
     JobMessage::execute(run_id, blueprint_id, &item.node, item.activation)
 }
 
+/// The queue message asking a worker to resume the sub-run of `item` (resume request `seq`).
+pub(crate) fn resume_job(
+    run_id: &str,
+    blueprint_id: &str,
+    item: &WorkItem,
+    seq: u64,
+) -> JobMessage {
+    let mut job = execute_job(run_id, blueprint_id, item);
+    job.kind = JobKind::Resume;
+    job.resume_seq = Some(seq);
+    job
+}
+
 /// Sends `job` after `delay`, chaining delays longer than the queue allows. Returns whether
 /// the message is visible at once (no delay), i.e. receivable right now.
 pub(crate) async fn send_delayed(
