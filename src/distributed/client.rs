@@ -6,7 +6,7 @@ use crate::Error;
 use crate::ErrorInfo;
 use crate::distributed::core::{
     Backends, Step, commit_from, commit_with, enqueue_follow_ups, execute_job, publish_status,
-    resume_job, status_record, to_result,
+    resume_job, run_not_found, status_record, to_result,
 };
 use crate::distributed::events::EventBus;
 use crate::distributed::ports::RunPhase;
@@ -194,7 +194,10 @@ impl Client {
     ) -> Result<Vec<WorkItem>, Error> {
         let runs = self.backends.runs.as_ref();
         // The commit starts from this read (it reloads only after a conflict).
-        let loaded = runs.load(run_id).await?.ok_or_else(|| not_found(run_id))?;
+        let loaded = runs
+            .load(run_id)
+            .await?
+            .ok_or_else(|| run_not_found(run_id))?;
         let blueprint_id = loaded
             .value
             .blueprint_id()
@@ -344,7 +347,7 @@ impl Client {
     /// Loads the run's state; `NotFound` when it does not exist.
     async fn load(&self, run_id: &str) -> Result<RunState, Error> {
         let loaded = self.backends.runs.load(run_id).await?;
-        Ok(loaded.ok_or_else(|| not_found(run_id))?.value)
+        Ok(loaded.ok_or_else(|| run_not_found(run_id))?.value)
     }
 }
 
@@ -354,10 +357,4 @@ enum Resumption {
     Direct(CommitRecord),
     /// A worker must resume the node's sub-run (request `seq`).
     Subflow(WorkItem, u64),
-}
-
-fn not_found(run_id: &str) -> Error {
-    Error::NotFound(Box::new(ErrorInfo::new(format!(
-        "run {run_id} does not exist"
-    ))))
 }

@@ -74,6 +74,13 @@ pub(crate) fn now_epoch() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
+/// The `NotFound` error for a run that does not exist.
+pub(crate) fn run_not_found(run_id: &str) -> Error {
+    Error::NotFound(Box::new(crate::ErrorInfo::new(format!(
+        "run {run_id} does not exist"
+    ))))
+}
+
 /// Loads the run, lets `apply` change it, and commits it with the ETag; on a conflict
 /// reloads and re-applies. Returns the closure's value and the state as committed (or as
 /// loaded, when skipped). `NotFound` when the run does not exist.
@@ -96,11 +103,10 @@ pub(crate) async fn commit_from<T>(
     for tries in 0..MAX_COMMIT_TRIES {
         let current = match loaded.take() {
             Some(current) => current,
-            None => runs.load(run_id).await?.ok_or_else(|| {
-                Error::NotFound(Box::new(crate::ErrorInfo::new(format!(
-                    "run {run_id} does not exist"
-                ))))
-            })?,
+            None => runs
+                .load(run_id)
+                .await?
+                .ok_or_else(|| run_not_found(run_id))?,
         };
         let mut state = current.value;
         match apply(&mut state) {
