@@ -14,6 +14,7 @@ use super::graph::LOOP_CONTROLLER;
 use super::node::NodeResult;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::cell::OnceCell;
 
 /// One taken edge: `target` is activated by `source`; `input` is the value for `_inputs.<target>`.
 ///
@@ -34,13 +35,13 @@ pub struct Activation {
 /// Condition scope: `{...context, result}` without copying the context.
 struct ConditionScope<'a> {
     context: &'a Map<String, Value>,
-    result: Value,
+    result: &'a Value,
 }
 
 impl Scope for ConditionScope<'_> {
     fn lookup(&self, key: &str) -> Option<&Value> {
         if key == "result" {
-            Some(&self.result)
+            Some(self.result)
         } else {
             self.context.get(key)
         }
@@ -84,13 +85,18 @@ pub fn route(
         }
     }
 
-    let scope = ConditionScope {
-        context,
-        result: serde_json::to_value(result).unwrap_or(Value::Null),
-    };
+    // `result` as conditions see it, serialized only when a condition is evaluated.
+    let result_value = OnceCell::new();
     let holds = |index: usize| match blueprint.condition(index) {
         None => true,
-        Some(expr) => truthy(expr.evaluate(&scope).as_ref()),
+        Some(expr) => {
+            let scope = ConditionScope {
+                context,
+                result: result_value
+                    .get_or_init(|| serde_json::to_value(result).unwrap_or(Value::Null)),
+            };
+            truthy(expr.evaluate(&scope).as_ref())
+        }
     };
     let action_of = |index: usize| edges.get(index).and_then(|e| e.action.as_deref());
 
