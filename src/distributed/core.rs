@@ -232,15 +232,17 @@ pub(crate) async fn publish_status(
     events: &EventBus,
     state: &RunState,
 ) -> Result<(), Error> {
-    let record = status_record(state);
+    let (revision, status) = (state.book.revision, state.book.status);
+    // Built only when a write is due: a final record carries a copy of the whole context.
+    let mut record = None;
     for _ in 0..MAX_COMMIT_TRIES {
         let current = runs.status(&state.run_id).await?;
         let etag = match &current {
             Some(cur) => {
                 let old = &cur.value;
                 if old.status.is_terminal()
-                    || old.revision > record.revision
-                    || (old.revision == record.revision && old.status == record.status)
+                    || old.revision > revision
+                    || (old.revision == revision && old.status == status)
                 {
                     return Ok(());
                 }
@@ -248,7 +250,8 @@ pub(crate) async fn publish_status(
             }
             None => None,
         };
-        match runs.write_status(&record, etag).await {
+        let record = record.get_or_insert_with(|| status_record(state));
+        match runs.write_status(record, etag).await {
             Ok(_) => {
                 if record.status.is_terminal() {
                     tracing::info!(run_id = %state.run_id, status = record.status.as_str(), "run finished");
