@@ -58,7 +58,8 @@ impl ReqwestTransport {
         self
     }
 
-    fn build(&self, request: &HttpRequest) -> Result<reqwest::Request, Error> {
+    /// The reqwest request for `request`; the body is moved, not copied.
+    fn build(&self, request: HttpRequest) -> Result<reqwest::Request, Error> {
         let method = reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|_| {
             Error::invalid_input(format!("'{}' is not a valid HTTP method", request.method))
         })?;
@@ -85,7 +86,7 @@ impl ReqwestTransport {
             })?;
             builder = builder.header(name, value);
         }
-        builder.body(request.body.clone()).build().map_err(|e| {
+        builder.body(request.body).build().map_err(|e| {
             Error::invalid_input(format!("could not build the request: {}", chain(&e)))
         })
     }
@@ -94,13 +95,14 @@ impl ReqwestTransport {
 #[async_trait]
 impl Transport for ReqwestTransport {
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, Error> {
-        let built = self.build(&request)?;
         let host = host_of(&request.url);
+        let method = request.method.clone();
+        let built = self.build(request)?;
         let mut response = self
             .client
             .execute(built)
             .await
-            .map_err(|e| map_error(&e, &request.method, &host))?;
+            .map_err(|e| map_error(&e, &method, &host))?;
         let status = response.status().as_u16();
         let headers = response
             .headers()
@@ -133,7 +135,7 @@ impl Transport for ReqwestTransport {
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| map_error(&e, &request.method, &host))?
+            .map_err(|e| map_error(&e, &method, &host))?
         {
             if body.len().saturating_add(chunk.len()) > self.max_response_bytes {
                 return Err(too_large());
@@ -320,7 +322,7 @@ mod tests {
         let mut req = HttpRequest::new("GET", "http://127.0.0.1:1/");
         req.set_header("authorization", "SharedKey a:b\nSECRET");
         let err = t
-            .build(&req)
+            .build(req)
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
