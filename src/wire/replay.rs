@@ -197,14 +197,15 @@ impl Replayer {
         let recorded_date = expected.request_header("x-ms-date");
         let shown_date = recorded_date.unwrap_or("(none)");
         let has_auth = request.header("authorization").is_some();
-        let is_signed = signature_fingerprint(request).is_some();
+        let sent = signature_fingerprint(request);
+        let is_signed = sent.is_some();
         if self.require_signatures && !is_signed {
             return Err("signature: the recorded request was signed, this one is not".to_string());
         }
         let same_date = recorded_date.is_some() && recorded_date == request.header("x-ms-date");
         let actual = if is_signed && (!has_auth || same_date) {
             // A SAS `sig` does not depend on the date; an Authorization does.
-            signature_fingerprint(request)
+            sent
         } else if let (Some(signer), Some(date)) =
             (&self.signer, recorded_date.and_then(parse_http_date))
         {
