@@ -420,13 +420,10 @@ impl Blueprint {
             .unwrap_or(false)
     }
 
-    /// Total attempts for the node (`config.maxRetries`), at least 1.
+    /// Total attempts for the node (`config.maxRetries`), at least 1; 1 for an unknown id
+    /// (the rule is [`max_attempts`](super::execute::max_attempts)).
     pub fn max_retries(&self, id: &str) -> u32 {
-        let configured = self
-            .node(id)
-            .and_then(|n| n.config.max_retries)
-            .unwrap_or(1);
-        u32::try_from(configured.max(1)).unwrap_or(u32::MAX)
+        self.node(id).map_or(1, super::execute::max_attempts)
     }
 
     /// The node's fan-in rule (default `all`).
