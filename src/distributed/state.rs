@@ -234,6 +234,13 @@ impl Bookkeeping {
         self.outstanding.insert(item.key(), item.clone());
         item
     }
+
+    /// The awaiting record of `work`'s node, if that node waits in this very activation.
+    pub fn awaiting_for(&self, work: &WorkItem) -> Option<&AwaitingRecord> {
+        self.awaiting
+            .get(&work.node)
+            .filter(|rec| rec.activation == work.activation)
+    }
 }
 
 /// The state of one run: its context and bookkeeping.

@@ -225,12 +225,7 @@ pub fn settle(
             complete(state, blueprint, node, result, &mut record);
         }
         Settlement::Failed(error) => {
-            if state
-                .book
-                .awaiting
-                .get(node)
-                .is_some_and(|a| a.activation == work.activation)
-            {
+            if state.book.awaiting_for(work).is_some() {
                 // A resumed sub-run failed: the node stops waiting and fails.
                 state.book.awaiting.remove(node);
                 runtime::clear_awaiting(&mut state.context, node);

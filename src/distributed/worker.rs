@@ -179,12 +179,7 @@ fn decide(state: &mut RunState, d: &Decision<'_>) -> Step<Committed> {
         return Step::Skip(Committed::Deferred(version_mismatch(&pinned, blueprint)));
     }
     prepare(state, blueprint);
-    let waiting = state
-        .book
-        .awaiting
-        .get(&work.node)
-        .filter(|rec| rec.activation == work.activation)
-        .cloned();
+    let waiting = state.book.awaiting_for(work).cloned();
     let settlement = match plan {
         Plan::Wake => match waiting {
             Some(rec) => Settlement::Resumed(
@@ -539,9 +534,7 @@ impl Worker {
             JobKind::Resume => {
                 let pending = state
                     .book
-                    .awaiting
-                    .get(&work.node)
-                    .filter(|rec| rec.activation == work.activation)
+                    .awaiting_for(&work)
                     .and_then(|rec| rec.pending_resume.clone())
                     .filter(|p| Some(p.seq) == job.resume_seq);
                 let Some(pending) = pending else {
@@ -763,11 +756,7 @@ impl Worker {
             node: record.node.clone(),
             activation: record.activation,
         };
-        let still_waiting = state
-            .book
-            .awaiting
-            .get(&record.node)
-            .is_some_and(|a| a.activation == record.activation);
+        let still_waiting = state.book.awaiting_for(&work).is_some();
         let wake = record
             .wake_after_ms
             .filter(|_| still_waiting)
