@@ -169,13 +169,7 @@ impl Expression {
 /// JavaScript truthiness of a JSON value (`None` is `undefined`): `false`, `0`, `NaN`, `""`,
 /// `null` and `undefined` are falsy; everything else, including `[]` and `{}`, is truthy.
 pub fn truthy(value: Option<&Value>) -> bool {
-    match value {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(Value::Number(n)) => n.as_f64().is_some_and(|f| f != 0.0 && !f.is_nan()),
-        Some(Value::String(s)) => !s.is_empty(),
-        Some(Value::Array(_)) | Some(Value::Object(_)) => true,
-    }
+    value.is_some_and(|v| js::Val::from_json(v).truthy())
 }
 
 /// Reads a dotted `path` inside `value` as the property evaluator reads the segments after
