@@ -4,7 +4,7 @@
 //! Run with `cargo run --example library`.
 
 use flowcraft_azure::flow::blueprint::Blueprint;
-use flowcraft_azure::flow::execute::{BlueprintRegistry, Environment};
+use flowcraft_azure::flow::execute::Environment;
 use flowcraft_azure::flow::node::{NodeRegistry, NodeResult};
 use flowcraft_azure::flow::runtime::FlowRuntime;
 use std::sync::Arc;
@@ -35,11 +35,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Loading validates the blueprint; an invalid one is an error naming the JSON path.
     let blueprint = Arc::new(Blueprint::from_json(ORDER)?);
-    let env = Environment {
-        registry: Arc::new(registry),
-        blueprints: Arc::new(BlueprintRegistry::default()),
-        dependencies: Default::default(),
-    };
+    let env = Environment::new(registry);
 
     let mut initial = serde_json::Map::new();
     initial.insert(
