@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use flowcraft_azure::azure::cosmos::{
     CosmosClient, PartitionKey, PatchOperation, PatchPath, PatchRequest, Query, QueryOptions,
 };
-use flowcraft_azure::azure::queue::{MessageCount, PutOptions, QueueClient, VisibilityTimeout};
+use flowcraft_azure::azure::queue::{MessageCount, QueueClient, VisibilityTimeout};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
@@ -21,7 +21,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use support::{emulators_enabled, unique};
+use support::{emulators_enabled, peek_all, put, receive, unique};
 use tokio::net::TcpListener;
 
 /// How safe it is to see a request twice.
@@ -311,28 +311,16 @@ async fn queue_client_recovers_from_throttling_and_dropped_connections() {
     queue.create_if_not_exists().await.unwrap();
     operations += 1;
     for i in 0..5 {
-        queue
-            .put_message(&format!("job-{i}"), PutOptions::default())
-            .await
-            .unwrap();
+        put(&queue, &format!("job-{i}")).await;
         operations += 1;
     }
     assert_eq!(queue.metadata().await.unwrap().approximate_message_count, 5);
     operations += 1;
-    let mut texts: Vec<String> = queue
-        .peek_messages(MessageCount::MAX)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.text)
-        .collect();
+    let mut texts: Vec<String> = peek_all(&queue).await.into_iter().map(|m| m.text).collect();
     operations += 1;
     texts.sort();
     assert_eq!(texts, ["job-0", "job-1", "job-2", "job-3", "job-4"]);
-    let taken = queue
-        .get_messages(MessageCount::MAX, visibility)
-        .await
-        .unwrap();
+    let taken = receive(&queue, MessageCount::MAX, visibility).await;
     operations += 1;
     assert_eq!(taken.len(), 5, "every message delivered exactly once");
     let renewed = queue

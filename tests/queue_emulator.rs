@@ -12,7 +12,7 @@ use flowcraft_azure::azure::queue::{
     ListQueuesOptions, MAX_MESSAGE_BYTES, MessageCount, MessageTtl, PutOptions, QueueClient,
     VisibilityTimeout,
 };
-use support::{emulators_enabled, queue_client, unique};
+use support::{emulators_enabled, peek_all, put, queue_client, receive, unique};
 
 /// A fresh, created queue with a unique name.
 async fn fresh_queue() -> QueueClient {
@@ -105,14 +105,8 @@ async fn put_get_delete_round_trips_escaped_unicode_text() {
     }
     let queue = fresh_queue().await;
     let text = "<job a=\"1\"> & 'quotes' ü 😀 \t\r\n end";
-    let sent = queue
-        .put_message(text, PutOptions::default())
-        .await
-        .unwrap();
-    let messages = queue
-        .get_messages(MessageCount::MAX, secs(30))
-        .await
-        .unwrap();
+    let sent = put(&queue, text).await;
+    let messages = receive(&queue, MessageCount::MAX, secs(30)).await;
     assert_eq!(messages.len(), 1);
     let msg = &messages[0];
     assert_eq!(msg.id, sent.id);
@@ -140,18 +134,12 @@ async fn pop_receipt_from_put_deletes_directly() {
         return;
     }
     let queue = fresh_queue().await;
-    let sent = queue.put_message("x", PutOptions::default()).await.unwrap();
+    let sent = put(&queue, "x").await;
     queue
         .delete_message(&sent.id, &sent.pop_receipt)
         .await
         .unwrap();
-    assert!(
-        queue
-            .peek_messages(MessageCount::MAX)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(peek_all(&queue).await.is_empty());
     queue.delete().await.unwrap();
 }
 
@@ -161,28 +149,15 @@ async fn invisible_message_returns_after_its_timeout_with_higher_dequeue_count()
         return;
     }
     let queue = fresh_queue().await;
-    queue
-        .put_message("again", PutOptions::default())
-        .await
-        .unwrap();
-    let first = queue
-        .get_messages(MessageCount::ONE, secs(1))
-        .await
-        .unwrap();
+    put(&queue, "again").await;
+    let first = receive(&queue, MessageCount::ONE, secs(1)).await;
     assert_eq!(first.len(), 1);
     assert!(
-        queue
-            .get_messages(MessageCount::ONE, secs(1))
-            .await
-            .unwrap()
-            .is_empty(),
+        receive(&queue, MessageCount::ONE, secs(1)).await.is_empty(),
         "hidden while invisible"
     );
     tokio::time::sleep(Duration::from_millis(3_200)).await;
-    let second = queue
-        .get_messages(MessageCount::ONE, secs(30))
-        .await
-        .unwrap();
+    let second = receive(&queue, MessageCount::ONE, secs(30)).await;
     assert_eq!(second.len(), 1);
     assert_eq!(second[0].id, first[0].id);
     assert_eq!(second[0].dequeue_count, 2);
@@ -206,16 +181,10 @@ async fn delayed_message_is_counted_but_not_visible_until_the_delay_passes() {
     };
     let sent = queue.put_message("later", options).await.unwrap();
     assert!(sent.next_visible > sent.insertion_time);
-    assert!(
-        queue
-            .peek_messages(MessageCount::MAX)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(peek_all(&queue).await.is_empty());
     assert_eq!(queue.metadata().await.unwrap().approximate_message_count, 1);
     tokio::time::sleep(Duration::from_millis(5_000)).await;
-    let peeked = queue.peek_messages(MessageCount::MAX).await.unwrap();
+    let peeked = peek_all(&queue).await;
     assert_eq!(peeked.len(), 1);
     assert_eq!(peeked[0].text, "later");
     queue.delete().await.unwrap();
@@ -249,13 +218,7 @@ async fn ttl_never_and_short_ttl_expiry() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(2_500)).await;
-    let left: Vec<String> = queue
-        .peek_messages(MessageCount::MAX)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.text)
-        .collect();
+    let left: Vec<String> = peek_all(&queue).await.into_iter().map(|m| m.text).collect();
     assert_eq!(left, ["forever"]);
     queue.delete().await.unwrap();
 }
@@ -266,14 +229,8 @@ async fn update_renews_the_lease_and_replaces_the_text() {
         return;
     }
     let queue = fresh_queue().await;
-    queue
-        .put_message("v1", PutOptions::default())
-        .await
-        .unwrap();
-    let taken = queue
-        .get_messages(MessageCount::ONE, secs(1))
-        .await
-        .unwrap();
+    put(&queue, "v1").await;
+    let taken = receive(&queue, MessageCount::ONE, secs(1)).await;
     let msg = &taken[0];
     let renewed = queue
         .update_message(&msg.id, &msg.pop_receipt, secs(30), Some("v2 & more"))
@@ -283,13 +240,7 @@ async fn update_renews_the_lease_and_replaces_the_text() {
     assert!(renewed.next_visible > msg.next_visible);
     // The original 1 s lease has passed, but the renewal keeps the message hidden.
     tokio::time::sleep(Duration::from_millis(2_000)).await;
-    assert!(
-        queue
-            .get_messages(MessageCount::ONE, secs(1))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(receive(&queue, MessageCount::ONE, secs(1)).await.is_empty());
     let stale = queue
         .update_message(&msg.id, &msg.pop_receipt, secs(0), None)
         .await
@@ -300,10 +251,7 @@ async fn update_renews_the_lease_and_replaces_the_text() {
         .update_message(&msg.id, &renewed.pop_receipt, secs(0), None)
         .await
         .unwrap();
-    let back = queue
-        .get_messages(MessageCount::ONE, secs(30))
-        .await
-        .unwrap();
+    let back = receive(&queue, MessageCount::ONE, secs(30)).await;
     assert_eq!(back.len(), 1);
     assert_eq!(back[0].text, "v2 & more");
     assert_eq!(back[0].dequeue_count, 2);
@@ -321,20 +269,13 @@ async fn peek_does_not_dequeue() {
         return;
     }
     let queue = fresh_queue().await;
-    queue.put_message("p", PutOptions::default()).await.unwrap();
+    put(&queue, "p").await;
     for _ in 0..2 {
-        let peeked = queue.peek_messages(MessageCount::MAX).await.unwrap();
+        let peeked = peek_all(&queue).await;
         assert_eq!(peeked.len(), 1);
         assert_eq!(peeked[0].dequeue_count, 0);
     }
-    assert_eq!(
-        queue
-            .get_messages(MessageCount::ONE, secs(30))
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(receive(&queue, MessageCount::ONE, secs(30)).await.len(), 1);
     queue.delete().await.unwrap();
 }
 
@@ -345,19 +286,13 @@ async fn get_returns_at_most_32_and_clear_empties_the_queue() {
     }
     let queue = fresh_queue().await;
     for i in 0..33 {
-        queue
-            .put_message(&format!("m{i}"), PutOptions::default())
-            .await
-            .unwrap();
+        put(&queue, &format!("m{i}")).await;
     }
     assert_eq!(
         queue.metadata().await.unwrap().approximate_message_count,
         33
     );
-    let batch = queue
-        .get_messages(MessageCount::MAX, secs(30))
-        .await
-        .unwrap();
+    let batch = receive(&queue, MessageCount::MAX, secs(30)).await;
     assert_eq!(batch.len(), 32);
     queue.clear().await.unwrap();
     assert_eq!(queue.metadata().await.unwrap().approximate_message_count, 0);
@@ -371,14 +306,8 @@ async fn largest_message_is_accepted_and_larger_is_refused_before_sending() {
     }
     let queue = fresh_queue().await;
     let largest = "z".repeat(MAX_MESSAGE_BYTES);
-    queue
-        .put_message(&largest, PutOptions::default())
-        .await
-        .unwrap();
-    let got = queue
-        .get_messages(MessageCount::ONE, secs(30))
-        .await
-        .unwrap();
+    put(&queue, &largest).await;
+    let got = receive(&queue, MessageCount::ONE, secs(30)).await;
     assert_eq!(got[0].text.len(), MAX_MESSAGE_BYTES);
     let err = queue
         .put_message(&format!("{largest}z"), PutOptions::default())

@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use flowcraft_azure::azure::auth::{CosmosConnection, StorageConnection};
 use flowcraft_azure::azure::cosmos::CosmosClient;
-use flowcraft_azure::azure::queue::QueueClient;
+use flowcraft_azure::azure::queue::{
+    MessageCount, PeekedMessage, PutOptions, QueueClient, QueueMessage, SentMessage,
+    VisibilityTimeout,
+};
 use flowcraft_azure::wire::pipeline::Pipeline;
 use flowcraft_azure::wire::reqwest_transport::ReqwestTransport;
 use flowcraft_azure::wire::transport::Transport;
@@ -144,4 +147,32 @@ pub fn cosmos_client() -> CosmosClient {
 pub fn unique(prefix: &str) -> String {
     let id = uuid::Uuid::new_v4().simple().to_string();
     format!("{prefix}-{}", &id[..12])
+}
+
+/// Puts `text` on `queue` with default options; panics if the service refuses it.
+pub async fn put(queue: &QueueClient, text: &str) -> SentMessage {
+    queue
+        .put_message(text, PutOptions::default())
+        .await
+        .expect("put message")
+}
+
+/// Receives up to `count` messages from `queue`, hidden for `visibility`; panics on error.
+pub async fn receive(
+    queue: &QueueClient,
+    count: MessageCount,
+    visibility: VisibilityTimeout,
+) -> Vec<QueueMessage> {
+    queue
+        .get_messages(count, visibility)
+        .await
+        .expect("get messages")
+}
+
+/// Peeks at up to 32 visible messages of `queue`; panics on error.
+pub async fn peek_all(queue: &QueueClient) -> Vec<PeekedMessage> {
+    queue
+        .peek_messages(MessageCount::MAX)
+        .await
+        .expect("peek messages")
 }
