@@ -573,15 +573,6 @@ async fn fail_without_times_always_fails_and_sum_rejects_non_numbers() {
     assert!(msgs[1].contains("is not a number"));
 }
 
-async fn run_builtins_bp(
-    b: Arc<flowcraft_azure::flow::blueprint::Blueprint>,
-    initial: Value,
-) -> flowcraft_azure::flow::runtime::WorkflowResult {
-    runtime(NodeRegistry::with_builtins())
-        .run(b, ctx(initial))
-        .await
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_batch_inside_a_loop_gathers_a_fresh_batch_on_every_pass() {
     let trace = Trace::default();

@@ -534,15 +534,6 @@ async fn inputs_resolve_strings_objects_and_dotted_paths() {
     assert_eq!(result.context["_outputs.dotted"], Value::Null);
 }
 
-async fn run_builtins_bp(
-    b: Arc<flowcraft_azure::flow::blueprint::Blueprint>,
-    initial: Value,
-) -> flowcraft_azure::flow::runtime::WorkflowResult {
-    runtime(NodeRegistry::with_builtins())
-        .run(b, ctx(initial))
-        .await
-}
-
 #[tokio::test]
 async fn a_transform_shapes_the_value_delivered_to_the_target() {
     let b = bp(json!({"id": "tf", "nodes": [

@@ -78,8 +78,13 @@ pub fn runtime_with(registry: NodeRegistry, blueprints: Vec<Arc<Blueprint>>) -> 
 
 /// Runs `blueprint` over `initial` with the built-ins only.
 pub async fn run_builtins(blueprint: Value, initial: Value) -> WorkflowResult {
+    run_builtins_bp(bp(blueprint), initial).await
+}
+
+/// [`run_builtins`] for an already loaded blueprint.
+pub async fn run_builtins_bp(blueprint: Arc<Blueprint>, initial: Value) -> WorkflowResult {
     runtime(NodeRegistry::with_builtins())
-        .run(bp(blueprint), ctx(initial))
+        .run(blueprint, ctx(initial))
         .await
 }
 
