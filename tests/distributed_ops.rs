@@ -7,7 +7,7 @@ use distributed_common::Harness;
 use flowcraft_azure::distributed::events::Event;
 use flowcraft_azure::distributed::job::JobMessage;
 use flowcraft_azure::distributed::memory::MemoryQueue;
-use flowcraft_azure::distributed::metered::{Meter, MeteredQueue, Operation};
+use flowcraft_azure::distributed::metered::{Meter, MeterSnapshot, MeteredQueue, Operation};
 use flowcraft_azure::distributed::ports::{JobQueue, RunPhase, RunStore};
 use flowcraft_azure::distributed::reconcile::{Reconciler, ReconcilerConfig};
 use flowcraft_azure::distributed::worker::Disposition;
@@ -204,33 +204,46 @@ fn metered_harness_with_long_backoff(blueprint: &str) -> (Harness, Arc<Meter>) {
     (h, meter)
 }
 
-/// A 10-node chain with one worker: each node is received right after its predecessor's job
-/// finished (the finishing job enqueued it), not by a receive that comes back empty before
-/// the successor exists, and not after a backoff pause either (the backoff is long here).
-#[tokio::test(start_paused = true)]
-async fn a_single_worker_chain_receives_each_node_once_without_empty_polls() {
-    let bp = count_chain("polls", 10);
-    let (mut h, meter) = metered_harness_with_long_backoff(&bp);
-    let run_id = h.start("polls", json!({})).await;
+/// Runs `blueprint` to completion with one worker on [`metered_harness_with_long_backoff`]
+/// and checks what such a run must show: no backoff pause was waited out (the clock is
+/// paused, so virtual time is deterministic; `what` names what would have waited), each of
+/// its `nodes` nodes ran once from one message, and fewer than 0.2 receives per node came
+/// back empty. Returns the harness and the meter's counts.
+async fn run_alone_without_pauses(
+    blueprint: &str,
+    nodes: u64,
+    what: &str,
+) -> (Harness, MeterSnapshot) {
+    let id = distributed_common::blueprint(blueprint).id().to_string();
+    let (mut h, meter) = metered_harness_with_long_backoff(blueprint);
+    let run_id = h.start(&id, json!({})).await;
     let started = tokio::time::Instant::now();
     h.spawn_workers(1);
     assert_eq!(h.wait(&run_id).await.status, RunStatus::Completed);
-    // The clock is paused (virtual time, deterministic): no backoff pause (at least 5 s
-    // here) was waited out, each successor was received as its predecessor finished.
     assert!(
         started.elapsed() < h.config.idle_backoff_min / 2,
-        "the chain waited for a backoff pause: {:?}",
+        "the {what} waited for a backoff pause: {:?}",
         started.elapsed()
     );
     let counts = meter.snapshot();
     let executed = u64::from(h.counter.total());
-    assert_eq!(executed, 10);
-    assert_eq!(counts.received_messages(), 10, "one message per node");
+    assert_eq!(executed, nodes, "every node ran once");
+    assert_eq!(counts.received_messages(), executed, "one message per node");
     let empty = counts.empty_receives();
     assert!(
         empty * 5 < executed,
         "{empty} empty receives for {executed} nodes (at most 0.2 per node allowed)"
     );
+    (h, counts)
+}
+
+/// A 10-node chain with one worker: each node is received right after its predecessor's job
+/// finished (the finishing job enqueued it), not by a receive that comes back empty before
+/// the successor exists, and not after a backoff pause either (the backoff is long here).
+#[tokio::test(start_paused = true)]
+async fn a_single_worker_chain_receives_each_node_once_without_empty_polls() {
+    let (h, counts) = run_alone_without_pauses(&count_chain("polls", 10), 10, "chain").await;
+    let executed = u64::from(h.counter.total());
     assert!(
         counts.calls(Operation::QueueReceive) <= executed + 1,
         "{} receives for {executed} nodes",
@@ -280,25 +293,7 @@ async fn a_single_worker_fan_out_receives_again_only_when_a_finished_job_enqueue
     }
     nodes.push(json!({"id": "join", "uses": "count", "config": {"joinStrategy": "all"}}));
     let bp = json!({"id": "fan", "nodes": nodes, "edges": edges}).to_string();
-    let (mut h, meter) = metered_harness_with_long_backoff(&bp);
-    let run_id = h.start("fan", json!({})).await;
-    let started = tokio::time::Instant::now();
-    h.spawn_workers(1);
-    assert_eq!(h.wait(&run_id).await.status, RunStatus::Completed);
-    assert!(
-        started.elapsed() < h.config.idle_backoff_min / 2,
-        "the join waited for a backoff pause: {:?}",
-        started.elapsed()
-    );
-    let counts = meter.snapshot();
-    let executed = u64::from(h.counter.total());
-    assert_eq!(executed, FAN as u64 + 2, "every node ran once");
-    assert_eq!(counts.received_messages(), executed, "one message per node");
-    let empty = counts.empty_receives();
-    assert!(
-        empty * 5 < executed,
-        "{empty} empty receives for {executed} nodes (at most 0.2 per node allowed)"
-    );
+    let (h, _) = run_alone_without_pauses(&bp, FAN as u64 + 2, "join").await;
     h.stop().await;
 }
 
