@@ -5,6 +5,8 @@
 //! Switched on by `FLOWCRAFT_EMULATORS=1` (scripts/test.sh, endpoint from
 //! `AZURE_QUEUE_ENDPOINT`); switched on, an unreachable Azurite fails the tests.
 
+mod support;
+
 use chrono::{Duration as ChronoDuration, Utc};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,29 +21,15 @@ use flowcraft_azure::wire::redact::{REDACTED, Redactor, find_leaks};
 use flowcraft_azure::wire::reqwest_transport::ReqwestTransport;
 use flowcraft_azure::wire::retry::{Idempotency, RetryPolicy};
 use flowcraft_azure::wire::transport::{HttpRequest, HttpResponse};
-
-const DEV_KEY: &str =
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+use support::{emulators_enabled, unique};
 
 /// The queue endpoint when emulator tests are switched on; `None` (test returns) otherwise.
 fn endpoint(test: &str) -> Option<String> {
-    if std::env::var("FLOWCRAFT_EMULATORS").as_deref() != Ok("1") {
-        eprintln!("{test}: emulator tests are off (set FLOWCRAFT_EMULATORS=1)");
-        return None;
-    }
-    Some(
-        std::env::var("AZURE_QUEUE_ENDPOINT")
-            .unwrap_or_else(|_| "http://127.0.0.1:11001/devstoreaccount1".to_string())
-            .trim_end_matches('/')
-            .to_string(),
-    )
+    emulators_enabled(test).then(|| support::queue_endpoint().trim_end_matches('/').to_string())
 }
 
 fn key_signer() -> SharedKeySigner {
-    let account =
-        std::env::var("AZURE_STORAGE_ACCOUNT").unwrap_or_else(|_| "devstoreaccount1".into());
-    let key = std::env::var("AZURE_STORAGE_KEY").unwrap_or_else(|_| DEV_KEY.into());
-    SharedKeySigner::new(account, key).expect("valid key")
+    SharedKeySigner::new(support::storage_account(), support::storage_key()).expect("valid key")
 }
 
 async fn send(signer: Arc<dyn Signer>, method: &str, url: &str, body: &str) -> HttpResponse {
@@ -59,13 +47,6 @@ async fn send(signer: Arc<dyn Signer>, method: &str, url: &str, body: &str) -> H
         .expect("Azurite must be reachable when FLOWCRAFT_EMULATORS=1")
 }
 
-fn unique_queue(prefix: &str) -> String {
-    format!("{prefix}{}", uuid::Uuid::new_v4().simple())
-        .chars()
-        .take(40)
-        .collect()
-}
-
 const MESSAGE: &str = "<QueueMessage><MessageText>aGVsbG8=</MessageText></QueueMessage>";
 
 #[tokio::test]
@@ -73,7 +54,7 @@ async fn azurite_accepts_shared_key_account_sas_and_service_sas() {
     let Some(base) = endpoint("azurite_accepts_shared_key_account_sas_and_service_sas") else {
         return;
     };
-    let queue = unique_queue("wireauth");
+    let queue = unique("wireauth");
     let key = key_signer();
     let created = send(Arc::new(key.clone()), "PUT", &format!("{base}/{queue}"), "").await;
     assert_eq!(
@@ -134,7 +115,7 @@ async fn azurite_refuses_wrong_key_expired_sas_and_sas_for_another_queue() {
     else {
         return;
     };
-    let queue = unique_queue("wirebad");
+    let queue = unique("wirebad");
     let key = key_signer();
     let wrong = SharedKeySigner::new(
         key.account(),
@@ -199,7 +180,7 @@ async fn recording_against_azurite_holds_no_key_or_signature() {
     let Some(base) = endpoint("recording_against_azurite_holds_no_key_or_signature") else {
         return;
     };
-    let queue = unique_queue("wirerec");
+    let queue = unique("wirerec");
     let key = key_signer();
     let expiry = Utc::now() + ChronoDuration::hours(1);
     let account_token = account_sas(&key, &AccountSasOptions::queue("rwdlacup", expiry));
@@ -263,7 +244,7 @@ async fn recording_against_azurite_holds_no_key_or_signature() {
             exchange.seq
         );
     }
-    let key = std::env::var("AZURE_STORAGE_KEY").unwrap_or_else(|_| DEV_KEY.into());
+    let key = support::storage_key();
     for secret in [key, sig_of(&account_token), sig_of(&service_token)] {
         assert!(secret.len() >= 20, "a real secret to look for");
         assert!(!text.contains(&secret), "a secret reached the recording");
