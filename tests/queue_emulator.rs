@@ -10,19 +10,14 @@ use chrono::Datelike;
 use flowcraft_azure::Error;
 use flowcraft_azure::azure::queue::{
     ListQueuesOptions, MAX_MESSAGE_BYTES, MessageCount, MessageTtl, PutOptions, QueueClient,
-    VisibilityTimeout,
 };
-use support::{emulators_enabled, peek_all, put, queue_client, receive, unique};
+use support::{emulators_enabled, peek_all, put, queue_client, receive, secs, unique};
 
 /// A fresh, created queue with a unique name.
 async fn fresh_queue() -> QueueClient {
     let queue = queue_client(&unique("q"));
     assert!(queue.create_if_not_exists().await.unwrap());
     queue
-}
-
-fn secs(n: u32) -> VisibilityTimeout {
-    VisibilityTimeout::from_secs(n).unwrap()
 }
 
 #[tokio::test]

@@ -27,7 +27,6 @@ use flowcraft_azure::azure::cosmos::{
 };
 use flowcraft_azure::azure::queue::{
     self, ListQueuesOptions, MessageCount, MessageTtl, PutOptions, QUEUE_API_VERSION, QueueClient,
-    VisibilityTimeout,
 };
 use flowcraft_azure::wire::pipeline::{Pipeline, Signer};
 use flowcraft_azure::wire::record::{Recorder, read_recording_file};
@@ -36,6 +35,7 @@ use flowcraft_azure::wire::replay::Replayer;
 use flowcraft_azure::wire::retry::{Idempotency, RetryPolicy};
 use flowcraft_azure::wire::transport::{HttpRequest, HttpResponse, Transport};
 use serde_json::{Value, json};
+use support::secs;
 
 const QUEUE_FIXTURE: &str = "fixtures/wire/queue.jsonl";
 const COSMOS_FIXTURE: &str = "fixtures/wire/cosmos.jsonl";
@@ -48,10 +48,6 @@ const TEXT: &str = "job <1> & \"quoted\" ü";
 
 fn fixture_path(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative)
-}
-
-fn secs(n: u32) -> VisibilityTimeout {
-    VisibilityTimeout::from_secs(n).unwrap()
 }
 
 /// Every Queue Storage operation and its errors, with checks on the parsed results.

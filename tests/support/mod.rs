@@ -149,6 +149,11 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", &id[..12])
 }
 
+/// A visibility timeout of `n` seconds (`n` at most 7 days).
+pub fn secs(n: u32) -> VisibilityTimeout {
+    VisibilityTimeout::from_secs(n).expect("a visibility timeout of at most 7 days")
+}
+
 /// Puts `text` on `queue` with default options; panics if the service refuses it.
 pub async fn put(queue: &QueueClient, text: &str) -> SentMessage {
     queue
