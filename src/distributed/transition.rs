@@ -32,10 +32,10 @@ use crate::flow::blueprint::Blueprint;
 use crate::flow::context::{AwaitReason, AwaitingDetails, ContextDelta, apply_deltas};
 use crate::flow::execute::{NodeCompletion, node_definition};
 use crate::flow::node::{NodeError, NodeResult};
-use crate::flow::routing::{output_keys, route};
+use crate::flow::routing::{deliver_input, output_keys, route};
 use crate::flow::runtime::{self, AWAITING_DETAILS_KEY, AWAITING_IDS_KEY, MAX_ITERATIONS};
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 
 /// How a node settled.
@@ -236,15 +236,7 @@ pub fn settle(
             match fallback {
                 Some(fallback) if !error.fatal => {
                     record.kind = CommitKind::FellBack;
-                    for key in output_keys(node) {
-                        state.context.insert(key, Value::Null);
-                    }
-                    let catch = json!({
-                        "message": error.message,
-                        "nodeId": node,
-                        "blueprintId": blueprint.id(),
-                    });
-                    state.context.insert("_catch_error".to_string(), catch);
+                    runtime::record_fallback(&mut state.context, blueprint.id(), node, &error);
                     record.fired.push(fire(state, blueprint, &fallback));
                 }
                 _ => {
@@ -390,15 +382,7 @@ fn complete(
         record.fired.push(fire(state, blueprint, &dynamic.id));
     }
     for activation in route(blueprint, node, &result, &state.context) {
-        let key = format!("_inputs.{}", activation.target);
-        match activation.input {
-            Some(value) => {
-                state.context.insert(key, value);
-            }
-            None => {
-                state.context.remove(&key);
-            }
-        }
+        deliver_input(&mut state.context, &activation.target, activation.input);
         record.taken.push(TakenEdge {
             edge: Some(activation.edge),
             source: activation.source.clone(),
@@ -494,6 +478,7 @@ pub fn resume_target(state: &RunState, node: Option<&str>) -> Result<String, Str
 mod tests {
     use super::*;
     use crate::flow::blueprint::Blueprint;
+    use serde_json::json;
 
     fn bp(json: &str) -> Blueprint {
         Blueprint::from_json(json).unwrap()

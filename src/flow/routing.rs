@@ -142,6 +142,21 @@ pub fn route(
         .collect()
 }
 
+/// Writes what a taken edge delivers into the run context: `_inputs.<target>` = `input`,
+/// or removes the key when `input` is `undefined`. Shared by the in-process runtime and the
+/// distributed core.
+pub fn deliver_input(context: &mut Map<String, Value>, target: &str, input: Option<Value>) {
+    let key = format!("_inputs.{target}");
+    match input {
+        Some(value) => {
+            context.insert(key, value);
+        }
+        None => {
+            context.remove(&key);
+        }
+    }
+}
+
 /// applyEdgeTransform (spec 2.7): the value delivered to `_inputs.<target>`.
 fn edge_input(
     blueprint: &Blueprint,

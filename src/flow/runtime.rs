@@ -64,7 +64,7 @@ use super::execute::{
 };
 use super::joins::JoinBook;
 use super::node::{NodeError, NodeResult};
-use super::routing::{output_keys, resolve_input, route};
+use super::routing::{deliver_input, output_keys, resolve_input, route};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -355,6 +355,26 @@ fn awaiting_ids(context: &Map<String, Value>) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Records that `node_id` failed for good and its fallback takes over: its outputs become
+/// `null` and `_catch_error` = `{message, nodeId, blueprintId}`. Shared by the in-process
+/// runtime and the distributed core.
+pub fn record_fallback(
+    context: &mut Map<String, Value>,
+    blueprint_id: &str,
+    node_id: &str,
+    error: &NodeError,
+) {
+    for key in output_keys(node_id) {
+        context.insert(key, Value::Null);
+    }
+    let catch = json!({
+        "message": error.message,
+        "nodeId": node_id,
+        "blueprintId": blueprint_id,
+    });
+    context.insert("_catch_error".to_string(), catch);
+}
+
 /// Records `node_id` as awaiting in `context` (as Flowcraft does): appends it to
 /// `_awaitingNodeIds` (once), stores `details` under `_awaitingDetails.<id>` and, for an
 /// awaiting subflow, its sub-run state under `_subflowState.<id>`. Returns the details as
@@ -611,15 +631,7 @@ impl Run {
         }
         let activations = route(&self.blueprint, node_id, &result, &self.read());
         for activation in activations {
-            let key = format!("_inputs.{}", activation.target);
-            match activation.input {
-                Some(value) => {
-                    self.ctx().insert(key, value);
-                }
-                None => {
-                    self.ctx().remove(&key);
-                }
-            }
+            deliver_input(&mut self.ctx(), &activation.target, activation.input);
             self.activate(&activation.source, &activation.target);
         }
         if let Some(gather) = self.joins.gather_of(node_id).map(str::to_string) {
@@ -636,15 +648,7 @@ impl Run {
             .filter(|f| self.blueprint.node(f).is_some());
         match fallback {
             Some(fallback) if !error.fatal => {
-                for key in output_keys(node_id) {
-                    self.ctx().insert(key, Value::Null);
-                }
-                let catch = json!({
-                    "message": error.message,
-                    "nodeId": node_id,
-                    "blueprintId": self.blueprint.id(),
-                });
-                self.ctx().insert("_catch_error".to_string(), catch);
+                record_fallback(&mut self.ctx(), self.blueprint.id(), node_id, &error);
                 self.fire(&fallback);
             }
             _ => self.errors.push(WorkflowError::new(node_id, error.message)),
