@@ -6,6 +6,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+pub mod demo;
 pub mod inspect;
 pub mod run;
 pub mod run_distributed;
@@ -23,6 +24,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the demo workflow on 4 in-process workers and show live progress (start here).
+    Demo(demo::Args),
     /// Check a blueprint file; prints nothing and exits 0 when it is valid.
     Validate(validate::Args),
     /// Show a blueprint's start and terminal nodes, joins and Mermaid diagram.
@@ -68,6 +71,7 @@ pub fn main() -> ExitCode {
         }
     };
     let code = match cli.command {
+        Command::Demo(args) => demo::execute(args),
         Command::Validate(args) => validate::execute(args),
         Command::Inspect(args) => inspect::execute(args),
         Command::Run(args) => run::execute(args),

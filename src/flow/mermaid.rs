@@ -4,7 +4,8 @@
 
 use super::blueprint::{Blueprint, JoinStrategy};
 use super::graph::LOOP_CONTROLLER;
-use std::collections::HashMap;
+use super::run_view::NodeState;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 
 /// Renders the blueprint as Mermaid `flowchart TD` text.
@@ -69,6 +70,35 @@ pub fn to_mermaid(blueprint: &Blueprint) -> String {
             let (from, to) = (mermaid_id(&node.id), mermaid_id(fallback));
             let _ = writeln!(out, "    {from} -.->|\"fallback\"| {to}");
         }
+    }
+    out
+}
+
+/// Renders the blueprint like [`to_mermaid`], with each node coloured by its state in a run
+/// (green done, red failed, amber awaiting, grey not reached).
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use flowcraft_azure::flow::{blueprint::Blueprint, mermaid::to_mermaid_with_states, run_view::NodeState};
+/// let bp = Blueprint::from_json(r#"{"id":"x","nodes":[{"id":"a","uses":"echo"}],"edges":[]}"#).unwrap();
+/// let states = BTreeMap::from([("a".to_string(), NodeState::Done)]);
+/// assert!(to_mermaid_with_states(&bp, &states).contains("class n0 done"));
+/// ```
+pub fn to_mermaid_with_states(
+    blueprint: &Blueprint,
+    states: &BTreeMap<String, NodeState>,
+) -> String {
+    let mut out = to_mermaid(blueprint);
+    out.push_str("    classDef done fill:#c8f7c5,stroke:#2e7d32\n");
+    out.push_str("    classDef failed fill:#ffcdd2,stroke:#c62828\n");
+    out.push_str("    classDef awaiting fill:#ffe0b2,stroke:#ef6c00\n");
+    out.push_str("    classDef not-reached fill:#eeeeee,stroke:#9e9e9e\n");
+    for (i, node) in blueprint.nodes().iter().enumerate() {
+        let state = states
+            .get(&node.id)
+            .copied()
+            .unwrap_or(NodeState::NotReached);
+        let _ = writeln!(out, "    class n{i} {}", state.as_str());
     }
     out
 }

@@ -10,5 +10,6 @@ pub mod joins;
 pub mod mermaid;
 pub mod node;
 pub mod routing;
+pub mod run_view;
 pub mod runtime;
 pub mod utility;
