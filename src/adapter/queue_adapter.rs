@@ -544,6 +544,96 @@ mod tests {
         assert_eq!(transport.count("POST") + transport.count("PUT"), 0);
     }
 
+    /// A signal that is unavailable (it answers "not woken" at once).
+    #[derive(Debug)]
+    struct Broken;
+
+    #[async_trait]
+    impl WakeSignal for Broken {
+        async fn notify(&self, _queue: &str) {}
+        async fn wait(&self, _queue: &str, _max: Duration) -> bool {
+            false
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unavailable_wake_signal_still_waits_the_whole_pause() {
+        let queue = queue_over(Arc::new(EmptyQueue::default())).with_wakeups(Arc::new(Broken));
+        let start = tokio::time::Instant::now();
+        queue.wait_for_work(Duration::from_secs(9)).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(9));
+    }
+
+    /// An adapter over in-memory backends (reconciler off) and a client for blueprint
+    /// `srv` (a -> b).
+    fn adapter_in_memory() -> (
+        AzureQueueAdapter,
+        Backends,
+        crate::distributed::client::Client,
+    ) {
+        let bp = crate::flow::blueprint::Blueprint::from_json(
+            r#"{"id":"srv","nodes":[{"id":"a","uses":"set","params":{"values":{"x":1}}},
+                {"id":"b","uses":"echo"}],"edges":[{"source":"a","target":"b"}]}"#,
+        )
+        .unwrap();
+        let mut blueprints = crate::flow::execute::BlueprintRegistry::new();
+        blueprints.insert(bp);
+        let env = Environment::new(crate::flow::node::NodeRegistry::with_builtins())
+            .with_blueprints(blueprints);
+        let backends = Backends::in_memory();
+        let settings = Settings::from_lookup(|name| match name {
+            "AZURE_STORAGE_CONNECTION_STRING" => Some("UseDevelopmentStorage=true".into()),
+            "COSMOS_CONNECTION_STRING" => {
+                Some("AccountEndpoint=http://127.0.0.1:18081/;AccountKey=a2V5;".into())
+            }
+            "FLOWCRAFT_RECONCILER" => Some("off".into()),
+            _ => None,
+        })
+        .unwrap();
+        let client =
+            crate::distributed::client::Client::new(backends.clone(), env.blueprints.clone());
+        let adapter = AzureQueueAdapter::from_parts(env, backends.clone(), None, &settings);
+        (adapter, backends, client)
+    }
+
+    #[tokio::test]
+    async fn handle_message_takes_base64_and_raw_json_and_refuses_garbage_clearly() {
+        let (adapter, backends, client) = adapter_in_memory();
+        let run_id = client
+            .start_run("srv", serde_json::Map::new())
+            .await
+            .unwrap();
+        // The start job as a Functions trigger hands it over: already decoded, raw JSON.
+        let start = backends
+            .queue
+            .receive(32, Duration::from_secs(30))
+            .await
+            .unwrap();
+        let job = JobMessage::decode(&start[0].text).unwrap();
+        let raw = serde_json::to_string(&job).unwrap();
+        assert_eq!(
+            adapter.handle_message(&raw).await.unwrap(),
+            Disposition::Complete
+        );
+        // Its successor as base64 JSON (the queue text itself).
+        let next = backends
+            .queue
+            .receive(32, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(
+            adapter.handle_message(&next[0].text).await.unwrap(),
+            Disposition::Complete
+        );
+        let status = client.status(&run_id).await.unwrap().unwrap();
+        assert_eq!(status.status, crate::flow::runtime::RunStatus::Completed);
+        for garbage in ["", "not base64 !!", "{\"runId\": 1}", "e30="] {
+            let err = adapter.handle_message(garbage).await.unwrap_err();
+            assert!(matches!(err, Error::InvalidInput(_)), "{garbage}: {err:?}");
+            assert!(err.to_string().contains("job message"), "{err}");
+        }
+    }
+
     /// With wake-ups, an idle worker whose pause has grown to the maximum still receives
     /// right after a send: the wait ends on the signal, not on the timer.
     #[tokio::test(start_paused = true)]

@@ -581,6 +581,42 @@ mod tests {
         assert!(!err.contains("SECRETPW"), "{err}");
     }
 
+    /// Collects what a fmt subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_outage_and_its_recovery_are_logged_once_each() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let health = Health::default();
+            for _ in 0..5 {
+                health.failed(&Error::transport("connection refused"));
+            }
+            health.succeeded();
+            health.succeeded();
+            health.failed(&Error::transport("connection refused"));
+        });
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(log.matches("Redis is unreachable").count(), 2, "{log}");
+        assert_eq!(log.matches("Redis answers again").count(), 1, "{log}");
+    }
+
     #[test]
     fn the_outage_state_fails_fast_only_right_after_a_failure() {
         let health = Health::default();
