@@ -421,6 +421,11 @@ impl JobQueue for MeteredQueue {
         self.meter.record(Operation::QueueMoveToPoison, &result);
         result
     }
+
+    async fn wait_for_work(&self, max: Duration) {
+        // Waiting is not a queue request: forwarded, not counted.
+        self.inner.wait_for_work(max).await;
+    }
 }
 
 /// A [`RunStore`] that counts the calls it forwards.

@@ -15,8 +15,10 @@
 //! - **Fewer messages than asked, or none**: the queue is drained for now. The worker pauses
 //!   until the FIRST of: one of its own jobs finishes having made work receivable at once,
 //!   its last job in flight finishes (see the next point), the backoff pause (50-100 % of
-//!   the current backoff, jittered so that workers spread apart), or shutdown. Every such
-//!   pause doubles the backoff, up to `idle_backoff_max`.
+//!   the current backoff, jittered so that workers spread apart; the queue's
+//!   [`JobQueue::wait_for_work`](crate::distributed::ports::JobQueue::wait_for_work) may end
+//!   it early when it hears that work was sent), or shutdown. Every such pause doubles the
+//!   backoff, up to `idle_backoff_max`.
 //!   A finished job reports ([`Handled::enqueued_now`]) whether it sent a message that is
 //!   visible at once (successors, a retry or wake-up without delay) or released its own
 //!   message without delay; delayed messages do not count. So a chain's next node is
@@ -97,7 +99,7 @@ impl Worker {
             let Some(pause) = backoff.after_receive(received, asked, !tasks.is_empty()) else {
                 continue;
             };
-            let pause = tokio::time::sleep(pause);
+            let pause = self.backends.queue.wait_for_work(pause);
             tokio::pin!(pause);
             loop {
                 tokio::select! {

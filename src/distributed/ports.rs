@@ -57,6 +57,14 @@ pub trait JobQueue: Send + Sync {
     /// Moves a received message to the poison queue (`<queue>-poison`) with a reason, and
     /// deletes it from this queue.
     async fn move_to_poison(&self, message: &QueueMessage, reason: &str) -> Result<(), Error>;
+
+    /// Waits until work may have arrived, at most `max`: the idle pause of the polling loop
+    /// between two receives. A queue with wake-up signals (e.g. Redis) returns as soon as a
+    /// message was sent; the default just sleeps `max`. Returning early is always safe (the
+    /// caller only receives again).
+    async fn wait_for_work(&self, max: Duration) {
+        tokio::time::sleep(max).await;
+    }
 }
 
 /// A value read from a store with its version tag (Cosmos `_etag`, or a counter in memory).
