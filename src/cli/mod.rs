@@ -6,11 +6,15 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+pub mod azure;
 pub mod demo;
 pub mod inspect;
+pub mod logging;
 pub mod run;
 pub mod run_distributed;
+pub mod submit;
 pub mod validate;
+pub mod worker;
 
 /// Run Flowcraft workflow blueprints in-process or on Azure.
 #[derive(Debug, Parser)]
@@ -32,6 +36,10 @@ pub enum Command {
     Inspect(inspect::Args),
     /// Run a blueprint with the built-in and utility nodes and print the result.
     Run(run::Args),
+    /// Run a worker of the fleet on Azure Queue Storage, Cosmos DB and Redis.
+    Worker(worker::Args),
+    /// Start a run on the fleet (and optionally wait for its result).
+    Submit(submit::Args),
 }
 
 /// Exit code for success.
@@ -75,6 +83,8 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::execute(args),
         Command::Inspect(args) => inspect::execute(args),
         Command::Run(args) => run::execute(args),
+        Command::Worker(args) => worker::execute(args),
+        Command::Submit(args) => submit::execute(args),
     };
     ExitCode::from(code)
 }

@@ -99,7 +99,7 @@ pub fn prepare(
     })
 }
 
-fn load_input(path: &Path) -> Result<Map<String, Value>, String> {
+pub(crate) fn load_input(path: &Path) -> Result<Map<String, Value>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read input file {}: {e}", path.display()))?;
     match serde_json::from_str::<Value>(&text) {

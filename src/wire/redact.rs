@@ -74,6 +74,20 @@ impl Redactor {
         self
     }
 
+    /// Also knows everything `other` knows (secrets, denied headers and query parameters), e.g.
+    /// to redact one trace file that carries both Queue Storage and Cosmos DB traffic.
+    pub fn and(mut self, other: Redactor) -> Self {
+        for secret in other.secrets {
+            if !self.secrets.contains(&secret) {
+                self.secrets.push(secret);
+            }
+        }
+        self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        self.deny_headers.extend(other.deny_headers);
+        self.deny_query.extend(other.deny_query);
+        self
+    }
+
     /// Also redacts the value of this header (case-insensitive).
     pub fn deny_header(mut self, name: impl Into<String>) -> Self {
         self.deny_headers.push(name.into().to_ascii_lowercase());
