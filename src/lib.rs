@@ -8,6 +8,7 @@
 //!
 //! Layers (dependencies point down only):
 //! - [`cli`]: the `flowcraft-azure` command;
+//! - [`adapter`]: the distributed core's ports on Azure (Cosmos DB run store, ...);
 //! - [`distributed`]: the backend-agnostic worker core and its ports (queue, run store,
 //!   coordination store), with in-memory backends;
 //! - [`flow`]: the pure engine: blueprints, expressions, nodes, routing, in-process runtime;
@@ -16,6 +17,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod adapter;
 pub mod azure;
 pub mod cli;
 pub mod distributed;
@@ -23,6 +25,7 @@ pub mod error;
 pub mod flow;
 pub mod wire;
 
+pub use adapter::CosmosDbContext;
 pub use azure::cosmos::CosmosClient;
 pub use azure::queue::QueueClient;
 pub use error::{Error, ErrorInfo};
