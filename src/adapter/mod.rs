@@ -3,7 +3,8 @@
 //!
 //! - [`queue_adapter`]: [`AzureJobQueue`] (the job queue on Queue Storage) and
 //!   [`AzureQueueAdapter`] (the worker process: polling loop, reconciler, serverless entry);
-//! - [`cosmos_context`]: [`CosmosDbContext`] (run state and status on Cosmos DB);
+//! - [`cosmos_context`]: [`CosmosDbContext`] (run state and status on Cosmos DB), with
+//!   [`cosmos_spill`] laying out run states larger than one Cosmos item;
 //! - [`redis_store`]: [`RedisCoordinationStore`] (coordination, leader lease, wake-ups);
 //! - [`reconciler`]: the periodic stalled-run reconciler under the leader lease;
 //! - [`settings`]: [`Settings`] from the environment.
@@ -13,6 +14,7 @@
 //! queues, the database and the containers when missing.
 
 pub mod cosmos_context;
+pub mod cosmos_spill;
 pub mod queue_adapter;
 pub mod reconciler;
 pub mod redis_store;

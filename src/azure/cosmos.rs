@@ -297,12 +297,28 @@ impl ContainerClient {
         &self,
         partition_key_path: &str,
     ) -> Result<CosmosResponse<bool>, Error> {
+        self.create_with_indexing_if_not_exists(partition_key_path, None)
+            .await
+    }
+
+    /// Like [`ContainerClient::create_if_not_exists`], with an indexing policy for a new
+    /// container (the `indexingPolicy` JSON object of the container definition, e.g.
+    /// `{"indexingMode": "consistent", "includedPaths": [{"path": "/status/?"}],
+    /// "excludedPaths": [{"path": "/*"}]}`). An existing container keeps its own policy.
+    pub async fn create_with_indexing_if_not_exists(
+        &self,
+        partition_key_path: &str,
+        indexing_policy: Option<&Value>,
+    ) -> Result<CosmosResponse<bool>, Error> {
         validate_partition_key_path(partition_key_path)?;
         let url = format!("{}/{}/colls", self.endpoint(), self.database.path());
-        let body = json!({
+        let mut body = json!({
             "id": self.name,
             "partitionKey": { "paths": [partition_key_path], "kind": "Hash", "version": 2 }
         });
+        if let Some(policy) = indexing_policy {
+            body["indexingPolicy"] = policy.clone();
+        }
         create_if_absent(&self.database.client, "cosmos create container", url, &body).await
     }
 
