@@ -1,6 +1,7 @@
 //! Log output for the commands: `tracing` events go to stderr, at the level named by
 //! `RUST_LOG` (`error`, `warn`, `info`, `debug` or `trace`), else at the command's default.
 
+use std::io::IsTerminal;
 use tracing::Level;
 
 /// Installs the stderr subscriber once; later calls do nothing.
@@ -13,5 +14,6 @@ pub fn init(default: Level) {
         .with_max_level(level)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }

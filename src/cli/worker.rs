@@ -50,7 +50,7 @@ async fn run(args: Args) -> u8 {
     match backends.ensure_resources().await {
         Ok(created) => {
             for line in created {
-                eprintln!("created {line}");
+                eprintln!("{line}");
             }
         }
         Err(e) => {
