@@ -1,6 +1,6 @@
 //! `flowcraft-azure submit BLUEPRINT_ID --blueprints DIR [--input FILE] [--wait] [--json]
-//! [--trace FILE]`: starts a run on the fleet (creates its run and status items and sends its
-//! start jobs) and prints the run id. With `--wait` it follows the run until it is no longer
+//! [--trace FILE]`: starts a run on the fleet (creates the queues and containers when they are
+//! missing, the run and status items, and sends its start jobs) and prints the run id. With `--wait` it follows the run until it is no longer
 //! running and prints the result exactly as `run` does (`--json`: one object
 //! `{"status","context","errors"}`), with the same exit codes.
 
@@ -17,10 +17,12 @@ const DEFAULT_WAIT_SECS: u64 = 3600;
 
 /// Arguments of `submit`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Exit codes: 0 started (or, with --wait, completed or awaiting), \
+#[command(
+    after_help = "Exit codes: 0 started (or, with --wait, completed or awaiting), \
                         1 failed, cancelled, stalled or cannot connect, 2 bad input.\n\
                         Example:\n  \
-                        flowcraft-azure submit fan-out-fan-in --blueprints fixtures/blueprints --wait --json")]
+                        flowcraft-azure submit fan-out-fan-in --blueprints fixtures/blueprints --wait --json"
+)]
 pub struct Args {
     /// The id of the blueprint to run (as in its JSON `id`).
     #[arg(value_name = "BLUEPRINT_ID")]
@@ -61,7 +63,12 @@ async fn run(args: Args) -> u8 {
         );
         return super::EXIT_BAD_INPUT;
     };
-    let initial = match args.input.as_deref().map(super::run::load_input).transpose() {
+    let initial = match args
+        .input
+        .as_deref()
+        .map(super::run::load_input)
+        .transpose()
+    {
         Ok(initial) => initial.unwrap_or_default(),
         Err(message) => {
             eprintln!("error: {message}");
@@ -75,6 +82,11 @@ async fn run(args: Args) -> u8 {
             return super::EXIT_FAILED;
         }
     };
+    // A fresh deployment may have no queue or containers yet (safe to repeat).
+    if let Err(e) = backends.ensure_resources().await {
+        eprintln!("error: cannot create the queues and containers: {e}");
+        return super::EXIT_FAILED;
+    }
     let client = Client::new(backends.backends, env.blueprints.clone());
     let run_id = match client.start_run(&args.blueprint_id, initial).await {
         Ok(id) => id,

@@ -11,12 +11,14 @@ use std::path::PathBuf;
 
 /// Arguments of `worker`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Environment: AZURE_STORAGE_CONNECTION_STRING, COSMOS_CONNECTION_STRING, \
+#[command(
+    after_help = "Environment: AZURE_STORAGE_CONNECTION_STRING, COSMOS_CONNECTION_STRING, \
                         REDIS_URL (optional), FLOWCRAFT_QUEUE, ... (see README).\n\
                         Exit codes: 0 stopped by a signal, 1 cannot connect or run, 2 bad input.\n\
                         Example (local stack):\n  \
                         eval \"$(scripts/emulators.sh env)\"\n  \
-                        flowcraft-azure worker --blueprints fixtures/blueprints")]
+                        flowcraft-azure worker --blueprints fixtures/blueprints"
+)]
 pub struct Args {
     /// A directory of *.json blueprints this worker runs.
     #[arg(long, value_name = "DIR")]
