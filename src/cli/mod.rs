@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 pub mod azure;
+pub mod bench;
 pub mod demo;
 pub mod inspect;
 pub mod logging;
@@ -40,6 +41,8 @@ pub enum Command {
     Worker(worker::Args),
     /// Start a run on the fleet (and optionally wait for its result).
     Submit(submit::Args),
+    /// Measure requests, memory and latency of a workload (worker processes on Azure, or --memory).
+    Bench(bench::Args),
 }
 
 /// Exit code for success.
@@ -85,6 +88,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::execute(args),
         Command::Worker(args) => worker::execute(args),
         Command::Submit(args) => submit::execute(args),
+        Command::Bench(args) => bench::execute(args),
     };
     ExitCode::from(code)
 }
