@@ -350,3 +350,63 @@ async fn the_fallback_uses_redis_while_it_answers() {
     let other = store().await;
     assert_eq!(other.get(&key).await.unwrap().as_deref(), Some("v"));
 }
+
+mod reconciler {
+    use super::*;
+    use flowcraft_azure::adapter::reconciler::{PassOutcome, ReconcilerLoop};
+    use flowcraft_azure::distributed::core::Backends;
+    use flowcraft_azure::distributed::reconcile::ReconcilerConfig;
+    use flowcraft_azure::flow::execute::BlueprintRegistry;
+
+    fn reconciler(lease: Option<Arc<RedisCoordinationStore>>, name: &str) -> ReconcilerLoop {
+        ReconcilerLoop::new(
+            Backends::in_memory(),
+            Arc::new(BlueprintRegistry::new()),
+            ReconcilerConfig::default(),
+            lease,
+        )
+        .with_lease_name(name)
+    }
+
+    #[tokio::test]
+    async fn one_worker_of_the_fleet_reconciles_under_the_lease() {
+        if !emulators_enabled("one_worker_of_the_fleet_reconciles_under_the_lease") {
+            return;
+        }
+        let name = unique("reconciler");
+        let a = reconciler(Some(Arc::new(store().await)), &name);
+        let b = reconciler(Some(Arc::new(store().await)), &name);
+        assert!(matches!(a.run_once().await.unwrap(), PassOutcome::Ran(_)));
+        assert_eq!(b.run_once().await.unwrap(), PassOutcome::NotLeader);
+        assert!(
+            matches!(a.run_once().await.unwrap(), PassOutcome::Ran(_)),
+            "the leader stays leader"
+        );
+        // The leader stops: it gives the lease up, and the other takes over.
+        let stop = tokio_util::sync::CancellationToken::new();
+        stop.cancel();
+        a.run(stop).await;
+        assert!(matches!(b.run_once().await.unwrap(), PassOutcome::Ran(_)));
+    }
+
+    #[tokio::test]
+    async fn without_redis_or_while_it_is_down_every_worker_reconciles() {
+        if !emulators_enabled("without_redis_or_while_it_is_down_every_worker_reconciles") {
+            return;
+        }
+        let alone = reconciler(None, "unused");
+        assert!(matches!(
+            alone.run_once().await.unwrap(),
+            PassOutcome::Ran(_)
+        ));
+        let dead = Arc::new(
+            RedisCoordinationStore::connect("redis://127.0.0.1:1")
+                .await
+                .unwrap(),
+        );
+        let a = reconciler(Some(dead.clone()), "dead");
+        let b = reconciler(Some(dead), "dead");
+        assert!(matches!(a.run_once().await.unwrap(), PassOutcome::Ran(_)));
+        assert!(matches!(b.run_once().await.unwrap(), PassOutcome::Ran(_)));
+    }
+}
