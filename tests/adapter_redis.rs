@@ -230,6 +230,23 @@ async fn a_wake_up_reaches_a_waiting_worker_of_another_process_once() {
     assert!(!worker.wait(&queue, Duration::from_millis(200)).await);
 }
 
+/// Awaits `future`, failing the test when it takes over 10 s (a hang).
+async fn bounded<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(10), future).await {
+        Ok(value) => value,
+        Err(_) => panic!("{what} did not return within 10 s"),
+    }
+}
+
+/// The error of an outage: the connection failed or timed out.
+fn outage<T: std::fmt::Debug>(result: Result<T, Error>) {
+    let e = result.expect_err("an error while Redis is down");
+    assert!(
+        matches!(e, Error::Transport(_) | Error::Timeout(_)),
+        "{e:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_dead_redis_gives_errors_within_a_timeout_and_the_fallback_keeps_working() {
     if !emulators_enabled(
@@ -238,93 +255,29 @@ async fn a_dead_redis_gives_errors_within_a_timeout_and_the_fallback_keeps_worki
         return;
     }
     // Nothing listens on port 1.
-    let limit = Duration::from_secs(10);
-    let dead = tokio::time::timeout(
-        limit,
+    let dead = bounded(
+        "connect",
         RedisCoordinationStore::connect("redis://127.0.0.1:1"),
     )
     .await
-    .expect("connect returns within the timeout")
     .expect("a well-formed URL is accepted while Redis is down");
     assert!(dead.is_down());
     let ttl = Duration::from_secs(5);
-    let outage = |e: Error| {
-        assert!(
-            matches!(e, Error::Transport(_) | Error::Timeout(_)),
-            "{e:?}"
-        )
-    };
-    let within = |what: &str| format!("{what} returns within the timeout");
-    outage(
-        tokio::time::timeout(limit, dead.ping())
-            .await
-            .expect(&within("ping"))
-            .unwrap_err(),
-    );
-    outage(
-        tokio::time::timeout(limit, dead.increment("k", ttl))
-            .await
-            .expect(&within("increment"))
-            .unwrap_err(),
-    );
-    outage(
-        tokio::time::timeout(limit, dead.set_if_not_exists("k", "v", ttl))
-            .await
-            .expect(&within("set_if_not_exists"))
-            .unwrap_err(),
-    );
-    outage(
-        tokio::time::timeout(limit, dead.extend_ttl("k", ttl))
-            .await
-            .expect(&within("extend_ttl"))
-            .unwrap_err(),
-    );
-    outage(
-        tokio::time::timeout(limit, dead.delete("k"))
-            .await
-            .expect(&within("delete"))
-            .unwrap_err(),
-    );
-    outage(
-        tokio::time::timeout(limit, dead.get("k"))
-            .await
-            .expect(&within("get"))
-            .unwrap_err(),
-    );
-    outage(
-        tokio::time::timeout(limit, dead.set_add("k", "m", None))
-            .await
-            .expect(&within("set_add"))
-            .unwrap_err(),
-    );
-    outage(
-        tokio::time::timeout(limit, dead.counter_add("k", 1, None))
-            .await
-            .expect(&within("counter_add"))
-            .unwrap_err(),
-    );
-    outage(
-        tokio::time::timeout(limit, dead.try_acquire_lease("l", "A", ttl))
-            .await
-            .expect(&within("try_acquire_lease"))
-            .unwrap_err(),
-    );
-    // After a fail-fast window the store really tries again (and fails again).
+    outage(bounded("ping", dead.ping()).await);
+    outage(bounded("increment", dead.increment("k", ttl)).await);
+    outage(bounded("set_if_not_exists", dead.set_if_not_exists("k", "v", ttl)).await);
+    outage(bounded("extend_ttl", dead.extend_ttl("k", ttl)).await);
+    outage(bounded("delete", dead.delete("k")).await);
+    outage(bounded("get", dead.get("k")).await);
+    outage(bounded("set_add", dead.set_add("k", "m", None)).await);
+    outage(bounded("counter_add", dead.counter_add("k", 1, None)).await);
+    outage(bounded("try_acquire_lease", dead.try_acquire_lease("l", "A", ttl)).await);
+    // After the fail-fast window the store really tries again (and fails again).
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    outage(
-        tokio::time::timeout(limit, dead.get("k"))
-            .await
-            .expect(&within("get after the window"))
-            .unwrap_err(),
-    );
+    outage(bounded("get after the window", dead.get("k")).await);
     // Wake-ups degrade to "not woken"; notify never fails.
-    tokio::time::timeout(limit, dead.notify("q"))
-        .await
-        .expect(&within("notify"));
-    let woken = tokio::time::timeout(limit, dead.wait("q", Duration::from_millis(500)))
-        .await
-        .expect(&within("wait"));
-    assert!(!woken);
+    bounded("notify", dead.notify("q")).await;
+    assert!(!bounded("wait", dead.wait("q", Duration::from_millis(500))).await);
     // The fallback coordinates in-process meanwhile.
     let fallback = WithLocalFallback::new(Arc::new(dead));
     assert!(fallback.set_if_not_exists("k", "v", ttl).await.unwrap());
