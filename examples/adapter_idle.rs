@@ -1,16 +1,18 @@
 //! Idle-worker benchmark of the Azure queue adapter on the local stack (or real Azure): one
-//! worker polls an empty queue for `--idle-secs S` (default 20) while every HTTP request is
-//! counted at the transport, then a one-node run is submitted `--pickups N` times (default
+//! worker polls an empty queue; after `--warmup-secs W` (default 15, the backoff's ramp up
+//! to its longest pause) every HTTP request is counted at the transport for `--idle-secs S`
+//! (default 20), then a one-node run is submitted `--pickups N` times (default
 //! 10) to the idle worker and the time from submit to the node's start is measured.
 //!
 //! With `REDIS_URL` set, the worker uses Redis wake-ups and the longer idle pause; without,
 //! it polls (`FLOWCRAFT_POLL_MAX_MS` overrides the pause either way). The run store is in
 //! memory (this measures the queue, not Cosmos DB). Environment as for the worker
 //! (`eval "$(scripts/emulators.sh env)"`). Prints one JSON object:
-//! `{idle_seconds, idle_queue_requests, idle_requests_per_second, wakeups, pickups,
+//! `{warmup_seconds, idle_seconds, idle_queue_requests, idle_requests_per_second, wakeups, pickups,
 //! pickup_latency_p50_ms, pickup_latency_max_ms}`. Wall-clock figures; informational only.
 //!
-//! Run with `cargo run --release --example adapter_idle -- [--idle-secs S] [--pickups N]`.
+//! Run with `cargo run --release --example adapter_idle -- [--warmup-secs W] [--idle-secs S]
+//! [--pickups N]`.
 
 use async_trait::async_trait;
 use flowcraft_azure::Error;
@@ -73,6 +75,7 @@ async fn main() -> ExitCode {
 async fn bench() -> Result<(), Error> {
     let idle_secs = arg("--idle-secs", 20);
     let pickups = arg("--pickups", 10);
+    let warmup_secs = arg("--warmup-secs", 15);
     let settings = Settings::from_env()?;
     let counting = Arc::new(Counting {
         inner: Arc::new(ReqwestTransport::new(Duration::from_secs(30))?),
@@ -116,6 +119,8 @@ async fn bench() -> Result<(), Error> {
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(worker.run(shutdown.clone()));
 
+    // The backoff starts short and doubles up to the longest pause: skip that ramp.
+    tokio::time::sleep(Duration::from_secs(warmup_secs)).await;
     let before = counting.requests.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(idle_secs)).await;
     let idle_requests = counting.requests.load(Ordering::Relaxed) - before;
@@ -150,6 +155,7 @@ async fn bench() -> Result<(), Error> {
     println!(
         "{}",
         json!({
+            "warmup_seconds": warmup_secs,
             "idle_seconds": idle_secs,
             "idle_queue_requests": idle_requests,
             "idle_requests_per_second": idle_requests as f64 / idle_secs.max(1) as f64,
