@@ -579,6 +579,36 @@ impl CoordinationStore for WithLocalFallback {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_tls_url_is_accepted_and_an_unreachable_redis_is_an_error_not_a_hang() {
+        // A server that answers a TLS hello with garbage: the client builds its TLS
+        // configuration (rustls, ring) and fails the handshake cleanly.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let _ = socket.write_all(b"-ERR not tls\r\n").await;
+            }
+        });
+        let not_tls = format!("rediss://127.0.0.1:{port}");
+        for url in ["rediss://127.0.0.1:1", "redis://127.0.0.1:1/2", &not_tls] {
+            let store = tokio::time::timeout(
+                Duration::from_secs(10),
+                RedisCoordinationStore::connect(url),
+            )
+            .await
+            .expect("connect returns in time")
+            .expect("a well-formed URL is accepted while Redis is down");
+            assert!(store.is_down(), "{url}");
+            let err = store.get("k").await.unwrap_err();
+            assert!(
+                matches!(err, Error::Transport(_) | Error::Timeout(_)),
+                "{err:?}"
+            );
+        }
+    }
+
     #[test]
     fn keys_get_the_prefix_once() {
         assert_eq!(prefixed("x"), "flowcraft:x");
