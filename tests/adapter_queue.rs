@@ -390,3 +390,45 @@ async fn the_core_runs_a_chain_over_the_azure_queue_and_redis() {
         Some(blueprint.id())
     );
 }
+
+/// `adapter::connect` from the environment's settings: the queue is the configured one
+/// (created by `ensure_resources`), sends go through it, and with `REDIS_URL` the
+/// coordination port writes to Redis.
+#[tokio::test]
+async fn connect_builds_the_backends_from_the_settings() {
+    if !emulators_enabled("connect_builds_the_backends_from_the_settings") {
+        return;
+    }
+    let queue_name = unique("conn");
+    let settings = Settings::from_lookup(|name| match name {
+        "FLOWCRAFT_QUEUE" => Some(queue_name.clone()),
+        _ => std::env::var(name).ok(),
+    })
+    .unwrap();
+    let azure = flowcraft_azure::adapter::connect(&settings, support::transport())
+        .await
+        .unwrap();
+    assert_eq!(azure.queue.client().name(), queue_name);
+    assert_eq!(azure.redis.is_some(), settings.redis_url.is_some());
+    assert_eq!(azure.queue.ensure_resources().await.unwrap().len(), 2);
+    azure
+        .backends
+        .queue
+        .send("hello", Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(receive_one(&azure.queue).await.text, "hello");
+    let key = format!("flowcraft:{}", unique("connect"));
+    use flowcraft_azure::distributed::ports::CoordinationStore;
+    assert!(
+        azure
+            .backends
+            .coordination
+            .set_if_not_exists(&key, "1", Duration::from_secs(30))
+            .await
+            .unwrap()
+    );
+    if let Some(redis) = &azure.redis {
+        assert_eq!(redis.get(&key).await.unwrap().as_deref(), Some("1"));
+    }
+}

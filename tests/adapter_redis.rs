@@ -230,6 +230,23 @@ async fn a_wake_up_reaches_a_waiting_worker_of_another_process_once() {
     assert!(!worker.wait(&queue, Duration::from_millis(200)).await);
 }
 
+/// Awaits `future`, failing the test when it takes over 10 s (a hang).
+async fn bounded<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(10), future).await {
+        Ok(value) => value,
+        Err(_) => panic!("{what} did not return within 10 s"),
+    }
+}
+
+/// The error of an outage: the connection failed or timed out.
+fn outage<T: std::fmt::Debug>(result: Result<T, Error>) {
+    let e = result.expect_err("an error while Redis is down");
+    assert!(
+        matches!(e, Error::Transport(_) | Error::Timeout(_)),
+        "{e:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_dead_redis_gives_errors_within_a_timeout_and_the_fallback_keeps_working() {
     if !emulators_enabled(
@@ -238,93 +255,29 @@ async fn a_dead_redis_gives_errors_within_a_timeout_and_the_fallback_keeps_worki
         return;
     }
     // Nothing listens on port 1.
-    let limit = Duration::from_secs(10);
-    let dead = tokio::time::timeout(
-        limit,
+    let dead = bounded(
+        "connect",
         RedisCoordinationStore::connect("redis://127.0.0.1:1"),
     )
     .await
-    .expect("connect returns within the timeout")
     .expect("a well-formed URL is accepted while Redis is down");
     assert!(dead.is_down());
     let ttl = Duration::from_secs(5);
-    let outage = |e: Error| {
-        assert!(
-            matches!(e, Error::Transport(_) | Error::Timeout(_)),
-            "{e:?}"
-        )
-    };
-    let within = |what: &str| format!("{what} returns within the timeout");
-    outage(
-        tokio::time::timeout(limit, dead.ping())
-            .await
-            .expect(&within("ping"))
-            .unwrap_err(),
-    );
-    outage(
-        tokio::time::timeout(limit, dead.increment("k", ttl))
-            .await
-            .expect(&within("increment"))
-            .unwrap_err(),
-    );
-    outage(
-        tokio::time::timeout(limit, dead.set_if_not_exists("k", "v", ttl))
-            .await
-            .expect(&within("set_if_not_exists"))
-            .unwrap_err(),
-    );
-    outage(
-        tokio::time::timeout(limit, dead.extend_ttl("k", ttl))
-            .await
-            .expect(&within("extend_ttl"))
-            .unwrap_err(),
-    );
-    outage(
-        tokio::time::timeout(limit, dead.delete("k"))
-            .await
-            .expect(&within("delete"))
-            .unwrap_err(),
-    );
-    outage(
-        tokio::time::timeout(limit, dead.get("k"))
-            .await
-            .expect(&within("get"))
-            .unwrap_err(),
-    );
-    outage(
-        tokio::time::timeout(limit, dead.set_add("k", "m", None))
-            .await
-            .expect(&within("set_add"))
-            .unwrap_err(),
-    );
-    outage(
-        tokio::time::timeout(limit, dead.counter_add("k", 1, None))
-            .await
-            .expect(&within("counter_add"))
-            .unwrap_err(),
-    );
-    outage(
-        tokio::time::timeout(limit, dead.try_acquire_lease("l", "A", ttl))
-            .await
-            .expect(&within("try_acquire_lease"))
-            .unwrap_err(),
-    );
-    // After a fail-fast window the store really tries again (and fails again).
+    outage(bounded("ping", dead.ping()).await);
+    outage(bounded("increment", dead.increment("k", ttl)).await);
+    outage(bounded("set_if_not_exists", dead.set_if_not_exists("k", "v", ttl)).await);
+    outage(bounded("extend_ttl", dead.extend_ttl("k", ttl)).await);
+    outage(bounded("delete", dead.delete("k")).await);
+    outage(bounded("get", dead.get("k")).await);
+    outage(bounded("set_add", dead.set_add("k", "m", None)).await);
+    outage(bounded("counter_add", dead.counter_add("k", 1, None)).await);
+    outage(bounded("try_acquire_lease", dead.try_acquire_lease("l", "A", ttl)).await);
+    // After the fail-fast window the store really tries again (and fails again).
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    outage(
-        tokio::time::timeout(limit, dead.get("k"))
-            .await
-            .expect(&within("get after the window"))
-            .unwrap_err(),
-    );
+    outage(bounded("get after the window", dead.get("k")).await);
     // Wake-ups degrade to "not woken"; notify never fails.
-    tokio::time::timeout(limit, dead.notify("q"))
-        .await
-        .expect(&within("notify"));
-    let woken = tokio::time::timeout(limit, dead.wait("q", Duration::from_millis(500)))
-        .await
-        .expect(&within("wait"));
-    assert!(!woken);
+    bounded("notify", dead.notify("q")).await;
+    assert!(!bounded("wait", dead.wait("q", Duration::from_millis(500))).await);
     // The fallback coordinates in-process meanwhile.
     let fallback = WithLocalFallback::new(Arc::new(dead));
     assert!(fallback.set_if_not_exists("k", "v", ttl).await.unwrap());
@@ -349,4 +302,64 @@ async fn the_fallback_uses_redis_while_it_answers() {
     // Another process sees it: it is in Redis, not in this process.
     let other = store().await;
     assert_eq!(other.get(&key).await.unwrap().as_deref(), Some("v"));
+}
+
+mod reconciler {
+    use super::*;
+    use flowcraft_azure::adapter::reconciler::{PassOutcome, ReconcilerLoop};
+    use flowcraft_azure::distributed::core::Backends;
+    use flowcraft_azure::distributed::reconcile::ReconcilerConfig;
+    use flowcraft_azure::flow::execute::BlueprintRegistry;
+
+    fn reconciler(lease: Option<Arc<RedisCoordinationStore>>, name: &str) -> ReconcilerLoop {
+        ReconcilerLoop::new(
+            Backends::in_memory(),
+            Arc::new(BlueprintRegistry::new()),
+            ReconcilerConfig::default(),
+            lease,
+        )
+        .with_lease_name(name)
+    }
+
+    #[tokio::test]
+    async fn one_worker_of_the_fleet_reconciles_under_the_lease() {
+        if !emulators_enabled("one_worker_of_the_fleet_reconciles_under_the_lease") {
+            return;
+        }
+        let name = unique("reconciler");
+        let a = reconciler(Some(Arc::new(store().await)), &name);
+        let b = reconciler(Some(Arc::new(store().await)), &name);
+        assert!(matches!(a.run_once().await.unwrap(), PassOutcome::Ran(_)));
+        assert_eq!(b.run_once().await.unwrap(), PassOutcome::NotLeader);
+        assert!(
+            matches!(a.run_once().await.unwrap(), PassOutcome::Ran(_)),
+            "the leader stays leader"
+        );
+        // The leader stops: it gives the lease up, and the other takes over.
+        let stop = tokio_util::sync::CancellationToken::new();
+        stop.cancel();
+        a.run(stop).await;
+        assert!(matches!(b.run_once().await.unwrap(), PassOutcome::Ran(_)));
+    }
+
+    #[tokio::test]
+    async fn without_redis_or_while_it_is_down_every_worker_reconciles() {
+        if !emulators_enabled("without_redis_or_while_it_is_down_every_worker_reconciles") {
+            return;
+        }
+        let alone = reconciler(None, "unused");
+        assert!(matches!(
+            alone.run_once().await.unwrap(),
+            PassOutcome::Ran(_)
+        ));
+        let dead = Arc::new(
+            RedisCoordinationStore::connect("redis://127.0.0.1:1")
+                .await
+                .unwrap(),
+        );
+        let a = reconciler(Some(dead.clone()), "dead");
+        let b = reconciler(Some(dead), "dead");
+        assert!(matches!(a.run_once().await.unwrap(), PassOutcome::Ran(_)));
+        assert!(matches!(b.run_once().await.unwrap(), PassOutcome::Ran(_)));
+    }
 }

@@ -12,6 +12,29 @@
 //! [`connect`] builds all backends from [`Settings`] over one HTTP [`Transport`] (so a
 //! `--trace` recorder can wrap it), and [`AzureBackends::ensure_resources`] creates the
 //! queues, the database and the containers when missing.
+//!
+//! A worker process, as a library user writes it:
+//!
+//! ```no_run
+//! use flowcraft_azure::adapter::{self, AzureQueueAdapter, Settings};
+//! use flowcraft_azure::distributed::polling::shutdown_on_signals;
+//! use flowcraft_azure::flow::execute::{BlueprintRegistry, Environment};
+//! use flowcraft_azure::flow::node::NodeRegistry;
+//! use flowcraft_azure::wire::reqwest_transport::ReqwestTransport;
+//! use std::{sync::Arc, time::Duration};
+//!
+//! # async fn worker(blueprints: BlueprintRegistry) -> Result<(), flowcraft_azure::Error> {
+//! let settings = Settings::from_env()?;
+//! let transport = Arc::new(ReqwestTransport::new(Duration::from_secs(30))?);
+//! let backends = adapter::connect(&settings, transport).await?;
+//! for line in backends.ensure_resources().await? {
+//!     println!("{line}");
+//! }
+//! let env = Environment::new(NodeRegistry::with_builtins()).with_blueprints(blueprints);
+//! let worker = AzureQueueAdapter::new(env, backends, &settings);
+//! worker.run(shutdown_on_signals()?).await
+//! # }
+//! ```
 
 pub mod cosmos_context;
 pub mod cosmos_spill;

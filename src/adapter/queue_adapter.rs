@@ -343,6 +343,12 @@ impl AzureQueueAdapter {
                 settings.reconciler_config(),
                 redis,
             )
+            .with_lease_name(format!(
+                "{}:{}/{}",
+                crate::adapter::reconciler::LEASE_NAME,
+                settings.database,
+                settings.status_container
+            ))
         });
         let worker = Arc::new(Worker::new(env, backends, settings.worker_config()));
         AzureQueueAdapter { worker, reconciler }

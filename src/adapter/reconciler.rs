@@ -1,7 +1,8 @@
 //! The stalled-run reconciler inside worker processes: runs
 //! [`Reconciler::run_once`](crate::distributed::reconcile::Reconciler::run_once) every
-//! `interval` (jittered, so workers spread apart) under the Redis leader lease
-//! `flowcraft:lease:reconciler`, so that one worker of the fleet scans at a time. The leader
+//! `interval` (jittered, so workers spread apart) under a Redis leader lease
+//! (`flowcraft:lease:reconciler:<database>/<status container>` for the workers built from
+//! [`Settings`](crate::adapter::Settings)), so that one worker of the fleet scans at a time. The leader
 //! keeps the lease by renewing it each pass; when it stops, the lease lapses after
 //! [`LEASE_INTERVALS`] intervals and another worker takes over.
 //!
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// The name of the reconciler's leader lease.
+/// The default name of the reconciler's leader lease.
 pub const LEASE_NAME: &str = "reconciler";
 /// Default pause between two passes (jittered to 50-100 %).
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
@@ -39,6 +40,7 @@ pub enum PassOutcome {
 pub struct ReconcilerLoop {
     reconciler: Reconciler,
     lease: Option<Arc<RedisCoordinationStore>>,
+    lease_name: String,
     holder: String,
     interval: Duration,
 }
@@ -56,6 +58,7 @@ impl ReconcilerLoop {
         ReconcilerLoop {
             reconciler: Reconciler::new(client, backends, config),
             lease,
+            lease_name: LEASE_NAME.to_string(),
             holder: format!("worker-{}", uuid::Uuid::new_v4()),
             interval: DEFAULT_INTERVAL,
         }
@@ -64,6 +67,13 @@ impl ReconcilerLoop {
     /// Uses `interval` between passes instead of [`DEFAULT_INTERVAL`].
     pub fn with_interval(mut self, interval: Duration) -> Self {
         self.interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Uses the lease `name` instead of [`LEASE_NAME`] (one lease per fleet: per status
+    /// container).
+    pub fn with_lease_name(mut self, name: impl Into<String>) -> Self {
+        self.lease_name = name.into();
         self
     }
 
@@ -77,7 +87,10 @@ impl ReconcilerLoop {
     pub async fn run_once(&self) -> Result<PassOutcome, Error> {
         if let Some(redis) = &self.lease {
             let ttl = self.interval.saturating_mul(LEASE_INTERVALS);
-            match redis.try_acquire_lease(LEASE_NAME, &self.holder, ttl).await {
+            match redis
+                .try_acquire_lease(&self.lease_name, &self.holder, ttl)
+                .await
+            {
                 Ok(true) => {}
                 Ok(false) => return Ok(PassOutcome::NotLeader),
                 Err(e) => {
@@ -115,7 +128,7 @@ impl ReconcilerLoop {
             }
         }
         if let Some(redis) = &self.lease {
-            let _ = redis.release_lease(LEASE_NAME, &self.holder).await;
+            let _ = redis.release_lease(&self.lease_name, &self.holder).await;
         }
     }
 }

@@ -7,9 +7,10 @@
 //!   in one Lua script, counters are `INCRBY` + `PEXPIRE` in one script, the lease is
 //!   `SET NX PX` with a compare-and-renew and a compare-and-delete script.
 //! - Wake-ups are a short list per queue (`flowcraft:wake:<queue>`): a send pushes a token
-//!   (the list is capped and expires), an idle worker blocks on `BLPOP` on its own
-//!   connection until its poll pause ends. Each token wakes ONE worker, so a send does not
-//!   make every idle worker of the fleet poll the queue.
+//!   (the list is capped and expires); each process that waits on the queue runs one
+//!   listener blocking on `BLPOP` on its own connection, which passes tokens on to its idle
+//!   worker. Each token wakes ONE process, so a send does not make every idle worker of the
+//!   fleet poll the queue.
 //! - Correctness never depends on Redis. When Redis is unreachable every operation fails
 //!   fast with [`Error::Transport`] or [`Error::Timeout`] (bounded by a timeout, never a
 //!   hang; at most one real attempt per second while it is down), callers carry on without
@@ -23,10 +24,12 @@ use crate::distributed::ports::CoordinationStore;
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, RedisError, Script};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// The prefix of every key this store touches.
@@ -40,6 +43,9 @@ const RETRY_AFTER_OUTAGE: Duration = Duration::from_secs(1);
 const WAKE_TOKENS: i64 = 4;
 /// Wake-up tokens expire after this long (a token nobody took is stale).
 const WAKE_TTL: Duration = Duration::from_secs(30);
+/// How long one `BLPOP` of the wake-up listener blocks (it then checks that the store is
+/// still in use and blocks again).
+const LISTEN_SECS: u64 = 5;
 
 const INCR_SCRIPT: &str = r"
 local v = redis.call('INCRBY', KEYS[1], ARGV[1])
@@ -110,9 +116,9 @@ impl Health {
 pub struct RedisCoordinationStore {
     client: Client,
     conn: ConnectionManager,
-    /// The connection for blocking `BLPOP` waits (one at a time; never the shared one).
-    wake_conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
-    health: Health,
+    /// Per queue: the local signal that this process's wake-up listener fires.
+    listeners: Mutex<HashMap<String, Arc<Notify>>>,
+    health: Arc<Health>,
     incr: Script,
     set_add: Script,
     lease_acquire: Script,
@@ -151,8 +157,8 @@ impl RedisCoordinationStore {
         let store = RedisCoordinationStore {
             client,
             conn,
-            wake_conn: tokio::sync::Mutex::new(None),
-            health: Health::default(),
+            listeners: Mutex::new(HashMap::new()),
+            health: Arc::new(Health::default()),
             incr: Script::new(INCR_SCRIPT),
             set_add: Script::new(SET_ADD_SCRIPT),
             lease_acquire: Script::new(LEASE_ACQUIRE_SCRIPT),
@@ -236,68 +242,117 @@ impl RedisCoordinationStore {
             return Err(e.during(operation));
         }
         let outcome = tokio::time::timeout(OPERATION_TIMEOUT, op(self.conn.clone())).await;
-        self.settle(operation, outcome)
+        settle(&self.health, operation, outcome)
     }
 
-    /// Turns an operation's outcome into a result, updating the outage state.
-    fn settle<T>(
-        &self,
-        operation: &str,
-        outcome: Result<Result<T, RedisError>, tokio::time::error::Elapsed>,
-    ) -> Result<T, Error> {
-        match outcome {
-            Ok(Ok(value)) => {
-                self.health.succeeded();
-                Ok(value)
+    /// The local signal for `queue`, starting this process's listener on first use.
+    fn listener(&self, queue: &str) -> Arc<Notify> {
+        let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(notify) = listeners.get(queue) {
+            return notify.clone();
+        }
+        let notify = Arc::new(Notify::new());
+        listeners.insert(queue.to_string(), notify.clone());
+        tokio::spawn(listen(
+            self.client.clone(),
+            self.health.clone(),
+            wake_key(queue),
+            Arc::downgrade(&notify),
+        ));
+        notify
+    }
+}
+
+/// Turns an operation's outcome into a result, updating the outage state.
+fn settle<T>(
+    health: &Health,
+    operation: &str,
+    outcome: Result<Result<T, RedisError>, tokio::time::error::Elapsed>,
+) -> Result<T, Error> {
+    match outcome {
+        Ok(Ok(value)) => {
+            health.succeeded();
+            Ok(value)
+        }
+        Ok(Err(e)) => {
+            let error = redis_error(&e, operation);
+            if is_outage(&e) {
+                health.failed(&error);
+            } else {
+                health.succeeded();
             }
-            Ok(Err(e)) => {
-                let error = redis_error(&e, operation);
-                if is_outage(&e) {
-                    self.health.failed(&error);
-                } else {
-                    self.health.succeeded();
+            Err(error)
+        }
+        Err(_) => {
+            let error = Error::Timeout(Box::new(
+                ErrorInfo::new(format!(
+                    "Redis did not answer within {} ms",
+                    OPERATION_TIMEOUT.as_millis()
+                ))
+                .with_operation(operation),
+            ));
+            health.failed(&error);
+            Err(error)
+        }
+    }
+}
+
+/// This process's wake-up listener for one queue: blocks on `BLPOP` on its own connection
+/// (never the shared one) and turns each token into a local notification, which a waiting
+/// worker takes at once or the next one finds (at most one is kept). Waiting workers only
+/// await the local signal, so a wait that is given up costs nothing. Stops once the store
+/// is dropped; while Redis is down it retries once per [`RETRY_AFTER_OUTAGE`].
+async fn listen(client: Client, health: Arc<Health>, key: String, notify: Weak<Notify>) {
+    const OP: &str = "Redis wake-up listener";
+    let mut conn: Option<MultiplexedConnection> = None;
+    while let Some(local) = notify.upgrade() {
+        if health.fail_fast().is_some() {
+            drop(local);
+            tokio::time::sleep(RETRY_AFTER_OUTAGE).await;
+            continue;
+        }
+        let mut current = match conn.take() {
+            Some(c) => c,
+            None => {
+                // No response timeout: a BLPOP answers only when its own timeout ends.
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(1)))
+                    .set_response_timeout(None);
+                let outcome = tokio::time::timeout(
+                    OPERATION_TIMEOUT,
+                    client.get_multiplexed_async_connection_with_config(&config),
+                )
+                .await;
+                match settle(&health, OP, outcome) {
+                    Ok(c) => c,
+                    Err(_) => {
+                        drop(local);
+                        tokio::time::sleep(RETRY_AFTER_OUTAGE).await;
+                        continue;
+                    }
                 }
-                Err(error)
             }
-            Err(_) => {
-                let error = Error::Timeout(Box::new(
-                    ErrorInfo::new(format!(
-                        "Redis did not answer within {} ms",
-                        OPERATION_TIMEOUT.as_millis()
-                    ))
-                    .with_operation(operation),
-                ));
-                self.health.failed(&error);
-                Err(error)
-            }
-        }
-    }
-
-    /// The dedicated connection for blocking waits, opened when missing.
-    async fn wake_connection(
-        &self,
-        slot: &mut Option<MultiplexedConnection>,
-    ) -> Result<MultiplexedConnection, Error> {
-        if let Some(conn) = slot {
-            return Ok(conn.clone());
-        }
-        const OP: &str = "open the Redis wake-up connection";
-        if let Some(e) = self.health.fail_fast() {
-            return Err(e.during(OP));
-        }
-        // No response timeout: a BLPOP answers only when its own timeout ends.
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(None);
+        };
+        let mut cmd = redis::cmd("BLPOP");
+        cmd.arg(&key).arg(LISTEN_SECS);
         let outcome = tokio::time::timeout(
-            OPERATION_TIMEOUT,
-            self.client
-                .get_multiplexed_async_connection_with_config(&config),
+            Duration::from_secs(LISTEN_SECS) + OPERATION_TIMEOUT,
+            cmd.query_async::<Option<(String, String)>>(&mut current),
         )
         .await;
-        let conn = self.settle(OP, outcome)?;
-        *slot = Some(conn.clone());
-        Ok(conn)
+        match settle(&health, OP, outcome) {
+            Ok(token) => {
+                if token.is_some() {
+                    local.notify_one();
+                }
+                conn = Some(current);
+            }
+            Err(_) => {
+                // A broken or timed-out connection may still owe an answer: start afresh.
+                drop(local);
+                tokio::time::sleep(RETRY_AFTER_OUTAGE).await;
+            }
+        }
     }
 }
 
@@ -444,39 +499,8 @@ impl WakeSignal for RedisCoordinationStore {
     }
 
     async fn wait(&self, queue: &str, max: Duration) -> bool {
-        let deadline = Instant::now() + max;
-        // One blocking wait at a time per store; the others queue behind it.
-        let Ok(mut slot) = tokio::time::timeout_at(deadline, self.wake_conn.lock()).await else {
-            return false;
-        };
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left < Duration::from_millis(10) {
-            return false;
-        }
-        let Ok(mut conn) = self.wake_connection(&mut slot).await else {
-            return false;
-        };
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left < Duration::from_millis(10) {
-            return false;
-        }
-        let mut cmd = redis::cmd("BLPOP");
-        cmd.arg(wake_key(queue))
-            .arg(format!("{:.3}", left.as_secs_f64()));
-        let outcome = tokio::time::timeout(
-            left + OPERATION_TIMEOUT,
-            cmd.query_async::<Option<(String, String)>>(&mut conn),
-        )
-        .await;
-        let woken = self.settle("Redis wait for wake-up", outcome);
-        match woken {
-            Ok(token) => token.is_some(),
-            Err(_) => {
-                // A broken or timed-out connection may still owe an answer: start afresh.
-                *slot = None;
-                false
-            }
-        }
+        let notify = self.listener(queue);
+        tokio::time::timeout(max, notify.notified()).await.is_ok()
     }
 }
 
@@ -554,6 +578,36 @@ impl CoordinationStore for WithLocalFallback {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_tls_url_is_accepted_and_an_unreachable_redis_is_an_error_not_a_hang() {
+        // A server that answers a TLS hello with garbage: the client builds its TLS
+        // configuration (rustls, ring) and fails the handshake cleanly.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let _ = socket.write_all(b"-ERR not tls\r\n").await;
+            }
+        });
+        let not_tls = format!("rediss://127.0.0.1:{port}");
+        for url in ["rediss://127.0.0.1:1", "redis://127.0.0.1:1/2", &not_tls] {
+            let store = tokio::time::timeout(
+                Duration::from_secs(10),
+                RedisCoordinationStore::connect(url),
+            )
+            .await
+            .expect("connect returns in time")
+            .expect("a well-formed URL is accepted while Redis is down");
+            assert!(store.is_down(), "{url}");
+            let err = store.get("k").await.unwrap_err();
+            assert!(
+                matches!(err, Error::Transport(_) | Error::Timeout(_)),
+                "{err:?}"
+            );
+        }
+    }
 
     #[test]
     fn keys_get_the_prefix_once() {
