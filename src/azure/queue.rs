@@ -28,7 +28,7 @@ use crate::azure::auth::check_endpoint;
 use crate::azure::response::{error_from_response, send_checked, unparseable};
 use crate::error::{Error, ErrorInfo};
 use crate::wire::clock::parse_http_date;
-use crate::wire::encoding::encode_unreserved;
+use crate::wire::encoding::{encode_unreserved, is_dot_segment};
 use crate::wire::pipeline::Pipeline;
 use crate::wire::retry::Idempotency;
 use crate::wire::transport::{HttpRequest, HttpResponse};
@@ -431,6 +431,13 @@ impl QueueClient {
             return Err(
                 Error::invalid_input("a message id and its pop receipt are required").during(op),
             );
+        }
+        if is_dot_segment(id) {
+            return Err(Error::invalid_input(format!(
+                "the message id `{id}` is a `.` or `..` path segment (after URL decoding); it \
+                 would address the queue instead of a message. Use the id the service returned"
+            ))
+            .during(op));
         }
         Ok(format!(
             "{}/{}?popreceipt={}",

@@ -144,6 +144,29 @@ async fn ids_with_url_characters_are_refused_before_sending() {
 }
 
 #[tokio::test]
+async fn dot_segment_ids_and_names_are_refused_before_sending() {
+    // URL parsing drops `.` / `..` segments (also percent-encoded ones), so these would
+    // address the container or database instead of a document.
+    let (runs, transport) = container(vec![]);
+    for id in [".", "..", "%2e%2e", "%2E.", ".%2e", "%2e", "%252e%252e"] {
+        let err = runs.delete(id, &pk(), None).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(_)), "{id}: {err:?}");
+        let err = runs.read::<Value>(id, &pk()).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(_)), "{id}: {err:?}");
+        let err = runs.create(&pk(), &json!({"id": id})).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(_)), "{id}: {err:?}");
+        let client = CosmosClient::new(pipeline(transport.clone()), ENDPOINT).unwrap();
+        assert!(client.database(id).is_err(), "{id}");
+        assert!(client.database("db1").unwrap().container(id).is_err(), "{id}");
+    }
+    assert!(transport.requests().is_empty());
+    // Dots inside an id are fine.
+    let (runs, transport) = container(vec![doc_answer(200, &json!({"id": "a..b"}))]);
+    runs.read::<Value>("...", &pk()).await.unwrap();
+    assert_eq!(only_request(&transport).url, format!("{DOCS}/..."));
+}
+
+#[tokio::test]
 async fn create_posts_the_document_and_returns_the_stored_one() {
     let stored = json!({"id": "r1", "runId": "r1", "n": 1, "_etag": "e1", "_ts": 1});
     let (runs, transport) = container(vec![doc_answer(201, &stored)]);

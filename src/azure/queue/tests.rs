@@ -284,6 +284,23 @@ async fn update_message_returns_new_receipt_and_visibility() {
 }
 
 #[tokio::test]
+async fn dot_segment_message_ids_and_queue_names_are_refused_before_sending() {
+    // `messages/..` would be normalised to the queue itself: a DELETE would delete the queue.
+    let (queue, transport) = client(vec![]);
+    for id in [".", "..", "%2e%2e", ".%2E", "%2e"] {
+        let err = queue.delete_message(id, "r").await.unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(_)), "{id}: {err:?}");
+        let err = queue
+            .update_message(id, "r", VisibilityTimeout::ZERO, None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(_)), "{id}: {err:?}");
+        assert!(queue.queue(id).is_err(), "{id}");
+    }
+    assert!(transport.requests().is_empty());
+}
+
+#[tokio::test]
 async fn update_without_text_sends_no_body() {
     let headers = [
         ("x-ms-popreceipt", "r"),
