@@ -542,6 +542,61 @@ async fn throttling_carries_retry_after_ms() {
 }
 
 #[tokio::test]
+async fn a_cosmos_503_is_unavailable_not_throttled() {
+    let err = error_for(response(
+        503,
+        &[("x-ms-retry-after-ms", "100"), ("x-ms-substatus", "0")],
+        r#"{"code":"ServiceUnavailable","message":"Service is currently unavailable."}"#,
+    ))
+    .await;
+    assert!(!matches!(err, Error::Throttled { .. }), "{err:?}");
+    assert_eq!(err.status(), Some(503));
+    assert!(err.info().is_transient_answer());
+}
+
+#[tokio::test]
+async fn a_query_that_needs_a_query_plan_is_recognisable() {
+    let (runs, _) = container(vec![response(
+        400,
+        &[("x-ms-substatus", "1004")],
+        r#"{"code":"BadRequest","message":"The provided cross partition query can not be directly served by the gateway."}"#,
+    )]);
+    let err = runs
+        .query_page::<Value>(
+            &Query::new("SELECT * FROM c ORDER BY c.ts"),
+            &QueryOptions::default(),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
+    assert!(err.info().needs_query_plan());
+    assert!(err.to_string().contains("query plan"), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn read_session_not_available_and_retry_with_are_retried() {
+    let stored = json!({"id": "r1"});
+    let transport = FakeTransport::new(vec![
+        response(404, &[("x-ms-substatus", "1002")], r#"{"code":"NotFound"}"#),
+        response(449, &[], r#"{"code":"RetryWith"}"#),
+        doc_answer(200, &stored),
+    ]);
+    let runs = CosmosClient::new(
+        Pipeline::new(transport.clone(), Arc::new(crate::wire::pipeline::NoAuth)).with_seed(1),
+        ENDPOINT,
+    )
+    .unwrap()
+    .database("db1")
+    .unwrap()
+    .container("runs")
+    .unwrap();
+    let read = runs.read::<Value>("r1", &pk()).await.unwrap();
+    assert_eq!(read.value, stored);
+    assert_eq!(transport.requests().len(), 3);
+}
+
+#[tokio::test]
 async fn unparseable_success_bodies_are_unexpected() {
     let (runs, _) = container(vec![response(200, &[], "{not json")]);
     let err = runs.read::<Value>("r1", &pk()).await.unwrap_err();
