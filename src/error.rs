@@ -88,9 +88,8 @@ impl ErrorInfo {
     /// ([`crate::wire::retry::RETRY_TABLE`]) lists as transient: a later attempt may succeed.
     /// False when no answer was received (see the error variant for that).
     pub fn is_transient_answer(&self) -> bool {
-        self.status.is_some_and(|status| {
-            crate::wire::retry::retry_rule(status, self.substatus).is_some()
-        })
+        self.status
+            .is_some_and(|status| crate::wire::retry::retry_rule(status, self.substatus).is_some())
     }
 }
 

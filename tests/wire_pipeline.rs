@@ -272,7 +272,10 @@ async fn urls_that_url_normalisation_would_change_are_refused_before_signing_or_
     let transport = Arc::new(ScriptedTransport::new(vec![Some(response(200, &[], ""))]));
     pipeline(&transport, Arc::new(NoAuth))
         .send(
-            HttpRequest::new("GET", "http://127.0.0.1:18081/dbs/db/colls/c/docs/a%20b...?x=1"),
+            HttpRequest::new(
+                "GET",
+                "http://127.0.0.1:18081/dbs/db/colls/c/docs/a%20b...?x=1",
+            ),
             Idempotency::Idempotent,
         )
         .await

@@ -40,9 +40,9 @@ pub(crate) fn error_from_response(
              DISTINCT across partitions), which this client does not build; scope it to one \
              partition key, or sort / aggregate the results yourself ({message})"
         ),
-        (449, _) => format!(
-            "retry with: a concurrent update conflicted; nothing was applied ({message})"
-        ),
+        (449, _) => {
+            format!("retry with: a concurrent update conflicted; nothing was applied ({message})")
+        }
         (503, _) if !server_busy(code.as_deref()) => {
             format!("the service is temporarily unavailable; retry later ({message})")
         }
@@ -179,7 +179,10 @@ mod tests {
         assert!(matches!(mapped(403, None), Error::Auth(_)));
         assert!(matches!(mapped(413, None), Error::TooLarge(_)));
         assert!(matches!(mapped(429, None), Error::Throttled { .. }));
-        assert!(matches!(mapped(503, Some("ServerBusy")), Error::Throttled { .. }));
+        assert!(matches!(
+            mapped(503, Some("ServerBusy")),
+            Error::Throttled { .. }
+        ));
         assert!(matches!(mapped(400, None), Error::InvalidInput(_)));
         assert!(matches!(mapped(408, None), Error::Timeout(_)));
         assert!(matches!(mapped(500, None), Error::Unexpected(_)));

@@ -350,8 +350,14 @@ mod tests {
                 "{idem:?}"
             );
         }
-        assert_eq!(substatus_of(&resp(404, &[("x-ms-substatus", " 1002 ")]).unwrap()), Some(1002));
-        assert_eq!(substatus_of(&resp(404, &[("x-ms-substatus", "x")]).unwrap()), None);
+        assert_eq!(
+            substatus_of(&resp(404, &[("x-ms-substatus", " 1002 ")]).unwrap()),
+            Some(1002)
+        );
+        assert_eq!(
+            substatus_of(&resp(404, &[("x-ms-substatus", "x")]).unwrap()),
+            None
+        );
     }
 
     #[test]
