@@ -25,29 +25,37 @@ pub(crate) fn error_from_response(
 ) -> Error {
     let status = resp.status;
     // A service message may quote the request (e.g. a SAS URL); never carry a signature on.
-    let message = match message.trim() {
-        "" => format!("the service answered HTTP {status}"),
-        text => Redactor::new().redact_text(text),
+    let service_message = match message.trim() {
+        "" => None,
+        text => Some(Redactor::new().redact_text(text)),
     };
     let substatus = substatus_of(resp);
-    let message = match (status, substatus) {
-        (404, Some(1002)) => format!(
+    let explained = match (status, substatus) {
+        (404, Some(1002)) => Some(
             "read session not available: the replica has not caught up with this session yet \
-             (not a missing item; retry) ({message})"
+             (not a missing item; retry)"
+                .to_string(),
         ),
-        (400, Some(1004)) => format!(
+        (400, Some(1004)) => Some(
             "this cross-partition query needs a query plan (ORDER BY, TOP, aggregates or \
              DISTINCT across partitions), which this client does not build; scope it to one \
-             partition key, or sort / aggregate the results yourself ({message})"
+             partition key, or sort / aggregate the results yourself"
+                .to_string(),
         ),
         (449, _) => {
-            format!("retry with: a concurrent update conflicted; nothing was applied ({message})")
+            Some("retry with: a concurrent update conflicted; nothing was applied".to_string())
         }
         (503, _) if !server_busy(code.as_deref()) => {
-            format!("the service is temporarily unavailable; retry later ({message})")
+            Some("the service is temporarily unavailable; retry later".to_string())
         }
-        (300..=399, _) => redirect_message(resp, &message),
-        _ => message,
+        (300..=399, _) => Some(redirect_message(resp)),
+        _ => None,
+    };
+    let message = match (explained, service_message) {
+        (Some(ours), Some(theirs)) => format!("{ours} ({theirs})"),
+        (Some(ours), None) => ours,
+        (None, Some(theirs)) => theirs,
+        (None, None) => format!("the service answered HTTP {status}"),
     };
     let pop_receipt_mismatch = code.as_deref() == Some("PopReceiptMismatch");
     let busy = server_busy(code.as_deref());
@@ -91,19 +99,22 @@ fn server_busy(code: Option<&str>) -> bool {
 
 /// The message for a 3xx answer: redirects are never followed, so say where it pointed (the
 /// host only: a `Location` query may carry a signature).
-fn redirect_message(resp: &HttpResponse, message: &str) -> String {
-    let target = resp
-        .header("location")
-        .and_then(|location| reqwest::Url::parse(location.trim()).ok())
-        .and_then(|url| url.host_str().map(str::to_string));
-    let to = match target {
-        Some(host) => format!("to host `{host}`"),
-        None => "without a usable Location".to_string(),
+fn redirect_message(resp: &HttpResponse) -> String {
+    let location = resp.header("location").map(str::trim).unwrap_or_default();
+    let to = match reqwest::Url::parse(location) {
+        Ok(url) => match url.host_str() {
+            Some(host) => format!("to host `{host}`"),
+            None => "to a location without a host".to_string(),
+        },
+        Err(_) if location.starts_with('/') && !location.starts_with("//") => {
+            "to another path on the same host".to_string()
+        }
+        Err(_) => "without a usable Location".to_string(),
     };
     format!(
         "the service answered with a redirect (HTTP {}) {to}; redirects are not followed, \
          because a signed request goes only to the host it was signed for. Use that endpoint \
-         directly if you trust it ({message})",
+         directly if you trust it",
         resp.status
     )
 }
@@ -253,6 +264,29 @@ mod tests {
         assert_eq!(err.status(), Some(503));
         assert!(err.info().is_transient_answer());
         assert!(err.to_string().contains("unavailable"), "{err}");
+    }
+
+    #[test]
+    fn a_redirect_is_an_error_naming_the_location_host_only() {
+        let resp = response(
+            302,
+            &[(
+                "location",
+                "https://other.example.net/acct/q?sv=1&sig=SECRETSIG",
+            )],
+        );
+        let err = error_from_response(&resp, "queue create", None, "");
+        assert!(matches!(err, Error::Unexpected(_)), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains("redirect"), "{text}");
+        assert!(text.contains("other.example.net"), "{text}");
+        assert!(
+            !text.contains("SECRETSIG") && !text.contains("/acct/q"),
+            "{text}"
+        );
+        assert!(!err.info().is_transient_answer());
+        let relative = error_from_response(&response(301, &[("location", "/x")]), "op", None, "");
+        assert!(relative.to_string().contains("same host"), "{relative}");
     }
 
     #[test]

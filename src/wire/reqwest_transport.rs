@@ -1,5 +1,6 @@
 //! The real [`Transport`]: reqwest over rustls (no OpenSSL), HTTP/1.1 with keep-alive
-//! connection pooling and a per-request timeout. Connection failures and timeouts become
+//! connection pooling and a per-request timeout. Redirects are never followed (a 3xx is
+//! returned as the answer), so signed traffic only reaches the host it was signed for. Connection failures and timeouts become
 //! [`Error::Transport`] / [`Error::Timeout`]; errors name the host but never the query string
 //! (which may hold a SAS signature) nor any header value. Response bodies are read in chunks
 //! up to a cap ([`DEFAULT_MAX_RESPONSE_BYTES`]), so a broken or hostile server cannot make the
@@ -42,6 +43,9 @@ impl ReqwestTransport {
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true)
             .user_agent(concat!("flowcraft-azure/", env!("CARGO_PKG_VERSION")))
+            // A signed request goes only to the host it was signed for: a 3xx is handed back
+            // (the REST clients turn it into an error naming the Location host).
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| {
                 Error::unexpected(format!("could not build the HTTP client: {}", chain(&e)))
@@ -314,6 +318,51 @@ mod tests {
                 .expect("at the cap is fine");
             assert_eq!(resp.body.len(), 4096);
         }
+    }
+
+    #[tokio::test]
+    async fn redirects_are_returned_not_followed() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // The redirect target counts the connections it gets: there must be none.
+        let target = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let target_port = target.local_addr().expect("addr").port();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = target.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            }
+        });
+        let origin = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let origin_port = origin.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            let Ok((mut stream, _)) = origin.accept().await else {
+                return;
+            };
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request).await;
+            let answer = format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://localhost:{target_port}/elsewhere?sig=SECRET\r\ncontent-length: 0\r\n\r\n"
+            );
+            let _ = stream.write_all(answer.as_bytes()).await;
+        });
+        let t = ReqwestTransport::new(Duration::from_secs(5)).expect("client");
+        let mut request = HttpRequest::new("PUT", format!("http://127.0.0.1:{origin_port}/q"));
+        request.set_header("authorization", "SharedKey a:signed-for-this-host");
+        let resp = t.send(request).await.expect("an answer");
+        assert_eq!(resp.status, 307);
+        assert_eq!(hits.load(Ordering::SeqCst), 0, "the redirect was followed");
     }
 
     #[test]
