@@ -425,3 +425,151 @@ async fn cosmos_master_key_signatures_are_verified_in_replay() {
     assert_eq!(replayer.verified_signatures(), 1);
     let _ = std::fs::remove_file(&path);
 }
+
+/// A stand-in service for the concurrency tests: answers every request at once with a body
+/// naming the request and a global sequence number, so each answer is unique.
+#[derive(Debug, Default)]
+struct EchoService {
+    served: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Transport for EchoService {
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, Error> {
+        let n = self
+            .served
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let body = format!(
+            "{} {} {} #{n}",
+            request.method,
+            request.url,
+            String::from_utf8_lossy(&request.body)
+        );
+        response(201, &[("x-ms-request-id", &format!("req-{n}"))], &body)
+    }
+}
+
+/// One task's work: its own queue, a message on it, a message on a shared queue (same path
+/// for every task, different body) and a metadata read that every task sends identically.
+async fn task_work(pipeline: Pipeline, task: usize) -> Result<Vec<HttpResponse>, Error> {
+    let mut answers = Vec::new();
+    let mut requests = Vec::new();
+    requests.push(HttpRequest::new("PUT", format!("{ENDPOINT}/q{task}")));
+    for queue in [format!("q{task}"), "shared".to_string()] {
+        let mut put = HttpRequest::new("POST", format!("{ENDPOINT}/{queue}/messages"));
+        put.set_header("Content-Type", "application/xml");
+        put.body = format!("<QueueMessage><MessageText>task {task}</MessageText></QueueMessage>")
+            .into_bytes();
+        requests.push(put);
+    }
+    requests.push(HttpRequest::new(
+        "GET",
+        format!("{ENDPOINT}/shared?comp=metadata"),
+    ));
+    for mut request in requests {
+        request.set_header("x-ms-version", "2021-12-02");
+        answers.push(pipeline.send(request, Idempotency::NonIdempotent).await?);
+        tokio::task::yield_now().await;
+    }
+    Ok(answers)
+}
+
+/// Runs `tasks` concurrent tasks over `pipeline`, spawned in the given order.
+async fn run_tasks(pipeline: &Pipeline, order: &[usize]) -> Vec<(usize, Vec<HttpResponse>)> {
+    let handles: Vec<_> = order
+        .iter()
+        .map(|&task| (task, tokio::spawn(task_work(pipeline.clone(), task))))
+        .collect();
+    let mut results = Vec::new();
+    for (task, handle) in handles {
+        let answers = handle.await.expect("task ran").expect("task succeeded");
+        results.push((task, answers));
+    }
+    results.sort_by_key(|(task, _)| *task);
+    results
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_tasks_replay_in_any_arrival_order() {
+    const TASKS: usize = 32;
+    let path = temp_file("concurrent");
+    let redactor = Redactor::new().with_secret(DEV_KEY);
+    let recorder =
+        Recorder::to_file(Arc::new(EchoService::default()), &path, redactor).expect("trace file");
+    let forward: Vec<usize> = (0..TASKS).collect();
+    let live = run_tasks(
+        &pipeline(Arc::new(recorder), dev_signer(), recorded_date()),
+        &forward,
+    )
+    .await;
+    assert_eq!(read_recording_file(&path).expect("valid").len(), TASKS * 4);
+
+    // Replay twice, the tasks spawned in reverse and in an interleaved order: every request
+    // finds its recorded answer whatever order the requests arrive in.
+    let reverse: Vec<usize> = (0..TASKS).rev().collect();
+    let interleaved: Vec<usize> = (0..TASKS).map(|i| (i * 7) % TASKS).collect();
+    for order in [reverse, interleaved] {
+        let replayer = Arc::new(Replayer::from_file(&path).expect("loads"));
+        let replayed = run_tasks(
+            &pipeline(replayer.clone(), dev_signer(), recorded_date()),
+            &order,
+        )
+        .await;
+        for ((task, want), (_, got)) in live.iter().zip(&replayed) {
+            // The first three requests of a task are its own: the very same answers.
+            for i in 0..3 {
+                assert_eq!(got[i].body, want[i].body, "task {task} request {i}");
+                assert_eq!(
+                    got[i].header("x-ms-request-id"),
+                    want[i].header("x-ms-request-id")
+                );
+            }
+            // The metadata read is identical in every task: one of the recorded answers.
+            assert!(
+                String::from_utf8_lossy(&got[3].body).contains("/shared?comp=metadata"),
+                "task {task}"
+            );
+        }
+        assert_eq!(replayer.remaining(), 0);
+        assert!(replayer.finish().is_ok());
+        assert_eq!(replayer.verified_signatures(), TASKS * 4);
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+#[tokio::test]
+async fn in_recorded_order_mode_refuses_requests_out_of_order() {
+    let (path, _) = record("in-order").await;
+    let mut reordered = requests();
+    reordered.swap(1, 2);
+    // Keyed (default): the reordered script replays.
+    let keyed = Arc::new(Replayer::from_file(&path).expect("loads"));
+    let p = pipeline(keyed.clone(), dev_signer(), recorded_date());
+    for (request, idempotency) in reordered.clone() {
+        p.send(request, idempotency).await.expect("served by key");
+    }
+    assert!(keyed.finish().is_ok());
+    // Strict: the metadata read is not the next recorded request.
+    let strict = Arc::new(
+        Replayer::from_file(&path)
+            .expect("loads")
+            .in_recorded_order(),
+    );
+    let p = pipeline(strict.clone(), dev_signer(), recorded_date());
+    let mut sent = reordered.into_iter();
+    let (put, idem) = sent.next().expect("put");
+    p.send(put, idem).await.expect("first is in order");
+    let (meta, idem) = sent.next().expect("metadata read");
+    let err = p.send(meta, idem).await.expect_err("out of order");
+    assert!(
+        err.to_string()
+            .contains("exchange 3 (expected GET /devstoreaccount1/jobs/messages"),
+        "{err}"
+    );
+    let unfinished = strict.finish().expect_err("two left");
+    assert!(
+        unfinished.to_string().contains("after 2 of 4"),
+        "{unfinished}"
+    );
+    let _ = std::fs::remove_file(&path);
+}

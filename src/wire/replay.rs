@@ -1,7 +1,16 @@
 //! Replaying recorded traffic offline: [`Replayer`] is a [`Transport`] that answers each
-//! request with the next recorded [`Exchange`], after checking that the request is the one
-//! that was recorded. When traffic diverges it fails with [`Error::InvalidInput`] whose
-//! message is a readable diff (expected vs sent).
+//! request with a recorded [`Exchange`], after checking that the request is one that was
+//! recorded. When traffic diverges it fails with [`Error::InvalidInput`] whose message is a
+//! readable diff (expected vs sent).
+//!
+//! **Concurrent sessions.** Requests are matched on a key, not on arrival order: each
+//! (method, URL path) has its own queue of recorded exchanges in recorded order, and a
+//! request gets the earliest unplayed one of its queue that matches it under the rules below
+//! (so two tasks' puts to one queue, told apart by their bodies, each get their own answer,
+//! and identical requests get the recorded answers in recorded order). A recording of a
+//! worker running many tasks at once therefore replays whatever order the tasks' requests
+//! arrive in. In this mode `x-ms-session-token` is not compared (it depends on which answers
+//! arrived first). [`Replayer::in_recorded_order`] restores strict arrival order.
 //!
 //! Matching rules ([`diff_request`]): same method; same URL path; same query parameters
 //! (any order; `sig` and recorded `REDACTED` values ignored); same headers except those that
@@ -19,7 +28,7 @@
 //! makes an uncheckable or missing signature a divergence.
 
 use async_trait::async_trait;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -48,19 +57,73 @@ const VOLATILE_HEADERS: [&str; 10] = [
 /// How much of a body a diff shows.
 const BODY_PREVIEW: usize = 300;
 
-/// Serves a recording, in order, as a [`Transport`]. Shareable (`Arc`) across tasks.
+/// Headers not compared when requests are matched by key (concurrent replay): their value
+/// depends on the order in which earlier answers arrived.
+const ORDER_DEPENDENT_HEADERS: [&str; 1] = ["x-ms-session-token"];
+
+/// Serves a recording as a [`Transport`], matching requests by key (see the module docs).
+/// Shareable (`Arc`) across tasks.
 pub struct Replayer {
     exchanges: Vec<Exchange>,
     state: Mutex<ReplayState>,
     signer: Option<Arc<dyn Signer>>,
     require_signatures: bool,
+    in_order: bool,
     ignored_headers: Vec<String>,
 }
 
+/// (method, URL path): the queue a recorded exchange waits in.
+type RequestKey = (String, String);
+
 #[derive(Debug, Default)]
 struct ReplayState {
-    next: usize,
+    played: Vec<bool>,
+    played_count: usize,
+    /// The lowest index not played yet (everything before it is played).
+    cursor: usize,
+    /// Unplayed exchange indices per key, in recorded order.
+    queues: HashMap<RequestKey, Vec<usize>>,
     verified_signatures: usize,
+}
+
+impl ReplayState {
+    fn new(exchanges: &[Exchange]) -> Self {
+        let mut queues: HashMap<RequestKey, Vec<usize>> = HashMap::new();
+        for (index, exchange) in exchanges.iter().enumerate() {
+            queues
+                .entry(request_key(&exchange.method, &exchange.url))
+                .or_default()
+                .push(index);
+        }
+        ReplayState {
+            played: vec![false; exchanges.len()],
+            queues,
+            ..ReplayState::default()
+        }
+    }
+
+    fn mark_played(&mut self, index: usize, key: &RequestKey) {
+        if let Some(queue) = self.queues.get_mut(key) {
+            queue.retain(|&i| i != index);
+        }
+        if let Some(slot) = self.played.get_mut(index) {
+            *slot = true;
+        }
+        self.played_count += 1;
+        while self.played.get(self.cursor) == Some(&true) {
+            self.cursor += 1;
+        }
+    }
+}
+
+/// The matching key of a request: upper-case method and URL path (the whole URL without its
+/// query when it does not parse).
+fn request_key(method: &str, url: &str) -> RequestKey {
+    let path = match reqwest::Url::parse(url) {
+        Ok(u) => u.path().to_string(),
+        Err(_) => url.split('?').next().unwrap_or_default().to_string(),
+    };
+    (method.to_ascii_uppercase(), path)
 }
 
 impl fmt::Debug for Replayer {
@@ -76,12 +139,20 @@ impl Replayer {
     /// A replayer over exchanges in recorded order.
     pub fn new(exchanges: Vec<Exchange>) -> Self {
         Replayer {
+            state: Mutex::new(ReplayState::new(&exchanges)),
             exchanges,
-            state: Mutex::new(ReplayState::default()),
             signer: None,
             require_signatures: false,
+            in_order: false,
             ignored_headers: Vec::new(),
         }
+    }
+
+    /// Serves the exchanges strictly in recorded order (the next request must be the next
+    /// recorded one), for single-task scripts whose order is part of what is tested.
+    pub fn in_recorded_order(mut self) -> Self {
+        self.in_order = true;
+        self
     }
 
     /// Parses a JSON Lines recording.
@@ -122,7 +193,9 @@ impl Replayer {
 
     /// How many recorded exchanges have not been played yet.
     pub fn remaining(&self) -> usize {
-        self.exchanges.len().saturating_sub(self.lock().next)
+        self.exchanges
+            .len()
+            .saturating_sub(self.lock().played_count)
     }
 
     /// How many signatures were checked against the recording and matched.
@@ -132,12 +205,14 @@ impl Replayer {
 
     /// Ok if every recorded exchange was played; else an error saying what was not sent.
     pub fn finish(&self) -> Result<(), Error> {
-        let next = self.lock().next;
-        match self.exchanges.get(next) {
+        let state = self.lock();
+        match self.exchanges.get(state.cursor) {
             None => Ok(()),
             Some(missing) => Err(replay_error(format!(
-                "the client stopped after {next} of {} recorded requests; next expected: {} {}",
+                "the client stopped after {} of {} recorded requests; first not sent: exchange {} ({} {})",
+                state.played_count,
                 self.exchanges.len(),
+                missing.seq,
                 missing.method,
                 path_and_query(&missing.url)
             ))),
@@ -148,10 +223,48 @@ impl Replayer {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Matches `request` against the next exchange and returns it (advancing) or the diff.
+    /// Finds the recorded exchange for `request` (the earliest unplayed one with its key that
+    /// matches; in recorded-order mode only the next one), marks it played and returns its
+    /// answer, or the diff against the closest candidate.
     pub fn play(&self, request: &HttpRequest) -> Result<HttpResponse, Error> {
         let mut state = self.lock();
-        let Some(expected) = self.exchanges.get(state.next) else {
+        let key = request_key(&request.method, &Redactor::new().redact_url(&request.url));
+        let candidates: Vec<usize> = if self.in_order {
+            vec![state.cursor]
+        } else {
+            state.queues.get(&key).cloned().unwrap_or_default()
+        };
+        let mut ignored = self.ignored_headers.clone();
+        if !self.in_order {
+            ignored.extend(ORDER_DEPENDENT_HEADERS.iter().map(|h| h.to_string()));
+        }
+        let mut closest: Option<(&Exchange, Vec<String>)> = None;
+        for index in candidates {
+            let Some(expected) = self.exchanges.get(index) else {
+                continue;
+            };
+            let mut diffs = diff_request(expected, request, &ignored);
+            if diffs.is_empty() {
+                match self.check_signature(expected, request) {
+                    Ok(verified) => {
+                        state.mark_played(index, &request_key(&expected.method, &expected.url));
+                        if verified {
+                            state.verified_signatures += 1;
+                        }
+                        return response_of(expected);
+                    }
+                    Err(diff) => diffs.push(diff),
+                }
+            }
+            if closest.is_none() {
+                closest = Some((expected, diffs));
+            }
+        }
+        let closest = closest.or_else(|| {
+            let expected = self.exchanges.get(state.cursor)?;
+            Some((expected, diff_request(expected, request, &ignored)))
+        });
+        let Some((expected, diffs)) = closest else {
             return Err(replay_error(format!(
                 "the recording has no more exchanges ({} played) but the client sent {} {}",
                 self.exchanges.len(),
@@ -159,32 +272,18 @@ impl Replayer {
                 path_and_query(&Redactor::new().redact_url(&request.url))
             )));
         };
-        let mut diffs = diff_request(expected, request, &self.ignored_headers);
-        let verified = if diffs.is_empty() {
-            match self.check_signature(expected, request) {
-                Ok(verified) => verified,
-                Err(diff) => {
-                    diffs.push(diff);
-                    false
-                }
-            }
+        let why = if self.in_order {
+            String::new()
         } else {
-            false
+            " (no unplayed recorded request matches; closest shown)".to_string()
         };
-        if !diffs.is_empty() {
-            return Err(replay_error(format!(
-                "traffic diverges from the recording at exchange {} (expected {} {}):\n  - {}",
-                expected.seq,
-                expected.method,
-                path_and_query(&expected.url),
-                diffs.join("\n  - ")
-            )));
-        }
-        state.next += 1;
-        if verified {
-            state.verified_signatures += 1;
-        }
-        response_of(expected)
+        Err(replay_error(format!(
+            "traffic diverges from the recording at exchange {} (expected {} {}){why}:\n  - {}",
+            expected.seq,
+            expected.method,
+            path_and_query(&expected.url),
+            diffs.join("\n  - ")
+        )))
     }
 
     /// Ok(true) when the signature was checked and matched, Ok(false) when it could not be
