@@ -573,3 +573,99 @@ async fn in_recorded_order_mode_refuses_requests_out_of_order() {
     );
     let _ = std::fs::remove_file(&path);
 }
+
+#[tokio::test]
+async fn transport_failures_replay_as_the_same_error_kind_and_are_retried_alike() {
+    use flowcraft_azure::ErrorInfo;
+    use flowcraft_azure::wire::retry::NOT_SENT_CODE;
+    let refused = Error::Transport(Box::new(
+        ErrorInfo::new("could not connect").with_code(NOT_SENT_CODE),
+    ));
+    let slow = Error::Timeout(Box::new(ErrorInfo::new("no answer in time")));
+    let service = Arc::new(ScriptedTransport::new(vec![
+        Some(Err(refused)),
+        Some(response(201, &[], "<QueueMessagesList/>")),
+        Some(Err(slow)),
+        Some(response(200, &[], "")),
+    ]));
+    let path = temp_file("errors");
+    let recorder = Recorder::to_file(service, &path, Redactor::new()).expect("trace file");
+    let (put, meta) = {
+        let mut all = requests();
+        let meta = all.remove(2).0;
+        (all.remove(0).0, meta)
+    };
+    let run = |p: Pipeline| {
+        let (put, meta) = (put.clone(), meta.clone());
+        async move {
+            // A put refused before sending is retried although it is not idempotent.
+            let sent = p.send(put, Idempotency::NonIdempotent).await?;
+            let read = p.send(meta, Idempotency::Idempotent).await?;
+            Ok::<_, Error>((sent.status, read.status))
+        }
+    };
+    let live = run(pipeline(Arc::new(recorder), dev_signer(), recorded_date()))
+        .await
+        .expect("live run retries");
+    let exchanges = read_recording_file(&path).expect("valid");
+    assert_eq!(exchanges.len(), 4);
+    let replayer = Arc::new(Replayer::new(exchanges));
+    let replayed = run(pipeline(replayer.clone(), dev_signer(), recorded_date()))
+        .await
+        .expect("replay retries the same way");
+    assert_eq!(live, replayed);
+    assert!(replayer.finish().is_ok());
+
+    // Played directly, the recorded failures come back as the same kinds.
+    let replayer = Replayer::from_file(&path)
+        .expect("loads")
+        .in_recorded_order();
+    let mut first = requests().remove(0).0;
+    first.set_header("x-ms-date", "Thu, 26 Nov 2026 21:09:10 GMT");
+    let err = replayer.play(&first).expect_err("recorded refusal");
+    assert!(matches!(err, Error::Transport(_)), "{err:?}");
+    assert_eq!(err.code(), Some(NOT_SENT_CODE));
+    let _ = std::fs::remove_file(&path);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_attempt_the_pipeline_timed_out_is_recorded_and_replays_as_a_timeout() {
+    // The first attempt never gets an answer; the pipeline's timeout cancels it.
+    let service = Arc::new(ScriptedTransport::new(vec![
+        None,
+        Some(response(
+            200,
+            &[("x-ms-approximate-messages-count", "2")],
+            "",
+        )),
+    ]));
+    let path = temp_file("timeout");
+    let recorder = Recorder::to_file(service, &path, Redactor::new()).expect("trace file");
+    let policy = RetryPolicy {
+        request_timeout: Duration::from_secs(1),
+        ..quick_retries()
+    };
+    let meta = requests().remove(2).0;
+    let live = pipeline(Arc::new(recorder), dev_signer(), recorded_date())
+        .with_retry(policy.clone())
+        .send(meta.clone(), Idempotency::Idempotent)
+        .await
+        .expect("the retry answers");
+    let exchanges = read_recording_file(&path).expect("valid");
+    assert_eq!(exchanges.len(), 2, "the timed-out attempt is in the trace");
+    assert_eq!(exchanges[0].error_kind.as_deref(), Some("Timeout"));
+    assert_eq!((exchanges[0].attempt, exchanges[1].attempt), (1, 2));
+    let replayer = Arc::new(Replayer::new(exchanges));
+    let replayed = pipeline(replayer.clone(), dev_signer(), recorded_date())
+        .with_retry(policy)
+        .send(meta, Idempotency::Idempotent)
+        .await
+        .expect("replayed the same way");
+    assert_eq!(
+        replayed.header("x-ms-approximate-messages-count"),
+        Some("2")
+    );
+    assert_eq!(live.status, replayed.status);
+    assert!(replayer.finish().is_ok());
+    let _ = std::fs::remove_file(&path);
+}

@@ -13,6 +13,10 @@
 //! for traffic recorded with a real key (`--trace FILE` in production), where the key must
 //! never reach the file.
 //!
+//! Every attempt is recorded, also one that never got an answer: a transport error is
+//! stored with its kind and code (`error_kind`, `error_code`) and an attempt cancelled by the
+//! pipeline's request timeout as a `Timeout`, so a replay fails and retries the same way.
+//!
 //! Body format: UTF-8 bodies are stored as JSON strings (after redaction); other bodies as
 //! `{"base64": "..."}` (not scanned for secrets; Queue and Cosmos bodies are text).
 
@@ -105,6 +109,13 @@ pub struct Exchange {
     /// The transport error, when no response arrived (redacted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The kind of that error (`Transport`, `Timeout`, ...: the [`Error`] variant), so a
+    /// replay fails the same way and the pipeline retries it as it did live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<String>,
+    /// The error's code, e.g. `ConnectFailed` (the request was never sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
     /// Wall time of the exchange in milliseconds.
     #[serde(default)]
     pub duration_ms: u64,
@@ -133,6 +144,22 @@ impl Exchange {
                 "recording line {line_number} is not a valid exchange: {e}"
             ))
         })
+    }
+}
+
+/// The name recorded for an error's kind (its [`Error`] variant).
+pub(crate) fn error_kind_name(error: &Error) -> &'static str {
+    match error {
+        Error::NotFound(_) => "NotFound",
+        Error::Conflict(_) => "Conflict",
+        Error::PreconditionFailed(_) => "PreconditionFailed",
+        Error::Throttled { .. } => "Throttled",
+        Error::Auth(_) => "Auth",
+        Error::TooLarge(_) => "TooLarge",
+        Error::InvalidInput(_) => "InvalidInput",
+        Error::Transport(_) => "Transport",
+        Error::Timeout(_) => "Timeout",
+        _ => "Unexpected",
     }
 }
 
@@ -252,6 +279,7 @@ impl Recorder {
                 Some(r.redact_text(&e.to_string())),
             ),
         };
+        let failure = outcome.as_ref().err();
         Exchange {
             seq: 0,
             method: request.method.clone(),
@@ -262,6 +290,8 @@ impl Recorder {
             response_headers,
             response_body,
             error,
+            error_kind: failure.map(|e| error_kind_name(e).to_string()),
+            error_code: failure.and_then(|e| e.code()).map(|c| r.redact_text(c)),
             duration_ms,
             attempt: request.attempt,
             signature_sha256: signature_fingerprint(request),
@@ -284,17 +314,55 @@ impl Recorder {
     }
 }
 
+impl Recorder {
+    /// Writes one exchange; a failure to write is logged, never returned: the request
+    /// already happened, and failing it would make the caller retry a possibly
+    /// non-idempotent operation.
+    fn record(
+        &self,
+        request: &HttpRequest,
+        outcome: &Result<HttpResponse, Error>,
+        started: Instant,
+    ) {
+        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let exchange = self.exchange(request, outcome, duration_ms);
+        if let Err(e) = self.write(exchange) {
+            tracing::warn!(error = %e, "wire trace not written");
+        }
+    }
+}
+
+/// An exchange in flight. If the send is dropped before an answer (the pipeline's request
+/// timeout cancels it), the drop records the attempt as a [`Error::Timeout`], so the trace
+/// holds every attempt and a replay retries it as the live run did.
+struct InFlight<'a> {
+    recorder: &'a Recorder,
+    request: Option<HttpRequest>,
+    started: Instant,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(request) = self.request.take() {
+            let cancelled = Err(Error::Timeout(Box::new(crate::error::ErrorInfo::new(
+                "the attempt was cancelled before an answer arrived (request timeout, or the caller gave up)",
+            ))));
+            self.recorder.record(&request, &cancelled, self.started);
+        }
+    }
+}
+
 #[async_trait]
 impl Transport for Recorder {
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, Error> {
-        let started = Instant::now();
-        let outcome = self.inner.send(request.clone()).await;
-        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let exchange = self.exchange(&request, &outcome, duration_ms);
-        if let Err(e) = self.write(exchange) {
-            // The request already happened; failing it would make the caller retry a
-            // possibly non-idempotent operation. Log and pass the answer on.
-            tracing::warn!(error = %e, "wire trace not written");
+        let mut in_flight = InFlight {
+            recorder: self,
+            request: Some(request.clone()),
+            started: Instant::now(),
+        };
+        let outcome = self.inner.send(request).await;
+        if let Some(request) = in_flight.request.take() {
+            self.record(&request, &outcome, in_flight.started);
         }
         outcome
     }

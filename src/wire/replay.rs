@@ -344,19 +344,31 @@ fn replay_error(message: String) -> Error {
     Error::InvalidInput(Box::new(ErrorInfo::new(message).with_operation("replay")))
 }
 
-/// The recorded answer: the response, or the recorded transport error.
+/// The recorded answer: the response, or the recorded failure as the same kind of error
+/// with the same code (so the pipeline retries it as it did live; recordings without a
+/// kind replay as [`Error::Transport`]).
 fn response_of(exchange: &Exchange) -> Result<HttpResponse, Error> {
-    match exchange.status {
-        Some(status) => Ok(HttpResponse {
+    if let Some(status) = exchange.status {
+        return Ok(HttpResponse {
             status,
             headers: exchange.response_headers.clone(),
             body: exchange.response_body.to_bytes()?,
-        }),
-        None => Err(Error::transport(format!(
-            "recorded transport failure: {}",
-            exchange.error.as_deref().unwrap_or("no response")
-        ))),
+        });
     }
+    let mut info = ErrorInfo::new(format!(
+        "recorded failure: {}",
+        exchange.error.as_deref().unwrap_or("no response")
+    ));
+    info.code = exchange.error_code.clone();
+    let info = Box::new(info);
+    Err(match exchange.error_kind.as_deref() {
+        None | Some("Transport") => Error::Transport(info),
+        Some("Timeout") => Error::Timeout(info),
+        Some("InvalidInput") => Error::InvalidInput(info),
+        Some("TooLarge") => Error::TooLarge(info),
+        Some("Auth") => Error::Auth(info),
+        Some(_) => Error::Unexpected(info),
+    })
 }
 
 /// `/path?query` of a URL (the whole text when it does not parse).
