@@ -235,6 +235,10 @@ impl Error {
                 "timed out",
                 "the service did not answer in time; check connectivity or raise the request timeout",
             ),
+            Error::Unexpected(i) if i.is_transient_answer() => (
+                "temporarily unavailable",
+                "the service could not serve the request just now; retry later",
+            ),
             Error::Unexpected(_) => (
                 "unexpected answer",
                 "this may be a service or client bug; the request id helps when reporting it",
