@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::error::Error;
+use crate::wire::mask::mask_payload;
 use crate::wire::redact::Redactor;
 use crate::wire::transport::{HttpRequest, HttpResponse, Transport, find_header};
 
@@ -72,6 +73,14 @@ impl Body {
         match self {
             Body::Text(t) => Body::Text(redactor.redact_text(t)),
             Body::Binary { .. } => self.clone(),
+        }
+    }
+
+    /// The body with its payload masked ([`crate::wire::mask`]); binary bodies unchanged.
+    fn masked(self) -> Body {
+        match &self {
+            Body::Text(t) => mask_payload(t).map(Body::Text).unwrap_or(self),
+            Body::Binary { .. } => self,
         }
     }
 }
@@ -125,6 +134,10 @@ pub struct Exchange {
     /// SHA-256 (hex) of the real signature (`Authorization` value or SAS `sig`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature_sha256: Option<String>,
+    /// True when the bodies were masked ([`Recorder::masking_payloads`]); a replay masks
+    /// the sent body the same way before comparing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub payloads_masked: bool,
 }
 
 fn first_attempt() -> u32 {
@@ -204,6 +217,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 pub struct Recorder {
     inner: Arc<dyn Transport>,
     redactor: Redactor,
+    mask_payloads: bool,
     sink: Mutex<RecordSink>,
 }
 
@@ -251,11 +265,20 @@ impl Recorder {
         Recorder {
             inner,
             redactor,
+            mask_payloads: false,
             sink: Mutex::new(RecordSink {
                 writer: Box::new(writer),
                 next_seq: 1,
             }),
         }
+    }
+
+    /// Also masks queue message texts and document contents (same shape and size, see
+    /// [`crate::wire::mask`]), for traces that leave the building. Such a trace still
+    /// replays the same requests, but the answers carry masked data.
+    pub fn masking_payloads(mut self) -> Self {
+        self.mask_payloads = true;
+        self
     }
 
     fn exchange(
@@ -280,12 +303,18 @@ impl Recorder {
             ),
         };
         let failure = outcome.as_ref().err();
+        let mut request_body = Body::from_bytes(&request.body).redacted(r);
+        let mut response_body = response_body;
+        if self.mask_payloads {
+            request_body = request_body.masked();
+            response_body = response_body.masked();
+        }
         Exchange {
             seq: 0,
             method: request.method.clone(),
             url: r.redact_url(&request.url),
             request_headers: r.redact_headers(&request.headers),
-            request_body: Body::from_bytes(&request.body).redacted(r),
+            request_body,
             status,
             response_headers,
             response_body,
@@ -295,6 +324,7 @@ impl Recorder {
             duration_ms,
             attempt: request.attempt,
             signature_sha256: signature_fingerprint(request),
+            payloads_masked: self.mask_payloads,
         }
     }
 

@@ -35,6 +35,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, ErrorInfo};
 use crate::wire::clock::parse_http_date;
+use crate::wire::mask::mask_payload;
 use crate::wire::pipeline::Signer;
 use crate::wire::record::{Exchange, read_recording, read_recording_file, signature_fingerprint};
 use crate::wire::redact::{REDACTED, Redactor};
@@ -488,7 +489,14 @@ fn diff_bodies(expected: &Exchange, sent: &[u8], redactor: &Redactor, diffs: &mu
         }
     };
     let got = match std::str::from_utf8(sent) {
-        Ok(text) => redactor.redact_text(text).into_bytes(),
+        Ok(text) => {
+            let redacted = redactor.redact_text(text);
+            if expected.payloads_masked {
+                mask_payload(&redacted).unwrap_or(redacted).into_bytes()
+            } else {
+                redacted.into_bytes()
+            }
+        }
         Err(_) => sent.to_vec(),
     };
     if want == got {
