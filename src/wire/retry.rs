@@ -5,12 +5,12 @@
 //! Which answers are retried is a table ([`RETRY_TABLE`]) over the status and, for Cosmos
 //! DB, the `x-ms-substatus`; each row says which operations may repeat:
 //! - [`Idempotency::Idempotent`] operations (reads, deletes, puts of a known state) are
-//!   retried on every row (408, 429, 449, 404/1002, 500, 502, 503, 504), dropped connections
-//!   and timeouts;
+//!   retried on every row (408, 410/1000/1002/1007/1008, 429, 449, 404/1002, 500, 502, 503,
+//!   504), dropped connections and timeouts;
 //! - [`Idempotency::NonIdempotent`] operations (put message, create document) only where the
-//!   service guarantees nothing happened: 429, 449, 404/1002, a 503 `ServerBusy`, or a
-//!   connection that failed before the request was sent (the transport marks those with
-//!   [`NOT_SENT_CODE`]).
+//!   service guarantees nothing happened: 429, 449, 404/1002, the 410 sub-statuses of a
+//!   partition split or move, a 503 `ServerBusy`, or a connection that failed before the
+//!   request was sent (the transport marks those with [`NOT_SENT_CODE`]).
 //!
 //! The policy never sleeps itself and never reads the clock: the [`crate::wire::pipeline`]
 //! passes it "now" and a seeded random source, so decisions are deterministic in tests.
@@ -67,6 +67,30 @@ pub const RETRY_TABLE: &[RetryRule] = &[
         substatus: None,
         retry_for: RetryFor::Idempotent,
         reason: "the service timed out the request; it may have been applied",
+    },
+    RetryRule {
+        status: 410,
+        substatus: Some(1000),
+        retry_for: RetryFor::All,
+        reason: "Cosmos gone / name cache stale: the container moved; nothing was applied",
+    },
+    RetryRule {
+        status: 410,
+        substatus: Some(1002),
+        retry_for: RetryFor::All,
+        reason: "Cosmos partition key range gone (split); nothing was applied",
+    },
+    RetryRule {
+        status: 410,
+        substatus: Some(1007),
+        retry_for: RetryFor::All,
+        reason: "Cosmos completing a partition split; nothing was applied",
+    },
+    RetryRule {
+        status: 410,
+        substatus: Some(1008),
+        retry_for: RetryFor::All,
+        reason: "Cosmos completing a partition migration; nothing was applied",
     },
     RetryRule {
         status: 429,
@@ -338,6 +362,14 @@ mod tests {
                 p.is_retryable(idem, &resp(449, &[("x-ms-substatus", "0")])),
                 "{idem:?}"
             );
+            // A partition split or move under way.
+            for sub in ["1000", "1002", "1007", "1008"] {
+                assert!(
+                    p.is_retryable(idem, &resp(410, &[("x-ms-substatus", sub)])),
+                    "{idem:?} 410/{sub}"
+                );
+            }
+            assert!(!p.is_retryable(idem, &resp(410, &[])), "{idem:?}");
             // A plain 404 (or another sub-status) is a missing resource.
             assert!(!p.is_retryable(idem, &resp(404, &[])), "{idem:?}");
             assert!(
