@@ -20,6 +20,7 @@ use flowcraft_azure::wire::replay_server::{DIVERGENCE_STATUS, ReplayServer};
 use flowcraft_azure::wire::reqwest_transport::ReqwestTransport;
 use flowcraft_azure::wire::retry::{Idempotency, RetryPolicy};
 use flowcraft_azure::wire::transport::{HttpRequest, HttpResponse, Transport};
+use serde_json::json;
 use wire_common::{DEV_KEY, ScriptedTransport, response};
 
 const ENDPOINT: &str = "http://127.0.0.1:11001/devstoreaccount1";
@@ -727,5 +728,59 @@ async fn masked_traces_keep_shape_and_size_but_not_payloads_and_still_replay() {
         .await
         .expect("upsert replays");
     assert!(replayer.finish().is_ok());
+    let _ = std::fs::remove_file(&path);
+}
+
+#[tokio::test]
+async fn declared_json_paths_are_ignored_when_matching_bodies() {
+    let service = Arc::new(ScriptedTransport::new(vec![Some(response(201, &[], "{}"))]));
+    let path = temp_file("json-paths");
+    let recorder = Recorder::to_file(service, &path, Redactor::new()).expect("trace file");
+    let body = |ts: u64, step: u64| {
+        json!({"id": "r1", "lastUpdated": ts, "step": step,
+               "operations": [{"op": "set", "path": "/at", "value": ts}]})
+        .to_string()
+        .into_bytes()
+    };
+    let mut live = HttpRequest::new("POST", "http://127.0.0.1:18081/dbs/d/colls/c/docs");
+    live.body = body(1_795_727_826, 1);
+    pipeline(Arc::new(recorder), dev_signer(), recorded_date())
+        .send(live.clone(), Idempotency::Idempotent)
+        .await
+        .expect("recorded");
+    // Replayed later: the timestamps the client made up differ.
+    let mut later = live.clone();
+    later.body = body(1_800_000_000, 1);
+    let strict = Arc::new(Replayer::from_file(&path).expect("loads"));
+    let err = pipeline(strict, dev_signer(), recorded_date())
+        .send(later.clone(), Idempotency::Idempotent)
+        .await
+        .expect_err("timestamps differ");
+    assert!(err.to_string().contains("body:"), "{err}");
+    let lenient = Arc::new(
+        Replayer::from_file(&path)
+            .expect("loads")
+            .ignore_json_path("/lastUpdated")
+            .ignore_json_path("/operations/*/value"),
+    );
+    let p = pipeline(lenient.clone(), dev_signer(), recorded_date());
+    p.send(later, Idempotency::Idempotent)
+        .await
+        .expect("matches with the timestamps ignored");
+    assert!(lenient.finish().is_ok());
+    // A difference elsewhere still diverges.
+    let lenient = Arc::new(
+        Replayer::from_file(&path)
+            .expect("loads")
+            .ignore_json_path("/lastUpdated")
+            .ignore_json_path("/operations/*/value"),
+    );
+    let mut other = live;
+    other.body = body(1_800_000_000, 2);
+    let err = pipeline(lenient, dev_signer(), recorded_date())
+        .send(other, Idempotency::Idempotent)
+        .await
+        .expect_err("step differs");
+    assert!(err.to_string().contains("body:"), "{err}");
     let _ = std::fs::remove_file(&path);
 }

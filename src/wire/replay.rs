@@ -20,6 +20,10 @@
 //! else byte for byte after redaction). The host is ignored so a recording made against one
 //! endpoint replays against any other (e.g. [`crate::wire::replay_server`]).
 //!
+//! Values the client makes up anew on every run (timestamps in documents) can be left out
+//! of the body comparison with [`Replayer::ignore_json_path`]; headers with
+//! [`Replayer::ignore_header`].
+//!
 //! Signatures are checked against the recorded `signature_sha256` (see
 //! [`crate::wire::record`] for why a hash): directly when the request carries the recorded
 //! `x-ms-date` (client on a `FixedClock`) or a SAS `sig`, else by re-signing the request at
@@ -71,6 +75,7 @@ pub struct Replayer {
     require_signatures: bool,
     in_order: bool,
     ignored_headers: Vec<String>,
+    ignored_json_paths: Vec<String>,
 }
 
 /// (method, URL path): the queue a recorded exchange waits in.
@@ -146,6 +151,7 @@ impl Replayer {
             require_signatures: false,
             in_order: false,
             ignored_headers: Vec::new(),
+            ignored_json_paths: Vec::new(),
         }
     }
 
@@ -184,6 +190,14 @@ impl Replayer {
     /// Also ignores this request header when matching (case-insensitive).
     pub fn ignore_header(mut self, name: impl Into<String>) -> Self {
         self.ignored_headers.push(name.into().to_ascii_lowercase());
+        self
+    }
+
+    /// Also ignores the JSON body value at this JSON pointer when matching (e.g.
+    /// `/lastUpdated`; `*` matches every member or element: `/operations/*/value`), for
+    /// values the client makes up anew on every run, such as timestamps.
+    pub fn ignore_json_path(mut self, pointer: impl Into<String>) -> Self {
+        self.ignored_json_paths.push(pointer.into());
         self
     }
 
@@ -244,7 +258,8 @@ impl Replayer {
             let Some(expected) = self.exchanges.get(index) else {
                 continue;
             };
-            let mut diffs = diff_request(expected, request, &ignored);
+            let mut diffs =
+                diff_request_ignoring(expected, request, &ignored, &self.ignored_json_paths);
             if diffs.is_empty() {
                 match self.check_signature(expected, request) {
                     Ok(verified) => {
@@ -263,7 +278,10 @@ impl Replayer {
         }
         let closest = closest.or_else(|| {
             let expected = self.exchanges.get(state.cursor)?;
-            Some((expected, diff_request(expected, request, &ignored)))
+            Some((
+                expected,
+                diff_request_ignoring(expected, request, &ignored, &self.ignored_json_paths),
+            ))
         });
         let Some((expected, diffs)) = closest else {
             return Err(replay_error(format!(
@@ -392,6 +410,17 @@ pub fn diff_request(
     sent: &HttpRequest,
     extra_ignored: &[String],
 ) -> Vec<String> {
+    diff_request_ignoring(expected, sent, extra_ignored, &[])
+}
+
+/// [`diff_request`] that also leaves out the JSON body values at `ignored_json_paths`
+/// (see [`Replayer::ignore_json_path`]).
+fn diff_request_ignoring(
+    expected: &Exchange,
+    sent: &HttpRequest,
+    extra_ignored: &[String],
+    ignored_json_paths: &[String],
+) -> Vec<String> {
     let redactor = Redactor::new();
     let mut diffs = Vec::new();
     if !expected.method.eq_ignore_ascii_case(&sent.method) {
@@ -436,7 +465,13 @@ pub fn diff_request(
         &header_map(&sent_headers),
         &mut diffs,
     );
-    diff_bodies(expected, &sent.body, &redactor, &mut diffs);
+    diff_bodies(
+        expected,
+        &sent.body,
+        &redactor,
+        ignored_json_paths,
+        &mut diffs,
+    );
     diffs
 }
 
@@ -480,7 +515,13 @@ fn diff_maps(
     }
 }
 
-fn diff_bodies(expected: &Exchange, sent: &[u8], redactor: &Redactor, diffs: &mut Vec<String>) {
+fn diff_bodies(
+    expected: &Exchange,
+    sent: &[u8],
+    redactor: &Redactor,
+    ignored_json_paths: &[String],
+    diffs: &mut Vec<String>,
+) {
     let want = match expected.request_body.to_bytes() {
         Ok(b) => b,
         Err(e) => {
@@ -502,7 +543,16 @@ fn diff_bodies(expected: &Exchange, sent: &[u8], redactor: &Redactor, diffs: &mu
     if want == got {
         return;
     }
-    let as_json = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).ok();
+    let as_json = |b: &[u8]| {
+        serde_json::from_slice::<serde_json::Value>(b)
+            .ok()
+            .map(|mut value| {
+                for pointer in ignored_json_paths {
+                    remove_pointer(&mut value, pointer);
+                }
+                value
+            })
+    };
     if let (Some(w), Some(g)) = (as_json(&want), as_json(&got)) {
         if w == g {
             return;
@@ -513,6 +563,59 @@ fn diff_bodies(expected: &Exchange, sent: &[u8], redactor: &Redactor, diffs: &mu
         preview(&want),
         preview(&got)
     ));
+}
+
+/// Removes the values a JSON pointer names (`*` matches every member or element).
+fn remove_pointer(value: &mut serde_json::Value, pointer: &str) {
+    let segments: Vec<String> = pointer
+        .split('/')
+        .skip(1)
+        .map(|s| s.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    remove_segments(value, &segments);
+}
+
+fn remove_segments(value: &mut serde_json::Value, segments: &[String]) {
+    use serde_json::Value;
+    let Some((first, rest)) = segments.split_first() else {
+        return;
+    };
+    match value {
+        Value::Object(map) if rest.is_empty() => {
+            if first == "*" {
+                map.clear();
+            } else {
+                map.remove(first.as_str());
+            }
+        }
+        Value::Object(map) => {
+            for (key, child) in map.iter_mut() {
+                if first == "*" || key == first {
+                    remove_segments(child, rest);
+                }
+            }
+        }
+        Value::Array(items) if rest.is_empty() => {
+            if first == "*" {
+                items.clear();
+            } else if let Some(slot) = first
+                .parse::<usize>()
+                .ok()
+                .and_then(|index| items.get_mut(index))
+            {
+                // Nulled, not removed: later elements keep their positions.
+                *slot = Value::Null;
+            }
+        }
+        Value::Array(items) => {
+            for (index, child) in items.iter_mut().enumerate() {
+                if first == "*" || first.parse::<usize>() == Ok(index) {
+                    remove_segments(child, rest);
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 fn preview(bytes: &[u8]) -> String {
