@@ -108,7 +108,10 @@ impl Pipeline {
 
     /// Signs per attempt (fresh date), sends, retries transient answers per policy. Returns the
     /// final response whatever its status (callers map non-2xx to Error); Err only when no
-    /// response was obtained (connection failure / timeout after all attempts).
+    /// response was obtained (connection failure / timeout after all attempts), or when the
+    /// URL's path would be rewritten by URL normalisation (a `.` / `..` segment, also
+    /// percent-encoded): such a request is refused with [`Error::InvalidInput`] before it is
+    /// signed or sent.
     pub async fn send(
         &self,
         request: HttpRequest,
