@@ -13,6 +13,10 @@
 //! for traffic recorded with a real key (`--trace FILE` in production), where the key must
 //! never reach the file.
 //!
+//! The trace is the audit record: each request is written with every header actually sent,
+//! including those the transport adds by itself (`host`, `content-length`, its default
+//! `user-agent` and `accept`; see [`Transport::implicit_headers`]).
+//!
 //! Every attempt is recorded, also one that never got an answer: a transport error is
 //! stored with its kind and code (`error_kind`, `error_code`) and an attempt cancelled by the
 //! pipeline's request timeout as a `Timeout`, so a replay fails and retries the same way.
@@ -273,6 +277,18 @@ impl Recorder {
         }
     }
 
+    /// The request's headers plus those the transport adds on the wire by itself (`host`,
+    /// `content-length`, ...): the trace is the audit record of what was sent.
+    fn headers_sent(&self, request: &HttpRequest) -> Vec<(String, String)> {
+        let mut headers = request.headers.clone();
+        for (name, value) in self.inner.implicit_headers(request) {
+            if find_header(&headers, &name).is_none() {
+                headers.push((name, value));
+            }
+        }
+        headers
+    }
+
     /// Also masks queue message texts and document contents (same shape and size, see
     /// [`crate::wire::mask`]), for traces that leave the building. Such a trace still
     /// replays the same requests, but the answers carry masked data.
@@ -313,7 +329,7 @@ impl Recorder {
             seq: 0,
             method: request.method.clone(),
             url: r.redact_url(&request.url),
-            request_headers: r.redact_headers(&request.headers),
+            request_headers: r.redact_headers(&self.headers_sent(request)),
             request_body,
             status,
             response_headers,
@@ -384,6 +400,10 @@ impl Drop for InFlight<'_> {
 
 #[async_trait]
 impl Transport for Recorder {
+    fn implicit_headers(&self, request: &HttpRequest) -> Vec<(String, String)> {
+        self.inner.implicit_headers(request)
+    }
+
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, Error> {
         let mut in_flight = InFlight {
             recorder: self,
