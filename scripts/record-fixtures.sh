@@ -1,21 +1,35 @@
 #!/usr/bin/env bash
-# Re-records the wire fixtures fixtures/wire/queue.jsonl and fixtures/wire/cosmos.jsonl:
+# Re-records the wire fixtures fixtures/wire/queue.jsonl, fixtures/wire/cosmos.jsonl and
+# fixtures/wire/concurrent.jsonl (or only those named: `record-fixtures.sh concurrent`):
 # starts a private emulator stack (scripts/with-emulators.sh), runs the ignored recording tests of
 # tests/replay_fixtures.rs with FLOWCRAFT_RECORD=1 (every Queue and Cosmos operation plus
 # 400/404/409/412/413 answers, and one injected throttling answer per service with its
 # retry: Queue 503 ServerBusy, Cosmos 429; secrets redacted by the wire Recorder), then
-# replays the new fixtures offline to check them. Stops the services it started on exit.
+# replays the new fixtures offline to check them. concurrent.jsonl is 32 tasks doing queue and
+# Cosmos work at once (tests/replay_concurrent.rs). Stops the services it started on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "${FLOWCRAFT_EMULATORS:-}" != 1 ]; then
-    exec bash scripts/with-emulators.sh bash scripts/record-fixtures.sh
+    exec bash scripts/with-emulators.sh bash scripts/record-fixtures.sh "$@"
 fi
 mkdir -p fixtures/wire
 
-FLOWCRAFT_RECORD=1 cargo test --test replay_fixtures -- --ignored --exact \
-    record_queue_fixture record_cosmos_fixture
+which=("$@")
+[ ${#which[@]} -gt 0 ] || which=(queue cosmos concurrent)
+for fixture in "${which[@]}"; do
+    case "$fixture" in
+        queue | cosmos)
+            FLOWCRAFT_RECORD=1 cargo test --test replay_fixtures -- --ignored --exact \
+                "record_${fixture}_fixture" ;;
+        concurrent)
+            FLOWCRAFT_RECORD=1 cargo test --test replay_concurrent -- --ignored --exact \
+                record_concurrent_fixture ;;
+        *) echo "unknown fixture '$fixture' (queue, cosmos or concurrent)" >&2; exit 2 ;;
+    esac
+done
 # The fresh recordings must replay offline (no emulator needed for this step).
-cargo test --test replay_fixtures
-echo "recorded: fixtures/wire/queue.jsonl ($(wc -l < fixtures/wire/queue.jsonl) exchanges)," \
-    "fixtures/wire/cosmos.jsonl ($(wc -l < fixtures/wire/cosmos.jsonl) exchanges)"
+cargo test --test replay_fixtures --test replay_concurrent --test wire_fixture_secrets
+for fixture in "${which[@]}"; do
+    echo "recorded: fixtures/wire/$fixture.jsonl ($(wc -l < "fixtures/wire/$fixture.jsonl") exchanges)"
+done

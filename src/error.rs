@@ -17,6 +17,10 @@ pub struct ErrorInfo {
     pub operation: Option<String>,
     /// HTTP status, when a response was received.
     pub status: Option<u16>,
+    /// `x-ms-substatus` (Cosmos), when the service sent one. With the status it tells apart
+    /// answers that share a status: 404/1002 (read session not available yet: retry) from a
+    /// missing item, 400/1004 (the query needs a query plan) from other bad requests.
+    pub substatus: Option<u32>,
     /// The service's error code (`<Code>` in XML, `code` in JSON, else `x-ms-error-code`), or,
     /// when no answer arrived, a client-side code such as `ConnectFailed` (request not sent).
     pub code: Option<String>,
@@ -57,6 +61,35 @@ impl ErrorInfo {
     pub fn with_code(mut self, code: impl Into<String>) -> Self {
         self.code = Some(code.into());
         self
+    }
+
+    /// Sets the Cosmos sub-status.
+    pub fn with_substatus(mut self, substatus: u32) -> Self {
+        self.substatus = Some(substatus);
+        self
+    }
+
+    /// True for Cosmos 400 / sub-status 1004: a cross-partition query (`ORDER BY`, `TOP`,
+    /// aggregates, `DISTINCT` across partitions) that the gateway serves only with a query
+    /// plan, which this client does not build. Scope the query to one partition key or
+    /// drop the clause and sort / aggregate on the client.
+    pub fn needs_query_plan(&self) -> bool {
+        self.status == Some(400) && self.substatus == Some(1004)
+    }
+
+    /// True for Cosmos 404 / sub-status 1002: the replica that answered has not yet caught up
+    /// with the session token sent, so "not found" is not known yet. Retry; never treat it
+    /// as a missing item.
+    pub fn is_read_session_not_available(&self) -> bool {
+        self.status == Some(404) && self.substatus == Some(1002)
+    }
+
+    /// True when the answer (status and sub-status) is one the retry table
+    /// ([`crate::wire::retry::RETRY_TABLE`]) lists as transient: a later attempt may succeed.
+    /// False when no answer was received (see the error variant for that).
+    pub fn is_transient_answer(&self) -> bool {
+        self.status
+            .is_some_and(|status| crate::wire::retry::retry_rule(status, self.substatus).is_some())
     }
 }
 
@@ -202,6 +235,10 @@ impl Error {
                 "timed out",
                 "the service did not answer in time; check connectivity or raise the request timeout",
             ),
+            Error::Unexpected(i) if i.is_transient_answer() => (
+                "temporarily unavailable",
+                "the service could not serve the request just now; retry later",
+            ),
             Error::Unexpected(_) => (
                 "unexpected answer",
                 "this may be a service or client bug; the request id helps when reporting it",
@@ -224,6 +261,9 @@ impl fmt::Display for Error {
         let mut details = Vec::new();
         if let Some(s) = info.status {
             details.push(format!("status {s}"));
+        }
+        if let Some(s) = info.substatus {
+            details.push(format!("substatus {s}"));
         }
         if let Some(c) = &info.code {
             details.push(format!("code {c}"));

@@ -351,3 +351,32 @@ async fn wrong_key_is_an_auth_error() {
         "the key never appears in errors"
     );
 }
+
+#[tokio::test]
+async fn create_if_not_exists_accepts_a_queue_that_exists_with_other_metadata() {
+    if !emulators_enabled("create_if_not_exists_accepts_a_queue_that_exists_with_other_metadata") {
+        return;
+    }
+    use flowcraft_azure::wire::retry::Idempotency;
+    use flowcraft_azure::wire::transport::HttpRequest;
+    let queue = queue_client(&unique("meta"));
+    // Create it with metadata, as another tool might have.
+    let mut request = HttpRequest::new("PUT", queue.url());
+    request.set_header("x-ms-version", "2021-12-02");
+    request.set_header("x-ms-meta-owner", "someone-else");
+    let pipeline = support::storage_pipeline_with(support::transport(), &support::storage_key());
+    let answer = pipeline
+        .send(request, Idempotency::Idempotent)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 201);
+    // The service answers 409 QueueAlreadyExists to a create without that metadata...
+    let mut plain = HttpRequest::new("PUT", queue.url());
+    plain.set_header("x-ms-version", "2021-12-02");
+    let answer = pipeline.send(plain, Idempotency::Idempotent).await.unwrap();
+    assert_eq!(answer.status, 409);
+    assert_eq!(answer.header("x-ms-error-code"), Some("QueueAlreadyExists"));
+    // ...which create_if_not_exists reports as "already there".
+    assert!(!queue.create_if_not_exists().await.unwrap());
+    queue.delete().await.unwrap();
+}

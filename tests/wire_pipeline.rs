@@ -250,3 +250,35 @@ fn pipeline_debug_shows_no_key() {
     );
     assert!(!text.contains("Eby8vdM0"), "{text}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn urls_that_url_normalisation_would_change_are_refused_before_signing_or_sending() {
+    for url in [
+        "http://127.0.0.1:11001/devstoreaccount1/jobs/messages/..?popreceipt=r",
+        "http://127.0.0.1:11001/devstoreaccount1/jobs/messages/%2e%2e?popreceipt=r",
+        "http://127.0.0.1:18081/dbs/db/colls/c/docs/.",
+        "http://127.0.0.1:18081/dbs/db/colls/c/docs/%2E",
+        "http://127.0.0.1:18081/dbs/db/./colls/c",
+    ] {
+        let transport = Arc::new(ScriptedTransport::new(vec![Some(response(200, &[], ""))]));
+        let err = pipeline(&transport, Arc::new(NoAuth))
+            .send(HttpRequest::new("DELETE", url), Idempotency::Idempotent)
+            .await
+            .expect_err(url);
+        assert!(matches!(err, Error::InvalidInput(_)), "{url}: {err:?}");
+        assert!(transport.seen().is_empty(), "{url} was sent");
+    }
+    // Ordinary encoded paths pass untouched.
+    let transport = Arc::new(ScriptedTransport::new(vec![Some(response(200, &[], ""))]));
+    pipeline(&transport, Arc::new(NoAuth))
+        .send(
+            HttpRequest::new(
+                "GET",
+                "http://127.0.0.1:18081/dbs/db/colls/c/docs/a%20b...?x=1",
+            ),
+            Idempotency::Idempotent,
+        )
+        .await
+        .expect("sent");
+    assert_eq!(transport.seen().len(), 1);
+}

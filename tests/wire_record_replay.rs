@@ -20,6 +20,7 @@ use flowcraft_azure::wire::replay_server::{DIVERGENCE_STATUS, ReplayServer};
 use flowcraft_azure::wire::reqwest_transport::ReqwestTransport;
 use flowcraft_azure::wire::retry::{Idempotency, RetryPolicy};
 use flowcraft_azure::wire::transport::{HttpRequest, HttpResponse, Transport};
+use serde_json::json;
 use wire_common::{DEV_KEY, ScriptedTransport, response};
 
 const ENDPOINT: &str = "http://127.0.0.1:11001/devstoreaccount1";
@@ -423,5 +424,363 @@ async fn cosmos_master_key_signatures_are_verified_in_replay() {
         .expect("replays");
     assert_eq!(answer.header("etag"), Some("e1"));
     assert_eq!(replayer.verified_signatures(), 1);
+    let _ = std::fs::remove_file(&path);
+}
+
+/// A stand-in service for the concurrency tests: answers every request at once with a body
+/// naming the request and a global sequence number, so each answer is unique.
+#[derive(Debug, Default)]
+struct EchoService {
+    served: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Transport for EchoService {
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, Error> {
+        let n = self
+            .served
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let body = format!(
+            "{} {} {} #{n}",
+            request.method,
+            request.url,
+            String::from_utf8_lossy(&request.body)
+        );
+        response(201, &[("x-ms-request-id", &format!("req-{n}"))], &body)
+    }
+}
+
+/// One task's work: its own queue, a message on it, a message on a shared queue (same path
+/// for every task, different body) and a metadata read that every task sends identically.
+async fn task_work(pipeline: Pipeline, task: usize) -> Result<Vec<HttpResponse>, Error> {
+    let mut answers = Vec::new();
+    let mut requests = Vec::new();
+    requests.push(HttpRequest::new("PUT", format!("{ENDPOINT}/q{task}")));
+    for queue in [format!("q{task}"), "shared".to_string()] {
+        let mut put = HttpRequest::new("POST", format!("{ENDPOINT}/{queue}/messages"));
+        put.set_header("Content-Type", "application/xml");
+        put.body = format!("<QueueMessage><MessageText>task {task}</MessageText></QueueMessage>")
+            .into_bytes();
+        requests.push(put);
+    }
+    requests.push(HttpRequest::new(
+        "GET",
+        format!("{ENDPOINT}/shared?comp=metadata"),
+    ));
+    for mut request in requests {
+        request.set_header("x-ms-version", "2021-12-02");
+        answers.push(pipeline.send(request, Idempotency::NonIdempotent).await?);
+        tokio::task::yield_now().await;
+    }
+    Ok(answers)
+}
+
+/// Runs `tasks` concurrent tasks over `pipeline`, spawned in the given order.
+async fn run_tasks(pipeline: &Pipeline, order: &[usize]) -> Vec<(usize, Vec<HttpResponse>)> {
+    let handles: Vec<_> = order
+        .iter()
+        .map(|&task| (task, tokio::spawn(task_work(pipeline.clone(), task))))
+        .collect();
+    let mut results = Vec::new();
+    for (task, handle) in handles {
+        let answers = handle.await.expect("task ran").expect("task succeeded");
+        results.push((task, answers));
+    }
+    results.sort_by_key(|(task, _)| *task);
+    results
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_tasks_replay_in_any_arrival_order() {
+    const TASKS: usize = 32;
+    let path = temp_file("concurrent");
+    let redactor = Redactor::new().with_secret(DEV_KEY);
+    let recorder =
+        Recorder::to_file(Arc::new(EchoService::default()), &path, redactor).expect("trace file");
+    let forward: Vec<usize> = (0..TASKS).collect();
+    let live = run_tasks(
+        &pipeline(Arc::new(recorder), dev_signer(), recorded_date()),
+        &forward,
+    )
+    .await;
+    assert_eq!(read_recording_file(&path).expect("valid").len(), TASKS * 4);
+
+    // Replay twice, the tasks spawned in reverse and in an interleaved order: every request
+    // finds its recorded answer whatever order the requests arrive in.
+    let reverse: Vec<usize> = (0..TASKS).rev().collect();
+    let interleaved: Vec<usize> = (0..TASKS).map(|i| (i * 7) % TASKS).collect();
+    for order in [reverse, interleaved] {
+        let replayer = Arc::new(Replayer::from_file(&path).expect("loads"));
+        let replayed = run_tasks(
+            &pipeline(replayer.clone(), dev_signer(), recorded_date()),
+            &order,
+        )
+        .await;
+        for ((task, want), (_, got)) in live.iter().zip(&replayed) {
+            // The first three requests of a task are its own: the very same answers.
+            for i in 0..3 {
+                assert_eq!(got[i].body, want[i].body, "task {task} request {i}");
+                assert_eq!(
+                    got[i].header("x-ms-request-id"),
+                    want[i].header("x-ms-request-id")
+                );
+            }
+            // The metadata read is identical in every task: one of the recorded answers.
+            assert!(
+                String::from_utf8_lossy(&got[3].body).contains("/shared?comp=metadata"),
+                "task {task}"
+            );
+        }
+        assert_eq!(replayer.remaining(), 0);
+        assert!(replayer.finish().is_ok());
+        assert_eq!(replayer.verified_signatures(), TASKS * 4);
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+#[tokio::test]
+async fn in_recorded_order_mode_refuses_requests_out_of_order() {
+    let (path, _) = record("in-order").await;
+    let mut reordered = requests();
+    reordered.swap(1, 2);
+    // Keyed (default): the reordered script replays.
+    let keyed = Arc::new(Replayer::from_file(&path).expect("loads"));
+    let p = pipeline(keyed.clone(), dev_signer(), recorded_date());
+    for (request, idempotency) in reordered.clone() {
+        p.send(request, idempotency).await.expect("served by key");
+    }
+    assert!(keyed.finish().is_ok());
+    // Strict: the metadata read is not the next recorded request.
+    let strict = Arc::new(
+        Replayer::from_file(&path)
+            .expect("loads")
+            .in_recorded_order(),
+    );
+    let p = pipeline(strict.clone(), dev_signer(), recorded_date());
+    let mut sent = reordered.into_iter();
+    let (put, idem) = sent.next().expect("put");
+    p.send(put, idem).await.expect("first is in order");
+    let (meta, idem) = sent.next().expect("metadata read");
+    let err = p.send(meta, idem).await.expect_err("out of order");
+    assert!(
+        err.to_string()
+            .contains("exchange 3 (expected GET /devstoreaccount1/jobs/messages"),
+        "{err}"
+    );
+    let unfinished = strict.finish().expect_err("two left");
+    assert!(
+        unfinished.to_string().contains("after 2 of 4"),
+        "{unfinished}"
+    );
+    let _ = std::fs::remove_file(&path);
+}
+
+#[tokio::test]
+async fn transport_failures_replay_as_the_same_error_kind_and_are_retried_alike() {
+    use flowcraft_azure::ErrorInfo;
+    use flowcraft_azure::wire::retry::NOT_SENT_CODE;
+    let refused = Error::Transport(Box::new(
+        ErrorInfo::new("could not connect").with_code(NOT_SENT_CODE),
+    ));
+    let slow = Error::Timeout(Box::new(ErrorInfo::new("no answer in time")));
+    let service = Arc::new(ScriptedTransport::new(vec![
+        Some(Err(refused)),
+        Some(response(201, &[], "<QueueMessagesList/>")),
+        Some(Err(slow)),
+        Some(response(200, &[], "")),
+    ]));
+    let path = temp_file("errors");
+    let recorder = Recorder::to_file(service, &path, Redactor::new()).expect("trace file");
+    let (put, meta) = {
+        let mut all = requests();
+        let meta = all.remove(2).0;
+        (all.remove(0).0, meta)
+    };
+    let run = |p: Pipeline| {
+        let (put, meta) = (put.clone(), meta.clone());
+        async move {
+            // A put refused before sending is retried although it is not idempotent.
+            let sent = p.send(put, Idempotency::NonIdempotent).await?;
+            let read = p.send(meta, Idempotency::Idempotent).await?;
+            Ok::<_, Error>((sent.status, read.status))
+        }
+    };
+    let live = run(pipeline(Arc::new(recorder), dev_signer(), recorded_date()))
+        .await
+        .expect("live run retries");
+    let exchanges = read_recording_file(&path).expect("valid");
+    assert_eq!(exchanges.len(), 4);
+    let replayer = Arc::new(Replayer::new(exchanges));
+    let replayed = run(pipeline(replayer.clone(), dev_signer(), recorded_date()))
+        .await
+        .expect("replay retries the same way");
+    assert_eq!(live, replayed);
+    assert!(replayer.finish().is_ok());
+
+    // Played directly, the recorded failures come back as the same kinds.
+    let replayer = Replayer::from_file(&path)
+        .expect("loads")
+        .in_recorded_order();
+    let mut first = requests().remove(0).0;
+    first.set_header("x-ms-date", "Thu, 26 Nov 2026 21:09:10 GMT");
+    let err = replayer.play(&first).expect_err("recorded refusal");
+    assert!(matches!(err, Error::Transport(_)), "{err:?}");
+    assert_eq!(err.code(), Some(NOT_SENT_CODE));
+    let _ = std::fs::remove_file(&path);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_attempt_the_pipeline_timed_out_is_recorded_and_replays_as_a_timeout() {
+    // The first attempt never gets an answer; the pipeline's timeout cancels it.
+    let service = Arc::new(ScriptedTransport::new(vec![
+        None,
+        Some(response(
+            200,
+            &[("x-ms-approximate-messages-count", "2")],
+            "",
+        )),
+    ]));
+    let path = temp_file("timeout");
+    let recorder = Recorder::to_file(service, &path, Redactor::new()).expect("trace file");
+    let policy = RetryPolicy {
+        request_timeout: Duration::from_secs(1),
+        ..quick_retries()
+    };
+    let meta = requests().remove(2).0;
+    let live = pipeline(Arc::new(recorder), dev_signer(), recorded_date())
+        .with_retry(policy.clone())
+        .send(meta.clone(), Idempotency::Idempotent)
+        .await
+        .expect("the retry answers");
+    let exchanges = read_recording_file(&path).expect("valid");
+    assert_eq!(exchanges.len(), 2, "the timed-out attempt is in the trace");
+    assert_eq!(exchanges[0].error_kind.as_deref(), Some("Timeout"));
+    assert_eq!((exchanges[0].attempt, exchanges[1].attempt), (1, 2));
+    let replayer = Arc::new(Replayer::new(exchanges));
+    let replayed = pipeline(replayer.clone(), dev_signer(), recorded_date())
+        .with_retry(policy)
+        .send(meta, Idempotency::Idempotent)
+        .await
+        .expect("replayed the same way");
+    assert_eq!(
+        replayed.header("x-ms-approximate-messages-count"),
+        Some("2")
+    );
+    assert_eq!(live.status, replayed.status);
+    assert!(replayer.finish().is_ok());
+    let _ = std::fs::remove_file(&path);
+}
+
+#[tokio::test]
+async fn masked_traces_keep_shape_and_size_but_not_payloads_and_still_replay() {
+    let document = r#"{"id":"run-1","runId":"secret-run","payload":{"card":"4111 1111","n":42},"_etag":"e1","_ts":1795727826}"#;
+    let service = Arc::new(ScriptedTransport::new(vec![
+        Some(response(
+            201,
+            &[],
+            "<QueueMessagesList><QueueMessage><MessageId>m1</MessageId><MessageText>c2VjcmV0IGpvYg==</MessageText></QueueMessage></QueueMessagesList>",
+        )),
+        Some(response(200, &[], document)),
+    ]));
+    let path = temp_file("masked");
+    let recorder = Recorder::to_file(service, &path, Redactor::new())
+        .expect("trace file")
+        .masking_payloads();
+    let mut put = HttpRequest::new("POST", format!("{ENDPOINT}/jobs/messages"));
+    put.body = b"<QueueMessage><MessageText>c2VjcmV0IGpvYg==</MessageText></QueueMessage>".to_vec();
+    let mut upsert = HttpRequest::new("POST", "http://127.0.0.1:18081/dbs/d/colls/c/docs");
+    upsert.body = document.as_bytes().to_vec();
+    let p = pipeline(Arc::new(recorder), dev_signer(), recorded_date());
+    p.send(put.clone(), Idempotency::NonIdempotent)
+        .await
+        .expect("put");
+    p.send(upsert.clone(), Idempotency::Idempotent)
+        .await
+        .expect("upsert");
+    let text = std::fs::read_to_string(&path).expect("trace");
+    for secret in ["c2VjcmV0IGpvYg==", "secret-run", "4111 1111", "\"n\":42"] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+    let exchanges = read_recording_file(&path).expect("valid");
+    assert!(exchanges.iter().all(|e| e.payloads_masked));
+    let Body::Text(masked_put) = &exchanges[0].request_body else {
+        panic!("text body");
+    };
+    assert_eq!(masked_put.len(), put.body.len(), "same size");
+    let Body::Text(masked_doc) = &exchanges[1].response_body else {
+        panic!("text body");
+    };
+    let masked: serde_json::Value = serde_json::from_str(masked_doc).expect("still JSON");
+    assert_eq!(masked["id"], "run-1", "ids and system properties are kept");
+    assert_eq!(masked["_etag"], "e1");
+    assert_eq!(
+        masked["runId"].as_str().map(str::len),
+        Some("secret-run".len())
+    );
+    assert!(masked["payload"]["card"].is_string(), "same shape");
+    // Replaying the masked trace: sent bodies are masked the same way before comparing.
+    let replayer = Arc::new(Replayer::new(exchanges));
+    let p = pipeline(replayer.clone(), dev_signer(), recorded_date());
+    p.send(put, Idempotency::NonIdempotent)
+        .await
+        .expect("put replays");
+    p.send(upsert, Idempotency::Idempotent)
+        .await
+        .expect("upsert replays");
+    assert!(replayer.finish().is_ok());
+    let _ = std::fs::remove_file(&path);
+}
+
+#[tokio::test]
+async fn declared_json_paths_are_ignored_when_matching_bodies() {
+    let service = Arc::new(ScriptedTransport::new(vec![Some(response(201, &[], "{}"))]));
+    let path = temp_file("json-paths");
+    let recorder = Recorder::to_file(service, &path, Redactor::new()).expect("trace file");
+    let body = |ts: u64, step: u64| {
+        json!({"id": "r1", "lastUpdated": ts, "step": step,
+               "operations": [{"op": "set", "path": "/at", "value": ts}]})
+        .to_string()
+        .into_bytes()
+    };
+    let mut live = HttpRequest::new("POST", "http://127.0.0.1:18081/dbs/d/colls/c/docs");
+    live.body = body(1_795_727_826, 1);
+    pipeline(Arc::new(recorder), dev_signer(), recorded_date())
+        .send(live.clone(), Idempotency::Idempotent)
+        .await
+        .expect("recorded");
+    // Replayed later: the timestamps the client made up differ.
+    let mut later = live.clone();
+    later.body = body(1_800_000_000, 1);
+    let strict = Arc::new(Replayer::from_file(&path).expect("loads"));
+    let err = pipeline(strict, dev_signer(), recorded_date())
+        .send(later.clone(), Idempotency::Idempotent)
+        .await
+        .expect_err("timestamps differ");
+    assert!(err.to_string().contains("body:"), "{err}");
+    let lenient = Arc::new(
+        Replayer::from_file(&path)
+            .expect("loads")
+            .ignore_json_path("/lastUpdated")
+            .ignore_json_path("/operations/*/value"),
+    );
+    let p = pipeline(lenient.clone(), dev_signer(), recorded_date());
+    p.send(later, Idempotency::Idempotent)
+        .await
+        .expect("matches with the timestamps ignored");
+    assert!(lenient.finish().is_ok());
+    // A difference elsewhere still diverges.
+    let lenient = Arc::new(
+        Replayer::from_file(&path)
+            .expect("loads")
+            .ignore_json_path("/lastUpdated")
+            .ignore_json_path("/operations/*/value"),
+    );
+    let mut other = live;
+    other.body = body(1_800_000_000, 2);
+    let err = pipeline(lenient, dev_signer(), recorded_date())
+        .send(other, Idempotency::Idempotent)
+        .await
+        .expect_err("step differs");
+    assert!(err.to_string().contains("body:"), "{err}");
     let _ = std::fs::remove_file(&path);
 }

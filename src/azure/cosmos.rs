@@ -23,6 +23,7 @@
 mod keys;
 mod patch;
 mod query;
+mod session;
 
 pub use keys::PartitionKey;
 pub use patch::{MAX_PATCH_OPERATIONS, PatchOperation, PatchPath, PatchRequest};
@@ -44,6 +45,7 @@ use crate::wire::pipeline::Pipeline;
 use crate::wire::retry::Idempotency;
 use crate::wire::transport::{HttpRequest, HttpResponse};
 use keys::{validate_document_id, validate_partition_key_path, validate_resource_name};
+use session::SessionTokens;
 
 /// The Cosmos DB REST version this client speaks.
 pub const COSMOS_API_VERSION: &str = "2020-07-15";
@@ -224,7 +226,7 @@ impl DatabaseClient {
         Ok(ContainerClient {
             database: self.clone(),
             name: name.to_string(),
-            session: Arc::new(Mutex::new(None)),
+            session: Arc::new(Mutex::new(SessionTokens::default())),
         })
     }
 }
@@ -254,13 +256,14 @@ async fn create_if_absent(
     })
 }
 
-/// A handle for one container: documents and queries. Clones share the session token.
+/// A handle for one container: documents and queries. Clones share the session tokens
+/// (kept per partition-key range, merged by the highest LSN).
 #[derive(Debug, Clone)]
 pub struct ContainerClient {
     database: DatabaseClient,
     name: String,
-    /// The latest `x-ms-session-token` seen, sent back on later requests.
-    session: Arc<Mutex<Option<String>>>,
+    /// The `x-ms-session-token`s seen, per range, sent back on later requests.
+    session: Arc<Mutex<SessionTokens>>,
 }
 
 impl ContainerClient {
@@ -576,15 +579,19 @@ impl ContainerClient {
         request
     }
 
-    /// Sends with the session token and remembers the one the answer carries (error answers
-    /// carry one too: a 404 or 412 still tells what the session has seen).
+    /// Sends with the session token for the request's partition key (all ranges' tokens when
+    /// its range is not known) and merges the one the answer carries (error answers carry one
+    /// too: a 404 or 412 still tells what the session has seen).
     async fn send(
         &self,
         operation: &str,
         mut request: HttpRequest,
         idempotency: Idempotency,
     ) -> Result<HttpResponse, Error> {
-        if let Some(token) = self.session_token() {
+        let partition_key = request
+            .header("x-ms-documentdb-partitionkey")
+            .map(str::to_string);
+        if let Some(token) = self.sessions().header_for(partition_key.as_deref()) {
             request.set_header("x-ms-session-token", token);
         }
         let resp = self
@@ -592,21 +599,36 @@ impl ContainerClient {
             .client
             .send_unchecked(operation, request, idempotency)
             .await?;
-        if let Some(token) = resp.header("x-ms-session-token").map(str::trim)
-            && !token.is_empty()
-        {
-            let mut slot = self.session.lock().unwrap_or_else(|p| p.into_inner());
-            *slot = Some(token.to_string());
+        if let Some(token) = resp.header("x-ms-session-token") {
+            self.sessions().update(token, partition_key.as_deref());
         }
         success_or(resp, operation, response_error)
     }
 
-    /// The latest session token this container handle has seen.
+    fn sessions(&self) -> std::sync::MutexGuard<'_, SessionTokens> {
+        self.session.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every session token this container handle has seen, merged per partition-key range
+    /// and comma-separated (`0:-1#12,1:-1#7`): what a request whose range is unknown sends.
     pub fn session_token(&self) -> Option<String> {
-        self.session
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.sessions().all()
+    }
+
+    /// Merges a session token obtained elsewhere (e.g. carried in a queue message by the
+    /// worker that wrote, so this handle reads at least that write). The same merge as for
+    /// answers: a token older than the one kept changes nothing. Give `partition_key` when
+    /// the token is for that key's range, so later requests on it send only that range.
+    pub fn merge_session_token(&self, token: &str, partition_key: Option<&PartitionKey>) {
+        let key = partition_key.map(PartitionKey::header_value);
+        self.sessions().update(token, key.as_deref());
+    }
+
+    /// The session token sent with a request on `partition_key`: its range's token once an
+    /// answer for that key named the range, else [`ContainerClient::session_token`].
+    pub fn session_token_for(&self, partition_key: &PartitionKey) -> Option<String> {
+        self.sessions()
+            .header_for(Some(partition_key.header_value().as_str()))
     }
 }
 

@@ -18,8 +18,9 @@ mod types;
 mod xml;
 
 pub use types::{
-    MAX_VISIBILITY_SECS, MessageCount, MessageTtl, PeekedMessage, PutOptions, QueueItem,
-    QueueListPage, QueueMessage, QueueProperties, SentMessage, UpdatedMessage, VisibilityTimeout,
+    MAX_MESSAGE_TTL_SECS, MAX_VISIBILITY_SECS, MessageCount, MessageTtl, PeekedMessage, PutOptions,
+    QueueItem, QueueListPage, QueueMessage, QueueProperties, SentMessage, UpdatedMessage,
+    VisibilityTimeout,
 };
 
 use chrono::{DateTime, Utc};
@@ -28,7 +29,7 @@ use crate::azure::auth::check_endpoint;
 use crate::azure::response::{error_from_response, send_checked, unparseable};
 use crate::error::{Error, ErrorInfo};
 use crate::wire::clock::parse_http_date;
-use crate::wire::encoding::encode_unreserved;
+use crate::wire::encoding::{encode_unreserved, is_dot_segment};
 use crate::wire::pipeline::Pipeline;
 use crate::wire::retry::Idempotency;
 use crate::wire::transport::{HttpRequest, HttpResponse};
@@ -117,9 +118,10 @@ impl QueueClient {
     }
 
     /// Creates the queue if it does not exist. Returns `true` when it was created, `false`
-    /// when it already existed.
+    /// when it already existed (also when it exists with other metadata, which the service
+    /// answers with 409 `QueueAlreadyExists`).
     pub async fn create_if_not_exists(&self) -> Result<bool, Error> {
-        let resp = self
+        match self
             .send(
                 "queue create",
                 "PUT",
@@ -127,8 +129,14 @@ impl QueueClient {
                 None,
                 Idempotency::Idempotent,
             )
-            .await?;
-        Ok(resp.status == 201)
+            .await
+        {
+            Ok(resp) => Ok(resp.status == 201),
+            Err(Error::Conflict(info)) if info.code.as_deref() == Some("QueueAlreadyExists") => {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Deletes the queue and its messages. A missing queue is [`Error::NotFound`].
@@ -431,6 +439,13 @@ impl QueueClient {
             return Err(
                 Error::invalid_input("a message id and its pop receipt are required").during(op),
             );
+        }
+        if is_dot_segment(id) {
+            return Err(Error::invalid_input(format!(
+                "the message id `{id}` is a `.` or `..` path segment (after URL decoding); it \
+                 would address the queue instead of a message. Use the id the service returned"
+            ))
+            .during(op));
         }
         Ok(format!(
             "{}/{}?popreceipt={}",

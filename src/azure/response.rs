@@ -5,14 +5,18 @@
 use crate::error::{Error, ErrorInfo};
 use crate::wire::pipeline::Pipeline;
 use crate::wire::redact::Redactor;
-use crate::wire::retry::{Idempotency, retry_after};
+use crate::wire::retry::{Idempotency, retry_after, substatus_of};
 use crate::wire::transport::{HttpRequest, HttpResponse};
 
 /// Maps a non-2xx response to an [`Error`] variant.
 ///
 /// `code` is the service's error code when the body or `x-ms-error-code` named one;
-/// `message` is the service's own message (may be empty). The decision is made on the status,
-/// except that Queue Storage's `PopReceiptMismatch` (sent with 400) is a failed precondition.
+/// `message` is the service's own message (may be empty). The decision is made on the status
+/// and Cosmos `x-ms-substatus`, with these exceptions: Queue Storage's `PopReceiptMismatch`
+/// (sent with 400) is a failed precondition; Cosmos 404/1002 (read session not available)
+/// is not a missing item but a transient [`Error::Unexpected`]; a 503 is
+/// [`Error::Throttled`] only with Storage's `ServerBusy` code, else a transient
+/// "service unavailable" [`Error::Unexpected`].
 pub(crate) fn error_from_response(
     resp: &HttpResponse,
     operation: &str,
@@ -21,15 +25,45 @@ pub(crate) fn error_from_response(
 ) -> Error {
     let status = resp.status;
     // A service message may quote the request (e.g. a SAS URL); never carry a signature on.
-    let message = match message.trim() {
-        "" => format!("the service answered HTTP {status}"),
-        text => Redactor::new().redact_text(text),
+    let service_message = match message.trim() {
+        "" => None,
+        text => Some(Redactor::new().redact_text(text)),
+    };
+    let substatus = substatus_of(resp);
+    let explained = match (status, substatus) {
+        (404, Some(1002)) => Some(
+            "read session not available: the replica has not caught up with this session yet \
+             (not a missing item; retry)"
+                .to_string(),
+        ),
+        (400, Some(1004)) => Some(
+            "this cross-partition query needs a query plan (ORDER BY, TOP, aggregates or \
+             DISTINCT across partitions), which this client does not build; scope it to one \
+             partition key, or sort / aggregate the results yourself"
+                .to_string(),
+        ),
+        (449, _) => {
+            Some("retry with: a concurrent update conflicted; nothing was applied".to_string())
+        }
+        (503, _) if !server_busy(code.as_deref()) => {
+            Some("the service is temporarily unavailable; retry later".to_string())
+        }
+        (300..=399, _) => Some(redirect_message(resp)),
+        _ => None,
+    };
+    let message = match (explained, service_message) {
+        (Some(ours), Some(theirs)) => format!("{ours} ({theirs})"),
+        (Some(ours), None) => ours,
+        (None, Some(theirs)) => theirs,
+        (None, None) => format!("the service answered HTTP {status}"),
     };
     let pop_receipt_mismatch = code.as_deref() == Some("PopReceiptMismatch");
+    let busy = server_busy(code.as_deref());
     let info = Box::new(ErrorInfo {
         message,
         operation: Some(operation.to_string()),
         status: Some(status),
+        substatus,
         code,
         request_id: header_string(resp, "x-ms-request-id"),
         activity_id: header_string(resp, "x-ms-activity-id"),
@@ -38,12 +72,17 @@ pub(crate) fn error_from_response(
     });
     match status {
         _ if pop_receipt_mismatch => Error::PreconditionFailed(info),
+        _ if info.is_read_session_not_available() => Error::Unexpected(info),
         412 => Error::PreconditionFailed(info),
         404 => Error::NotFound(info),
         409 => Error::Conflict(info),
         401 | 403 => Error::Auth(info),
         413 => Error::TooLarge(info),
-        429 | 503 => Error::Throttled {
+        429 => Error::Throttled {
+            retry_after: retry_after(resp),
+            info,
+        },
+        503 if busy => Error::Throttled {
             retry_after: retry_after(resp),
             info,
         },
@@ -51,6 +90,33 @@ pub(crate) fn error_from_response(
         400 => Error::InvalidInput(info),
         _ => Error::Unexpected(info),
     }
+}
+
+/// Storage's `ServerBusy`: the request was refused unprocessed because of load (throttling).
+fn server_busy(code: Option<&str>) -> bool {
+    code.is_some_and(|c| c.trim().eq_ignore_ascii_case("ServerBusy"))
+}
+
+/// The message for a 3xx answer: redirects are never followed, so say where it pointed (the
+/// host only: a `Location` query may carry a signature).
+fn redirect_message(resp: &HttpResponse) -> String {
+    let location = resp.header("location").map(str::trim).unwrap_or_default();
+    let to = match reqwest::Url::parse(location) {
+        Ok(url) => match url.host_str() {
+            Some(host) => format!("to host `{host}`"),
+            None => "to a location without a host".to_string(),
+        },
+        Err(_) if location.starts_with('/') && !location.starts_with("//") => {
+            "to another path on the same host".to_string()
+        }
+        Err(_) => "without a usable Location".to_string(),
+    };
+    format!(
+        "the service answered with a redirect (HTTP {}) {to}; redirects are not followed, \
+         because a signed request goes only to the host it was signed for. Use that endpoint \
+         directly if you trust it",
+        resp.status
+    )
 }
 
 /// Sends `request` through `pipeline`; an answer that is not 2xx becomes the [`Error`] that
@@ -124,7 +190,10 @@ mod tests {
         assert!(matches!(mapped(403, None), Error::Auth(_)));
         assert!(matches!(mapped(413, None), Error::TooLarge(_)));
         assert!(matches!(mapped(429, None), Error::Throttled { .. }));
-        assert!(matches!(mapped(503, None), Error::Throttled { .. }));
+        assert!(matches!(
+            mapped(503, Some("ServerBusy")),
+            Error::Throttled { .. }
+        ));
         assert!(matches!(mapped(400, None), Error::InvalidInput(_)));
         assert!(matches!(mapped(408, None), Error::Timeout(_)));
         assert!(matches!(mapped(500, None), Error::Unexpected(_)));
@@ -162,6 +231,62 @@ mod tests {
         let text = format!("{err} {err:?}");
         assert!(!text.contains("AbC%2Bdef123"), "{text}");
         assert!(text.contains("sig=REDACTED"), "{text}");
+    }
+
+    #[test]
+    fn substatus_is_carried_and_shown() {
+        let resp = response(400, &[("x-ms-substatus", "1004")]);
+        let err = error_from_response(&resp, "cosmos query", Some("BadRequest".into()), "");
+        assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
+        assert_eq!(err.info().substatus, Some(1004));
+        assert!(err.info().needs_query_plan());
+        assert!(err.to_string().contains("substatus 1004"), "{err}");
+        let plain = error_from_response(&response(400, &[]), "cosmos query", None, "");
+        assert!(!plain.info().needs_query_plan());
+        assert_eq!(plain.info().substatus, None);
+    }
+
+    #[test]
+    fn read_session_not_available_is_not_reported_as_missing() {
+        let resp = response(404, &[("x-ms-substatus", "1002")]);
+        let err = error_from_response(&resp, "cosmos read document", None, "");
+        assert!(!matches!(err, Error::NotFound(_)), "{err:?}");
+        assert!(err.info().is_read_session_not_available());
+        assert!(err.info().is_transient_answer());
+        assert!(!mapped(404, None).info().is_transient_answer());
+    }
+
+    #[test]
+    fn a_503_without_server_busy_is_unavailable_not_throttled() {
+        let err = mapped(503, None);
+        assert!(!matches!(err, Error::Throttled { .. }), "{err:?}");
+        assert!(matches!(err, Error::Unexpected(_)), "{err:?}");
+        assert_eq!(err.status(), Some(503));
+        assert!(err.info().is_transient_answer());
+        assert!(err.to_string().contains("unavailable"), "{err}");
+    }
+
+    #[test]
+    fn a_redirect_is_an_error_naming_the_location_host_only() {
+        let resp = response(
+            302,
+            &[(
+                "location",
+                "https://other.example.net/acct/q?sv=1&sig=SECRETSIG",
+            )],
+        );
+        let err = error_from_response(&resp, "queue create", None, "");
+        assert!(matches!(err, Error::Unexpected(_)), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains("redirect"), "{text}");
+        assert!(text.contains("other.example.net"), "{text}");
+        assert!(
+            !text.contains("SECRETSIG") && !text.contains("/acct/q"),
+            "{text}"
+        );
+        assert!(!err.info().is_transient_answer());
+        let relative = error_from_response(&response(301, &[("location", "/x")]), "op", None, "");
+        assert!(relative.to_string().contains("same host"), "{relative}");
     }
 
     #[test]

@@ -63,6 +63,25 @@ pub(crate) fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// True when `text`, as one URL path segment, is a dot segment (`.` or `..`) once percent
+/// escapes are decoded, however often they were applied (`%2e%2e`, `%252e`). URL parsers
+/// remove such segments, so a request built with one would go to another resource.
+pub(crate) fn is_dot_segment(text: &str) -> bool {
+    let mut current = text.to_string();
+    // Each round removes at least one `%`, so the loop ends; 8 rounds cover any real input.
+    for _ in 0..8 {
+        if current == "." || current == ".." {
+            return true;
+        }
+        let decoded = percent_decode(&current);
+        if decoded == current {
+            return false;
+        }
+        current = decoded;
+    }
+    current == "." || current == ".."
+}
+
 fn hex(digit: u8) -> Option<u8> {
     char::from(digit)
         .to_digit(16)
@@ -97,6 +116,16 @@ mod tests {
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
         assert_eq!(percent_decode("si%67"), "sig");
         assert_eq!(percent_decode("%FF"), "\u{FFFD}");
+    }
+
+    #[test]
+    fn dot_segments_are_recognised_through_any_number_of_escapes() {
+        for dot in [".", "..", "%2e", "%2E%2e", ".%2E", "%252e%252e", "%25252e"] {
+            assert!(is_dot_segment(dot), "{dot}");
+        }
+        for plain in ["", "...", "a.", ".a", "%2e%2e%2e", "%2", "%zz", "a..b"] {
+            assert!(!is_dot_segment(plain), "{plain}");
+        }
     }
 
     #[test]

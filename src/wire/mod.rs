@@ -4,6 +4,7 @@
 
 pub mod clock;
 pub(crate) mod encoding;
+pub mod mask;
 pub mod pipeline;
 pub mod record;
 pub mod redact;

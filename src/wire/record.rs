@@ -13,6 +13,14 @@
 //! for traffic recorded with a real key (`--trace FILE` in production), where the key must
 //! never reach the file.
 //!
+//! The trace is the audit record: each request is written with every header actually sent,
+//! including those the transport adds by itself (`host`, `content-length`, its default
+//! `user-agent` and `accept`; see [`Transport::implicit_headers`]).
+//!
+//! Every attempt is recorded, also one that never got an answer: a transport error is
+//! stored with its kind and code (`error_kind`, `error_code`) and an attempt cancelled by the
+//! pipeline's request timeout as a `Timeout`, so a replay fails and retries the same way.
+//!
 //! Body format: UTF-8 bodies are stored as JSON strings (after redaction); other bodies as
 //! `{"base64": "..."}` (not scanned for secrets; Queue and Cosmos bodies are text).
 
@@ -27,6 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::error::Error;
+use crate::wire::mask::mask_payload;
 use crate::wire::redact::Redactor;
 use crate::wire::transport::{HttpRequest, HttpResponse, Transport, find_header};
 
@@ -70,6 +79,14 @@ impl Body {
             Body::Binary { .. } => self.clone(),
         }
     }
+
+    /// The body with its payload masked ([`crate::wire::mask`]); binary bodies unchanged.
+    fn masked(self) -> Body {
+        match &self {
+            Body::Text(t) => mask_payload(t).map(Body::Text).unwrap_or(self),
+            Body::Binary { .. } => self,
+        }
+    }
 }
 
 impl Default for Body {
@@ -105,6 +122,13 @@ pub struct Exchange {
     /// The transport error, when no response arrived (redacted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The kind of that error (`Transport`, `Timeout`, ...: the [`Error`] variant), so a
+    /// replay fails the same way and the pipeline retries it as it did live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<String>,
+    /// The error's code, e.g. `ConnectFailed` (the request was never sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
     /// Wall time of the exchange in milliseconds.
     #[serde(default)]
     pub duration_ms: u64,
@@ -114,6 +138,10 @@ pub struct Exchange {
     /// SHA-256 (hex) of the real signature (`Authorization` value or SAS `sig`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature_sha256: Option<String>,
+    /// True when the bodies were masked ([`Recorder::masking_payloads`]); a replay masks
+    /// the sent body the same way before comparing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub payloads_masked: bool,
 }
 
 fn first_attempt() -> u32 {
@@ -133,6 +161,22 @@ impl Exchange {
                 "recording line {line_number} is not a valid exchange: {e}"
             ))
         })
+    }
+}
+
+/// The name recorded for an error's kind (its [`Error`] variant).
+pub(crate) fn error_kind_name(error: &Error) -> &'static str {
+    match error {
+        Error::NotFound(_) => "NotFound",
+        Error::Conflict(_) => "Conflict",
+        Error::PreconditionFailed(_) => "PreconditionFailed",
+        Error::Throttled { .. } => "Throttled",
+        Error::Auth(_) => "Auth",
+        Error::TooLarge(_) => "TooLarge",
+        Error::InvalidInput(_) => "InvalidInput",
+        Error::Transport(_) => "Transport",
+        Error::Timeout(_) => "Timeout",
+        _ => "Unexpected",
     }
 }
 
@@ -177,6 +221,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 pub struct Recorder {
     inner: Arc<dyn Transport>,
     redactor: Redactor,
+    mask_payloads: bool,
     sink: Mutex<RecordSink>,
 }
 
@@ -224,11 +269,32 @@ impl Recorder {
         Recorder {
             inner,
             redactor,
+            mask_payloads: false,
             sink: Mutex::new(RecordSink {
                 writer: Box::new(writer),
                 next_seq: 1,
             }),
         }
+    }
+
+    /// The request's headers plus those the transport adds on the wire by itself (`host`,
+    /// `content-length`, ...): the trace is the audit record of what was sent.
+    fn headers_sent(&self, request: &HttpRequest) -> Vec<(String, String)> {
+        let mut headers = request.headers.clone();
+        for (name, value) in self.inner.implicit_headers(request) {
+            if find_header(&headers, &name).is_none() {
+                headers.push((name, value));
+            }
+        }
+        headers
+    }
+
+    /// Also masks queue message texts and document contents (same shape and size, see
+    /// [`crate::wire::mask`]), for traces that leave the building. Such a trace still
+    /// replays the same requests, but the answers carry masked data.
+    pub fn masking_payloads(mut self) -> Self {
+        self.mask_payloads = true;
+        self
     }
 
     fn exchange(
@@ -252,19 +318,29 @@ impl Recorder {
                 Some(r.redact_text(&e.to_string())),
             ),
         };
+        let failure = outcome.as_ref().err();
+        let mut request_body = Body::from_bytes(&request.body).redacted(r);
+        let mut response_body = response_body;
+        if self.mask_payloads {
+            request_body = request_body.masked();
+            response_body = response_body.masked();
+        }
         Exchange {
             seq: 0,
             method: request.method.clone(),
             url: r.redact_url(&request.url),
-            request_headers: r.redact_headers(&request.headers),
-            request_body: Body::from_bytes(&request.body).redacted(r),
+            request_headers: r.redact_headers(&self.headers_sent(request)),
+            request_body,
             status,
             response_headers,
             response_body,
             error,
+            error_kind: failure.map(|e| error_kind_name(e).to_string()),
+            error_code: failure.and_then(|e| e.code()).map(|c| r.redact_text(c)),
             duration_ms,
             attempt: request.attempt,
             signature_sha256: signature_fingerprint(request),
+            payloads_masked: self.mask_payloads,
         }
     }
 
@@ -284,17 +360,59 @@ impl Recorder {
     }
 }
 
+impl Recorder {
+    /// Writes one exchange; a failure to write is logged, never returned: the request
+    /// already happened, and failing it would make the caller retry a possibly
+    /// non-idempotent operation.
+    fn record(
+        &self,
+        request: &HttpRequest,
+        outcome: &Result<HttpResponse, Error>,
+        started: Instant,
+    ) {
+        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let exchange = self.exchange(request, outcome, duration_ms);
+        if let Err(e) = self.write(exchange) {
+            tracing::warn!(error = %e, "wire trace not written");
+        }
+    }
+}
+
+/// An exchange in flight. If the send is dropped before an answer (the pipeline's request
+/// timeout cancels it), the drop records the attempt as a [`Error::Timeout`], so the trace
+/// holds every attempt and a replay retries it as the live run did.
+struct InFlight<'a> {
+    recorder: &'a Recorder,
+    request: Option<HttpRequest>,
+    started: Instant,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(request) = self.request.take() {
+            let cancelled = Err(Error::Timeout(Box::new(crate::error::ErrorInfo::new(
+                "the attempt was cancelled before an answer arrived (request timeout, or the caller gave up)",
+            ))));
+            self.recorder.record(&request, &cancelled, self.started);
+        }
+    }
+}
+
 #[async_trait]
 impl Transport for Recorder {
+    fn implicit_headers(&self, request: &HttpRequest) -> Vec<(String, String)> {
+        self.inner.implicit_headers(request)
+    }
+
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, Error> {
-        let started = Instant::now();
-        let outcome = self.inner.send(request.clone()).await;
-        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let exchange = self.exchange(&request, &outcome, duration_ms);
-        if let Err(e) = self.write(exchange) {
-            // The request already happened; failing it would make the caller retry a
-            // possibly non-idempotent operation. Log and pass the answer on.
-            tracing::warn!(error = %e, "wire trace not written");
+        let mut in_flight = InFlight {
+            recorder: self,
+            request: Some(request.clone()),
+            started: Instant::now(),
+        };
+        let outcome = self.inner.send(request).await;
+        if let Some(request) = in_flight.request.take() {
+            self.record(&request, &outcome, in_flight.started);
         }
         outcome
     }

@@ -1,7 +1,16 @@
 //! Replaying recorded traffic offline: [`Replayer`] is a [`Transport`] that answers each
-//! request with the next recorded [`Exchange`], after checking that the request is the one
-//! that was recorded. When traffic diverges it fails with [`Error::InvalidInput`] whose
-//! message is a readable diff (expected vs sent).
+//! request with a recorded [`Exchange`], after checking that the request is one that was
+//! recorded. When traffic diverges it fails with [`Error::InvalidInput`] whose message is a
+//! readable diff (expected vs sent).
+//!
+//! **Concurrent sessions.** Requests are matched on a key, not on arrival order: each
+//! (method, URL path) has its own queue of recorded exchanges in recorded order, and a
+//! request gets the earliest unplayed one of its queue that matches it under the rules below
+//! (so two tasks' puts to one queue, told apart by their bodies, each get their own answer,
+//! and identical requests get the recorded answers in recorded order). A recording of a
+//! worker running many tasks at once therefore replays whatever order the tasks' requests
+//! arrive in. In this mode `x-ms-session-token` is not compared (it depends on which answers
+//! arrived first). [`Replayer::in_recorded_order`] restores strict arrival order.
 //!
 //! Matching rules ([`diff_request`]): same method; same URL path; same query parameters
 //! (any order; `sig` and recorded `REDACTED` values ignored); same headers except those that
@@ -11,6 +20,10 @@
 //! else byte for byte after redaction). The host is ignored so a recording made against one
 //! endpoint replays against any other (e.g. [`crate::wire::replay_server`]).
 //!
+//! Values the client makes up anew on every run (timestamps in documents) can be left out
+//! of the body comparison with [`Replayer::ignore_json_path`]; headers with
+//! [`Replayer::ignore_header`].
+//!
 //! Signatures are checked against the recorded `signature_sha256` (see
 //! [`crate::wire::record`] for why a hash): directly when the request carries the recorded
 //! `x-ms-date` (client on a `FixedClock`) or a SAS `sig`, else by re-signing the request at
@@ -19,7 +32,7 @@
 //! makes an uncheckable or missing signature a divergence.
 
 use async_trait::async_trait;
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -28,39 +41,82 @@ use crate::error::{Error, ErrorInfo};
 use crate::wire::clock::parse_http_date;
 use crate::wire::pipeline::Signer;
 use crate::wire::record::{Exchange, read_recording, read_recording_file, signature_fingerprint};
-use crate::wire::redact::{REDACTED, Redactor};
+use crate::wire::redact::Redactor;
 use crate::wire::transport::{HttpRequest, HttpResponse, Transport};
 
-/// Headers that differ on every run and are never compared.
-const VOLATILE_HEADERS: [&str; 10] = [
-    "x-ms-date",
-    "date",
-    "authorization",
-    "x-ms-client-request-id",
-    "user-agent",
-    "content-length",
-    "host",
-    "accept",
-    "accept-encoding",
-    "connection",
-];
+mod diff;
 
-/// How much of a body a diff shows.
-const BODY_PREVIEW: usize = 300;
+pub use diff::diff_request;
+use diff::{diff_request_ignoring, path_and_query};
 
-/// Serves a recording, in order, as a [`Transport`]. Shareable (`Arc`) across tasks.
+/// Headers not compared when requests are matched by key (concurrent replay): their value
+/// depends on the order in which earlier answers arrived.
+const ORDER_DEPENDENT_HEADERS: [&str; 1] = ["x-ms-session-token"];
+
+/// Serves a recording as a [`Transport`], matching requests by key (see the module docs).
+/// Shareable (`Arc`) across tasks.
 pub struct Replayer {
     exchanges: Vec<Exchange>,
     state: Mutex<ReplayState>,
     signer: Option<Arc<dyn Signer>>,
     require_signatures: bool,
+    in_order: bool,
     ignored_headers: Vec<String>,
+    ignored_json_paths: Vec<String>,
 }
+
+/// (method, URL path): the queue a recorded exchange waits in.
+type RequestKey = (String, String);
 
 #[derive(Debug, Default)]
 struct ReplayState {
-    next: usize,
+    played: Vec<bool>,
+    played_count: usize,
+    /// The lowest index not played yet (everything before it is played).
+    cursor: usize,
+    /// Unplayed exchange indices per key, in recorded order.
+    queues: HashMap<RequestKey, Vec<usize>>,
     verified_signatures: usize,
+}
+
+impl ReplayState {
+    fn new(exchanges: &[Exchange]) -> Self {
+        let mut queues: HashMap<RequestKey, Vec<usize>> = HashMap::new();
+        for (index, exchange) in exchanges.iter().enumerate() {
+            queues
+                .entry(request_key(&exchange.method, &exchange.url))
+                .or_default()
+                .push(index);
+        }
+        ReplayState {
+            played: vec![false; exchanges.len()],
+            queues,
+            ..ReplayState::default()
+        }
+    }
+
+    fn mark_played(&mut self, index: usize, key: &RequestKey) {
+        if let Some(queue) = self.queues.get_mut(key) {
+            queue.retain(|&i| i != index);
+        }
+        if let Some(slot) = self.played.get_mut(index) {
+            *slot = true;
+        }
+        self.played_count += 1;
+        while self.played.get(self.cursor) == Some(&true) {
+            self.cursor += 1;
+        }
+    }
+}
+
+/// The matching key of a request: upper-case method and URL path (the whole URL without its
+/// query when it does not parse).
+fn request_key(method: &str, url: &str) -> RequestKey {
+    let path = match reqwest::Url::parse(url) {
+        Ok(u) => u.path().to_string(),
+        Err(_) => url.split('?').next().unwrap_or_default().to_string(),
+    };
+    (method.to_ascii_uppercase(), path)
 }
 
 impl fmt::Debug for Replayer {
@@ -76,12 +132,21 @@ impl Replayer {
     /// A replayer over exchanges in recorded order.
     pub fn new(exchanges: Vec<Exchange>) -> Self {
         Replayer {
+            state: Mutex::new(ReplayState::new(&exchanges)),
             exchanges,
-            state: Mutex::new(ReplayState::default()),
             signer: None,
             require_signatures: false,
+            in_order: false,
             ignored_headers: Vec::new(),
+            ignored_json_paths: Vec::new(),
         }
+    }
+
+    /// Serves the exchanges strictly in recorded order (the next request must be the next
+    /// recorded one), for single-task scripts whose order is part of what is tested.
+    pub fn in_recorded_order(mut self) -> Self {
+        self.in_order = true;
+        self
     }
 
     /// Parses a JSON Lines recording.
@@ -115,6 +180,14 @@ impl Replayer {
         self
     }
 
+    /// Also ignores the JSON body value at this JSON pointer when matching (e.g.
+    /// `/lastUpdated`; `*` matches every member or element: `/operations/*/value`), for
+    /// values the client makes up anew on every run, such as timestamps.
+    pub fn ignore_json_path(mut self, pointer: impl Into<String>) -> Self {
+        self.ignored_json_paths.push(pointer.into());
+        self
+    }
+
     /// The recorded exchanges.
     pub fn exchanges(&self) -> &[Exchange] {
         &self.exchanges
@@ -122,7 +195,9 @@ impl Replayer {
 
     /// How many recorded exchanges have not been played yet.
     pub fn remaining(&self) -> usize {
-        self.exchanges.len().saturating_sub(self.lock().next)
+        self.exchanges
+            .len()
+            .saturating_sub(self.lock().played_count)
     }
 
     /// How many signatures were checked against the recording and matched.
@@ -132,12 +207,14 @@ impl Replayer {
 
     /// Ok if every recorded exchange was played; else an error saying what was not sent.
     pub fn finish(&self) -> Result<(), Error> {
-        let next = self.lock().next;
-        match self.exchanges.get(next) {
+        let state = self.lock();
+        match self.exchanges.get(state.cursor) {
             None => Ok(()),
             Some(missing) => Err(replay_error(format!(
-                "the client stopped after {next} of {} recorded requests; next expected: {} {}",
+                "the client stopped after {} of {} recorded requests; first not sent: exchange {} ({} {})",
+                state.played_count,
                 self.exchanges.len(),
+                missing.seq,
                 missing.method,
                 path_and_query(&missing.url)
             ))),
@@ -148,10 +225,52 @@ impl Replayer {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Matches `request` against the next exchange and returns it (advancing) or the diff.
+    /// Finds the recorded exchange for `request` (the earliest unplayed one with its key that
+    /// matches; in recorded-order mode only the next one), marks it played and returns its
+    /// answer, or the diff against the closest candidate.
     pub fn play(&self, request: &HttpRequest) -> Result<HttpResponse, Error> {
         let mut state = self.lock();
-        let Some(expected) = self.exchanges.get(state.next) else {
+        let key = request_key(&request.method, &Redactor::new().redact_url(&request.url));
+        let candidates: Vec<usize> = if self.in_order {
+            vec![state.cursor]
+        } else {
+            state.queues.get(&key).cloned().unwrap_or_default()
+        };
+        let mut ignored = self.ignored_headers.clone();
+        if !self.in_order {
+            ignored.extend(ORDER_DEPENDENT_HEADERS.iter().map(|h| h.to_string()));
+        }
+        let mut closest: Option<(&Exchange, Vec<String>)> = None;
+        for index in candidates {
+            let Some(expected) = self.exchanges.get(index) else {
+                continue;
+            };
+            let mut diffs =
+                diff_request_ignoring(expected, request, &ignored, &self.ignored_json_paths);
+            if diffs.is_empty() {
+                match self.check_signature(expected, request) {
+                    Ok(verified) => {
+                        state.mark_played(index, &request_key(&expected.method, &expected.url));
+                        if verified {
+                            state.verified_signatures += 1;
+                        }
+                        return response_of(expected);
+                    }
+                    Err(diff) => diffs.push(diff),
+                }
+            }
+            if closest.is_none() {
+                closest = Some((expected, diffs));
+            }
+        }
+        let closest = closest.or_else(|| {
+            let expected = self.exchanges.get(state.cursor)?;
+            Some((
+                expected,
+                diff_request_ignoring(expected, request, &ignored, &self.ignored_json_paths),
+            ))
+        });
+        let Some((expected, diffs)) = closest else {
             return Err(replay_error(format!(
                 "the recording has no more exchanges ({} played) but the client sent {} {}",
                 self.exchanges.len(),
@@ -159,32 +278,18 @@ impl Replayer {
                 path_and_query(&Redactor::new().redact_url(&request.url))
             )));
         };
-        let mut diffs = diff_request(expected, request, &self.ignored_headers);
-        let verified = if diffs.is_empty() {
-            match self.check_signature(expected, request) {
-                Ok(verified) => verified,
-                Err(diff) => {
-                    diffs.push(diff);
-                    false
-                }
-            }
+        let why = if self.in_order {
+            String::new()
         } else {
-            false
+            " (no unplayed recorded request matches; closest shown)".to_string()
         };
-        if !diffs.is_empty() {
-            return Err(replay_error(format!(
-                "traffic diverges from the recording at exchange {} (expected {} {}):\n  - {}",
-                expected.seq,
-                expected.method,
-                path_and_query(&expected.url),
-                diffs.join("\n  - ")
-            )));
-        }
-        state.next += 1;
-        if verified {
-            state.verified_signatures += 1;
-        }
-        response_of(expected)
+        Err(replay_error(format!(
+            "traffic diverges from the recording at exchange {} (expected {} {}){why}:\n  - {}",
+            expected.seq,
+            expected.method,
+            path_and_query(&expected.url),
+            diffs.join("\n  - ")
+        )))
     }
 
     /// Ok(true) when the signature was checked and matched, Ok(false) when it could not be
@@ -245,162 +350,29 @@ fn replay_error(message: String) -> Error {
     Error::InvalidInput(Box::new(ErrorInfo::new(message).with_operation("replay")))
 }
 
-/// The recorded answer: the response, or the recorded transport error.
+/// The recorded answer: the response, or the recorded failure as the same kind of error
+/// with the same code (so the pipeline retries it as it did live; recordings without a
+/// kind replay as [`Error::Transport`]).
 fn response_of(exchange: &Exchange) -> Result<HttpResponse, Error> {
-    match exchange.status {
-        Some(status) => Ok(HttpResponse {
+    if let Some(status) = exchange.status {
+        return Ok(HttpResponse {
             status,
             headers: exchange.response_headers.clone(),
             body: exchange.response_body.to_bytes()?,
-        }),
-        None => Err(Error::transport(format!(
-            "recorded transport failure: {}",
-            exchange.error.as_deref().unwrap_or("no response")
-        ))),
+        });
     }
-}
-
-/// `/path?query` of a URL (the whole text when it does not parse).
-fn path_and_query(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(u) => match u.query() {
-            Some(q) => format!("{}?{q}", u.path()),
-            None => u.path().to_string(),
-        },
-        Err(_) => url.to_string(),
-    }
-}
-
-/// The differences between a recorded request and one being sent, one readable line each
-/// (empty when they match under the replay rules). `extra_ignored` are further header names
-/// (lower-case) to skip. The sent request is redacted first, so the diff never shows a
-/// secret.
-pub fn diff_request(
-    expected: &Exchange,
-    sent: &HttpRequest,
-    extra_ignored: &[String],
-) -> Vec<String> {
-    let redactor = Redactor::new();
-    let mut diffs = Vec::new();
-    if !expected.method.eq_ignore_ascii_case(&sent.method) {
-        diffs.push(format!(
-            "method: expected {}, sent {}",
-            expected.method, sent.method
-        ));
-    }
-    let sent_url = redactor.redact_url(&sent.url);
-    match (
-        reqwest::Url::parse(&expected.url),
-        reqwest::Url::parse(&sent_url),
-    ) {
-        (Ok(e), Ok(s)) => {
-            if e.path() != s.path() {
-                diffs.push(format!("path: expected {}, sent {}", e.path(), s.path()));
-            }
-            diff_maps("query", &query_map(&e), &query_map(&s), &mut diffs);
-        }
-        _ => {
-            if expected.url != sent_url {
-                diffs.push(format!("url: expected {}, sent {}", expected.url, sent_url));
-            }
-        }
-    }
-    let ignored =
-        |name: &str| VOLATILE_HEADERS.contains(&name) || extra_ignored.iter().any(|i| i == name);
-    let header_map = |headers: &[(String, String)]| -> BTreeMap<String, String> {
-        let mut map = BTreeMap::new();
-        for (n, v) in headers {
-            let lower = n.to_ascii_lowercase();
-            if !ignored(&lower) {
-                map.entry(lower).or_insert_with(|| v.trim().to_string());
-            }
-        }
-        map
-    };
-    let sent_headers = redactor.redact_headers(&sent.headers);
-    diff_maps(
-        "header",
-        &header_map(&expected.request_headers),
-        &header_map(&sent_headers),
-        &mut diffs,
-    );
-    diff_bodies(expected, &sent.body, &redactor, &mut diffs);
-    diffs
-}
-
-/// Query parameters by name (values sorted), without `sig`.
-fn query_map(url: &reqwest::Url) -> BTreeMap<String, String> {
-    let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (n, v) in url.query_pairs() {
-        if !n.eq_ignore_ascii_case("sig") {
-            map.entry(n.into_owned()).or_default().push(v.into_owned());
-        }
-    }
-    map.into_iter()
-        .map(|(n, mut v)| {
-            v.sort();
-            (n, v.join(","))
-        })
-        .collect()
-}
-
-/// Adds one line per name that is missing, extra or different; a recorded `REDACTED` value
-/// matches anything.
-fn diff_maps(
-    what: &str,
-    expected: &BTreeMap<String, String>,
-    sent: &BTreeMap<String, String>,
-    diffs: &mut Vec<String>,
-) {
-    for (name, want) in expected {
-        match sent.get(name) {
-            None => diffs.push(format!("{what} {name}: expected {want:?}, not sent")),
-            Some(got) if got != want && want != REDACTED => {
-                diffs.push(format!("{what} {name}: expected {want:?}, sent {got:?}"))
-            }
-            Some(_) => {}
-        }
-    }
-    for (name, got) in sent {
-        if !expected.contains_key(name) {
-            diffs.push(format!("{what} {name}: not recorded, sent {got:?}"));
-        }
-    }
-}
-
-fn diff_bodies(expected: &Exchange, sent: &[u8], redactor: &Redactor, diffs: &mut Vec<String>) {
-    let want = match expected.request_body.to_bytes() {
-        Ok(b) => b,
-        Err(e) => {
-            diffs.push(format!("body: {e}"));
-            return;
-        }
-    };
-    let got = match std::str::from_utf8(sent) {
-        Ok(text) => redactor.redact_text(text).into_bytes(),
-        Err(_) => sent.to_vec(),
-    };
-    if want == got {
-        return;
-    }
-    let as_json = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).ok();
-    if let (Some(w), Some(g)) = (as_json(&want), as_json(&got)) {
-        if w == g {
-            return;
-        }
-    }
-    diffs.push(format!(
-        "body: expected {}, sent {}",
-        preview(&want),
-        preview(&got)
+    let mut info = ErrorInfo::new(format!(
+        "recorded failure: {}",
+        exchange.error.as_deref().unwrap_or("no response")
     ));
-}
-
-fn preview(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let mut shown: String = text.chars().take(BODY_PREVIEW).collect();
-    if text.chars().count() > BODY_PREVIEW {
-        shown.push_str("...");
-    }
-    format!("{shown:?} ({} bytes)", bytes.len())
+    info.code = exchange.error_code.clone();
+    let info = Box::new(info);
+    Err(match exchange.error_kind.as_deref() {
+        None | Some("Transport") => Error::Transport(info),
+        Some("Timeout") => Error::Timeout(info),
+        Some("InvalidInput") => Error::InvalidInput(info),
+        Some("TooLarge") => Error::TooLarge(info),
+        Some("Auth") => Error::Auth(info),
+        Some(_) => Error::Unexpected(info),
+    })
 }

@@ -1,5 +1,6 @@
 //! The real [`Transport`]: reqwest over rustls (no OpenSSL), HTTP/1.1 with keep-alive
-//! connection pooling and a per-request timeout. Connection failures and timeouts become
+//! connection pooling and a per-request timeout. Redirects are never followed (a 3xx is
+//! returned as the answer), so signed traffic only reaches the host it was signed for. Connection failures and timeouts become
 //! [`Error::Transport`] / [`Error::Timeout`]; errors name the host but never the query string
 //! (which may hold a SAS signature) nor any header value. Response bodies are read in chunks
 //! up to a cap ([`DEFAULT_MAX_RESPONSE_BYTES`]), so a broken or hostile server cannot make the
@@ -21,6 +22,9 @@ const COMPUTED_HEADERS: [&str; 2] = ["content-length", "host"];
 /// (32 messages of 64 KiB), Cosmos items at most 2 MB and query pages about 4 MB.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 
+/// The `User-Agent` sent when a request does not set one.
+pub const USER_AGENT: &str = concat!("flowcraft-azure/", env!("CARGO_PKG_VERSION"));
+
 /// Error code of the [`Error::Unexpected`] returned when a response body exceeds the cap.
 pub const RESPONSE_TOO_LARGE_CODE: &str = "ResponseTooLarge";
 
@@ -41,7 +45,10 @@ impl ReqwestTransport {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true)
-            .user_agent(concat!("flowcraft-azure/", env!("CARGO_PKG_VERSION")))
+            .user_agent(USER_AGENT)
+            // A signed request goes only to the host it was signed for: a 3xx is handed back
+            // (the REST clients turn it into an error naming the Location host).
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| {
                 Error::unexpected(format!("could not build the HTTP client: {}", chain(&e)))
@@ -86,6 +93,12 @@ impl ReqwestTransport {
             })?;
             builder = builder.header(name, value);
         }
+        if request.body.is_empty() && expects_body(&request.method) {
+            // hyper sends no length for an empty body, but Azure's front ends (HTTP.sys) refuse
+            // a PUT or POST without one (411 Length Required) and the Azure SDKs always send
+            // `Content-Length: 0` (Create Queue, Update Message without text, ...).
+            builder = builder.header(reqwest::header::CONTENT_LENGTH, "0");
+        }
         builder.body(request.body).build().map_err(|e| {
             Error::invalid_input(format!("could not build the request: {}", chain(&e)))
         })
@@ -94,6 +107,31 @@ impl ReqwestTransport {
 
 #[async_trait]
 impl Transport for ReqwestTransport {
+    /// What reqwest and hyper add on the wire (pinned by a test that captures the bytes):
+    /// `host`, `content-length` for a body (and `0` for an empty POST / PUT / PATCH), and the
+    /// client's default `accept` and `user-agent` unless the request sets them.
+    fn implicit_headers(&self, request: &HttpRequest) -> Vec<(String, String)> {
+        let mut added = Vec::new();
+        if let Ok(url) = reqwest::Url::parse(&request.url) {
+            let host = url.host_str().unwrap_or_default();
+            let host = match url.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host.to_string(),
+            };
+            added.push(("host".to_string(), host));
+        }
+        if !request.body.is_empty() || expects_body(&request.method) {
+            added.push(("content-length".to_string(), request.body.len().to_string()));
+        }
+        if request.header("accept").is_none() {
+            added.push(("accept".to_string(), "*/*".to_string()));
+        }
+        if request.header("user-agent").is_none() {
+            added.push(("user-agent".to_string(), USER_AGENT.to_string()));
+        }
+        added
+    }
+
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, Error> {
         let host = host_of(&request.url);
         let method = request.method.clone();
@@ -148,6 +186,11 @@ impl Transport for ReqwestTransport {
             body,
         })
     }
+}
+
+/// Methods whose requests carry a length even when the body is empty.
+fn expects_body(method: &str) -> bool {
+    matches!(method, "POST" | "PUT" | "PATCH")
 }
 
 /// `scheme://host:port` of a URL (no path, no query), for error messages.
@@ -313,6 +356,158 @@ mod tests {
                 .await
                 .expect("at the cap is fine");
             assert_eq!(resp.body.len(), 4096);
+        }
+    }
+
+    #[tokio::test]
+    async fn redirects_are_returned_not_followed() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // The redirect target counts the connections it gets: there must be none.
+        let target = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let target_port = target.local_addr().expect("addr").port();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = target.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            }
+        });
+        let origin = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let origin_port = origin.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            let Ok((mut stream, _)) = origin.accept().await else {
+                return;
+            };
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request).await;
+            let answer = format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://localhost:{target_port}/elsewhere?sig=SECRET\r\ncontent-length: 0\r\n\r\n"
+            );
+            let _ = stream.write_all(answer.as_bytes()).await;
+        });
+        let t = ReqwestTransport::new(Duration::from_secs(5)).expect("client");
+        let mut request = HttpRequest::new("PUT", format!("http://127.0.0.1:{origin_port}/q"));
+        request.set_header("authorization", "SharedKey a:signed-for-this-host");
+        let resp = t.send(request).await.expect("an answer");
+        assert_eq!(resp.status, 307);
+        assert_eq!(hits.load(Ordering::SeqCst), 0, "the redirect was followed");
+    }
+
+    /// Serves `count` requests on a local port, sending each request's header lines
+    /// (lower-case name, value) down the channel.
+    async fn capture_headers(
+        count: usize,
+    ) -> (
+        u16,
+        tokio::sync::mpsc::UnboundedReceiver<Vec<(String, String)>>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            for _ in 0..count {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&seen).to_string();
+                let head = text.split("\r\n\r\n").next().unwrap_or_default();
+                let headers = head
+                    .lines()
+                    .skip(1)
+                    .filter_map(|line| line.split_once(':'))
+                    .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+                    .collect();
+                let _ = tx.send(headers);
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            }
+        });
+        (port, rx)
+    }
+
+    /// A writer into a shared buffer, to read what a recorder wrote.
+    #[derive(Clone, Default)]
+    struct SharedBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for SharedBuffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().map_or(Ok(0), |mut b| {
+                b.extend_from_slice(bytes);
+                Ok(bytes.len())
+            })
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_trace_records_every_header_actually_sent() {
+        use crate::wire::record::{Recorder, read_recording};
+        use crate::wire::redact::Redactor;
+        let cases: [(&str, &[u8]); 5] = [
+            ("GET", b""),
+            ("DELETE", b""),
+            ("POST", b""),
+            ("PUT", b""),
+            ("PUT", b"<QueueMessage/>"),
+        ];
+        let (port, mut captured) = capture_headers(cases.len()).await;
+        let transport =
+            std::sync::Arc::new(ReqwestTransport::new(Duration::from_secs(5)).expect("client"));
+        let buffer = SharedBuffer::default();
+        let recorder = Recorder::to_writer(transport, buffer.clone(), Redactor::new());
+        for (method, body) in cases {
+            let mut request = HttpRequest::new(method, format!("http://127.0.0.1:{port}/q"));
+            request.set_header("x-ms-version", "2021-12-02");
+            request.body = body.to_vec();
+            recorder.send(request).await.expect("answered");
+            let mut sent = captured.recv().await.expect("captured");
+            let text = buffer
+                .0
+                .lock()
+                .map(|b| String::from_utf8_lossy(&b).to_string())
+                .unwrap_or_default();
+            let recorded = read_recording(&text).expect("valid trace");
+            let mut traced: Vec<(String, String)> = recorded
+                .last()
+                .expect("one exchange per request")
+                .request_headers
+                .iter()
+                .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+                .collect();
+            traced.sort();
+            sent.sort();
+            assert_eq!(traced, sent, "{method} with {} body bytes", body.len());
+            if method != "GET" && method != "DELETE" {
+                assert!(
+                    sent.contains(&("content-length".to_string(), body.len().to_string())),
+                    "{method} sends its length, also when empty"
+                );
+            }
         }
     }
 

@@ -2,12 +2,15 @@
 //! it (exponential backoff with jitter, capped per wait and in total), and the server's own
 //! `x-ms-retry-after-ms` / `retry-after-ms` / `Retry-After` hints.
 //!
-//! Whether a failure may be retried depends on the operation:
+//! Which answers are retried is a table ([`RETRY_TABLE`]) over the status and, for Cosmos
+//! DB, the `x-ms-substatus`; each row says which operations may repeat:
 //! - [`Idempotency::Idempotent`] operations (reads, deletes, puts of a known state) are
-//!   retried on 408, 429, 500, 502, 503, 504, dropped connections and timeouts;
+//!   retried on every row (408, 410/1000/1002/1007/1008, 429, 449, 404/1002, 500, 502, 503,
+//!   504), dropped connections and timeouts;
 //! - [`Idempotency::NonIdempotent`] operations (put message, create document) only where the
-//!   service guarantees nothing happened: a 429, a 503 `ServerBusy`, or a connection that
-//!   failed before the request was sent (the transport marks those with [`NOT_SENT_CODE`]).
+//!   service guarantees nothing happened: 429, 449, 404/1002, the 410 sub-statuses of a
+//!   partition split or move, a 503 `ServerBusy`, or a connection that failed before the
+//!   request was sent (the transport marks those with [`NOT_SENT_CODE`]).
 //!
 //! The policy never sleeps itself and never reads the clock: the [`crate::wire::pipeline`]
 //! passes it "now" and a seeded random source, so decisions are deterministic in tests.
@@ -23,6 +26,121 @@ use crate::wire::transport::HttpResponse;
 /// byte of the request was sent (refused, DNS failure, TLS handshake): safe to retry even for
 /// non-idempotent operations.
 pub const NOT_SENT_CODE: &str = "ConnectFailed";
+
+/// Who may repeat a request after an answer listed in [`RETRY_TABLE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryFor {
+    /// Only idempotent operations: the request may have taken effect.
+    Idempotent,
+    /// Every operation: the service did not apply the request.
+    All,
+    /// Idempotent operations; others only when `x-ms-error-code` is `ServerBusy` (Storage's
+    /// promise that the request was refused unprocessed).
+    IdempotentOrServerBusy,
+}
+
+/// One row of [`RETRY_TABLE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryRule {
+    /// The HTTP status.
+    pub status: u16,
+    /// The Cosmos `x-ms-substatus` this row is about; `None` matches any.
+    pub substatus: Option<u32>,
+    /// Who may retry.
+    pub retry_for: RetryFor,
+    /// Why the answer is transient.
+    pub reason: &'static str,
+}
+
+/// Every answer worth another attempt. Rows naming a sub-status come before the row for
+/// their status; an answer not listed is final (a 404 without sub-status 1002 is a missing
+/// item; 400/1004, a query that needs a query plan, never succeeds by retrying).
+pub const RETRY_TABLE: &[RetryRule] = &[
+    RetryRule {
+        status: 404,
+        substatus: Some(1002),
+        retry_for: RetryFor::All,
+        reason: "Cosmos read session not available: the replica has not caught up with the session token yet",
+    },
+    RetryRule {
+        status: 408,
+        substatus: None,
+        retry_for: RetryFor::Idempotent,
+        reason: "the service timed out the request; it may have been applied",
+    },
+    RetryRule {
+        status: 410,
+        substatus: Some(1000),
+        retry_for: RetryFor::All,
+        reason: "Cosmos gone / name cache stale: the container moved; nothing was applied",
+    },
+    RetryRule {
+        status: 410,
+        substatus: Some(1002),
+        retry_for: RetryFor::All,
+        reason: "Cosmos partition key range gone (split); nothing was applied",
+    },
+    RetryRule {
+        status: 410,
+        substatus: Some(1007),
+        retry_for: RetryFor::All,
+        reason: "Cosmos completing a partition split; nothing was applied",
+    },
+    RetryRule {
+        status: 410,
+        substatus: Some(1008),
+        retry_for: RetryFor::All,
+        reason: "Cosmos completing a partition migration; nothing was applied",
+    },
+    RetryRule {
+        status: 429,
+        substatus: None,
+        retry_for: RetryFor::All,
+        reason: "throttled (request rate or RUs): the request was not processed",
+    },
+    RetryRule {
+        status: 449,
+        substatus: None,
+        retry_for: RetryFor::All,
+        reason: "Cosmos retry-with: a conflicting concurrent update; nothing was applied",
+    },
+    RetryRule {
+        status: 500,
+        substatus: None,
+        retry_for: RetryFor::Idempotent,
+        reason: "internal server error; the request may have been applied",
+    },
+    RetryRule {
+        status: 502,
+        substatus: None,
+        retry_for: RetryFor::Idempotent,
+        reason: "bad gateway; the request may have been applied",
+    },
+    RetryRule {
+        status: 503,
+        substatus: None,
+        retry_for: RetryFor::IdempotentOrServerBusy,
+        reason: "service unavailable (or Storage ServerBusy)",
+    },
+    RetryRule {
+        status: 504,
+        substatus: None,
+        retry_for: RetryFor::Idempotent,
+        reason: "gateway timeout; the request may have been applied",
+    },
+];
+
+/// The [`RETRY_TABLE`] row for an answer, if it is transient.
+pub fn retry_rule(status: u16, substatus: Option<u32>) -> Option<&'static RetryRule> {
+    RETRY_TABLE.iter().find(|rule| {
+        rule.status == status && (rule.substatus.is_none() || rule.substatus == substatus)
+    })
+}
+
+/// The `x-ms-substatus` of a response (Cosmos), if it sent a number.
+pub fn substatus_of(resp: &HttpResponse) -> Option<u32> {
+    resp.header("x-ms-substatus")?.trim().parse().ok()
+}
 
 /// Whether sending an operation twice has the same effect as sending it once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,11 +208,15 @@ impl RetryPolicy {
         outcome: &Result<HttpResponse, Error>,
     ) -> bool {
         match (outcome, idempotency) {
-            (Ok(resp), Idempotency::Idempotent) => {
-                matches!(resp.status, 408 | 429 | 500 | 502 | 503 | 504)
-            }
-            (Ok(resp), Idempotency::NonIdempotent) => {
-                resp.status == 429 || (resp.status == 503 && says_not_processed(resp))
+            (Ok(resp), _) => {
+                let Some(rule) = retry_rule(resp.status, substatus_of(resp)) else {
+                    return false;
+                };
+                match (rule.retry_for, idempotency) {
+                    (_, Idempotency::Idempotent) | (RetryFor::All, _) => true,
+                    (RetryFor::IdempotentOrServerBusy, _) => says_not_processed(resp),
+                    (RetryFor::Idempotent, Idempotency::NonIdempotent) => false,
+                }
             }
             (Err(err), Idempotency::Idempotent) => {
                 matches!(err, Error::Transport(_) | Error::Timeout(_))
@@ -223,6 +345,67 @@ mod tests {
         let refused =
             Error::Transport(Box::new(ErrorInfo::new("refused").with_code(NOT_SENT_CODE)));
         assert!(p.is_retryable(non, &Err(refused)));
+    }
+
+    #[test]
+    fn cosmos_sub_statuses_decide_retries_for_both_kinds_of_operation() {
+        let p = RetryPolicy::default();
+        for idem in [Idempotency::Idempotent, Idempotency::NonIdempotent] {
+            // Read session not available: the replica has not caught up; the SDKs retry.
+            assert!(
+                p.is_retryable(idem, &resp(404, &[("x-ms-substatus", "1002")])),
+                "{idem:?}"
+            );
+            // Retry-with: a conflicting concurrent update, nothing was applied.
+            assert!(p.is_retryable(idem, &resp(449, &[])), "{idem:?}");
+            assert!(
+                p.is_retryable(idem, &resp(449, &[("x-ms-substatus", "0")])),
+                "{idem:?}"
+            );
+            // A partition split or move under way.
+            for sub in ["1000", "1002", "1007", "1008"] {
+                assert!(
+                    p.is_retryable(idem, &resp(410, &[("x-ms-substatus", sub)])),
+                    "{idem:?} 410/{sub}"
+                );
+            }
+            assert!(!p.is_retryable(idem, &resp(410, &[])), "{idem:?}");
+            // A plain 404 (or another sub-status) is a missing resource.
+            assert!(!p.is_retryable(idem, &resp(404, &[])), "{idem:?}");
+            assert!(
+                !p.is_retryable(idem, &resp(404, &[("x-ms-substatus", "0")])),
+                "{idem:?}"
+            );
+            // A cross-partition query that needs a query plan never succeeds by retrying.
+            assert!(
+                !p.is_retryable(idem, &resp(400, &[("x-ms-substatus", "1004")])),
+                "{idem:?}"
+            );
+        }
+        assert_eq!(
+            substatus_of(&resp(404, &[("x-ms-substatus", " 1002 ")]).unwrap()),
+            Some(1002)
+        );
+        assert_eq!(
+            substatus_of(&resp(404, &[("x-ms-substatus", "x")]).unwrap()),
+            None
+        );
+    }
+
+    #[test]
+    fn the_retry_table_lists_specific_sub_statuses_before_their_status() {
+        for (i, rule) in RETRY_TABLE.iter().enumerate() {
+            if rule.substatus.is_none() {
+                assert!(
+                    !RETRY_TABLE[i + 1..]
+                        .iter()
+                        .any(|later| later.status == rule.status),
+                    "row {i} ({}) hides a later row for the same status",
+                    rule.status
+                );
+            }
+            assert!(!rule.reason.is_empty());
+        }
     }
 
     #[test]

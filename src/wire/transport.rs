@@ -110,6 +110,14 @@ pub(crate) fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Op
 pub trait Transport: Send + Sync + fmt::Debug {
     /// Performs one exchange.
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, Error>;
+
+    /// The headers this transport adds to `request` on the wire by itself (`host`,
+    /// `content-length`, a default `user-agent`...), so a recorder can put every header
+    /// actually sent into the trace. None by default; a wrapping transport forwards its
+    /// inner transport's.
+    fn implicit_headers(&self, _request: &HttpRequest) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }
 
 #[cfg(test)]

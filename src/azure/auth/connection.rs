@@ -12,6 +12,7 @@ use super::cosmos::{CosmosMasterKeySigner, CosmosResourceTokenSigner};
 use super::sas::SasSigner;
 use super::shared_key::SharedKeySigner;
 use crate::error::Error;
+use crate::wire::encoding::is_dot_segment;
 use crate::wire::pipeline::Signer;
 use crate::wire::redact::Redactor;
 
@@ -43,6 +44,16 @@ pub fn check_endpoint(endpoint: &str, allow_http: bool) -> Result<String, Error>
             "the endpoint '{shown}' is not a valid URL ({e}); expected e.g. https://account.queue.core.windows.net"
         ))
     })?;
+    let raw_path = trimmed
+        .split_once("://")
+        .and_then(|(_, rest)| rest.find('/').and_then(|at| rest.get(at..)))
+        .unwrap_or("/");
+    if raw_path.split('/').any(is_dot_segment) {
+        return Err(Error::invalid_input(format!(
+            "the endpoint path `{raw_path}` contains a `.` or `..` segment, which URL \
+             normalisation would remove; give the account's path directly"
+        )));
+    }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(Error::invalid_input(
             "the endpoint must not contain a query string or fragment; put a SAS token in `SharedAccessSignature`",
@@ -303,5 +314,17 @@ mod tests {
         );
         assert!(check_endpoint("http://emulator:10001/acct", true).is_ok());
         assert!(check_endpoint("https://", false).is_err());
+    }
+
+    #[test]
+    fn endpoints_with_dot_segments_are_refused() {
+        for bad in [
+            "http://127.0.0.1:11001/devstoreaccount1/..",
+            "http://127.0.0.1:11001/devstoreaccount1/%2e%2e/other",
+            "https://acct.documents.azure.com/./x",
+        ] {
+            let err = check_endpoint(bad, false).expect_err(bad);
+            assert!(matches!(err, Error::InvalidInput(_)), "{bad}: {err:?}");
+        }
     }
 }

@@ -4,6 +4,7 @@
 use serde_json::Value;
 
 use crate::error::Error;
+use crate::wire::encoding::is_dot_segment;
 
 /// The longest id or name Cosmos DB accepts, in characters.
 const MAX_ID_CHARS: usize = 255;
@@ -77,8 +78,8 @@ impl From<bool> for PartitionKey {
     }
 }
 
-/// Checks a document id: 1 to 255 characters, none of `/ \ # ?` (the service cannot address
-/// such a document by URL).
+/// Checks a document id: 1 to 255 characters, none of `/ \ # ?`, and not `.` or `..` (also
+/// percent-encoded): the service cannot address such a document by URL.
 pub(crate) fn validate_document_id(id: &str) -> Result<(), Error> {
     validate_name("document id", id)
 }
@@ -106,6 +107,12 @@ fn validate_name(kind: &str, value: &str) -> Result<(), Error> {
     if let Some(bad) = value.chars().find(|c| matches!(c, '/' | '\\' | '#' | '?')) {
         return Err(Error::invalid_input(format!(
             "the {kind} `{value}` contains `{bad}`; Cosmos DB ids must not contain / \\ # or ?"
+        )));
+    }
+    if is_dot_segment(value) {
+        return Err(Error::invalid_input(format!(
+            "the {kind} `{value}` is a `.` or `..` path segment (after URL decoding), which URLs \
+             cannot address: the request would reach the parent resource; choose another {kind}"
         )));
     }
     Ok(())

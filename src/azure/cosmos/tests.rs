@@ -120,6 +120,87 @@ async fn session_token_from_an_error_answer_is_kept_and_echoed() {
     assert_eq!(runs.session_token().as_deref(), Some("0:1#41"));
 }
 
+fn answer_with_session(token: &str) -> HttpResponse {
+    response(
+        200,
+        &[("x-ms-session-token", token)],
+        &json!({"id": "r1", "runId": "r1"}).to_string(),
+    )
+}
+
+#[tokio::test]
+async fn an_older_session_token_answered_later_never_replaces_a_newer_one() {
+    // Two concurrent requests: the one answered last carries the older token.
+    let (runs, transport) = container(vec![
+        answer_with_session("0:-1#15"),
+        answer_with_session("0:-1#12"),
+        answer_with_session("0:-1#15"),
+    ]);
+    runs.read::<Value>("r1", &pk()).await.unwrap();
+    runs.read::<Value>("r1", &pk()).await.unwrap();
+    assert_eq!(runs.session_token().as_deref(), Some("0:-1#15"));
+    runs.read::<Value>("r1", &pk()).await.unwrap();
+    assert_eq!(
+        transport.requests()[2].header("x-ms-session-token"),
+        Some("0:-1#15")
+    );
+}
+
+#[tokio::test]
+async fn session_tokens_are_kept_per_partition_key_range() {
+    let other = PartitionKey::from("r2");
+    let (runs, transport) = container(vec![
+        answer_with_session("0:1#12#3=5"),
+        answer_with_session("1:1#7"),
+        answer_with_session("0:1#11#3=7"),
+        answer_with_session("1:1#8"),
+        answer_with_session("0:1#13#3=7"),
+        response(200, &[], r#"{"Documents":[],"_count":0}"#),
+    ]);
+    runs.read::<Value>("r1", &pk()).await.unwrap(); // pk r1 lives on range 0
+    runs.read::<Value>("r2", &other).await.unwrap(); // pk r2 lives on range 1
+    runs.read::<Value>("r1", &pk()).await.unwrap(); // older global LSN, newer region LSN
+    runs.read::<Value>("r2", &other).await.unwrap();
+    runs.read::<Value>("r1", &pk()).await.unwrap();
+    runs.query_page::<Value>(
+        &Query::new("SELECT * FROM c"),
+        &QueryOptions::default(),
+        None,
+    )
+    .await
+    .unwrap();
+    let sent: Vec<Option<String>> = transport
+        .requests()
+        .iter()
+        .map(|r| r.header("x-ms-session-token").map(str::to_string))
+        .collect();
+    assert_eq!(sent[0], None);
+    // A range whose token is not known yet: every token known (the SDKs do the same).
+    assert_eq!(sent[1].as_deref(), Some("0:1#12#3=5"));
+    // A known range gets only its own merged token.
+    assert_eq!(sent[2].as_deref(), Some("0:1#12#3=5"));
+    assert_eq!(sent[3].as_deref(), Some("1:1#7"));
+    assert_eq!(sent[4].as_deref(), Some("0:1#12#3=7"));
+    // A cross-partition query sends all ranges, comma-separated.
+    assert_eq!(sent[5].as_deref(), Some("0:1#13#3=7,1:1#8"));
+    assert_eq!(runs.session_token().as_deref(), Some("0:1#13#3=7,1:1#8"));
+    assert_eq!(runs.session_token_for(&other).as_deref(), Some("1:1#8"));
+}
+
+#[tokio::test]
+async fn a_session_token_carried_from_elsewhere_is_merged_and_sent() {
+    let (runs, transport) = container(vec![answer_with_session("0:-1#9")]);
+    runs.merge_session_token("0:-1#20", Some(&pk()));
+    runs.merge_session_token("0:-1#18", None);
+    assert_eq!(runs.session_token_for(&pk()).as_deref(), Some("0:-1#20"));
+    runs.read::<Value>("r1", &pk()).await.unwrap();
+    assert_eq!(
+        only_request(&transport).header("x-ms-session-token"),
+        Some("0:-1#20")
+    );
+    assert_eq!(runs.session_token().as_deref(), Some("0:-1#20"));
+}
+
 #[tokio::test]
 async fn document_ids_are_encoded_in_the_url() {
     let (runs, transport) = container(vec![doc_answer(200, &json!({"id": "a b:ä"}))]);
@@ -141,6 +222,32 @@ async fn ids_with_url_characters_are_refused_before_sending() {
         assert!(runs.delete(id, &pk(), None).await.is_err());
     }
     assert!(transport.requests().is_empty());
+}
+
+#[tokio::test]
+async fn dot_segment_ids_and_names_are_refused_before_sending() {
+    // URL parsing drops `.` / `..` segments (also percent-encoded ones), so these would
+    // address the container or database instead of a document.
+    let (runs, transport) = container(vec![]);
+    for id in [".", "..", "%2e%2e", "%2E.", ".%2e", "%2e", "%252e%252e"] {
+        let err = runs.delete(id, &pk(), None).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(_)), "{id}: {err:?}");
+        let err = runs.read::<Value>(id, &pk()).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(_)), "{id}: {err:?}");
+        let err = runs.create(&pk(), &json!({"id": id})).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(_)), "{id}: {err:?}");
+        let client = CosmosClient::new(pipeline(transport.clone()), ENDPOINT).unwrap();
+        assert!(client.database(id).is_err(), "{id}");
+        assert!(
+            client.database("db1").unwrap().container(id).is_err(),
+            "{id}"
+        );
+    }
+    assert!(transport.requests().is_empty());
+    // Dots inside an id are fine.
+    let (runs, transport) = container(vec![doc_answer(200, &json!({"id": "a..b"}))]);
+    runs.read::<Value>("...", &pk()).await.unwrap();
+    assert_eq!(only_request(&transport).url, format!("{DOCS}/..."));
 }
 
 #[tokio::test]
@@ -516,6 +623,61 @@ async fn throttling_carries_retry_after_ms() {
         panic!("expected throttled, got {err:?}");
     };
     assert_eq!(*retry_after, Some(Duration::from_millis(1500)));
+}
+
+#[tokio::test]
+async fn a_cosmos_503_is_unavailable_not_throttled() {
+    let err = error_for(response(
+        503,
+        &[("x-ms-retry-after-ms", "100"), ("x-ms-substatus", "0")],
+        r#"{"code":"ServiceUnavailable","message":"Service is currently unavailable."}"#,
+    ))
+    .await;
+    assert!(!matches!(err, Error::Throttled { .. }), "{err:?}");
+    assert_eq!(err.status(), Some(503));
+    assert!(err.info().is_transient_answer());
+}
+
+#[tokio::test]
+async fn a_query_that_needs_a_query_plan_is_recognisable() {
+    let (runs, _) = container(vec![response(
+        400,
+        &[("x-ms-substatus", "1004")],
+        r#"{"code":"BadRequest","message":"The provided cross partition query can not be directly served by the gateway."}"#,
+    )]);
+    let err = runs
+        .query_page::<Value>(
+            &Query::new("SELECT * FROM c ORDER BY c.ts"),
+            &QueryOptions::default(),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
+    assert!(err.info().needs_query_plan());
+    assert!(err.to_string().contains("query plan"), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn read_session_not_available_and_retry_with_are_retried() {
+    let stored = json!({"id": "r1"});
+    let transport = FakeTransport::new(vec![
+        response(404, &[("x-ms-substatus", "1002")], r#"{"code":"NotFound"}"#),
+        response(449, &[], r#"{"code":"RetryWith"}"#),
+        doc_answer(200, &stored),
+    ]);
+    let runs = CosmosClient::new(
+        Pipeline::new(transport.clone(), Arc::new(crate::wire::pipeline::NoAuth)).with_seed(1),
+        ENDPOINT,
+    )
+    .unwrap()
+    .database("db1")
+    .unwrap()
+    .container("runs")
+    .unwrap();
+    let read = runs.read::<Value>("r1", &pk()).await.unwrap();
+    assert_eq!(read.value, stored);
+    assert_eq!(transport.requests().len(), 3);
 }
 
 #[tokio::test]

@@ -284,6 +284,23 @@ async fn update_message_returns_new_receipt_and_visibility() {
 }
 
 #[tokio::test]
+async fn dot_segment_message_ids_and_queue_names_are_refused_before_sending() {
+    // `messages/..` would be normalised to the queue itself: a DELETE would delete the queue.
+    let (queue, transport) = client(vec![]);
+    for id in [".", "..", "%2e%2e", ".%2E", "%2e"] {
+        let err = queue.delete_message(id, "r").await.unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(_)), "{id}: {err:?}");
+        let err = queue
+            .update_message(id, "r", VisibilityTimeout::ZERO, None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(_)), "{id}: {err:?}");
+        assert!(queue.queue(id).is_err(), "{id}");
+    }
+    assert!(transport.requests().is_empty());
+}
+
+#[tokio::test]
 async fn update_without_text_sends_no_body() {
     let headers = [
         ("x-ms-popreceipt", "r"),
@@ -338,6 +355,108 @@ async fn create_reports_whether_the_queue_was_new() {
     let requests = transport.requests();
     assert_eq!(requests[0].method, "PUT");
     assert_eq!(requests[0].url, format!("{ENDPOINT}/jobs"));
+}
+
+#[tokio::test]
+async fn create_of_a_queue_that_exists_with_other_metadata_is_not_a_conflict() {
+    // Azure answers 409 QueueAlreadyExists when the existing queue's metadata differs from
+    // the (empty) metadata of the create; the queue is there, which is all we asked for.
+    let (queue, _) = client(vec![response(
+        409,
+        &[("x-ms-error-code", "QueueAlreadyExists")],
+        &error_xml("QueueAlreadyExists", "The specified queue already exists."),
+    )]);
+    assert!(!queue.create_if_not_exists().await.unwrap());
+    // Another 409 (the queue is being deleted) still is one.
+    let (queue, _) = client(vec![response(
+        409,
+        &[],
+        &error_xml("QueueBeingDeleted", "The specified queue is being deleted."),
+    )]);
+    assert!(matches!(
+        queue.create_if_not_exists().await,
+        Err(Error::Conflict(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_time_to_live_above_the_service_maximum_is_refused_before_sending() {
+    let (queue, transport) = client(vec![]);
+    for secs in [MAX_MESSAGE_TTL_SECS + 1, u32::MAX] {
+        let options = PutOptions {
+            visibility_delay: None,
+            ttl: Some(MessageTtl::Seconds(secs)),
+        };
+        let err = queue.put_message("x", options).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(_)), "{secs}: {err:?}");
+        assert!(MessageTtl::from_secs(secs).is_err(), "{secs}");
+    }
+    assert!(transport.requests().is_empty());
+    // The largest value the service takes is sent as is.
+    let (queue, transport) = client(vec![response(201, &[], PUT_ANSWER)]);
+    let options = PutOptions {
+        visibility_delay: None,
+        ttl: Some(MessageTtl::from_secs(MAX_MESSAGE_TTL_SECS).unwrap()),
+    };
+    queue.put_message("x", options).await.unwrap();
+    assert!(
+        only_request(&transport)
+            .url
+            .ends_with(&format!("messagettl={MAX_MESSAGE_TTL_SECS}"))
+    );
+}
+
+#[tokio::test]
+async fn sub_second_delays_and_visibility_round_up_never_down_to_zero() {
+    for (duration, secs) in [
+        (Duration::from_nanos(1), 1),
+        (Duration::from_millis(999), 1),
+        (Duration::from_millis(1_001), 2),
+        (Duration::ZERO, 0),
+    ] {
+        assert_eq!(
+            VisibilityTimeout::from_duration(duration)
+                .unwrap()
+                .as_secs(),
+            secs,
+            "{duration:?}"
+        );
+    }
+    let headers = [
+        ("x-ms-popreceipt", "r"),
+        ("x-ms-time-next-visible", "Thu, 26 Nov 2026 21:10:00 GMT"),
+    ];
+    let (queue, transport) = client(vec![
+        response(201, &[], PUT_ANSWER),
+        response(204, &headers, ""),
+    ]);
+    queue
+        .put_message(
+            "x",
+            PutOptions::delayed(Duration::from_millis(300)).unwrap(),
+        )
+        .await
+        .unwrap();
+    queue
+        .update_message(
+            "m",
+            "r0",
+            VisibilityTimeout::from_duration(Duration::from_millis(10)).unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+    let requests = transport.requests();
+    assert!(
+        requests[0].url.ends_with("?visibilitytimeout=1"),
+        "{}",
+        requests[0].url
+    );
+    assert!(
+        requests[1].url.ends_with("&visibilitytimeout=1"),
+        "{}",
+        requests[1].url
+    );
 }
 
 #[tokio::test]

@@ -11,6 +11,11 @@ use crate::error::Error;
 /// Seven days, the longest visibility timeout (and initial delay) the service accepts.
 pub const MAX_VISIBILITY_SECS: u32 = 7 * 24 * 60 * 60;
 
+/// The longest message time to live, in seconds, that the service accepts with the API
+/// version this client sends (`2021-12-02`): since `2017-07-29` any positive 32-bit value
+/// (about 68 years) or `-1` ([`MessageTtl::Never`]); before it, 7 days.
+pub const MAX_MESSAGE_TTL_SECS: u32 = i32::MAX as u32;
+
 /// How many messages one Get Messages / Peek Messages call asks for: 1 to 32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct MessageCount(u8);
@@ -84,13 +89,27 @@ pub enum MessageTtl {
 impl MessageTtl {
     /// A time to live of `secs` seconds; zero is [`Error::InvalidInput`] (use [`MessageTtl::Never`]
     /// for messages that should not expire).
+    /// Over [`MAX_MESSAGE_TTL_SECS`] is refused too.
     pub fn from_secs(secs: u32) -> Result<Self, Error> {
-        if secs == 0 {
-            return Err(Error::invalid_input(
+        let ttl = MessageTtl::Seconds(secs);
+        ttl.validate()?;
+        Ok(ttl)
+    }
+
+    /// Checks the value the service would refuse (a `Seconds` built directly is checked too).
+    pub(crate) fn validate(self) -> Result<(), Error> {
+        match self {
+            MessageTtl::Seconds(0) => Err(Error::invalid_input(
                 "message time to live must be at least 1 second (use MessageTtl::Never for no expiry)",
-            ));
+            )),
+            MessageTtl::Seconds(secs) if secs > MAX_MESSAGE_TTL_SECS => {
+                Err(Error::invalid_input(format!(
+                    "message time to live {secs} s is over the service maximum of \
+                     {MAX_MESSAGE_TTL_SECS} s; use MessageTtl::Never for messages that should not expire"
+                )))
+            }
+            _ => Ok(()),
         }
-        Ok(MessageTtl::Seconds(secs))
     }
 
     /// The `messagettl` query value.
@@ -112,9 +131,21 @@ pub struct PutOptions {
 }
 
 impl PutOptions {
-    /// Checks the combination the service would refuse: a delay not shorter than the TTL
-    /// (without a TTL, the service default of 7 days).
+    /// Options for a message that becomes visible after `delay`, rounded up to whole seconds
+    /// (a non-zero delay under a second becomes 1 s, never 0); over 7 days is an error.
+    pub fn delayed(delay: std::time::Duration) -> Result<Self, Error> {
+        Ok(PutOptions {
+            visibility_delay: Some(VisibilityTimeout::from_duration(delay)?),
+            ttl: None,
+        })
+    }
+
+    /// Checks what the service would refuse: a TTL out of range, a delay not shorter than the
+    /// TTL (without a TTL, the service default of 7 days).
     pub(crate) fn validate(&self) -> Result<(), Error> {
+        if let Some(ttl) = self.ttl {
+            ttl.validate()?;
+        }
         let ttl = match self.ttl {
             None => Some(MAX_VISIBILITY_SECS),
             Some(MessageTtl::Seconds(secs)) => Some(secs),
