@@ -52,6 +52,15 @@ pub const EXIT_FAILED: u8 = 1;
 /// Exit code for bad input.
 pub const EXIT_BAD_INPUT: u8 = 2;
 
+/// For `?` in a command body that returns `Result<u8, u8>`: prints `error: <message>` on
+/// stderr and turns the error into the exit code `code`.
+pub(crate) fn fail(code: u8) -> impl FnOnce(String) -> u8 {
+    move |message| {
+        eprintln!("error: {message}");
+        code
+    }
+}
+
 /// Runs `future` to completion on a fresh multi-threaded tokio runtime; if the runtime cannot
 /// start, prints why and returns [`EXIT_FAILED`] as the error.
 pub(crate) fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, u8> {

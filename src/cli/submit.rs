@@ -5,6 +5,7 @@
 //! `{"status","context","errors"}`), with the same exit codes.
 
 use super::azure::{AzureArgs, connect_from_env, environment};
+use super::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, fail};
 use crate::distributed::client::Client;
 use crate::distributed::state::{BLUEPRINT_ID_KEY, BLUEPRINT_VERSION_KEY};
 use crate::flow::runtime::{EXECUTION_ID_KEY, WorkflowResult};
@@ -47,78 +48,52 @@ pub struct Args {
     pub azure: AzureArgs,
 }
 
-async fn run(args: Args) -> u8 {
-    let env = match environment(&args.blueprints) {
-        Ok(env) => env,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return super::EXIT_BAD_INPUT;
-        }
-    };
-    let Some(blueprint) = env.blueprints.get(&args.blueprint_id) else {
-        eprintln!(
-            "error: no blueprint with id '{}' in {}; check the id in its JSON",
+async fn run(args: Args) -> Result<u8, u8> {
+    let env = environment(&args.blueprints).map_err(fail(EXIT_BAD_INPUT))?;
+    let blueprint = env.blueprints.get(&args.blueprint_id).ok_or_else(|| {
+        fail(EXIT_BAD_INPUT)(format!(
+            "no blueprint with id '{}' in {}; check the id in its JSON",
             args.blueprint_id,
             args.blueprints.display()
-        );
-        return super::EXIT_BAD_INPUT;
-    };
-    let initial = match args
+        ))
+    })?;
+    let initial = args
         .input
         .as_deref()
         .map(super::run::load_input)
         .transpose()
-    {
-        Ok(initial) => initial.unwrap_or_default(),
-        Err(message) => {
-            eprintln!("error: {message}");
-            return super::EXIT_BAD_INPUT;
-        }
-    };
-    let (_settings, backends) = match connect_from_env(&args.azure).await {
-        Ok(connected) => connected,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return super::EXIT_FAILED;
-        }
-    };
+        .map_err(fail(EXIT_BAD_INPUT))?
+        .unwrap_or_default();
+    let (_settings, backends) = connect_from_env(&args.azure)
+        .await
+        .map_err(fail(EXIT_FAILED))?;
     // A fresh deployment may have no queue or containers yet (safe to repeat).
-    if let Err(e) = backends.ensure_resources().await {
-        eprintln!("error: cannot create the queues and containers: {e}");
-        return super::EXIT_FAILED;
-    }
+    backends
+        .ensure_resources()
+        .await
+        .map_err(|e| fail(EXIT_FAILED)(format!("cannot create the queues and containers: {e}")))?;
     let client = Client::new(backends.backends, env.blueprints.clone());
-    let run_id = match client.start_run(&args.blueprint_id, initial).await {
-        Ok(id) => id,
-        Err(e) => {
-            eprintln!("error: cannot start the run: {e}");
-            return super::EXIT_FAILED;
-        }
-    };
+    let run_id = client
+        .start_run(&args.blueprint_id, initial)
+        .await
+        .map_err(|e| fail(EXIT_FAILED)(format!("cannot start the run: {e}")))?;
     if !args.wait {
         if args.json {
             println!("{}", serde_json::json!({ "runId": run_id }));
         } else {
             println!("{run_id}");
         }
-        return super::EXIT_OK;
+        return Ok(EXIT_OK);
     }
     if !args.json {
         eprintln!("started run {run_id}; waiting");
     }
-    match client
+    let mut result = client
         .wait_for(&run_id, Duration::from_secs(args.timeout))
         .await
-    {
-        Ok(mut result) => {
-            tidy(&mut result, &run_id);
-            super::run::report(&result, &blueprint, args.json)
-        }
-        Err(e) => {
-            eprintln!("error: run {run_id}: {e}");
-            super::EXIT_FAILED
-        }
-    }
+        .map_err(|e| fail(EXIT_FAILED)(format!("run {run_id}: {e}")))?;
+    tidy(&mut result, &run_id);
+    Ok(super::run::report(&result, &blueprint, args.json))
 }
 
 /// Leaves out the version pins (as `run --distributed` does) and names the run.
@@ -134,5 +109,5 @@ fn tidy(result: &mut WorkflowResult, run_id: &str) {
 /// Runs the subcommand and returns the process exit code.
 pub fn execute(args: Args) -> u8 {
     super::logging::init(tracing::Level::WARN);
-    super::block_on(run(args)).unwrap_or_else(|code| code)
+    super::block_on(run(args)).map_or_else(|code| code, |r| r.unwrap_or_else(|code| code))
 }

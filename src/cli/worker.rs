@@ -5,6 +5,7 @@
 //! SIGINT or SIGTERM, when it stops receiving and finishes or releases the jobs in flight.
 
 use super::azure::{AzureArgs, connect_from_env, environment};
+use super::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, fail};
 use crate::adapter::AzureQueueAdapter;
 use crate::distributed::polling::shutdown_on_signals;
 use std::path::PathBuf;
@@ -31,42 +32,22 @@ pub struct Args {
     pub azure: AzureArgs,
 }
 
-async fn run(args: Args) -> u8 {
-    let env = match environment(&args.blueprints) {
-        Ok(env) => env,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return super::EXIT_BAD_INPUT;
-        }
-    };
-    let (mut settings, backends) = match connect_from_env(&args.azure).await {
-        Ok(connected) => connected,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return super::EXIT_FAILED;
-        }
-    };
+async fn run(args: Args) -> Result<u8, u8> {
+    let env = environment(&args.blueprints).map_err(fail(EXIT_BAD_INPUT))?;
+    let (mut settings, backends) = connect_from_env(&args.azure)
+        .await
+        .map_err(fail(EXIT_FAILED))?;
     if let Some(n) = args.concurrency.filter(|n| *n > 0) {
         settings.concurrency = n;
     }
-    match backends.ensure_resources().await {
-        Ok(created) => {
-            for line in created {
-                eprintln!("{line}");
-            }
-        }
-        Err(e) => {
-            eprintln!("error: cannot create the queues and containers: {e}");
-            return super::EXIT_FAILED;
-        }
+    let created = backends
+        .ensure_resources()
+        .await
+        .map_err(|e| fail(EXIT_FAILED)(format!("cannot create the queues and containers: {e}")))?;
+    for line in created {
+        eprintln!("{line}");
     }
-    let shutdown = match shutdown_on_signals() {
-        Ok(token) => token,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return super::EXIT_FAILED;
-        }
-    };
+    let shutdown = shutdown_on_signals().map_err(|e| fail(EXIT_FAILED)(e.to_string()))?;
     tracing::info!(
         queue = %settings.queue,
         database = %settings.database,
@@ -76,20 +57,16 @@ async fn run(args: Args) -> u8 {
         "worker started"
     );
     let adapter = AzureQueueAdapter::new(env, backends, &settings);
-    match adapter.run(shutdown).await {
-        Ok(()) => {
-            tracing::info!("worker stopped");
-            super::EXIT_OK
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            super::EXIT_FAILED
-        }
-    }
+    adapter
+        .run(shutdown)
+        .await
+        .map_err(|e| fail(EXIT_FAILED)(e.to_string()))?;
+    tracing::info!("worker stopped");
+    Ok(EXIT_OK)
 }
 
 /// Runs the subcommand and returns the process exit code.
 pub fn execute(args: Args) -> u8 {
     super::logging::init(tracing::Level::INFO);
-    super::block_on(run(args)).unwrap_or_else(|code| code)
+    super::block_on(run(args)).map_or_else(|code| code, |r| r.unwrap_or_else(|code| code))
 }
