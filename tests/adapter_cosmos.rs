@@ -441,6 +441,72 @@ async fn a_spilled_state_round_trips_and_leaves_no_orphans() {
     assert_eq!(store.load(&run).await.unwrap().unwrap().value, small);
 }
 
+/// Loses the answer of the first replace of a spilled run item, after it took effect.
+#[derive(Debug)]
+struct LoseFirstCommitAnswer {
+    inner: Arc<dyn Transport>,
+    lost: Mutex<bool>,
+}
+
+#[async_trait::async_trait]
+impl Transport for LoseFirstCommitAnswer {
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, Error> {
+        let commit = request.method == "PUT"
+            && String::from_utf8_lossy(&request.body).contains(MANIFEST_KEY);
+        let resp = self.inner.send(request).await?;
+        let mut lost = self.lost.lock().unwrap();
+        if commit && resp.status == 200 && !*lost {
+            *lost = true;
+            return Err(Error::transport(
+                "the connection dropped before the answer arrived",
+            ));
+        }
+        Ok(resp)
+    }
+}
+
+#[tokio::test]
+async fn a_spilled_commit_whose_answer_was_lost_is_recognised_as_ours() {
+    if !emulators_enabled("a_spilled_commit_whose_answer_was_lost_is_recognised_as_ours") {
+        return;
+    }
+    let lossy = Arc::new(LoseFirstCommitAnswer {
+        inner: support::transport(),
+        lost: Mutex::new(false),
+    });
+    let client =
+        CosmosClient::new(cosmos_pipeline_with(lossy.clone()), &cosmos_endpoint()).unwrap();
+    let store = CosmosDbContext::new(client, &unique("db"), "contexts", "statuses")
+        .unwrap()
+        .with_spill_limits(tiny_limits());
+    store.ensure_resources().await.unwrap();
+    let run = unique("run");
+    let s = big_state(&run, 40);
+    store
+        .create_run(&s, &StatusRecord::running(&run, 1))
+        .await
+        .unwrap();
+    let loaded = store.load(&run).await.unwrap().unwrap();
+    let mut next = loaded.value.clone();
+    next.context
+        .insert("_outputs.n3".into(), json!("new".repeat(40)));
+    next.book.revision = 1;
+    // The retry of the replace answers 412 (the ETag moved on: our own write did that).
+    let etag = store.commit(&next, &loaded.etag).await.unwrap();
+    assert!(*lossy.lost.lock().unwrap(), "the answer was dropped once");
+    let back = store.load(&run).await.unwrap().unwrap();
+    assert_eq!(back.etag, etag);
+    assert_eq!(back.value, next);
+    let (item, _) = run_item(&store, &run).await;
+    let referenced = item[MANIFEST_KEY]["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b.is_string())
+        .count();
+    assert_eq!(partition_items(&store, &run).await.len(), referenced + 1);
+}
+
 /// The state a 5,000-item batch of 1 KiB outputs leaves behind: every output under
 /// `_outputs.<worker>` and `<worker>`, in a commit record each, the worker definitions, and
 /// the gathered array three times (gather output, node key, output key).

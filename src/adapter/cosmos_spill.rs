@@ -367,8 +367,10 @@ pub fn split(
             } else {
                 leaf.path.len() == 1
             };
-            if candidate && leaf.size <= limits.inline_entry_max && leaf.size <= inline_budget {
-                inline_budget -= leaf.size;
+            // The property name counts too (`"name":` and a comma).
+            let cost = leaf.size + leaf.path.last().map_or(0, String::len) + 4;
+            if candidate && leaf.size <= limits.inline_entry_max && cost <= inline_budget {
+                inline_budget -= cost;
                 inline_paths.insert(leaf.path.clone());
             }
         }
