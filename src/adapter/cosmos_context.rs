@@ -10,8 +10,8 @@
 //!   [`super::cosmos_spill`]); loading such a run is one point read plus one partition query
 //!   for the parts this process has not cached yet;
 //! - the **status container** holds `{id, runId, status, lastUpdated (epoch seconds),
-//!   finalStatus, ...}` ([`StatusRecord`]), created with `If-None-Match` semantics (create)
-//!   and replaced with `If-Match`; the reconciler finds stalled runs with
+//!   finalStatus, ...}` ([`StatusRecord`]), created (a 409 when it exists) or replaced with
+//!   `If-Match`; the reconciler finds stalled runs with
 //!   `SELECT * FROM c WHERE c.status IN (...) AND c.lastUpdated < @t`, paged.
 //!
 //! Every response's request charge (`x-ms-request-charge`) is added to a counter
@@ -152,10 +152,7 @@ impl Cache {
     }
 
     fn put_bucket(&mut self, id: String, entries: Arc<Vec<Entry>>) {
-        let size = entries
-            .iter()
-            .map(|e| json_len(&e.to_json()))
-            .sum::<usize>();
+        let size = entries.iter().map(Entry::approximate_size).sum::<usize>();
         if size > BUCKET_CACHE_BYTES {
             return;
         }

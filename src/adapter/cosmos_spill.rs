@@ -104,6 +104,15 @@ impl Entry {
         }
     }
 
+    /// About how many bytes the entry takes as JSON.
+    pub fn approximate_size(&self) -> usize {
+        let path: usize = self.path().iter().map(|s| s.len() + 3).sum();
+        path + match self {
+            Entry::Whole { value, .. } => json_len(value),
+            Entry::Piece { text, .. } => text.len(),
+        }
+    }
+
     fn sort_key(&self) -> (&Path, u32) {
         match self {
             Entry::Whole { path, .. } => (path, 0),
