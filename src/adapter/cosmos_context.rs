@@ -10,8 +10,8 @@
 //!   [`super::cosmos_spill`]); loading such a run is one point read plus one partition query
 //!   for the parts this process has not cached yet;
 //! - the **status container** holds `{id, runId, status, lastUpdated (epoch seconds),
-//!   finalStatus, ...}` ([`StatusRecord`]), created with `If-None-Match` semantics (create)
-//!   and replaced with `If-Match`; the reconciler finds stalled runs with
+//!   finalStatus, ...}` ([`StatusRecord`]), created (a 409 when it exists) or replaced with
+//!   `If-Match`; the reconciler finds stalled runs with
 //!   `SELECT * FROM c WHERE c.status IN (...) AND c.lastUpdated < @t`, paged.
 //!
 //! Every response's request charge (`x-ms-request-charge`) is added to a counter
@@ -152,10 +152,7 @@ impl Cache {
     }
 
     fn put_bucket(&mut self, id: String, entries: Arc<Vec<Entry>>) {
-        let size = entries
-            .iter()
-            .map(|e| json_len(&e.to_json()))
-            .sum::<usize>();
+        let size = entries.iter().map(Entry::approximate_size).sum::<usize>();
         if size > BUCKET_CACHE_BYTES {
             return;
         }
@@ -473,11 +470,14 @@ impl CosmosDbContext {
 
     /// The run item to store for `state` (whole, or inline part + manifest after writing the
     /// changed buckets). `previous`: the manifest of the version being replaced, when known.
-    /// Returns the item, its manifest and the ids of buckets written by this call.
+    /// `unverified`: the ETag the write will be conditional on, when it was not just read:
+    /// it is checked before any bucket is written, so a commit that already lost its race
+    /// writes nothing. Returns the item, its manifest and the ids of buckets written.
     async fn prepare(
         &self,
         state: &RunState,
         previous: Option<&Manifest>,
+        unverified: Option<&str>,
     ) -> Result<(Map<String, Value>, Option<Manifest>, Vec<String>), Error> {
         let mut doc = state.to_document()?;
         doc.remove("id");
@@ -522,6 +522,11 @@ impl CosmosDbContext {
         }
         let written: Vec<String> = writes.iter().map(|(id, _)| id.clone()).collect();
         let run_id = state.run_id.as_str();
+        if let Some(etag) = unverified
+            && !writes.is_empty()
+        {
+            self.verify_etag(run_id, etag).await?;
+        }
         let result = stream::iter(writes)
             .map(|(id, entries)| async move {
                 self.write_bucket(run_id, &id, &entries).await?;
@@ -635,17 +640,29 @@ impl CosmosDbContext {
         )))))
     }
 
-    /// The manifest of the stored version tagged `etag`: from the cache, else from a read
-    /// (a read that finds another ETag means the commit would fail anyway).
-    async fn previous_layout(&self, run_id: &str, etag: &str) -> Result<Option<Manifest>, Error> {
+    /// The manifest of the stored version tagged `etag`, and whether it was just read: from
+    /// the cache, else from a read (a read that finds another ETag means the commit would
+    /// fail anyway).
+    async fn previous_layout(
+        &self,
+        run_id: &str,
+        etag: &str,
+    ) -> Result<(Option<Manifest>, bool), Error> {
         if let Some(layout) = self.cache().layout(run_id, etag) {
-            return Ok(layout);
+            return Ok((layout, false));
         }
+        let item = self.verify_etag(run_id, etag).await?;
+        match item.get(MANIFEST_KEY) {
+            Some(m) => Ok((Some(Manifest::from_json(m)?), true)),
+            None => Ok((None, true)),
+        }
+    }
+
+    /// Reads the run item and checks it still has `etag` (`PreconditionFailed` otherwise,
+    /// `NotFound` when it is gone).
+    async fn verify_etag(&self, run_id: &str, etag: &str) -> Result<Map<String, Value>, Error> {
         match self.read_item(run_id).await? {
-            Some((item, tag)) if tag == etag => match item.get(MANIFEST_KEY) {
-                Some(m) => Ok(Some(Manifest::from_json(m)?)),
-                None => Ok(None),
-            },
+            Some((item, tag)) if tag == etag => Ok(item),
             Some(_) => Err(Error::PreconditionFailed(Box::new(ErrorInfo::new(
                 format!("run {run_id} changed since it was read"),
             )))),
@@ -716,7 +733,7 @@ fn parse_status(mut item: Value) -> Result<StatusRecord, Error> {
 impl RunStore for CosmosDbContext {
     async fn create_run(&self, state: &RunState, status: &StatusRecord) -> Result<bool, Error> {
         let run_id = state.run_id.as_str();
-        let (item, manifest, written) = self.prepare(state, None).await?;
+        let (item, manifest, written) = self.prepare(state, None, None).await?;
         Self::check_item_size(run_id, &item)?;
         let created = match self.meter.track(
             self.contexts
@@ -755,8 +772,9 @@ impl RunStore for CosmosDbContext {
 
     async fn commit(&self, state: &RunState, etag: &str) -> Result<String, Error> {
         let run_id = state.run_id.as_str();
-        let previous = self.previous_layout(run_id, etag).await?;
-        let (item, manifest, written) = self.prepare(state, previous.as_ref()).await?;
+        let (previous, verified) = self.previous_layout(run_id, etag).await?;
+        let unverified = (!verified).then_some(etag);
+        let (item, manifest, written) = self.prepare(state, previous.as_ref(), unverified).await?;
         if let Err(e) = Self::check_item_size(run_id, &item) {
             self.delete_buckets(run_id, written).await;
             return Err(e);

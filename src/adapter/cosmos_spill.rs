@@ -8,8 +8,9 @@
 //!   big user objects) are split into their properties, recursively (a few levels);
 //! - the resulting leaves larger than [`SpillLimits::piece_bytes`] (e.g. a gathered array) are
 //!   cut into pieces of their JSON text;
-//! - small top-level context keys stay in the run item (up to [`SpillLimits::inline_budget`]),
-//!   so `blueprintId` and small outputs remain readable there;
+//! - small fields of the bookkeeping (revision, status, ... which change on every commit) and
+//!   then small top-level context keys stay in the run item (up to
+//!   [`SpillLimits::inline_budget`]), so `blueprintId` and small outputs remain readable there;
 //! - everything else is hashed by its path into a power-of-two number of *buckets*; each
 //!   bucket is one item (`<runId>:spill:...`) written BEFORE the commit that references it.
 //!
@@ -19,6 +20,7 @@
 //! its item (and id), so a job rewrites only the buckets its changes hash into.
 
 use crate::Error;
+use crate::distributed::state::BOOKKEEPING_KEY;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -47,8 +49,8 @@ pub struct SpillLimits {
     pub bucket_target: usize,
     /// No bucket item may exceed this; the bucket count doubles until none does (1,500,000).
     pub bucket_max: usize,
-    /// When spilling, top-level context keys up to `inline_entry_max` bytes stay in the run
-    /// item while they add up to at most this (256 KiB).
+    /// When spilling, bookkeeping fields and top-level context keys up to `inline_entry_max`
+    /// bytes stay in the run item while they add up to at most this (256 KiB).
     pub inline_budget: usize,
     /// See `inline_budget` (1 KiB).
     pub inline_entry_max: usize,
@@ -99,6 +101,15 @@ impl Entry {
     fn path(&self) -> &Path {
         match self {
             Entry::Whole { path, .. } | Entry::Piece { path, .. } => path,
+        }
+    }
+
+    /// About how many bytes the entry takes as JSON.
+    pub fn approximate_size(&self) -> usize {
+        let path: usize = self.path().iter().map(|s| s.len() + 3).sum();
+        path + match self {
+            Entry::Whole { value, .. } => json_len(value),
+            Entry::Piece { text, .. } => text.len(),
         }
     }
 
@@ -351,17 +362,42 @@ pub fn split(
         let size = json_len(value);
         flatten(&mut path, value, size, limits, &mut leaves, &mut expanded);
     }
+    // Small fields of the bookkeeping change on every commit (revision, status, ...): they
+    // go inline first, so a commit does not rewrite a bucket for them; then small top-level
+    // context keys, in document order.
+    let bookkeeping_field =
+        |leaf: &Leaf<'_>| leaf.path.len() == 2 && leaf.path[0] == BOOKKEEPING_KEY;
+    let mut inline_budget = limits.inline_budget;
+    let mut inline_paths = std::collections::HashSet::new();
+    for pass in [2, 1] {
+        for leaf in &leaves {
+            let candidate = if pass == 2 {
+                bookkeeping_field(leaf)
+            } else {
+                leaf.path.len() == 1
+            };
+            // The property name counts too (`"name":` and a comma).
+            let cost = leaf.size + leaf.path.last().map_or(0, String::len) + 4;
+            if candidate && leaf.size <= limits.inline_entry_max && cost <= inline_budget {
+                inline_budget -= cost;
+                inline_paths.insert(leaf.path.clone());
+            }
+        }
+    }
     let mut inline = Map::new();
-    let mut inline_size = 0usize;
     let mut entries: Vec<(Entry, usize)> = Vec::new();
     for leaf in leaves {
-        let top_level = leaf.path.len() == 1;
-        if top_level
-            && leaf.size <= limits.inline_entry_max
-            && inline_size + leaf.size <= limits.inline_budget
-        {
-            inline_size += leaf.size;
-            inline.insert(leaf.path[0].clone(), leaf.value.clone());
+        if inline_paths.contains(&leaf.path) {
+            if let [key] = leaf.path.as_slice() {
+                inline.insert(key.clone(), leaf.value.clone());
+            } else if let [parent, key] = leaf.path.as_slice() {
+                let object = inline
+                    .entry(parent.clone())
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if let Value::Object(object) = object {
+                    object.insert(key.clone(), leaf.value.clone());
+                }
+            }
         } else if leaf.size > limits.piece_bytes {
             let text = serde_json::to_string(leaf.value)
                 .map_err(|e| Error::unexpected(format!("cannot serialise run state: {e}")))?;
@@ -446,7 +482,10 @@ pub fn join<'a>(
     entries: impl IntoIterator<Item = &'a Entry>,
 ) -> Result<Map<String, Value>, Error> {
     for path in expanded {
-        set_at(&mut doc, path, Value::Object(Map::new()))?;
+        // The run item may already hold part of a split object (inline fields).
+        if !matches!(get_at(&doc, path), Some(Value::Object(_))) {
+            set_at(&mut doc, path, Value::Object(Map::new()))?;
+        }
     }
     let mut pieces: BTreeMap<&Path, Vec<(u32, u32, &str)>> = BTreeMap::new();
     for entry in entries {
@@ -484,6 +523,12 @@ pub fn join<'a>(
         set_at(&mut doc, path, value)?;
     }
     Ok(doc)
+}
+
+fn get_at<'a>(doc: &'a Map<String, Value>, path: &Path) -> Option<&'a Value> {
+    let (first, rest) = path.split_first()?;
+    rest.iter()
+        .try_fold(doc.get(first)?, |value, segment| value.get(segment))
 }
 
 fn set_at(doc: &mut Map<String, Value>, path: &Path, value: Value) -> Result<(), Error> {
@@ -564,6 +609,7 @@ mod tests {
         let s = split(&d, &small(), 0).unwrap().expect("split");
         assert!(s.buckets.len().is_power_of_two() && s.buckets.len() > 1);
         assert_eq!(s.inline["blueprintId"], json!("bp"));
+        assert_eq!(s.inline["_flowcraft"], json!({"status": "running"}));
         assert!(s.expanded.contains(&vec!["_flowcraft".to_string()]));
         assert!(
             s.expanded

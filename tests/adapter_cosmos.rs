@@ -1,0 +1,847 @@
+//! `CosmosDbContext` against @vercel/cosmosdb-server: resources, create / load / commit with
+//! ETag conflicts, status compare-and-set, the stalled-run query with paging, run states
+//! larger than one Cosmos item, and the real distributed core running chains, fan-outs and a
+//! batch over it. Switched on by `FLOWCRAFT_EMULATORS=1` (scripts/test.sh); switched on, an
+//! unreachable emulator fails. Every test uses its own database.
+
+mod distributed_common;
+mod support;
+
+use flowcraft_azure::CosmosClient;
+use flowcraft_azure::Error;
+use flowcraft_azure::adapter::cosmos_context::CosmosDbContext;
+use flowcraft_azure::adapter::cosmos_spill::{MANIFEST_KEY, SpillLimits};
+use flowcraft_azure::azure::cosmos::{MAX_DOCUMENT_BYTES, PartitionKey, Query, QueryOptions};
+use flowcraft_azure::distributed::client::Client;
+use flowcraft_azure::distributed::core::Backends;
+use flowcraft_azure::distributed::memory::{MemoryCoordinationStore, MemoryQueue};
+use flowcraft_azure::distributed::ports::{RunPhase, RunStore, StatusRecord};
+use flowcraft_azure::distributed::state::{Bookkeeping, CommitKind, CommitRecord, RunState};
+use flowcraft_azure::distributed::worker::{Worker, WorkerConfig};
+use flowcraft_azure::flow::execute::{BlueprintRegistry, Environment};
+use flowcraft_azure::flow::node::{NodeContext, NodeError, NodeResult};
+use flowcraft_azure::flow::runtime::{RunStatus, WorkflowResult};
+use flowcraft_azure::wire::transport::{HttpRequest, HttpResponse, Transport};
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+use support::{cosmos_client, cosmos_endpoint, cosmos_pipeline_with, emulators_enabled, unique};
+
+/// Counts Cosmos requests by method, target and answer status.
+#[derive(Debug)]
+struct Counting {
+    inner: Arc<dyn Transport>,
+    counts: Mutex<BTreeMap<String, u64>>,
+}
+
+#[async_trait::async_trait]
+impl Transport for Counting {
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, Error> {
+        let query = request
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("x-ms-documentdb-isquery"));
+        let container = if request.url.contains("/colls/statuses") {
+            "status"
+        } else {
+            "context"
+        };
+        let spill = request.url.contains("%3Aspill%3A")
+            || request.url.contains(":spill:")
+            || String::from_utf8_lossy(&request.body).contains(":spill:");
+        let kind = match (query, spill) {
+            (true, _) => "query",
+            (false, true) => "spill",
+            (false, false) => "item",
+        };
+        let method = request.method.clone();
+        let resp = self.inner.send(request).await?;
+        let key = format!("{method} {container} {kind} {}", resp.status);
+        *self.counts.lock().unwrap().entry(key).or_default() += 1;
+        Ok(resp)
+    }
+}
+use tokio_util::sync::CancellationToken;
+
+/// A store over a fresh database, resources created.
+async fn fresh_store() -> CosmosDbContext {
+    fresh_store_with(SpillLimits::default()).await
+}
+
+async fn fresh_store_with(limits: SpillLimits) -> CosmosDbContext {
+    let store = store_on(&unique("db"), limits);
+    store.ensure_resources().await.unwrap();
+    store
+}
+
+/// A store over database `db` (another worker's view: its own, cold caches).
+fn store_on(db: &str, limits: SpillLimits) -> CosmosDbContext {
+    CosmosDbContext::new(cosmos_client(), db, "contexts", "statuses")
+        .unwrap()
+        .with_spill_limits(limits)
+}
+
+fn state(run_id: &str, context: Value) -> RunState {
+    let Value::Object(context) = context else {
+        panic!("context must be an object")
+    };
+    RunState {
+        run_id: run_id.to_string(),
+        context,
+        book: Bookkeeping::default(),
+    }
+}
+
+/// Every item of the run's partition in the context container, by id.
+async fn partition_items(store: &CosmosDbContext, run_id: &str) -> Map<String, Value> {
+    let items: Vec<Value> = store
+        .context_container()
+        .query_all(
+            &Query::new("SELECT * FROM c WHERE c.runId = @r").param("@r", run_id),
+            &QueryOptions {
+                page_size: 50,
+                partition_key: Some(PartitionKey::from(run_id)),
+            },
+        )
+        .await
+        .unwrap();
+    items
+        .into_iter()
+        .map(|item| (item["id"].as_str().unwrap().to_string(), item))
+        .collect()
+}
+
+/// The stored run item and its size in bytes of JSON.
+async fn run_item(store: &CosmosDbContext, run_id: &str) -> (Map<String, Value>, usize) {
+    let item = store
+        .context_container()
+        .read::<Map<String, Value>>(run_id, &PartitionKey::from(run_id))
+        .await
+        .unwrap()
+        .value;
+    let size = serde_json::to_vec(&item).unwrap().len();
+    (item, size)
+}
+
+#[tokio::test]
+async fn ensure_resources_creates_the_database_and_containers_once() {
+    if !emulators_enabled("ensure_resources_creates_the_database_and_containers_once") {
+        return;
+    }
+    let store = CosmosDbContext::new(cosmos_client(), &unique("db"), "ctx", "st").unwrap();
+    let created = store.ensure_resources().await.unwrap();
+    assert_eq!(created.len(), 3, "{created:?}");
+    assert!(created[0].contains("database"), "{created:?}");
+    assert!(
+        created[1].contains("`ctx`") || created[1].contains("/ctx`"),
+        "{created:?}"
+    );
+    assert!(
+        created[2].contains("/status and /lastUpdated"),
+        "{created:?}"
+    );
+    assert!(store.ensure_resources().await.unwrap().is_empty());
+    assert!(store.request_count() >= 6);
+    assert!(store.request_charge_total() > 0.0);
+}
+
+#[tokio::test]
+async fn create_load_commit_and_a_stale_commit_is_a_precondition_failure() {
+    if !emulators_enabled("create_load_commit_and_a_stale_commit_is_a_precondition_failure") {
+        return;
+    }
+    let store = fresh_store().await;
+    let run = unique("run");
+    assert!(store.load(&run).await.unwrap().is_none());
+    let mut s = state(&run, json!({"blueprintId": "bp", "order": {"total": 42}}));
+    s.book.initialized = true;
+    let status = StatusRecord::running(&run, 100);
+    assert!(store.create_run(&s, &status).await.unwrap());
+    assert!(
+        !store.create_run(&s, &status).await.unwrap(),
+        "idempotent create"
+    );
+
+    // TypeScript-compatible item: context keys top-level, bookkeeping under _flowcraft.
+    let (item, _) = run_item(&store, &run).await;
+    assert_eq!(item["id"], json!(run));
+    assert_eq!(item["runId"], json!(run));
+    assert_eq!(item["order"], json!({"total": 42}));
+    assert_eq!(item["_flowcraft"]["initialized"], json!(true));
+
+    let loaded = store.load(&run).await.unwrap().unwrap();
+    assert_eq!(loaded.value, s);
+    let mut next = loaded.value.clone();
+    next.context.insert("_outputs.a".into(), json!({"x": 1}));
+    next.book.schedule("b");
+    next.book.revision = 1;
+    let new_etag = store.commit(&next, &loaded.etag).await.unwrap();
+    assert_ne!(new_etag, loaded.etag);
+
+    let stale = store.commit(&next, &loaded.etag).await.unwrap_err();
+    assert!(matches!(stale, Error::PreconditionFailed(_)), "{stale:?}");
+    let reloaded = store.load(&run).await.unwrap().unwrap();
+    assert_eq!(reloaded.etag, new_etag);
+    assert_eq!(reloaded.value, next);
+
+    let missing = state(&unique("run"), json!({}));
+    let err = store.commit(&missing, &new_etag).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_run_item_written_by_the_typescript_client_loads_uninitialised() {
+    if !emulators_enabled("a_run_item_written_by_the_typescript_client_loads_uninitialised") {
+        return;
+    }
+    let store = fresh_store().await;
+    let run = unique("run");
+    store
+        .context_container()
+        .create(
+            &PartitionKey::from(run.as_str()),
+            &json!({"id": run, "runId": run, "blueprintId": "bp", "blueprintVersion": null, "order": 1}),
+        )
+        .await
+        .unwrap();
+    store
+        .status_container()
+        .create(
+            &PartitionKey::from(run.as_str()),
+            &json!({"id": run, "runId": run, "status": "running", "lastUpdated": 1_750_000_000}),
+        )
+        .await
+        .unwrap();
+    let loaded = store.load(&run).await.unwrap().unwrap().value;
+    assert!(!loaded.book.initialized);
+    assert_eq!(loaded.blueprint_id(), Some("bp"));
+    assert_eq!(loaded.context["order"], json!(1));
+    let status = store.status(&run).await.unwrap().unwrap().value;
+    assert_eq!(
+        (status.status, status.last_updated),
+        (RunPhase::Running, 1_750_000_000)
+    );
+}
+
+#[tokio::test]
+async fn status_writes_are_compare_and_set() {
+    if !emulators_enabled("status_writes_are_compare_and_set") {
+        return;
+    }
+    let store = fresh_store().await;
+    let run = unique("run");
+    assert!(store.status(&run).await.unwrap().is_none());
+    let mut record = StatusRecord::running(&run, 100);
+    let first = store.write_status(&record, None).await.unwrap();
+    let dup = store.write_status(&record, None).await.unwrap_err();
+    assert!(matches!(dup, Error::Conflict(_)), "{dup:?}");
+
+    record.status = RunPhase::Completed;
+    record.revision = 3;
+    record.final_status = Some(
+        json!({"status": "completed", "payload": {"status": "completed", "context": {"a": 1}, "errors": []}}),
+    );
+    let second = store.write_status(&record, Some(&first)).await.unwrap();
+    let stale = store.write_status(&record, Some(&first)).await.unwrap_err();
+    assert!(matches!(stale, Error::PreconditionFailed(_)), "{stale:?}");
+
+    let read = store.status(&run).await.unwrap().unwrap();
+    assert_eq!(read.etag, second);
+    assert_eq!(read.value, record);
+    // Wire shape of the TypeScript adapter.
+    let raw = store
+        .status_container()
+        .read::<Value>(&run, &PartitionKey::from(run.as_str()))
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(raw["status"], json!("completed"));
+    assert_eq!(raw["lastUpdated"], json!(100));
+    assert_eq!(raw["finalStatus"]["payload"]["context"], json!({"a": 1}));
+}
+
+#[tokio::test]
+async fn list_stalled_finds_old_runs_in_the_asked_phases_across_pages() {
+    if !emulators_enabled("list_stalled_finds_old_runs_in_the_asked_phases_across_pages") {
+        return;
+    }
+    let store = fresh_store().await;
+    let mut expected = BTreeSet::new();
+    for i in 0..11 {
+        let run = format!("run-{i:02}");
+        let mut record = StatusRecord::running(&run, if i % 4 == 3 { 500 } else { 100 });
+        if i % 5 == 4 {
+            record.status = RunPhase::Completed;
+        } else if i == 6 {
+            record.status = RunPhase::Awaiting;
+        }
+        if record.last_updated < 200 && record.status == RunPhase::Running {
+            expected.insert(run.clone());
+        }
+        store.write_status(&record, None).await.unwrap();
+    }
+    let mut found = BTreeSet::new();
+    let mut continuation: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let page = store
+            .list_stalled(&[RunPhase::Running], 200, 2, continuation.as_deref())
+            .await
+            .unwrap();
+        pages += 1;
+        assert!(page.items.len() <= 2);
+        for item in page.items {
+            assert!(found.insert(item.run_id), "a run listed twice");
+        }
+        match page.continuation {
+            Some(token) => continuation = Some(token),
+            None => break,
+        }
+        assert!(pages < 20, "paging does not end");
+    }
+    assert_eq!(found, expected);
+    assert!(pages >= 3, "{pages} pages");
+    let two_phases = store
+        .list_stalled(&[RunPhase::Running, RunPhase::Awaiting], 200, 100, None)
+        .await
+        .unwrap();
+    assert_eq!(two_phases.items.len(), expected.len() + 1);
+    assert!(
+        store
+            .list_stalled(&[], 200, 10, None)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
+
+/// Small thresholds, so a few dozen keys already spill.
+fn tiny_limits() -> SpillLimits {
+    SpillLimits {
+        spill_above: 4_000,
+        expand_above: 1_000,
+        piece_bytes: 1_500,
+        bucket_target: 2_000,
+        bucket_max: 8_000,
+        inline_budget: 300,
+        inline_entry_max: 100,
+    }
+}
+
+fn big_state(run: &str, n: usize) -> RunState {
+    let mut s = state(run, json!({"blueprintId": "bp"}));
+    for i in 0..n {
+        let out = json!(format!("{i}:{}", "o".repeat(100)));
+        s.context.insert(format!("_outputs.n{i}"), out.clone());
+        s.book.commits.insert(
+            format!("{i}:n{i}"),
+            CommitRecord {
+                node: format!("n{i}"),
+                activation: i as u64,
+                kind: CommitKind::Completed,
+                output: Some(out),
+                action: None,
+                taken: Vec::new(),
+                fired: Vec::new(),
+                wake_after_ms: None,
+            },
+        );
+    }
+    s.context.insert(
+        "gathered".into(),
+        json!((0..n).map(|i| format!("g{i}")).collect::<Vec<_>>()),
+    );
+    s
+}
+
+#[tokio::test]
+async fn a_spilled_state_round_trips_and_leaves_no_orphans() {
+    if !emulators_enabled("a_spilled_state_round_trips_and_leaves_no_orphans") {
+        return;
+    }
+    let db = unique("db");
+    let store = store_on(&db, tiny_limits());
+    store.ensure_resources().await.unwrap();
+    let run = unique("run");
+    let s = big_state(&run, 60);
+    assert!(
+        store
+            .create_run(&s, &StatusRecord::running(&run, 1))
+            .await
+            .unwrap()
+    );
+    let (item, _) = run_item(&store, &run).await;
+    assert!(item.contains_key(MANIFEST_KEY), "the state spilled");
+    assert_eq!(item["blueprintId"], json!("bp"), "small keys stay inline");
+    let items = partition_items(&store, &run).await;
+    assert!(items.len() > 3, "{} items", items.len());
+
+    // Another worker (cold caches) reads the same state with one read and one query.
+    let other = store_on(&db, tiny_limits());
+    assert_eq!(other.load(&run).await.unwrap().unwrap().value, s);
+    assert_eq!(other.request_count(), 2);
+    let loaded = store.load(&run).await.unwrap().unwrap();
+    assert_eq!(loaded.value, s);
+
+    // A one-key change rewrites few parts and deletes the ones it replaced.
+    let mut next = loaded.value.clone();
+    next.context
+        .insert("_outputs.n7".into(), json!("changed".repeat(20)));
+    next.book.revision = 1;
+    let before = store.request_count();
+    let etag = store.commit(&next, &loaded.etag).await.unwrap();
+    let requests = store.request_count() - before;
+    assert!(requests <= 6, "{requests} requests for a one-key change");
+    assert_eq!(store.load(&run).await.unwrap().unwrap().value, next);
+    let referenced = |item: &Map<String, Value>| -> BTreeSet<String> {
+        item[MANIFEST_KEY]["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|b| b.as_str().map(str::to_string))
+            .collect()
+    };
+    let (item, _) = run_item(&store, &run).await;
+    let mut expected_ids = referenced(&item);
+    expected_ids.insert(run.clone());
+    let ids: BTreeSet<String> = partition_items(&store, &run)
+        .await
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(ids, expected_ids, "only the run item and its parts remain");
+
+    // A commit that loses its race leaves nothing behind either.
+    let mut loser = loaded.value.clone();
+    loser
+        .context
+        .insert("_outputs.n9".into(), json!("lost".repeat(30)));
+    let err = store.commit(&loser, &loaded.etag).await.unwrap_err();
+    assert!(matches!(err, Error::PreconditionFailed(_)), "{err:?}");
+    let ids: BTreeSet<String> = partition_items(&store, &run)
+        .await
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(ids, expected_ids);
+
+    // Shrinking back below the threshold stores the run item whole again.
+    let mut small = next.clone();
+    small.context.retain(|k, _| k == "blueprintId");
+    small.book.commits.clear();
+    small.book.revision = 2;
+    store.commit(&small, &etag).await.unwrap();
+    let (item, _) = run_item(&store, &run).await;
+    assert!(!item.contains_key(MANIFEST_KEY));
+    assert_eq!(partition_items(&store, &run).await.len(), 1);
+    assert_eq!(store.load(&run).await.unwrap().unwrap().value, small);
+}
+
+/// Loses the answer of the first replace of a spilled run item, after it took effect.
+#[derive(Debug)]
+struct LoseFirstCommitAnswer {
+    inner: Arc<dyn Transport>,
+    lost: Mutex<bool>,
+}
+
+#[async_trait::async_trait]
+impl Transport for LoseFirstCommitAnswer {
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, Error> {
+        let commit = request.method == "PUT"
+            && String::from_utf8_lossy(&request.body).contains(MANIFEST_KEY);
+        let resp = self.inner.send(request).await?;
+        let mut lost = self.lost.lock().unwrap();
+        if commit && resp.status == 200 && !*lost {
+            *lost = true;
+            return Err(Error::transport(
+                "the connection dropped before the answer arrived",
+            ));
+        }
+        Ok(resp)
+    }
+}
+
+#[tokio::test]
+async fn a_spilled_commit_whose_answer_was_lost_is_recognised_as_ours() {
+    if !emulators_enabled("a_spilled_commit_whose_answer_was_lost_is_recognised_as_ours") {
+        return;
+    }
+    let lossy = Arc::new(LoseFirstCommitAnswer {
+        inner: support::transport(),
+        lost: Mutex::new(false),
+    });
+    let client =
+        CosmosClient::new(cosmos_pipeline_with(lossy.clone()), &cosmos_endpoint()).unwrap();
+    let store = CosmosDbContext::new(client, &unique("db"), "contexts", "statuses")
+        .unwrap()
+        .with_spill_limits(tiny_limits());
+    store.ensure_resources().await.unwrap();
+    let run = unique("run");
+    let s = big_state(&run, 40);
+    store
+        .create_run(&s, &StatusRecord::running(&run, 1))
+        .await
+        .unwrap();
+    let loaded = store.load(&run).await.unwrap().unwrap();
+    let mut next = loaded.value.clone();
+    next.context
+        .insert("_outputs.n3".into(), json!("new".repeat(40)));
+    next.book.revision = 1;
+    // The retry of the replace answers 412 (the ETag moved on: our own write did that).
+    let etag = store.commit(&next, &loaded.etag).await.unwrap();
+    assert!(*lossy.lost.lock().unwrap(), "the answer was dropped once");
+    let back = store.load(&run).await.unwrap().unwrap();
+    assert_eq!(back.etag, etag);
+    assert_eq!(back.value, next);
+    let (item, _) = run_item(&store, &run).await;
+    let referenced = item[MANIFEST_KEY]["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b.is_string())
+        .count();
+    assert_eq!(partition_items(&store, &run).await.len(), referenced + 1);
+}
+
+/// The state a 5,000-item batch of 1 KiB outputs leaves behind: every output under
+/// `_outputs.<worker>` and `<worker>`, in a commit record each, the worker definitions, and
+/// the gathered array three times (gather output, node key, output key).
+fn batch_state(run: &str, items: usize) -> RunState {
+    let mut s = state(
+        run,
+        json!({"blueprintId": "batch", "blueprintVersion": null}),
+    );
+    let mut gathered = Vec::with_capacity(items);
+    for i in 0..items {
+        let worker = format!("kib_0123456789abcdef0123456789abcdef_{i}");
+        let out = json!(format!("{i}:{}", "x".repeat(1020)));
+        s.context.insert(
+            format!("_batch.scatter_0123456789abcdef0123456789abcdef_item_{i}"),
+            json!(i),
+        );
+        s.context.insert(
+            format!("_dynamic.{worker}"),
+            json!({"id": worker, "uses": "kib", "inputs": format!("_batch.scatter_{i}")}),
+        );
+        s.context.insert(format!("_outputs.{worker}"), out.clone());
+        s.context.insert(worker.clone(), out.clone());
+        s.book.commits.insert(
+            format!("{}:{worker}", i + 2),
+            CommitRecord {
+                node: worker.clone(),
+                activation: i as u64 + 2,
+                kind: CommitKind::Completed,
+                output: Some(out.clone()),
+                action: None,
+                taken: Vec::new(),
+                fired: Vec::new(),
+                wake_after_ms: None,
+            },
+        );
+        gathered.push(out);
+    }
+    let gathered = Value::Array(gathered);
+    for key in ["_outputs.gather", "gather", "out"] {
+        s.context.insert(key.into(), gathered.clone());
+    }
+    s.book.initialized = true;
+    s.book.status = RunPhase::Completed;
+    s.book.revision = items as u64 + 2;
+    s
+}
+
+#[tokio::test]
+async fn a_5000_item_batch_of_1_kib_outputs_keeps_the_run_item_under_2_mb() {
+    if !emulators_enabled("a_5000_item_batch_of_1_kib_outputs_keeps_the_run_item_under_2_mb") {
+        return;
+    }
+    let store = fresh_store().await;
+    let run = unique("run");
+    let empty = state(&run, json!({"blueprintId": "batch"}));
+    store
+        .create_run(&empty, &StatusRecord::running(&run, 1))
+        .await
+        .unwrap();
+    let loaded = store.load(&run).await.unwrap().unwrap();
+    let big = batch_state(&run, 5000);
+    let total = serde_json::to_vec(&big.to_document().unwrap())
+        .unwrap()
+        .len();
+    assert!(total > 10 * MAX_DOCUMENT_BYTES, "state of {total} bytes");
+    let etag = store.commit(&big, &loaded.etag).await.unwrap();
+    let (item, size) = run_item(&store, &run).await;
+    assert!(item.contains_key(MANIFEST_KEY));
+    assert!(size < MAX_DOCUMENT_BYTES, "run item of {size} bytes");
+    let items = partition_items(&store, &run).await;
+    for (id, part) in &items {
+        let part_size = serde_json::to_vec(part).unwrap().len();
+        assert!(part_size < MAX_DOCUMENT_BYTES, "{id}: {part_size} bytes");
+    }
+    eprintln!(
+        "5,000 x 1 KiB batch: state {total} bytes of JSON, run item {size} bytes, {} items in \
+         the partition",
+        items.len()
+    );
+    let back = store.load(&run).await.unwrap().unwrap();
+    assert_eq!(back.etag, etag);
+    assert_eq!(back.value, big);
+
+    // The status item of the finished run stays small (no second copy of the context).
+    let mut record = StatusRecord::running(&run, 2);
+    record.status = RunPhase::Completed;
+    record.final_status = Some(json!({"status": "completed", "payload": {
+        "status": "completed", "context": big.context, "errors": []}}));
+    let current = store.status(&run).await.unwrap().unwrap();
+    store
+        .write_status(&record, Some(&current.etag))
+        .await
+        .unwrap();
+    let status = store.status(&run).await.unwrap().unwrap().value;
+    assert_eq!(status.status, RunPhase::Completed);
+}
+
+// ---- the distributed core over CosmosDbContext (in-memory queue and coordination) ----
+
+/// `kib`: outputs a 1 KiB string made from its input.
+async fn kib(ctx: NodeContext) -> Result<NodeResult, NodeError> {
+    let input = ctx.input().cloned().unwrap_or_default();
+    Ok(NodeResult::output(json!(format!(
+        "{input}:{}",
+        "x".repeat(1020)
+    ))))
+}
+
+struct Fleet {
+    store: Arc<CosmosDbContext>,
+    counting: Arc<Counting>,
+    client: Client,
+    shutdown: CancellationToken,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Fleet {
+    /// `workers` workers running `concurrency` jobs each, over a fresh database.
+    async fn start(
+        blueprints: &[&str],
+        workers: usize,
+        concurrency: usize,
+        limits: SpillLimits,
+    ) -> Fleet {
+        let counting = Arc::new(Counting {
+            inner: support::transport(),
+            counts: Mutex::new(BTreeMap::new()),
+        });
+        let client =
+            CosmosClient::new(cosmos_pipeline_with(counting.clone()), &cosmos_endpoint()).unwrap();
+        let store = CosmosDbContext::new(client, &unique("db"), "contexts", "statuses")
+            .unwrap()
+            .with_spill_limits(limits);
+        store.ensure_resources().await.unwrap();
+        let store = Arc::new(store);
+        let mut registry = distributed_common::registry();
+        registry.register("kib", kib);
+        let mut loaded = BlueprintRegistry::new();
+        for text in blueprints {
+            loaded.insert(distributed_common::blueprint(text));
+        }
+        let env = Environment::new(registry).with_blueprints(loaded);
+        let backends = Backends::new(
+            Arc::new(MemoryQueue::new()),
+            store.clone(),
+            Arc::new(MemoryCoordinationStore::new()),
+        );
+        let client = Client::new(backends.clone(), env.blueprints.clone());
+        let shutdown = CancellationToken::new();
+        let config = WorkerConfig {
+            concurrency,
+            ..WorkerConfig::default()
+        };
+        let workers = (0..workers)
+            .map(|_| {
+                let worker = Arc::new(Worker::new(env.clone(), backends.clone(), config.clone()));
+                tokio::spawn(worker.run(shutdown.clone()))
+            })
+            .collect();
+        Fleet {
+            store,
+            counting,
+            client,
+            shutdown,
+            workers,
+        }
+    }
+
+    async fn run(&self, blueprint: &str, input: Value) -> (String, WorkflowResult) {
+        let Value::Object(input) = input else {
+            panic!("input must be an object")
+        };
+        let run_id = self.client.start_run(blueprint, input).await.unwrap();
+        let result = self
+            .client
+            .wait_for(&run_id, Duration::from_secs(600))
+            .await
+            .unwrap();
+        (run_id, result)
+    }
+
+    /// Requests by method, container, target and status, counted at the transport.
+    fn requests(&self) -> BTreeMap<String, u64> {
+        self.counting.counts.lock().unwrap().clone()
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        for w in self.workers {
+            w.await.unwrap();
+        }
+    }
+}
+
+fn chain_blueprint(n: usize) -> String {
+    let nodes: Vec<Value> = (0..n)
+        .map(|i| json!({"id": format!("n{i}"), "uses": "double"}))
+        .collect();
+    let edges: Vec<Value> = (1..n)
+        .map(|i| json!({"source": format!("n{}", i - 1), "target": format!("n{i}")}))
+        .collect();
+    let mut nodes = nodes;
+    nodes[0]["inputs"] = json!("start");
+    json!({"id": "chain", "nodes": nodes, "edges": edges}).to_string()
+}
+
+fn fan_blueprint(n: usize) -> String {
+    let mut nodes = vec![json!({"id": "start", "uses": "count"})];
+    let mut edges = Vec::new();
+    for i in 0..n {
+        let id = format!("b{i}");
+        nodes.push(json!({"id": id, "uses": "mark"}));
+        edges.push(json!({"source": "start", "target": id}));
+        edges.push(json!({"source": id, "target": "join"}));
+    }
+    nodes.push(json!({"id": "join", "uses": "count", "config": {"joinStrategy": "all"}}));
+    json!({"id": "fan", "nodes": nodes, "edges": edges}).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_core_runs_a_chain_over_cosmos() {
+    if !emulators_enabled("the_core_runs_a_chain_over_cosmos") {
+        return;
+    }
+    let fleet = Fleet::start(&[&chain_blueprint(10)], 2, 8, SpillLimits::default()).await;
+    let before = fleet.store.request_count();
+    let (run_id, result) = fleet.run("chain", json!({"start": 1})).await;
+    assert_eq!(result.status, RunStatus::Completed, "{result:?}");
+    for i in 0..10 {
+        // JSON numbers come back from the store without their `.0`; compare the values.
+        assert_eq!(
+            result.context[&format!("_outputs.n{i}")].as_f64(),
+            Some(f64::from(2u32.pow(i + 1)))
+        );
+    }
+    let status = fleet.store.status(&run_id).await.unwrap().unwrap().value;
+    assert_eq!(status.status, RunPhase::Completed);
+    let (item, _) = run_item(&fleet.store, &run_id).await;
+    assert_eq!(
+        item["_outputs.n9"].as_f64(),
+        Some(1024.0),
+        "outputs are top-level"
+    );
+    let requests = fleet.store.request_count() - before;
+    eprintln!(
+        "chain of 10: {requests} Cosmos requests ({:.1} per node, wait_for polling included), \
+         {:.1} RU: {:#?}",
+        requests as f64 / 10.0,
+        fleet.store.request_charge_total(),
+        fleet.requests()
+    );
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_core_runs_a_16_way_fan_out_with_an_all_join_over_cosmos() {
+    if !emulators_enabled("the_core_runs_a_16_way_fan_out_with_an_all_join_over_cosmos") {
+        return;
+    }
+    let fleet = Fleet::start(&[&fan_blueprint(16)], 3, 8, SpillLimits::default()).await;
+    for _ in 0..2 {
+        let (run_id, result) = fleet.run("fan", json!({})).await;
+        assert_eq!(result.status, RunStatus::Completed, "{result:?}");
+        for i in 0..16 {
+            assert_eq!(
+                result.context[&format!("mark.b{i}")],
+                json!(true),
+                "b{i} lost"
+            );
+            assert_eq!(
+                result.context[&format!("_outputs.b{i}")],
+                json!(format!("b{i}"))
+            );
+        }
+        assert!(result.context.contains_key("_outputs.join"));
+        let stored = fleet.store.load(&run_id).await.unwrap().unwrap().value;
+        let join_runs = stored
+            .book
+            .commits
+            .values()
+            .filter(|c| c.node == "join")
+            .count();
+        assert_eq!(join_runs, 1, "the join ran once");
+        let status = fleet.store.status(&run_id).await.unwrap().unwrap().value;
+        assert_eq!(status.status, RunPhase::Completed);
+    }
+    eprintln!(
+        "2 fan-outs of 18 nodes: {} Cosmos requests, {:.1} RU: {:#?}",
+        fleet.store.request_count(),
+        fleet.store.request_charge_total(),
+        fleet.requests()
+    );
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_core_completes_a_batch_whose_state_outgrows_one_item() {
+    if !emulators_enabled("the_core_completes_a_batch_whose_state_outgrows_one_item") {
+        return;
+    }
+    let bp = r#"{"id":"batch","nodes":[
+      {"id":"scatter","uses":"batch-scatter","inputs":"items",
+       "params":{"workerUsesKey":"kib","outputKey":"out","gatherNodeId":"gather"}},
+      {"id":"gather","uses":"batch-gather","params":{"outputKey":"out","gatherNodeId":"gather"},
+       "config":{"joinStrategy":"all"}}],
+      "edges":[{"source":"scatter","target":"gather"}]}"#;
+    // Low thresholds so that a batch small enough for a test run still spills many times.
+    let limits = SpillLimits {
+        spill_above: 64 * 1024,
+        expand_above: 8 * 1024,
+        piece_bytes: 16 * 1024,
+        bucket_target: 16 * 1024,
+        inline_budget: 8 * 1024,
+        ..SpillLimits::default()
+    };
+    // One worker running 4 jobs at once: every job commits to the same run item, so more
+    // concurrency only adds ETag conflicts (each costs a reload).
+    let fleet = Fleet::start(&[bp], 1, 4, limits).await;
+    let items = 60;
+    let (run_id, result) = fleet
+        .run("batch", json!({"items": (0..items).collect::<Vec<_>>()}))
+        .await;
+    assert_eq!(result.status, RunStatus::Completed, "{:?}", result.errors);
+    let out = result.context["out"].as_array().unwrap();
+    assert_eq!(out.len(), items);
+    for (i, value) in out.iter().enumerate() {
+        assert!(value.as_str().unwrap().starts_with(&format!("{i}:")));
+    }
+    let (item, size) = run_item(&fleet.store, &run_id).await;
+    assert!(item.contains_key(MANIFEST_KEY), "the state spilled");
+    assert!(size < 64 * 1024, "run item of {size} bytes");
+    eprintln!(
+        "batch of {items}: {} Cosmos requests, run item {size} bytes: {:#?}",
+        fleet.store.request_count(),
+        fleet.requests()
+    );
+    fleet.stop().await;
+}
