@@ -48,14 +48,19 @@
 //! `flowcraft:blueprint:<run>` key; joins do not need it because they live in the run
 //! document's atomic commit.
 
+pub mod classify;
 pub mod client;
+pub mod commit;
 pub mod core;
 pub mod events;
+pub mod execute;
+pub mod follow_ups;
 pub mod job;
 pub mod memory;
 pub mod metered;
 pub mod polling;
 pub mod ports;
+pub mod publish;
 pub mod reconcile;
 pub mod state;
 pub mod transition;
