@@ -131,6 +131,9 @@ impl Client {
                 )))));
             }
             tracing::info!(run_id, "run already exists; not starting it again");
+            // The first call may have stopped between the run item and its status item:
+            // write the status item if it is missing (a no-op when it is current).
+            retry_transient(|| publish_status(runs, &self.events, &existing)).await?;
             if existing.book.revision > 0 || existing.book.status.is_terminal() {
                 return Ok(());
             }
@@ -434,6 +437,19 @@ fn default_resume_key(node: Option<&str>, action: Option<&str>, output: Option<&
     format!("auto:{hex}")
 }
 
+/// The latest commit of `node` made by a client's resume, when `node` is not awaiting now.
+fn resumed_by_a_client<'a>(state: &'a RunState, node: &str) -> Option<&'a CommitRecord> {
+    if state.book.awaiting.contains_key(node) {
+        return None;
+    }
+    state
+        .book
+        .commits
+        .values()
+        .filter(|r| r.node == node && r.resume_key.is_some())
+        .max_by_key(|r| r.activation)
+}
+
 /// The commit step of a resume: which node (the one this key already resumed, a subflow
 /// resume this key already handed over, else the requested or first awaiting node), then the
 /// shared classification, then the settlement (or the sub-run resume request).
@@ -453,6 +469,13 @@ fn resume_step(state: &mut RunState, call: &ResumeCall<'_>) -> Step<Result<Resum
         Ok(WorkItem {
             node: node.clone(),
             activation: rec.activation,
+        })
+    } else if let Some(record) = call.node.and_then(|node| resumed_by_a_client(state, node)) {
+        // Not awaiting any more because another resume took it: classification refuses it
+        // as a conflict (below), not as an unknown node.
+        Ok(WorkItem {
+            node: record.node.clone(),
+            activation: record.activation,
         })
     } else {
         resume_target(state, call.node).and_then(|node| {

@@ -71,10 +71,15 @@ impl Worker {
             run_id: &job.run_id,
             context: &state.context,
             attempt,
-            cancel,
+            cancel: cancel.clone(),
             input: None,
         })
         .await;
+        if cancel.is_cancelled() {
+            // The lease was lost while the node ran: another delivery owns the job now, so
+            // neither this result nor a retry may be recorded.
+            return Ok(Attempted::Moot("the lease was lost while the node ran".into()));
+        }
         match outcome {
             AttemptOutcome::Completed(completion) => Ok(Attempted::Settle(Box::new(
                 Settlement::Finished(completion),

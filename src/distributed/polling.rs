@@ -54,6 +54,10 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+/// How long a job whose lease was lost may take to stop by itself (its node sees the
+/// cancellation token) before it is dropped where it is.
+const LEASE_LOST_GRACE: Duration = Duration::from_secs(1);
+
 impl Worker {
     /// Polls the queue until `shutdown` fires (see the module documentation for when it
     /// receives), then lets the jobs in flight finish for up to `shutdown_grace` and releases
@@ -185,7 +189,11 @@ impl Worker {
         });
         let handled = tokio::select! {
             handled = self.handle_message_cancellable(&message, lease_lost.clone()) => Some(handled),
-            _ = lease_lost.cancelled() => None,
+            // A short grace lets the node see its token and stop by itself.
+            _ = async {
+                lease_lost.cancelled().await;
+                tokio::time::sleep(LEASE_LOST_GRACE).await;
+            } => None,
             _ = abort.cancelled() => Some(Handled {
                 disposition: Disposition::Release(Duration::ZERO),
                 // Stopped part-way: it may have sent successors.
@@ -197,6 +205,7 @@ impl Worker {
         if let Some(heartbeat) = heartbeat {
             let _ = heartbeat.await;
         }
+        let handled = handled.filter(|_| !lease_lost.is_cancelled());
         let Some(Handled {
             disposition,
             enqueued_now,

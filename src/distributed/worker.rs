@@ -391,12 +391,16 @@ impl Worker {
         let plan = match ready {
             Ready::Execute => {
                 match self
-                    .attempt(job, &work, &blueprint, &state, cancel)
+                    .attempt(job, &work, &blueprint, &state, cancel.clone())
                     .await?
                 {
                     Attempted::Settle(settlement) => Plan::Execute(*settlement),
                     Attempted::RetryQueued { visible_now } => {
                         return Ok(Handled::complete(visible_now));
+                    }
+                    Attempted::Moot(why) if cancel.is_cancelled() => {
+                        tracing::warn!(reason = %why, "job stopped; its next delivery redoes it");
+                        return Ok(Handled::sent_nothing(Disposition::Release(Duration::ZERO)));
                     }
                     Attempted::Moot(why) => return Ok(self.dropped(job, why)),
                 }
