@@ -551,3 +551,36 @@ async fn a_duplicate_start_answers_without_a_second_run_and_closes_the_creation_
     assert_eq!((h.counter.get("a"), h.counter.get("b")), (1, 1));
     h.stop().await;
 }
+
+/// A creation that stopped after the status item (written first) leaves a `running` status
+/// without a run: the reconciler lists it and, once it is old enough not to be a lagging
+/// read, closes it as `failed` with the reason instead of failing on it every pass.
+#[tokio::test(start_paused = true)]
+async fn the_reconciler_closes_the_status_item_of_a_run_that_was_never_created() {
+    use flowcraft_azure::distributed::reconcile::{Reconciler, ReconcilerConfig};
+    let h = Harness::new(&[CHAIN]);
+    let now = chrono::Utc::now().timestamp();
+    let mut orphan = StatusRecord::running("ghost", now - 2 * 3600);
+    orphan.blueprint_id = Some("chain".into());
+    h.runs.write_status(&orphan, None).await.unwrap();
+    let mut young = StatusRecord::running("young", now - 10);
+    young.blueprint_id = Some("chain".into());
+    h.runs.write_status(&young, None).await.unwrap();
+    let reconciler = Reconciler::new(
+        h.client.clone(),
+        h.backends.clone(),
+        ReconcilerConfig {
+            stalled_after: Duration::ZERO,
+            cooldown: Duration::from_millis(1),
+            ..ReconcilerConfig::default()
+        },
+    );
+    let stats = reconciler.run_once_before(now + 10).await.unwrap();
+    assert_eq!((stats.stalled_runs, stats.orphaned_runs), (2, 1));
+    let ghost = h.runs.status("ghost").await.unwrap().unwrap().value;
+    assert_eq!(ghost.status, RunPhase::Failed);
+    let reason = ghost.final_status.unwrap()["reason"].to_string();
+    assert!(reason.contains("never created"), "{reason}");
+    let young = h.runs.status("young").await.unwrap().unwrap().value;
+    assert_eq!(young.status, RunPhase::Running, "may still be a lagging read");
+}

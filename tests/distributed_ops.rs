@@ -4,7 +4,6 @@
 mod distributed_common;
 
 use distributed_common::Harness;
-use flowcraft_azure::distributed::events::Event;
 use flowcraft_azure::distributed::job::JobMessage;
 use flowcraft_azure::distributed::memory::MemoryQueue;
 use flowcraft_azure::distributed::metered::{Meter, MeterSnapshot, MeteredQueue, Operation};

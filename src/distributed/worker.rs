@@ -423,9 +423,13 @@ impl Worker {
         };
         // The prepared state is still the loaded one (preparing again is a no-op), so the
         // first commit try needs no second read.
-        let loaded = Versioned { value: state, etag };
-        let (committed, state) = commit_from(runs, &job.run_id, Some(loaded), |state| {
-            decide(state, &decision)
+        // A commit whose answer was lost is retried like any transient error: the retry
+        // meets a conflict, reloads, and classification turns it into a replay.
+        let mut loaded = Some(Versioned { value: state, etag });
+        let (committed, state) = retry_transient(|| {
+            commit_from(runs, &job.run_id, loaded.take(), |state| {
+                decide(state, &decision)
+            })
         })
         .await?;
         match committed {
