@@ -584,3 +584,57 @@ async fn the_reconciler_closes_the_status_item_of_a_run_that_was_never_created()
     let young = h.runs.status("young").await.unwrap().unwrap().value;
     assert_eq!(young.status, RunPhase::Running, "may still be a lagging read");
 }
+
+const CHILD_WAITS: &str = r#"{"id":"child_waits","nodes":[
+  {"id":"w1","uses":"wait"},{"id":"w2","uses":"wait"},{"id":"last","uses":"echo"}],
+  "edges":[{"source":"w1","target":"w2","action":"go"},{"source":"w2","target":"last","action":"go"}]}"#;
+const PARENT_OF_WAITS: &str = r#"{"id":"parent_waits","nodes":[
+  {"id":"sub","uses":"subflow","params":{"blueprintId":"child_waits"}},
+  {"id":"after","uses":"count"}],
+  "edges":[{"source":"sub","target":"after"}]}"#;
+
+/// Resumes of an awaiting subflow are idempotent too, although a worker carries them out:
+/// a retry of a call whose sub-run resumed and waits again is not applied a second time, and
+/// a retry of the call that completed the node answers with the work it fired.
+#[tokio::test(start_paused = true)]
+async fn retried_subflow_resumes_are_not_applied_twice() {
+    let h = Harness::new(&[CHILD_WAITS, PARENT_OF_WAITS]);
+    let run_id = h.start("parent_waits", json!({})).await;
+    let start = h.take("sub").await;
+    h.handle(&start).await;
+    let first = h
+        .client
+        .resume_with_key(&run_id, None, Some("go".into()), Some(json!("one")), Some("k1"))
+        .await
+        .unwrap();
+    let resume = h.take("sub").await;
+    h.handle(&resume).await;
+    let again = h
+        .client
+        .resume_with_key(&run_id, None, Some("go".into()), Some(json!("one")), Some("k1"))
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+    assert!(h.queued_nodes().await.is_empty(), "not resumed a second time");
+    let state = h.client.status(&run_id).await.unwrap().unwrap();
+    assert_eq!(state.status, RunStatus::Awaiting);
+    // The second call completes the sub-run; its retry answers with the fired work.
+    h.client
+        .resume_with_key(&run_id, None, Some("go".into()), Some(json!("two")), Some("k2"))
+        .await
+        .unwrap();
+    let resume = h.take("sub").await;
+    h.handle(&resume).await;
+    assert_eq!(h.queued_nodes().await, ["after"]);
+    let retried = h
+        .client
+        .resume_with_key(&run_id, None, Some("go".into()), Some(json!("two")), Some("k2"))
+        .await
+        .unwrap();
+    assert_eq!(retried.len(), 1);
+    assert_eq!(retried[0].node, "after");
+    let after = h.take("after").await;
+    h.handle(&after).await;
+    assert_eq!(h.wait(&run_id).await.status, RunStatus::Completed);
+    assert_eq!(h.counter.get("after"), 1);
+}

@@ -21,6 +21,7 @@ use crate::distributed::state::{
 };
 use crate::distributed::transition::{VersionCheck, check_version, version_mismatch};
 use crate::flow::blueprint::Blueprint;
+use crate::flow::context::AwaitReason;
 
 /// What is asked of a piece of work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,7 +148,10 @@ pub fn classify(state: &RunState, blueprint: Option<&Blueprint>, probe: &Probe<'
             }
         }
         Request::Wake => match awaiting {
-            Some(record) => Class::Ready(Ready::Wake(record.clone())),
+            Some(record) if record.details.reason == AwaitReason::Timer => {
+                Class::Ready(Ready::Wake(record.clone()))
+            }
+            Some(_) => Class::Stale("the node waits for a resume, not a timer".into()),
             None => settled(state, &key, committed, "the sleeping node was already resumed"),
         },
         Request::Resume { seq } => {

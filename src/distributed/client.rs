@@ -274,6 +274,7 @@ impl Client {
         .await?;
         let queue = self.backends.queue.as_ref();
         match outcome? {
+            Resumption::Reparked(work) => Ok(vec![work]),
             Resumption::Subflow(work, seq) => {
                 let job = resume_job(run_id, &blueprint_id, &work, seq)
                     .at_revision(state.book.revision);
@@ -415,6 +416,8 @@ enum Resumption {
     Direct(CommitRecord),
     /// A worker must resume the node's sub-run (request `seq`).
     Subflow(WorkItem, u64),
+    /// This call's sub-run resume was carried out already and the node waits again.
+    Reparked(WorkItem),
 }
 
 /// One resume call, as its commit step sees it.
@@ -528,6 +531,10 @@ fn resume_step(state: &mut RunState, call: &ResumeCall<'_>) -> Step<Result<Resum
             ))))));
         }
     };
+    if record.last_resume_key.as_deref() == Some(call.key) {
+        // This call was applied already: the sub-run resumed and waits again.
+        return Step::Skip(Ok(Resumption::Reparked(work)));
+    }
     if let Some(pending) = &record.pending_resume {
         if pending.key.as_deref() == Some(call.key) {
             return Step::Skip(Ok(Resumption::Subflow(work, pending.seq)));

@@ -131,6 +131,11 @@ pub struct AwaitingRecord {
     /// sub-run (the worker runs nodes; the client does not).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_resume: Option<PendingResume>,
+    /// The idempotency key of the last client resume applied to this node while it kept
+    /// waiting (a resumed sub-run that waits again), so a retry of that call is not applied
+    /// twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_resume_key: Option<String>,
 }
 
 /// A resume request handed to a worker (awaiting subflows): the job carries `seq`, so a

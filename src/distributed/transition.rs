@@ -441,6 +441,7 @@ fn record_awaiting(
             details,
             output,
             pending_resume: None,
+            last_resume_key: None,
         },
     );
 }

@@ -186,6 +186,10 @@ fn decide(state: &mut RunState, d: &Decision<'_>) -> Step<Committed> {
         other => return Step::Skip(Committed::Classified(other)),
     };
     let work = d.probe.work;
+    let resume_key = match &ready {
+        Ready::Resume(pending) => pending.key.clone(),
+        _ => None,
+    };
     let settlement = match (d.plan, ready) {
         (Plan::Execute(settlement), Ready::Execute) => settlement.clone(),
         (Plan::Wake, Ready::Wake(record)) => Settlement::Resumed(
@@ -204,6 +208,7 @@ fn decide(state: &mut RunState, d: &Decision<'_>) -> Step<Committed> {
             );
             if let Some(rec) = state.book.awaiting.get_mut(&work.node) {
                 rec.pending_resume = None;
+                rec.last_resume_key = resume_key;
             }
             state.book.revision += 1;
             update_status(state);
@@ -216,7 +221,12 @@ fn decide(state: &mut RunState, d: &Decision<'_>) -> Step<Committed> {
         }
     };
     let before = state.book.status;
-    let record = settle(state, d.blueprint, work, settlement, d.now);
+    let mut record = settle(state, d.blueprint, work, settlement, d.now);
+    if resume_key.is_some() {
+        // A client's resume, carried out by this worker: its retry must find it.
+        record.resume_key = resume_key;
+        state.book.commits.insert(work.key(), record.clone());
+    }
     let due = d.now.timestamp() - state.book.status_touched_at >= d.heartbeat;
     let publish = due || before != state.book.status;
     if publish {
