@@ -234,12 +234,24 @@ async fn a_different_resume_of_a_resumed_node_is_refused_with_a_conflict() {
     assert_eq!(h.wait(&run_id).await.status, RunStatus::Awaiting);
     let applied = h
         .client
-        .resume_with_key(&run_id, Some("g1"), Some("approve".into()), None, Some("hook-1"))
+        .resume_with_key(
+            &run_id,
+            Some("g1"),
+            Some("approve".into()),
+            None,
+            Some("hook-1"),
+        )
         .await
         .unwrap();
     let same_key = h
         .client
-        .resume_with_key(&run_id, Some("g1"), Some("approve".into()), None, Some("hook-1"))
+        .resume_with_key(
+            &run_id,
+            Some("g1"),
+            Some("approve".into()),
+            None,
+            Some("hook-1"),
+        )
         .await
         .unwrap();
     assert_eq!(same_key, applied);
@@ -253,7 +265,11 @@ async fn a_different_resume_of_a_resumed_node_is_refused_with_a_conflict() {
         refused.to_string().contains("resumed by another request"),
         "{refused}"
     );
-    assert_eq!(h.wait(&run_id).await.status, RunStatus::Awaiting, "g2 waits");
+    assert_eq!(
+        h.wait(&run_id).await.status,
+        RunStatus::Awaiting,
+        "g2 waits"
+    );
     assert_eq!((h.counter.get("yes"), h.counter.get("no")), (1, 0));
     h.stop().await;
 }
@@ -502,8 +518,15 @@ async fn a_chained_delay_on_an_execute_job_waits_out_the_rest_before_running() {
         .unwrap();
     let m = h.take("a").await;
     h.handle(&m).await;
-    assert_eq!(h.counter.get("a"), 0, "not run before the whole delay is over");
-    assert!(h.queued_nodes().await.is_empty(), "the rest is a delayed message");
+    assert_eq!(
+        h.counter.get("a"),
+        0,
+        "not run before the whole delay is over"
+    );
+    assert!(
+        h.queued_nodes().await.is_empty(),
+        "the rest is a delayed message"
+    );
     tokio::time::advance(Duration::from_millis(day)).await;
     let due = h.take("a").await;
     let job = JobMessage::decode(&due.text).unwrap();
@@ -527,8 +550,7 @@ async fn a_duplicate_start_answers_without_a_second_run_and_closes_the_creation_
         &distributed_common::blueprint(CHAIN),
         serde_json::Map::new(),
     );
-    h.runs
-        .put_raw_document("r-1", state.to_document().unwrap());
+    h.runs.put_raw_document("r-1", state.to_document().unwrap());
     assert!(h.runs.status("r-1").await.unwrap().is_none());
     h.client
         .start_run_with_id("r-1", "chain", serde_json::Map::new())
@@ -582,7 +604,11 @@ async fn the_reconciler_closes_the_status_item_of_a_run_that_was_never_created()
     let reason = ghost.final_status.unwrap()["reason"].to_string();
     assert!(reason.contains("never created"), "{reason}");
     let young = h.runs.status("young").await.unwrap().unwrap().value;
-    assert_eq!(young.status, RunPhase::Running, "may still be a lagging read");
+    assert_eq!(
+        young.status,
+        RunPhase::Running,
+        "may still be a lagging read"
+    );
 }
 
 const CHILD_WAITS: &str = r#"{"id":"child_waits","nodes":[
@@ -604,23 +630,44 @@ async fn retried_subflow_resumes_are_not_applied_twice() {
     h.handle(&start).await;
     let first = h
         .client
-        .resume_with_key(&run_id, None, Some("go".into()), Some(json!("one")), Some("k1"))
+        .resume_with_key(
+            &run_id,
+            None,
+            Some("go".into()),
+            Some(json!("one")),
+            Some("k1"),
+        )
         .await
         .unwrap();
     let resume = h.take("sub").await;
     h.handle(&resume).await;
     let again = h
         .client
-        .resume_with_key(&run_id, None, Some("go".into()), Some(json!("one")), Some("k1"))
+        .resume_with_key(
+            &run_id,
+            None,
+            Some("go".into()),
+            Some(json!("one")),
+            Some("k1"),
+        )
         .await
         .unwrap();
     assert_eq!(again, first);
-    assert!(h.queued_nodes().await.is_empty(), "not resumed a second time");
+    assert!(
+        h.queued_nodes().await.is_empty(),
+        "not resumed a second time"
+    );
     let state = h.client.status(&run_id).await.unwrap().unwrap();
     assert_eq!(state.status, RunStatus::Awaiting);
     // The second call completes the sub-run; its retry answers with the fired work.
     h.client
-        .resume_with_key(&run_id, None, Some("go".into()), Some(json!("two")), Some("k2"))
+        .resume_with_key(
+            &run_id,
+            None,
+            Some("go".into()),
+            Some(json!("two")),
+            Some("k2"),
+        )
         .await
         .unwrap();
     let resume = h.take("sub").await;
@@ -628,7 +675,13 @@ async fn retried_subflow_resumes_are_not_applied_twice() {
     assert_eq!(h.queued_nodes().await, ["after"]);
     let retried = h
         .client
-        .resume_with_key(&run_id, None, Some("go".into()), Some(json!("two")), Some("k2"))
+        .resume_with_key(
+            &run_id,
+            None,
+            Some("go".into()),
+            Some(json!("two")),
+            Some("k2"),
+        )
         .await
         .unwrap();
     assert_eq!(retried.len(), 1);

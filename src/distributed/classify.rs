@@ -152,7 +152,12 @@ pub fn classify(state: &RunState, blueprint: Option<&Blueprint>, probe: &Probe<'
                 Class::Ready(Ready::Wake(record.clone()))
             }
             Some(_) => Class::Stale("the node waits for a resume, not a timer".into()),
-            None => settled(state, &key, committed, "the sleeping node was already resumed"),
+            None => settled(
+                state,
+                &key,
+                committed,
+                "the sleeping node was already resumed",
+            ),
         },
         Request::Resume { seq } => {
             let pending = awaiting
@@ -221,7 +226,13 @@ mod tests {
             deltas: Vec::new(),
             awaiting: Some(details),
         };
-        settle(&mut state, &bp, &z, Settlement::Finished(completion), chrono::Utc::now());
+        settle(
+            &mut state,
+            &bp,
+            &z,
+            Settlement::Finished(completion),
+            chrono::Utc::now(),
+        );
         (state, bp, z)
     }
 

@@ -269,15 +269,17 @@ impl Client {
         };
         let mut first = Some(loaded);
         let (outcome, state) = retry_transient(|| {
-            commit_from(runs, run_id, first.take(), |state| resume_step(state, &call))
+            commit_from(runs, run_id, first.take(), |state| {
+                resume_step(state, &call)
+            })
         })
         .await?;
         let queue = self.backends.queue.as_ref();
         match outcome? {
             Resumption::Reparked(work) => Ok(vec![work]),
             Resumption::Subflow(work, seq) => {
-                let job = resume_job(run_id, &blueprint_id, &work, seq)
-                    .at_revision(state.book.revision);
+                let job =
+                    resume_job(run_id, &blueprint_id, &work, seq).at_revision(state.book.revision);
                 send_delayed(queue, job, Duration::ZERO)
                     .await
                     .map_err(|e| e.during("enqueue subflow resume"))?;
@@ -379,8 +381,8 @@ impl Client {
                     request,
                     rev: None,
                 }) {
-                    let job = resume_job(run_id, &blueprint_id, &item, pending.seq)
-                        .at_revision(rev);
+                    let job =
+                        resume_job(run_id, &blueprint_id, &item, pending.seq).at_revision(rev);
                     send_delayed(queue, job, Duration::ZERO).await?;
                     sent.push(item.clone());
                 }
@@ -572,9 +574,6 @@ fn resume_step(state: &mut RunState, call: &ResumeCall<'_>) -> Step<Result<Resum
     let settlement = Settlement::Resumed(result, Vec::new());
     let mut committed = settle(state, call.blueprint, &work, settlement, call.now);
     committed.resume_key = Some(call.key.to_string());
-    state
-        .book
-        .commits
-        .insert(work.key(), committed.clone());
+    state.book.commits.insert(work.key(), committed.clone());
     Step::Write(Ok(Resumption::Direct(committed)))
 }

@@ -78,7 +78,9 @@ impl Worker {
         if cancel.is_cancelled() {
             // The lease was lost while the node ran: another delivery owns the job now, so
             // neither this result nor a retry may be recorded.
-            return Ok(Attempted::Moot("the lease was lost while the node ran".into()));
+            return Ok(Attempted::Moot(
+                "the lease was lost while the node ran".into(),
+            ));
         }
         match outcome {
             AttemptOutcome::Completed(completion) => Ok(Attempted::Settle(Box::new(
@@ -126,21 +128,24 @@ impl Worker {
             request: Request::Execute { attempt },
             rev: None,
         };
-        let (recorded, state) = commit_with(self.backends.runs.as_ref(), &job.run_id, |state| {
-            match classify(state, Some(blueprint), &probe) {
-                Class::Ready(Ready::Execute) => {
-                    let retry = RetryRecord {
-                        attempt: next,
-                        due_at_ms,
-                    };
-                    state.book.retries.insert(work.key(), retry);
-                    state.book.revision += 1;
-                    Step::Write(Ok(()))
-                }
-                other => Step::Skip(Err(format!("{other:?}"))),
-            }
-        })
-        .await?;
+        let (recorded, state) =
+            commit_with(
+                self.backends.runs.as_ref(),
+                &job.run_id,
+                |state| match classify(state, Some(blueprint), &probe) {
+                    Class::Ready(Ready::Execute) => {
+                        let retry = RetryRecord {
+                            attempt: next,
+                            due_at_ms,
+                        };
+                        state.book.retries.insert(work.key(), retry);
+                        state.book.revision += 1;
+                        Step::Write(Ok(()))
+                    }
+                    other => Step::Skip(Err(format!("{other:?}"))),
+                },
+            )
+            .await?;
         if let Err(why) = recorded {
             return Ok(Attempted::Moot(why));
         }

@@ -44,9 +44,9 @@
 //! error counts as having enqueued (it may have sent some successors before failing): one
 //! receive too many at worst. A failed receive pauses for `idle_backoff_max` (jittered).
 
-use crate::distributed::publish::touch_status;
 use crate::distributed::job::JobMessage;
 use crate::distributed::ports::QueueMessage;
+use crate::distributed::publish::touch_status;
 use crate::distributed::worker::{Disposition, Handled, Worker};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

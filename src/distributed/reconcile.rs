@@ -150,7 +150,10 @@ impl Reconciler {
             "run {run_id} was never created: its creation stopped after the status item was \
              written; start the run again"
         );
-        tracing::warn!(run_id, "closing the status item of a run that was never created");
+        tracing::warn!(
+            run_id,
+            "closing the status item of a run that was never created"
+        );
         let mut record = current.value;
         record.status = RunPhase::Failed;
         record.last_updated = now_epoch();

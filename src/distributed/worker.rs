@@ -366,10 +366,13 @@ impl Worker {
             // A chained delay (a long sleep or retryDelay): wait out the rest first.
             let mut next = job.clone();
             next.remaining_ms = None;
-            let visible_now =
-                send_delayed(self.backends.queue.as_ref(), next, Duration::from_millis(ms))
-                    .await
-                    .map_err(|e| e.during("enqueue chained delay"))?;
+            let visible_now = send_delayed(
+                self.backends.queue.as_ref(),
+                next,
+                Duration::from_millis(ms),
+            )
+            .await
+            .map_err(|e| e.during("enqueue chained delay"))?;
             return Ok(Handled::complete(visible_now));
         }
         let Some(blueprint) = self.env.blueprints.get(&job.blueprint_id) else {
