@@ -13,11 +13,12 @@
 //!    drop (Cosmos session consistency lets another worker's read lag behind);
 //! 5. a job whose commit record exists replays its follow-ups, whatever its kind (a lost
 //!    answer, a redelivery, a wake or resume that committed but did not enqueue);
-//! 6. otherwise the job runs if its work is still waiting for it, else it is stale.
+//! 6. an attempt whose retry was recorded re-sends that retry (a follow-up, like a replay);
+//! 7. otherwise the job runs if its work is still waiting for it, else it is stale.
 
 use crate::distributed::ports::RunPhase;
 use crate::distributed::state::{
-    AwaitingRecord, CommitKind, CommitRecord, PendingResume, RunState, WorkItem,
+    AwaitingRecord, CommitKind, CommitRecord, PendingResume, RetryRecord, RunState, WorkItem,
 };
 use crate::distributed::transition::{VersionCheck, check_version, version_mismatch};
 use crate::flow::blueprint::Blueprint;
@@ -69,6 +70,9 @@ pub enum Class {
     NotYet(String),
     /// Already committed: re-do the follow-ups of this record, nothing else.
     Replay(CommitRecord),
+    /// This attempt failed before and its retry was recorded: re-send that retry (its
+    /// message may never have been sent), nothing else.
+    RetryRecorded(RetryRecord),
     /// The work settled and its record is gone, or a newer request superseded this one.
     Stale(String),
     /// Go ahead.
@@ -140,10 +144,7 @@ pub fn classify(state: &RunState, blueprint: Option<&Blueprint>, probe: &Probe<'
                 return Class::Stale("its work is not outstanding".into());
             }
             match book.retries.get(&key) {
-                Some(retry) if attempt < retry.attempt => Class::Stale(format!(
-                    "attempt {attempt} was superseded by attempt {}",
-                    retry.attempt
-                )),
+                Some(retry) if attempt < retry.attempt => Class::RetryRecorded(retry.clone()),
                 _ => Class::Ready(Ready::Execute),
             }
         }

@@ -502,7 +502,10 @@ fn resume_step(state: &mut RunState, call: &ResumeCall<'_>) -> Step<Result<Resum
                 book.status.as_str()
             ))));
         }
-        Err(message) => return Step::Skip(Err(Error::invalid_input(message))),
+        // The read may lag behind the commit that made the node wait (another session's
+        // write): refuse only once an unchanged, ETag-conditional write of this very state
+        // succeeds, which proves the read was current (a conflict reloads and re-applies).
+        Err(message) => return Step::Write(Err(Error::invalid_input(message))),
     };
     let probe = Probe {
         work: &work,

@@ -142,7 +142,10 @@ impl Worker {
                         state.book.revision += 1;
                         Step::Write(Ok(()))
                     }
-                    other => Step::Skip(Err(format!("{other:?}"))),
+                    // Another delivery of this attempt recorded the same retry: send it (that
+                // delivery may have stopped before sending; a duplicate is harmless).
+                Class::RetryRecorded(retry) if retry.attempt == next => Step::Skip(Ok(())),
+                other => Step::Skip(Err(format!("{other:?}"))),
                 },
             )
             .await?;

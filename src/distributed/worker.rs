@@ -30,7 +30,7 @@ use crate::distributed::follow_ups::{enqueue_follow_ups, retry_transient, send_d
 use crate::distributed::job::{JobKind, JobMessage};
 use crate::distributed::ports::{QueueMessage, RunPhase, Versioned};
 use crate::distributed::publish::publish_status;
-use crate::distributed::state::{CommitRecord, RunState, WorkItem};
+use crate::distributed::state::{CommitRecord, RetryRecord, RunState, WorkItem};
 use crate::distributed::transition::{
     Settlement, fail_run, prepare, settle, shrink_finished, update_status,
 };
@@ -486,6 +486,7 @@ impl Worker {
             Class::VersionMismatch(why) => self.defer(job, why).await,
             Class::NotYet(why) => Ok(self.not_yet(job, dequeue_count, why).await),
             Class::Replay(record) => self.replay(job, state, record).await,
+            Class::RetryRecorded(retry) => self.resend_retry(job, state, retry).await,
             Class::Stale(why) => Ok(self.dropped(job, format!("stale job: {why}"))),
             Class::Ready(_) => Ok(self.dropped(job, "nothing left to do")),
         }
@@ -681,6 +682,30 @@ impl Worker {
             reason,
         });
         Handled::sent_nothing(Disposition::Complete)
+    }
+
+    /// Re-sends the recorded retry of a failed attempt (the attempt's message came back:
+    /// the worker that recorded the retry may have stopped before sending it), due when the
+    /// record says.
+    async fn resend_retry(
+        &self,
+        job: &JobMessage,
+        state: &RunState,
+        retry: RetryRecord,
+    ) -> Result<Handled, Error> {
+        let left_ms = retry
+            .due_at_ms
+            .saturating_sub(chrono::Utc::now().timestamp_millis());
+        let delay = Duration::from_millis(u64::try_from(left_ms).unwrap_or(0));
+        let mut next = job.clone().at_revision(state.book.revision);
+        next.attempt = Some(retry.attempt);
+        next.remaining_ms = None;
+        next.deferred_ms = None;
+        tracing::info!(next_attempt = retry.attempt, "attempt already failed; re-sending its retry");
+        let visible_now = send_delayed(self.backends.queue.as_ref(), next, delay)
+            .await
+            .map_err(|e| e.during("enqueue retry"))?;
+        Ok(Handled::complete(visible_now))
     }
 
     /// Re-does the follow-ups of an already committed job (redelivery, a lost commit answer,
