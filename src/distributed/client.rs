@@ -122,7 +122,11 @@ impl Client {
             .await
             .map_err(|e| e.during("create run"))?;
         if !created {
-            let existing = self.load(run_id).await?;
+            // Not visible yet (a lagging read right after our own lost-answer create): it
+            // is the run this call created, so carry on with our copy.
+            let existing = retry_transient(|| runs.load(run_id))
+                .await?
+                .map_or_else(|| state.clone(), |v| v.value);
             if existing.blueprint_id() != Some(blueprint_id) {
                 return Err(Error::Conflict(Box::new(ErrorInfo::new(format!(
                     "run {run_id} already exists and runs blueprint '{}', not '{blueprint_id}'; \

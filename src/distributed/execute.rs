@@ -38,6 +38,9 @@ pub(crate) enum Attempted {
     /// The attempt failed, but the run moved on meanwhile (finished, or the work settled):
     /// nothing to retry.
     Moot(String),
+    /// The attempt failed, and the run as read to record its retry lags behind the job:
+    /// give the message back so that a later delivery records the retry.
+    Later(String),
 }
 
 /// The outcome of resuming an awaiting subflow node's sub-run.
@@ -143,14 +146,15 @@ impl Worker {
                         Step::Write(Ok(()))
                     }
                     // Another delivery of this attempt recorded the same retry: send it (that
-                // delivery may have stopped before sending; a duplicate is harmless).
-                Class::RetryRecorded(retry) if retry.attempt == next => Step::Skip(Ok(())),
-                other => Step::Skip(Err(format!("{other:?}"))),
+                    // delivery may have stopped before sending; a duplicate is harmless).
+                    Class::RetryRecorded(retry) if retry.attempt == next => Step::Skip(Ok(())),
+                    Class::NotYet(why) => Step::Skip(Err(Attempted::Later(why))),
+                    other => Step::Skip(Err(Attempted::Moot(format!("{other:?}")))),
                 },
             )
             .await?;
-        if let Err(why) = recorded {
-            return Ok(Attempted::Moot(why));
+        if let Err(instead) = recorded {
+            return Ok(instead);
         }
         let mut retry = job.clone().at_revision(state.book.revision);
         retry.attempt = Some(next);

@@ -176,6 +176,22 @@ mod tests {
     }
 
     #[test]
+    fn the_scheduling_revision_and_deferral_ride_as_optional_camel_case_fields() {
+        let mut job = JobMessage::execute("r1", "bp", "a", 3).at_revision(7);
+        job.deferred_ms = Some(30_000);
+        let raw = STANDARD.decode(job.encode().unwrap()).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+        assert_eq!(value["rev"], json!(7));
+        assert_eq!(value["deferredMs"], json!(30_000));
+        assert_eq!(
+            JobMessage::execute("r", "b", "a", 1).at_revision(0).rev,
+            None
+        );
+        let old = JobMessage::decode(r#"{"runId":"r","blueprintId":"b","nodeId":"n"}"#).unwrap();
+        assert_eq!((old.rev, old.deferred_ms), (None, None));
+    }
+
+    #[test]
     fn garbage_is_an_invalid_input_error_and_never_panics() {
         for text in ["", "%%%", "e30=", "{\"runId\":1}", "bnVsbA==", "{"] {
             let err = JobMessage::decode(text).unwrap_err();

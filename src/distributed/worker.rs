@@ -416,6 +416,9 @@ impl Worker {
                         return Ok(Handled::sent_nothing(Disposition::Release(Duration::ZERO)));
                     }
                     Attempted::Moot(why) => return Ok(self.dropped(job, why)),
+                    Attempted::Later(why) => {
+                        return Ok(self.not_yet(job, dequeue_count, why).await);
+                    }
                 }
             }
             Ready::Wake(_) => Plan::Wake,
@@ -701,7 +704,10 @@ impl Worker {
         next.attempt = Some(retry.attempt);
         next.remaining_ms = None;
         next.deferred_ms = None;
-        tracing::info!(next_attempt = retry.attempt, "attempt already failed; re-sending its retry");
+        tracing::info!(
+            next_attempt = retry.attempt,
+            "attempt already failed; re-sending its retry"
+        );
         let visible_now = send_delayed(self.backends.queue.as_ref(), next, delay)
             .await
             .map_err(|e| e.during("enqueue retry"))?;
