@@ -461,42 +461,79 @@ async fn wrong_or_unknown_blueprints_poison_the_message_and_fail_the_run() {
 }
 
 /// The reconciler never restarts a retry chain: work waiting out its `retryDelay` is left
-/// alone until it is due, and a lost retry is re-sent with its attempt, not as attempt 1.
+/// alone (it is not lost: its delayed message is on its way), and a retry whose message is
+/// really lost (well past its due time) is re-sent with its attempt, not as attempt 1.
 #[tokio::test(start_paused = true)]
 async fn the_reconciler_keeps_the_attempt_and_due_time_of_retries() {
     let later = r#"{"id":"later","nodes":[{"id":"a","uses":"flaky","params":{"succeedOn":3},
-      "config":{"maxRetries":3,"retryDelay":3600000}}],"edges":[]}"#;
-    let soon = r#"{"id":"soon","nodes":[{"id":"a","uses":"flaky","params":{"succeedOn":3},
-      "config":{"maxRetries":3,"retryDelay":1}}],"edges":[]}"#;
-    let h = Harness::new(&[later, soon]);
-    // Not due yet: nothing is re-sent.
+      "config":{"maxRetries":3,"retryDelay":60000}}],"edges":[]}"#;
+    let h = Harness::new(&[later]);
     let run_id = h.start("later", json!({})).await;
     let a = h.take("a").await;
     h.handle(&a).await;
-    let stored = h.runs.load(&run_id).await.unwrap().unwrap().value;
-    let retry = stored.book.retries.values().next().expect("a retry record");
-    assert_eq!(retry.attempt, 2);
+    let stored = h.runs.load(&run_id).await.unwrap().unwrap();
+    let retry = stored
+        .value
+        .book
+        .retries
+        .values()
+        .next()
+        .expect("a retry record");
+    assert_eq!((retry.attempt, retry.delay_ms), (2, 60_000));
+    // Not due yet: nothing is re-sent.
     assert!(h.client.reconcile(&run_id).await.unwrap().is_empty());
     assert_eq!(h.queue.len(), 1, "only the delayed retry");
-    // Due and lost: re-sent as attempt 2.
-    let run_id = h.start("soon", json!({})).await;
-    let a = h.take("a").await;
-    h.handle(&a).await;
-    tokio::time::advance(Duration::from_millis(5)).await;
-    std::thread::sleep(Duration::from_millis(5)); // the due time is wall-clock
+    // The delayed retry is lost, and (the run document says) it is long overdue.
+    tokio::time::advance(Duration::from_secs(60)).await;
     let lost = h.take("a").await;
     assert_eq!(JobMessage::decode(&lost.text).unwrap().attempt, Some(2));
     h.queue.complete(&lost.id, &lost.receipt).await.unwrap();
+    let mut state = stored.value;
+    for retry in state.book.retries.values_mut() {
+        retry.due_at_ms -= 3_600_000;
+    }
+    h.runs
+        .put_raw_document(&run_id, state.to_document().unwrap());
     let resent = h.client.reconcile(&run_id).await.unwrap();
     assert_eq!(resent.len(), 1);
     let again = h.take("a").await;
     assert_eq!(JobMessage::decode(&again.text).unwrap().attempt, Some(2));
     h.handle(&again).await;
-    tokio::time::advance(Duration::from_millis(5)).await;
+    assert_eq!(h.counter.get("a"), 2, "attempts 1 and 2, no second chain");
+    tokio::time::advance(Duration::from_secs(120)).await;
     let third = h.take("a").await;
     assert_eq!(JobMessage::decode(&third.text).unwrap().attempt, Some(3));
     h.handle(&third).await;
     assert_eq!(h.wait(&run_id).await.status, RunStatus::Completed);
+    assert_eq!(h.counter.get("a"), 3);
+}
+
+/// A failed attempt whose retry was recorded but never sent (its worker stopped in between)
+/// re-sends that retry when its own message comes back, instead of being dropped as
+/// superseded (which would leave the work to the reconciler, a minute past due at best).
+#[tokio::test(start_paused = true)]
+async fn a_redelivered_attempt_re_sends_its_recorded_retry() {
+    let bp = r#"{"id":"r","nodes":[{"id":"a","uses":"flaky","params":{"succeedOn":2},
+      "config":{"maxRetries":2,"retryDelay":1000}}],"edges":[]}"#;
+    let (h, flaky) = flaky_harness(&[bp]);
+    let run_id = h.start("r", json!({})).await;
+    let a = h.take("a").await;
+    *flaky.error.lock().unwrap() = || Error::unexpected("the process died");
+    flaky.failures.store(1, Ordering::SeqCst);
+    let stopped = h.worker().handle_message(&a).await;
+    assert!(matches!(stopped, Disposition::Release(_)), "{stopped:?}");
+    assert!(
+        h.queue.texts().len() == 1,
+        "only attempt 1, the retry was not sent"
+    );
+    h.handle(&a).await;
+    assert_eq!(h.counter.get("a"), 1, "attempt 1 is not run again");
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let retry = h.take("a").await;
+    assert_eq!(JobMessage::decode(&retry.text).unwrap().attempt, Some(2));
+    h.handle(&retry).await;
+    assert_eq!(h.wait(&run_id).await.status, RunStatus::Completed);
+    assert_eq!(h.counter.get("a"), 2);
 }
 
 /// A delay longer than the queue's 7-day limit is chained over several messages, for every

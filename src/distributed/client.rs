@@ -13,7 +13,7 @@ use crate::distributed::follow_ups::{
 };
 use crate::distributed::ports::RunPhase;
 use crate::distributed::publish::{publish_status, status_record};
-use crate::distributed::state::{CommitRecord, PendingResume, RunState, WorkItem};
+use crate::distributed::state::{CommitRecord, PendingResume, RetryRecord, RunState, WorkItem};
 use crate::distributed::transition::{
     Settlement, cancel, new_run, resume_target, settle, update_status, wake_after_ms,
 };
@@ -27,6 +27,11 @@ use std::time::Duration;
 
 /// TTL of the `flowcraft:blueprint:<run>` key written at start (TypeScript reconcile fallback).
 const BLUEPRINT_KEY_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How long after its due time a recorded retry that has not run is taken for lost and
+/// re-sent by [`Client::reconcile`] (its delayed message is normally on its way, and a
+/// failed attempt whose retry was never sent re-sends it itself when it is redelivered).
+const RETRY_LOST_AFTER: Duration = Duration::from_secs(60);
 
 /// Starts and steers distributed runs.
 ///
@@ -305,7 +310,7 @@ impl Client {
     }
 
     /// Re-sends the run's recorded work that is lost: outstanding work (a retry waiting out
-    /// its `retryDelay` only once it is due, and with its attempt), the wake-ups of sleeping
+    /// its `retryDelay` only once it is a minute overdue, and with its attempt), the wake-ups of sleeping
     /// nodes and the pending resumes of awaiting subflows, never re-deriving routing (F3).
     /// Each piece goes through the same classification as a job. A finished run only gets
     /// its status item re-published. Returns the work re-sent. Safe to call at any time:
@@ -349,10 +354,12 @@ impl Client {
                 Class::Ready(_) | Class::VersionMismatch(_)
             )
         };
+        let lost_after = i64::try_from(RETRY_LOST_AFTER.as_millis()).unwrap_or(i64::MAX);
         let mut sent = Vec::new();
         for item in state.book.outstanding.values() {
             let retry = state.book.retries.get(&item.key());
-            if retry.is_some_and(|r| r.due_at_ms > now.timestamp_millis()) {
+            let lost_at = |r: &RetryRecord| r.due_at_ms.saturating_add(lost_after);
+            if retry.is_some_and(|r| lost_at(r) > now.timestamp_millis()) {
                 continue; // its delayed retry is on its way
             }
             let attempt = retry.map_or(1, |r| r.attempt);

@@ -140,6 +140,7 @@ impl Worker {
                         let retry = RetryRecord {
                             attempt: next,
                             due_at_ms,
+                            delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                         };
                         state.book.retries.insert(work.key(), retry);
                         state.book.revision += 1;

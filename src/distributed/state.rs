@@ -166,6 +166,9 @@ pub struct RetryRecord {
     pub attempt: u32,
     /// When it is due, epoch milliseconds.
     pub due_at_ms: i64,
+    /// Its `retryDelay`, in milliseconds: a re-sent retry waits this long again.
+    #[serde(default)]
+    pub delay_ms: u64,
 }
 
 /// An error recorded for the run (the user's message survives).

@@ -183,6 +183,9 @@ fn decide(state: &mut RunState, d: &Decision<'_>) -> Step<Committed> {
     prepare(state, d.blueprint);
     let ready = match classify(state, Some(d.blueprint), &d.probe) {
         Class::Ready(ready) => ready,
+        // Another delivery of this attempt failed and recorded a retry meanwhile: this
+        // delivery's settlement still settles the node (the retry then replays it).
+        Class::RetryRecorded(_) if matches!(d.plan, Plan::Execute(_)) => Ready::Execute,
         other => return Step::Skip(Committed::Classified(other)),
     };
     let work = d.probe.work;
@@ -688,18 +691,16 @@ impl Worker {
     }
 
     /// Re-sends the recorded retry of a failed attempt (the attempt's message came back:
-    /// the worker that recorded the retry may have stopped before sending it), due when the
-    /// record says.
+    /// the worker that recorded the retry may have stopped before sending it), after its
+    /// `retryDelay` (from now: the same delay whoever sends it, so a seeded run replays
+    /// exactly; at worst the retry runs one delay later than first planned).
     async fn resend_retry(
         &self,
         job: &JobMessage,
         state: &RunState,
         retry: RetryRecord,
     ) -> Result<Handled, Error> {
-        let left_ms = retry
-            .due_at_ms
-            .saturating_sub(chrono::Utc::now().timestamp_millis());
-        let delay = Duration::from_millis(u64::try_from(left_ms).unwrap_or(0));
+        let delay = Duration::from_millis(retry.delay_ms);
         let mut next = job.clone().at_revision(state.book.revision);
         next.attempt = Some(retry.attempt);
         next.remaining_ms = None;
