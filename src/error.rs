@@ -191,12 +191,13 @@ impl Error {
         self
     }
 
-    /// True for errors that a retry may cure: throttling, timeouts, dropped connections.
+    /// True for errors that a retry may cure: throttling (429), timeouts, dropped
+    /// connections, and server errors (5xx) of any kind. The distributed core retries these
+    /// with backoff and never fails a run or poisons a message for them.
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Throttled { .. } | Error::Timeout(_) | Error::Transport(_) => true,
-            Error::Unexpected(i) => matches!(i.status, Some(500 | 502 | 503 | 504)),
-            _ => false,
+            _ => matches!(self.info().status, Some(429 | 500..=599)),
         }
     }
 
@@ -320,5 +321,22 @@ mod tests {
         assert!(err.is_transient());
         assert!(err.to_string().contains("retry after 250 ms"));
         assert!(!Error::invalid_input("x").is_transient());
+    }
+
+    #[test]
+    fn every_server_error_and_429_is_transient_but_client_errors_are_not() {
+        for status in [429, 500, 502, 503, 504, 507] {
+            let err = Error::Unexpected(Box::new(ErrorInfo::new("x").with_status(status)));
+            assert!(err.is_transient(), "{status}");
+        }
+        assert!(Error::transport("reset").is_transient());
+        for err in [
+            Error::NotFound(Box::new(ErrorInfo::new("x").with_status(404))),
+            Error::PreconditionFailed(Box::new(ErrorInfo::new("x").with_status(412))),
+            Error::TooLarge(Box::new(ErrorInfo::new("x").with_status(413))),
+            Error::Unexpected(Box::new(ErrorInfo::new("x").with_status(418))),
+        ] {
+            assert!(!err.is_transient(), "{err}");
+        }
     }
 }

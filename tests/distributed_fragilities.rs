@@ -54,8 +54,9 @@ async fn f1_run_without_a_pinned_version_adopts_the_current_one_and_runs() {
     h.stop().await;
 }
 
-// TS: a job for another version is acknowledged and lost; here it is released for a worker
-// that has the pinned version, and poisoned (run failed, with the reason) after N tries.
+// TS: a job for another version is acknowledged and lost; here it is deferred (a delayed copy
+// that does not count toward the poison limit) for a worker that has the pinned version, and
+// poisoned (run failed, with the reason) once it has been deferred for `version_window`.
 #[tokio::test(start_paused = true)]
 async fn f1_version_mismatch_is_never_acknowledged_and_lost() {
     let v1 =
@@ -72,13 +73,11 @@ async fn f1_version_mismatch_is_never_acknowledged_and_lost() {
     let new_worker = h.worker_with(env2.clone());
     let m = h.receive_one().await;
     let d = new_worker.handle_message(&m).await;
-    assert!(matches!(d, Disposition::Release(_)), "{d:?}");
+    assert_eq!(d, Disposition::Complete, "a deferred copy replaces it");
+    h.queue.complete(&m.id, &m.receipt).await.unwrap();
+    assert_eq!(h.queue.len(), 1, "the deferred copy");
     assert_eq!(h.counter.get("a"), 0);
     assert!(matches!(events.try_recv(), Ok(Event::JobDeferred { .. })));
-    h.queue
-        .release(&m.id, &m.receipt, Duration::ZERO)
-        .await
-        .unwrap();
     // A worker with the pinned version runs it.
     h.spawn_workers(1);
     let result = h.wait(&run_id).await;
@@ -86,9 +85,11 @@ async fn f1_version_mismatch_is_never_acknowledged_and_lost() {
     assert_eq!(h.counter.get("a"), 1);
     h.stop().await;
 
-    // Only v2 workers: after max_dequeue deliveries the job is poisoned and the run fails.
+    // Only v2 workers: after the version window the job is poisoned and the run fails; the
+    // deferrals (many more than max_dequeue) never counted toward the poison limit.
     let mut h = Harness::new(&[v1]);
     h.config.defer_delay = Duration::from_secs(1);
+    h.config.version_window = Duration::from_secs(120);
     let run_id = h.start("v", json!({})).await;
     h.spawn_worker(h.worker_with(env2));
     let result = h.wait(&run_id).await;
@@ -101,7 +102,8 @@ async fn f1_version_mismatch_is_never_acknowledged_and_lost() {
     let poisoned = h.queue.poisoned();
     assert_eq!(poisoned.len(), 1);
     assert!(
-        poisoned[0].reason.contains("pinned to version 1"),
+        poisoned[0].reason.contains("pinned to version 1")
+            && poisoned[0].reason.contains("within 120 s"),
         "{}",
         poisoned[0].reason
     );

@@ -69,7 +69,9 @@ impl JobQueue for Chaos {
             let mut failed = self.failed_once.lock().unwrap();
             if job.node_id == *node && !*failed {
                 *failed = true;
-                return Err(Error::transport("injected crash before enqueue"));
+                // Not a transient error (those are retried in place): the job stops here,
+                // as if its worker crashed between the commit and the enqueue.
+                return Err(Error::unexpected("injected crash before enqueue"));
             }
         }
         if self.roll(self.fail_send) {

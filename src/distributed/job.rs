@@ -4,7 +4,9 @@
 //!
 //! Our extra fields are optional, so a TypeScript-style job still decodes: `attempt` (1-based),
 //! `activation` (which activation of the node this job runs), `kind` (`execute` or `wake`) and
-//! `remainingMs` (a long sleep chained over several delayed messages).
+//! `remainingMs` (a long delay chained over several delayed messages), `resumeSeq` (which
+//! resume request a sub-run resume carries), `rev` (the run revision that scheduled the job)
+//! and `deferredMs` (how long a version mismatch has deferred it so far).
 
 use crate::Error;
 use base64::Engine;
@@ -53,6 +55,16 @@ pub struct JobMessage {
     /// For a resume job: which resume request of the node it carries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume_seq: Option<u64>,
+    /// The run document revision whose commit scheduled this job (absent in older and
+    /// TypeScript-style jobs). A worker whose read of the run is older than this has a stale
+    /// copy: it gives the job back for a later try instead of dropping it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rev: Option<u64>,
+    /// How long this job has already been deferred because its run is pinned to another
+    /// blueprint version (milliseconds, summed over the deferrals); deferral stops after the
+    /// worker's `version_window`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferred_ms: Option<u64>,
     /// TypeScript's flag; accepted and ignored (retries are queue messages here).
     #[serde(default, skip_serializing)]
     pub is_last_attempt: Option<bool>,
@@ -70,8 +82,16 @@ impl JobMessage {
             kind: JobKind::Execute,
             remaining_ms: None,
             resume_seq: None,
+            rev: None,
+            deferred_ms: None,
             is_last_attempt: None,
         }
+    }
+
+    /// The same job with its scheduling revision (`0` = unknown, left out).
+    pub fn at_revision(mut self, rev: u64) -> Self {
+        self.rev = (rev > 0).then_some(rev);
+        self
     }
 
     /// The attempt number (1 when absent or zero).
@@ -153,6 +173,22 @@ mod tests {
         assert_eq!(job.kind, JobKind::Execute);
         let b64 = STANDARD.encode(raw);
         assert_eq!(JobMessage::decode(&b64).unwrap(), job);
+    }
+
+    #[test]
+    fn the_scheduling_revision_and_deferral_ride_as_optional_camel_case_fields() {
+        let mut job = JobMessage::execute("r1", "bp", "a", 3).at_revision(7);
+        job.deferred_ms = Some(30_000);
+        let raw = STANDARD.decode(job.encode().unwrap()).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+        assert_eq!(value["rev"], json!(7));
+        assert_eq!(value["deferredMs"], json!(30_000));
+        assert_eq!(
+            JobMessage::execute("r", "b", "a", 1).at_revision(0).rev,
+            None
+        );
+        let old = JobMessage::decode(r#"{"runId":"r","blueprintId":"b","nodeId":"n"}"#).unwrap();
+        assert_eq!((old.rev, old.deferred_ms), (None, None));
     }
 
     #[test]

@@ -582,7 +582,7 @@ impl CoordinationStore for MeteredCoordinationStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::distributed::core::status_record;
+    use crate::distributed::publish::status_record;
     use crate::distributed::transition::new_run;
     use crate::flow::blueprint::Blueprint;
 

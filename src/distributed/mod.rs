@@ -8,10 +8,15 @@
 //! - [`job`]: the queue message (base64 JSON `{runId, blueprintId, nodeId, ...}`);
 //! - [`state`]: the run document (context + bookkeeping) and [`transition`]: the pure
 //!   changes one commit makes (joins, outstanding work, awaiting, fallback, status);
-//! - [`worker`]: `handle_message` / `handle_job`; [`polling`]: the worker loop (batches,
-//!   backoff, lease renewal, heartbeat, graceful shutdown, SIGINT/SIGTERM); [`client`]: start,
-//!   status, wait, cancel, resume, reconcile; [`reconcile`]: the stalled-run scanner;
-//!   [`events`]: subscribable events; [`core`]: what worker and client share.
+//! - the job path, one module per step, in order: [`job`] (decode), load, [`classify`] (the
+//!   one classification the worker, the client's resume and the reconciler share),
+//!   [`execute`] (one attempt, or a sub-run resume), [`commit`] (one conditional write),
+//!   [`follow_ups`] (enqueue fired work and wake-ups) and [`publish`] (the status item);
+//!   [`worker`] strings them together (`handle_message`);
+//! - [`polling`]: the worker loop (batches, backoff, lease renewal, heartbeat, graceful
+//!   shutdown, SIGINT/SIGTERM); [`client`]: start, status, wait, cancel, resume, reconcile;
+//!   [`reconcile`]: the stalled-run scanner; [`events`]: subscribable events; [`core`]: the
+//!   backends and what everything shares.
 //!
 //! # Guarantees
 //! - **One atomic commit per job**: output (`_outputs.<id>` and `<id>`), action, taken edges,
@@ -38,9 +43,26 @@
 //! - **Permanent errors are not retried**: a commit that would make the run document larger
 //!   than the store accepts (Cosmos: 2 MB) fails the run at once with the reason, instead of
 //!   re-running the node until the poison limit.
-//! - **Versions**: a run pins `blueprintVersion` at start (a run without one adopts the
-//!   worker's version in its first commit); a job for another version is released for
-//!   another worker, never acknowledged, and poisoned after `max_dequeue` deliveries.
+//! - **Versions and blueprints**: a run pins `blueprintVersion` at start (a run without one
+//!   adopts the worker's version in its first commit); a job for another version is deferred
+//!   for a worker that has it (a delayed copy with a growing delay, not counted toward
+//!   `max_dequeue`) for up to `version_window` (default 1 h, a slow rolling deploy), then
+//!   poisoned and its run failed with the reason. A job naming a blueprint the worker does
+//!   not know, or another blueprint than its run's, is poisoned and its run failed at once.
+//! - **What real services do**: a lost answer after the effect is recognised (a commit that
+//!   conflicts with itself replays; every follow-up is safe to redo); a read older than the
+//!   commit that scheduled a job (jobs carry that revision, `rev`) releases the job for a
+//!   short while instead of dropping it; a wake-up or resume whose commit exists replays its
+//!   follow-ups whatever its kind; a lost lease (stale receipt) cancels the job, which then
+//!   records nothing and leaves the message to its next delivery; transient errors
+//!   (transport, timeout, 429, 5xx) are retried with backoff in place, then by redelivery,
+//!   and never poison a message or fail a run; work waiting out a `retryDelay` keeps its
+//!   attempt and due time in the run document, so the reconciler re-sends only lost work that
+//!   is due, with its attempt; delays over 7 days are chained for every job kind.
+//! - **Idempotent client calls**: `start_run_with_id` for an existing id answers without a
+//!   second run (and writes a missing status item); a resume carries an idempotency key
+//!   (default: node + action + output), so a retried resume answers as the first call did
+//!   and a different resume of the same node is refused with `Conflict`.
 //!
 //! The Cosmos implementation stores the run document as one item: the context keys
 //! top-level (TypeScript-compatible) plus the bookkeeping under `_flowcraft`. The
@@ -48,14 +70,19 @@
 //! `flowcraft:blueprint:<run>` key; joins do not need it because they live in the run
 //! document's atomic commit.
 
+pub mod classify;
 pub mod client;
+pub mod commit;
 pub mod core;
 pub mod events;
+pub mod execute;
+pub mod follow_ups;
 pub mod job;
 pub mod memory;
 pub mod metered;
 pub mod polling;
 pub mod ports;
+pub mod publish;
 pub mod reconcile;
 pub mod state;
 pub mod transition;

@@ -46,15 +46,19 @@
 //! error counts as having enqueued (it may have sent some successors before failing): one
 //! receive too many at worst. A failed receive pauses for `idle_backoff_max` (jittered).
 
-use crate::distributed::core::touch_status;
 use crate::distributed::job::JobMessage;
 use crate::distributed::ports::QueueMessage;
+use crate::distributed::publish::touch_status;
 use crate::distributed::worker::{Disposition, Handled, Worker};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+/// How long a job whose lease was lost may take to stop by itself (its node sees the
+/// cancellation token) before it is dropped where it is.
+const LEASE_LOST_GRACE: Duration = Duration::from_secs(1);
 
 impl Worker {
     /// Polls the queue until `shutdown` fires (see the module documentation for when it
@@ -163,6 +167,9 @@ impl Worker {
     async fn process(&self, message: QueueMessage, abort: CancellationToken) -> bool {
         let receipt = Arc::new(Mutex::new(message.receipt.clone()));
         let stop = CancellationToken::new();
+        // Fired by the renewal when the lease is lost: the job stops where it is (the node
+        // sees the token) and the message is left alone (another worker may hold it now).
+        let lease_lost = CancellationToken::new();
         // Stops the lease renewal and the heartbeat however this function ends (also if
         // the job panics), so an abandoned message becomes visible again.
         let _stop_helpers = stop.clone().drop_guard();
@@ -172,6 +179,7 @@ impl Worker {
             receipt.clone(),
             self.config.visibility,
             stop.clone(),
+            lease_lost.clone(),
         ));
         let heartbeat = JobMessage::sniff_run_id(&message.text).map(|run_id| {
             tokio::spawn(keep_status_fresh(
@@ -181,22 +189,35 @@ impl Worker {
                 stop.clone(),
             ))
         });
-        let Handled {
-            disposition,
-            enqueued_now,
-        } = tokio::select! {
-            handled = self.handle_message_reporting(&message) => handled,
-            _ = abort.cancelled() => Handled {
+        let handled = tokio::select! {
+            handled = self.handle_message_cancellable(&message, lease_lost.clone()) => Some(handled),
+            // A short grace lets the node see its token and stop by itself.
+            _ = async {
+                lease_lost.cancelled().await;
+                tokio::time::sleep(LEASE_LOST_GRACE).await;
+            } => None,
+            _ = abort.cancelled() => Some(Handled {
                 disposition: Disposition::Release(Duration::ZERO),
                 // Stopped part-way: it may have sent successors.
                 enqueued_now: true,
-            },
+            }),
         };
         stop.cancel();
         let _ = renewer.await;
         if let Some(heartbeat) = heartbeat {
             let _ = heartbeat.await;
         }
+        let handled = handled.filter(|_| !lease_lost.is_cancelled());
+        let Some(Handled {
+            disposition,
+            enqueued_now,
+        }) = handled
+        else {
+            tracing::warn!(message_id = %message.id,
+                "the lease was lost; the job stopped and is left to the next delivery");
+            // It may have sent successors before it stopped.
+            return true;
+        };
         let current = receipt
             .lock()
             .map(|r| r.clone())
@@ -256,30 +277,54 @@ pub fn shutdown_on_signals() -> Result<CancellationToken, crate::Error> {
 }
 
 /// Renews the lease every half visibility until `stop` fires; keeps the latest receipt.
+/// Transient failures are retried with short pauses for as long as the current lease lasts;
+/// a lost lease (a stale receipt: `PreconditionFailed`, or `NotFound` as Azure answers for a
+/// stale pop receipt too), another error, or a lease that ran out while retrying fires
+/// `lost`.
 async fn renew_lease(
     queue: Arc<dyn crate::distributed::ports::JobQueue>,
     id: String,
     receipt: Arc<Mutex<String>>,
     visibility: Duration,
     stop: CancellationToken,
+    lost: CancellationToken,
 ) {
     let every = visibility / 2;
+    let mut expires = tokio::time::Instant::now() + visibility;
+    let mut pause = every;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
         let current = match receipt.lock() {
             Ok(r) => r.clone(),
             Err(p) => p.into_inner().clone(),
         };
         match queue.renew(&id, &current, visibility).await {
-            Ok(fresh) => match receipt.lock() {
-                Ok(mut r) => *r = fresh,
-                Err(p) => *p.into_inner() = fresh,
-            },
+            Ok(fresh) => {
+                expires = tokio::time::Instant::now() + visibility;
+                pause = every;
+                match receipt.lock() {
+                    Ok(mut r) => *r = fresh,
+                    Err(p) => *p.into_inner() = fresh,
+                }
+            }
+            Err(e) if e.is_transient() => {
+                let left = expires.saturating_duration_since(tokio::time::Instant::now());
+                let retry_in = (every / 8).max(Duration::from_millis(50));
+                if left <= retry_in {
+                    tracing::warn!(message_id = %id, error = %e,
+                        "lease renewal kept failing until the lease ran out");
+                    lost.cancel();
+                    return;
+                }
+                tracing::info!(message_id = %id, error = %e, "lease renewal failed; retrying");
+                pause = retry_in;
+            }
             Err(e) => {
-                tracing::warn!(message_id = %id, error = %e, "lease renewal failed");
+                tracing::warn!(message_id = %id, error = %e, "the lease is lost");
+                lost.cancel();
                 return;
             }
         }

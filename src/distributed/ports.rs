@@ -45,7 +45,10 @@ pub trait JobQueue: Send + Sync {
     async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<QueueMessage>, Error>;
 
     /// Extends the lease of a received message to `visibility` from now; returns the new
-    /// receipt (the old one stops working). `PreconditionFailed` when the receipt is stale.
+    /// receipt (the old one stops working). `PreconditionFailed` or `NotFound` when the
+    /// receipt is stale (Azure answers 400 `PopReceiptMismatch` or 404 `MessageNotFound`):
+    /// the lease is lost and the worker stops the job. Transient errors are retried by the
+    /// caller while the lease lasts.
     async fn renew(&self, id: &str, receipt: &str, visibility: Duration) -> Result<String, Error>;
 
     /// Deletes a received message (the job is done).
@@ -175,10 +178,17 @@ pub struct Page<T> {
 #[async_trait]
 pub trait RunStore: Send + Sync {
     /// Creates the run state and its status item. Idempotent: when the run already exists
-    /// nothing changes and `Ok(false)` is returned.
+    /// nothing changes and `Ok(false)` is returned (also when a retried call finds the item
+    /// its lost first try created). Two items are two writes: write the STATUS item first,
+    /// then the run item, so an interrupted creation leaves a status item the reconciler
+    /// lists (and closes) rather than a run nobody sees; a status item that already exists
+    /// is left as it is. The client's retry ([`super::client::Client::start_run_with_id`])
+    /// writes a missing status item for an existing run.
     async fn create_run(&self, state: &RunState, status: &StatusRecord) -> Result<bool, Error>;
 
-    /// Loads the run state with its version tag; `None` when the run does not exist.
+    /// Loads the run state with its version tag; `None` when the run does not exist. The
+    /// read may lag behind other writers (Cosmos session consistency): the core recognises a
+    /// state older than the job it handles (the job's `rev`) and tries again later.
     async fn load(&self, run_id: &str) -> Result<Option<Versioned<RunState>>, Error>;
 
     /// Replaces the run state in ONE conditional write, only if its version tag still equals

@@ -9,6 +9,10 @@ use crate::distributed::core::{Backends, now_epoch};
 use crate::distributed::ports::RunPhase;
 use std::time::Duration;
 
+/// How old the status item of a run without a run item must be before the reconciler
+/// takes the run for never created (rather than not visible yet) and closes it.
+pub const ORPHAN_AFTER: Duration = Duration::from_secs(3600);
+
 /// Reconciler settings.
 #[derive(Debug, Clone)]
 pub struct ReconcilerConfig {
@@ -41,6 +45,8 @@ pub struct ReconcileStats {
     pub skipped_runs: usize,
     /// Runs whose reconciliation failed.
     pub failed_runs: usize,
+    /// Status items closed as `failed` because their run item was never created.
+    pub orphaned_runs: usize,
 }
 
 /// Finds stalled runs and re-enqueues their recorded outstanding work.
@@ -87,11 +93,20 @@ impl Reconciler {
             for status in page.items {
                 stats.stalled_runs += 1;
                 let key = format!("flowcraft:reconcile:{}", status.run_id);
-                let first = self
+                let first = match self
                     .backends
                     .coordination
                     .set_if_not_exists(&key, "1", self.config.cooldown)
-                    .await?;
+                    .await
+                {
+                    Ok(first) => first,
+                    Err(e) => {
+                        // The cooldown only saves work; reconciling is safe without it.
+                        tracing::warn!(run_id = %status.run_id, error = %e,
+                            "reconcile cooldown unavailable; reconciling anyway");
+                        true
+                    }
+                };
                 if !first {
                     stats.skipped_runs += 1;
                     continue;
@@ -99,6 +114,11 @@ impl Reconciler {
                 match self.client.reconcile(&status.run_id).await {
                     Ok(work) if !work.is_empty() => stats.reconciled_runs += 1,
                     Ok(_) => {}
+                    Err(Error::NotFound(_)) => {
+                        if self.close_orphan(&status.run_id).await? {
+                            stats.orphaned_runs += 1;
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!(run_id = %status.run_id, error = %e, "reconcile failed");
                         stats.failed_runs += 1;
@@ -109,6 +129,39 @@ impl Reconciler {
                 Some(next) => continuation = Some(next),
                 None => return Ok(stats),
             }
+        }
+    }
+
+    /// A status item whose run item does not exist: the run's creation stopped between its
+    /// two writes (the status item is written first). Once the status is older than
+    /// [`ORPHAN_AFTER`] (a lagging read cannot be the cause any more) it is marked `failed`
+    /// with the reason, so it is no longer listed. Returns whether it was closed.
+    async fn close_orphan(&self, run_id: &str) -> Result<bool, Error> {
+        let runs = self.backends.runs.as_ref();
+        let Some(current) = runs.status(run_id).await? else {
+            return Ok(false);
+        };
+        let orphan_after = i64::try_from(ORPHAN_AFTER.as_secs()).unwrap_or(i64::MAX);
+        let old = current.value.last_updated < now_epoch().saturating_sub(orphan_after);
+        if current.value.status.is_terminal() || !old {
+            return Ok(false);
+        }
+        let reason = format!(
+            "run {run_id} was never created: its creation stopped after the status item was \
+             written; start the run again"
+        );
+        tracing::warn!(
+            run_id,
+            "closing the status item of a run that was never created"
+        );
+        let mut record = current.value;
+        record.status = RunPhase::Failed;
+        record.last_updated = now_epoch();
+        record.final_status = Some(serde_json::json!({"status": "failed", "reason": reason}));
+        match runs.write_status(&record, Some(&current.etag)).await {
+            Ok(_) => Ok(true),
+            Err(Error::PreconditionFailed(_)) => Ok(false),
+            Err(e) => Err(e.during("close orphan status")),
         }
     }
 }

@@ -105,6 +105,14 @@ pub struct CommitRecord {
     /// For a timer wait: the delay in ms until the wake-up, measured at commit time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wake_after_ms: Option<u64>,
+    /// The run revision this commit produced: the jobs it fired carry it, so a worker whose
+    /// read is older knows its copy is stale (absent in older documents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
+    /// For a node completed by a client's resume: the idempotency key of that resume, so a
+    /// retried call answers as the first one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_key: Option<String>,
 }
 
 /// A node that marked itself awaiting (F2): it is resumed by a client or by its timer.
@@ -123,6 +131,11 @@ pub struct AwaitingRecord {
     /// sub-run (the worker runs nodes; the client does not).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_resume: Option<PendingResume>,
+    /// The idempotency key of the last client resume applied to this node while it kept
+    /// waiting (a resumed sub-run that waits again), so a retry of that call is not applied
+    /// twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_resume_key: Option<String>,
 }
 
 /// A resume request handed to a worker (awaiting subflows): the job carries `seq`, so a
@@ -138,6 +151,24 @@ pub struct PendingResume {
     /// The output given to the resume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Value>,
+    /// The idempotency key of the resume call (a retried call with the same key is answered
+    /// as the first one was).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// Work waiting out a `retryDelay`: which attempt runs next and when it is due, so the
+/// reconciler re-sends it with its attempt (never as attempt 1) and not before it is due.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryRecord {
+    /// The attempt the queued retry runs (2 or more).
+    pub attempt: u32,
+    /// When it is due, epoch milliseconds.
+    pub due_at_ms: i64,
+    /// Its `retryDelay`, in milliseconds: a re-sent retry waits this long again.
+    #[serde(default)]
+    pub delay_ms: u64,
 }
 
 /// An error recorded for the run (the user's message survives).
@@ -185,6 +216,9 @@ pub struct Bookkeeping {
     /// Awaiting nodes by node id (F2).
     #[serde(default)]
     pub awaiting: BTreeMap<String, AwaitingRecord>,
+    /// Outstanding work waiting out a `retryDelay`, by work key (dropped when it settles).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub retries: BTreeMap<String, RetryRecord>,
     /// Errors, in order.
     #[serde(default)]
     pub errors: Vec<RunError>,
@@ -215,6 +249,7 @@ impl Default for Bookkeeping {
             joins: JoinBook::default(),
             executions: BTreeMap::new(),
             awaiting: BTreeMap::new(),
+            retries: BTreeMap::new(),
             errors: Vec::new(),
             reason: None,
             status_touched_at: 0,
@@ -233,6 +268,13 @@ impl Bookkeeping {
         };
         self.outstanding.insert(item.key(), item.clone());
         item
+    }
+
+    /// The commit record that a client resume with idempotency key `key` produced, if any.
+    pub fn resumed_with(&self, key: &str) -> Option<&CommitRecord> {
+        self.commits
+            .values()
+            .find(|r| r.resume_key.as_deref() == Some(key))
     }
 
     /// The awaiting record of `work`'s node, if that node waits in this very activation.

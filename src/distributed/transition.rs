@@ -195,6 +195,7 @@ pub fn settle(
 ) -> CommitRecord {
     let node = work.node.as_str();
     state.book.outstanding.remove(&work.key());
+    state.book.retries.remove(&work.key());
     let mut record = CommitRecord {
         node: node.to_string(),
         activation: work.activation,
@@ -204,6 +205,8 @@ pub fn settle(
         taken: Vec::new(),
         fired: Vec::new(),
         wake_after_ms: None,
+        revision: None,
+        resume_key: None,
     };
     match settlement {
         Settlement::Finished(completion) => {
@@ -265,6 +268,7 @@ pub fn settle(
         });
     }
     state.book.revision += 1;
+    record.revision = Some(state.book.revision);
     state.book.commits.insert(work.key(), record.clone());
     update_status(state);
     record
@@ -344,6 +348,7 @@ pub fn shrink_finished(state: &mut RunState) {
     let book = &mut state.book;
     book.commits.clear();
     book.outstanding.clear();
+    book.retries.clear();
     book.joins.clear();
     book.executions.clear();
 }
@@ -436,6 +441,7 @@ fn record_awaiting(
             details,
             output,
             pending_resume: None,
+            last_resume_key: None,
         },
     );
 }

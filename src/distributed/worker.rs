@@ -1,40 +1,52 @@
-//! The worker: [`Worker::handle_message`] processes one queue message (decode, version gate,
-//! idempotent replay, execute one attempt, ONE atomic commit, follow-ups); its polling loop
-//! [`Worker::run`] lives in [`super::polling`].
+//! The worker: [`Worker::handle_message`] takes one queue message down the job path, one
+//! function per step, in this order:
 //!
-//! Per job, in order: load the run once; drop jobs of finished runs; defer (never acknowledge)
-//! jobs for another blueprint version; replay a committed job's follow-ups; run the attempt;
-//! on a retryable failure below `maxRetries` send the next attempt as a delayed message; else
-//! commit the settlement (output, routing, joins, outstanding work, awaiting record, status)
-//! in one conditional write; then enqueue the fired work and publish the status. A crash
-//! anywhere is redone by redelivery: the commit record makes the redo a replay.
+//! 1. **decode** ([`super::job`]): undecodable -> poison queue; a chained delay
+//!    (`remainingMs`) is re-sent for its rest;
+//! 2. **load** the run once (a missing run may be a lagging read: released, retried);
+//! 3. **classify** ([`super::classify`]): finished -> drop; wrong or unknown blueprint ->
+//!    poison and fail the run; other version -> defer (growing delay, within
+//!    `version_window`); not visible yet -> release shortly; committed -> replay the
+//!    follow-ups; else go ahead;
+//! 4. **execute** ([`super::execute`]): one attempt (a retryable failure records and queues
+//!    the next attempt), or a sub-run resume;
+//! 5. **commit** ([`super::commit`]): ONE conditional write of the settlement (re-classified
+//!    on every try, so a lost answer turns into a replay);
+//! 6. **follow-ups** ([`super::follow_ups`]): enqueue the fired work and wake-ups;
+//! 7. **publish** ([`super::publish`]): the status item.
+//!
+//! A crash anywhere is redone by redelivery: the commit record makes the redo a replay.
+//! Transient infrastructure errors are retried in place with backoff, then the message is
+//! released (never poisoned for them); only permanent causes fail a run. The polling loop
+//! [`Worker::run`] lives in [`super::polling`].
 
 use crate::Error;
-use crate::distributed::core::{
-    Backends, Step, commit_from, commit_with, enqueue_follow_ups, publish_status, send_delayed,
-};
+use crate::distributed::classify::{Class, Probe, Ready, Request, classify};
+use crate::distributed::commit::{Step, commit_from, commit_with};
+use crate::distributed::core::Backends;
 use crate::distributed::events::{Event, EventBus};
+use crate::distributed::execute::{Attempted, SubflowResume};
+use crate::distributed::follow_ups::{enqueue_follow_ups, retry_transient, send_delayed};
 use crate::distributed::job::{JobKind, JobMessage};
-use crate::distributed::ports::{MAX_QUEUE_DELAY, QueueMessage, RunPhase, Versioned};
-use crate::distributed::state::{CommitRecord, PendingResume, RunState, WorkItem};
+use crate::distributed::ports::{QueueMessage, RunPhase, Versioned};
+use crate::distributed::publish::publish_status;
+use crate::distributed::state::{CommitRecord, RetryRecord, RunState, WorkItem};
 use crate::distributed::transition::{
-    Settlement, VersionCheck, check_version, fail_run, prepare, settle, shrink_finished,
-    update_status, version_mismatch,
+    Settlement, fail_run, prepare, settle, shrink_finished, update_status,
 };
 use crate::flow::blueprint::Blueprint;
-use crate::flow::builtins::subflow;
-use crate::flow::context::ContextDelta;
-use crate::flow::execute::{
-    AttemptOutcome, AttemptRequest, Environment, execute_attempt, max_attempts, node_definition,
-    retry_delay,
-};
+use crate::flow::execute::Environment;
 use crate::flow::node::NodeResult;
-use crate::flow::runtime::{FlowRuntime, RunStatus, SUBFLOW_STATE_PREFIX};
-use serde_json::{Map, Value};
-use std::sync::Arc;
+use crate::flow::runtime::SUBFLOW_STATE_PREFIX;
+use serde_json::Value;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+
+/// The longest pause between two deferrals of a job for another blueprint version.
+const MAX_DEFER_DELAY: Duration = Duration::from_secs(600);
+/// The longest pause before a job hit by errors or a lagging read is tried again.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
 
 /// Worker settings.
 #[derive(Debug, Clone)]
@@ -54,8 +66,16 @@ pub struct WorkerConfig {
     pub idle_backoff_max: Duration,
     /// A message received more often than this goes to the poison queue.
     pub max_dequeue: u32,
-    /// How long a deferred job (other blueprint version) stays hidden before another try.
+    /// How long a deferred job (other blueprint version) stays hidden before its first
+    /// retry; later deferrals wait longer (the time deferred so far, up to 10 minutes).
     pub defer_delay: Duration,
+    /// How long a job whose run is pinned to another blueprint version keeps being deferred
+    /// (a slow rolling deploy) before it is poisoned and its run failed. Deferrals do not
+    /// count toward `max_dequeue`.
+    pub version_window: Duration,
+    /// First pause before a job that the loaded run does not know yet (a lagging read) is
+    /// tried again; it grows with each delivery.
+    pub stale_read_delay: Duration,
     /// Base pause before a job that hit an infrastructure error is retried.
     pub error_delay: Duration,
     /// A running run's status item is refreshed at least this often (amortised heartbeat).
@@ -76,6 +96,8 @@ impl Default for WorkerConfig {
             idle_backoff_max: Duration::from_millis(1000),
             max_dequeue: 5,
             defer_delay: Duration::from_secs(30),
+            version_window: Duration::from_secs(3600),
+            stale_read_delay: Duration::from_millis(500),
             error_delay: Duration::from_secs(1),
             status_heartbeat: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(60),
@@ -125,121 +147,17 @@ impl Handled {
     }
 }
 
-/// What running one attempt led to.
-enum Attempted {
-    /// Commit this settlement (the attempt succeeded, or failed for good).
-    Settle(Box<Settlement>),
-    /// The attempt failed and the next one was queued; `visible_now`: without delay.
-    RetryQueued { visible_now: bool },
-}
-
-/// What a commit of a job turned out to be.
+/// What a job's commit turned out to be.
 enum Committed {
     /// This delivery committed the settlement.
     Fresh { record: CommitRecord, publish: bool },
-    /// The settlement was already committed (redelivery): replay it.
-    Replay(CommitRecord),
     /// A resumed sub-run waits again: its new state was stored, the node keeps waiting.
     Reparked,
-    /// The run finished or the work is gone: nothing to do.
-    Dropped(String),
-    /// The run is pinned to another blueprint version.
-    Deferred(String),
+    /// The fresh state said something else than "go ahead" (replay, finished, stale, ...).
+    Classified(Class),
 }
 
-/// What a job's commit needs to decide, besides the freshly loaded state.
-struct Decision<'a> {
-    blueprint: &'a Blueprint,
-    work: &'a WorkItem,
-    plan: &'a Plan,
-    resume_seq: Option<u64>,
-    now: chrono::DateTime<chrono::Utc>,
-    heartbeat: i64,
-}
-
-/// The transition a job commits, applied to a freshly loaded state (re-run after every ETag
-/// conflict): drops jobs of finished runs and stale jobs, defers version mismatches, replays
-/// committed work, re-parks a sub-run that waits again, or settles the node.
-fn decide(state: &mut RunState, d: &Decision<'_>) -> Step<Committed> {
-    let Decision {
-        blueprint,
-        work,
-        plan,
-        now,
-        heartbeat,
-        ..
-    } = *d;
-    if state.book.status.is_terminal() {
-        return Step::Skip(Committed::Dropped(format!(
-            "the run is {}",
-            state.book.status.as_str()
-        )));
-    }
-    if let VersionCheck::Mismatch { pinned } = check_version(state, blueprint) {
-        return Step::Skip(Committed::Deferred(version_mismatch(&pinned, blueprint)));
-    }
-    prepare(state, blueprint);
-    let waiting = state.book.awaiting_for(work).cloned();
-    let settlement = match plan {
-        Plan::Wake => match waiting {
-            Some(rec) => Settlement::Resumed(
-                NodeResult {
-                    output: rec.output,
-                    action: None,
-                    dynamic_nodes: Vec::new(),
-                },
-                Vec::new(),
-            ),
-            None => {
-                return Step::Skip(Committed::Dropped(
-                    "the sleeping node was already resumed".into(),
-                ));
-            }
-        },
-        Plan::Resume(outcome) => {
-            let current = waiting
-                .and_then(|rec| rec.pending_resume)
-                .is_some_and(|p| Some(p.seq) == d.resume_seq);
-            if !current {
-                return Step::Skip(Committed::Dropped("stale resume".into()));
-            }
-            match outcome {
-                SubflowResume::Settle(settlement) => settlement.clone(),
-                SubflowResume::Repark(sub_state) => {
-                    state.context.insert(
-                        format!("{SUBFLOW_STATE_PREFIX}{}", work.node),
-                        Value::Object(sub_state.clone()),
-                    );
-                    if let Some(rec) = state.book.awaiting.get_mut(&work.node) {
-                        rec.pending_resume = None;
-                    }
-                    state.book.revision += 1;
-                    update_status(state);
-                    return Step::Write(Committed::Reparked);
-                }
-            }
-        }
-        Plan::Execute(settlement) => {
-            if let Some(record) = state.book.commits.get(&work.key()) {
-                return Step::Skip(Committed::Replay(record.clone()));
-            }
-            if !state.book.outstanding.contains_key(&work.key()) {
-                return Step::Skip(Committed::Dropped("stale job".into()));
-            }
-            settlement.clone()
-        }
-    };
-    let before = state.book.status;
-    let record = settle(state, blueprint, work, settlement, now);
-    let due = now.timestamp() - state.book.status_touched_at >= heartbeat;
-    let publish = due || before != state.book.status;
-    if publish {
-        state.book.status_touched_at = now.timestamp();
-    }
-    Step::Write(Committed::Fresh { record, publish })
-}
-
-/// What a job will commit, decided before the commit loop.
+/// What will be committed, decided by the execute step before the commit loop.
 enum Plan {
     /// Settle an executed attempt.
     Execute(Settlement),
@@ -249,21 +167,102 @@ enum Plan {
     Resume(SubflowResume),
 }
 
-/// The outcome of resuming an awaiting subflow node's sub-run.
-enum SubflowResume {
-    /// The sub-run finished: complete (or fail) the node.
-    Settle(Settlement),
-    /// The sub-run waits again: store its new state.
-    Repark(Map<String, Value>),
+/// What a job's commit needs to decide, besides the freshly loaded state.
+struct Decision<'a> {
+    blueprint: &'a Blueprint,
+    probe: Probe<'a>,
+    plan: &'a Plan,
+    now: chrono::DateTime<chrono::Utc>,
+    heartbeat: i64,
+}
+
+/// The transition a job commits, applied to a freshly loaded state (re-run after every ETag
+/// conflict): classify again (the state may have moved on: a replay, a finished run), then
+/// settle the node or re-park a sub-run that waits again.
+fn decide(state: &mut RunState, d: &Decision<'_>) -> Step<Committed> {
+    prepare(state, d.blueprint);
+    let ready = match classify(state, Some(d.blueprint), &d.probe) {
+        Class::Ready(ready) => ready,
+        // Another delivery of this attempt failed and recorded a retry meanwhile: this
+        // delivery's settlement still settles the node (the retry then replays it).
+        Class::RetryRecorded(_) if matches!(d.plan, Plan::Execute(_)) => Ready::Execute,
+        other => return Step::Skip(Committed::Classified(other)),
+    };
+    let work = d.probe.work;
+    let resume_key = match &ready {
+        Ready::Resume(pending) => pending.key.clone(),
+        _ => None,
+    };
+    let settlement = match (d.plan, ready) {
+        (Plan::Execute(settlement), Ready::Execute) => settlement.clone(),
+        (Plan::Wake, Ready::Wake(record)) => Settlement::Resumed(
+            NodeResult {
+                output: record.output,
+                action: None,
+                dynamic_nodes: Vec::new(),
+            },
+            Vec::new(),
+        ),
+        (Plan::Resume(SubflowResume::Settle(settlement)), Ready::Resume(_)) => settlement.clone(),
+        (Plan::Resume(SubflowResume::Repark(sub_state)), Ready::Resume(_)) => {
+            state.context.insert(
+                format!("{SUBFLOW_STATE_PREFIX}{}", work.node),
+                Value::Object(sub_state.clone()),
+            );
+            if let Some(rec) = state.book.awaiting.get_mut(&work.node) {
+                rec.pending_resume = None;
+                rec.last_resume_key = resume_key;
+            }
+            state.book.revision += 1;
+            update_status(state);
+            return Step::Write(Committed::Reparked);
+        }
+        _ => {
+            return Step::Skip(Committed::Classified(Class::Stale(
+                "the job's kind does not match its work".into(),
+            )));
+        }
+    };
+    let before = state.book.status;
+    let mut record = settle(state, d.blueprint, work, settlement, d.now);
+    if resume_key.is_some() {
+        // A client's resume, carried out by this worker: its retry must find it.
+        record.resume_key = resume_key;
+        state.book.commits.insert(work.key(), record.clone());
+    }
+    let due = d.now.timestamp() - state.book.status_touched_at >= d.heartbeat;
+    let publish = due || before != state.book.status;
+    if publish {
+        state.book.status_touched_at = d.now.timestamp();
+    }
+    Step::Write(Committed::Fresh { record, publish })
+}
+
+/// The probe of a job for its resolved work.
+fn probe_of<'a>(job: &JobMessage, work: &'a WorkItem) -> Probe<'a> {
+    let request = match job.kind {
+        JobKind::Execute => Request::Execute {
+            attempt: job.attempt(),
+        },
+        JobKind::Wake => Request::Wake,
+        JobKind::Resume => Request::Resume {
+            seq: job.resume_seq,
+        },
+    };
+    Probe {
+        work,
+        request,
+        rev: job.rev,
+    }
 }
 
 /// A distributed worker over some [`Backends`].
 #[derive(Debug)]
 pub struct Worker {
-    env: Environment,
+    pub(crate) env: Environment,
     pub(crate) backends: Backends,
     pub(crate) config: WorkerConfig,
-    events: EventBus,
+    pub(crate) events: EventBus,
 }
 
 impl Worker {
@@ -296,8 +295,9 @@ impl Worker {
 
     /// Processes one received message and says what to do with it (the loop in
     /// [`Worker::run`] applies it; serverless hosts can call this directly). Never panics;
-    /// infrastructure errors become a delayed release, and after `max_dequeue` deliveries
-    /// the poison queue (the run is then marked failed with the reason).
+    /// infrastructure errors become a delayed release; a message that keeps coming back
+    /// unprocessed goes to the poison queue after `max_dequeue` deliveries (the run is then
+    /// marked failed with the reason).
     pub async fn handle_message(&self, message: &QueueMessage) -> Disposition {
         self.handle_message_reporting(message).await.disposition
     }
@@ -305,6 +305,17 @@ impl Worker {
     /// [`Worker::handle_message`], also saying whether the job sent work that can be
     /// received at once ([`Handled::enqueued_now`]).
     pub async fn handle_message_reporting(&self, message: &QueueMessage) -> Handled {
+        self.handle_message_cancellable(message, CancellationToken::new())
+            .await
+    }
+
+    /// [`Worker::handle_message_reporting`] with a token the running node observes (the
+    /// polling loop fires it when the message's lease is lost).
+    pub async fn handle_message_cancellable(
+        &self,
+        message: &QueueMessage,
+        cancel: CancellationToken,
+    ) -> Handled {
         let run_id = JobMessage::sniff_run_id(&message.text);
         if message.dequeue_count > self.config.max_dequeue {
             let reason = format!(
@@ -328,7 +339,7 @@ impl Worker {
             activation = job.activation,
         );
         match self
-            .handle_job(&job, message.dequeue_count)
+            .run_job(&job, message.dequeue_count, cancel)
             .instrument(span)
             .await
         {
@@ -341,13 +352,179 @@ impl Worker {
         }
     }
 
-    /// The disposition of a job that hit an error: a delayed release for another try, the
-    /// poison queue after `max_dequeue` deliveries, a failed run when it is too large.
+    /// Processes one decoded job. `Err` means an infrastructure error (retry the message).
+    pub async fn handle_job(&self, job: &JobMessage, dequeue_count: u32) -> Result<Handled, Error> {
+        self.run_job(job, dequeue_count, CancellationToken::new())
+            .await
+    }
+
+    /// The job path after decoding: load, classify, execute, commit, follow-ups, publish.
+    async fn run_job(
+        &self,
+        job: &JobMessage,
+        dequeue_count: u32,
+        cancel: CancellationToken,
+    ) -> Result<Handled, Error> {
+        if let Some(ms) = job.remaining_ms.filter(|ms| *ms > 0) {
+            // A chained delay (a long sleep or retryDelay): wait out the rest first.
+            let mut next = job.clone();
+            next.remaining_ms = None;
+            let visible_now = send_delayed(
+                self.backends.queue.as_ref(),
+                next,
+                Duration::from_millis(ms),
+            )
+            .await
+            .map_err(|e| e.during("enqueue chained delay"))?;
+            return Ok(Handled::complete(visible_now));
+        }
+        let Some(blueprint) = self.env.blueprints.get(&job.blueprint_id) else {
+            let reason = format!(
+                "job for node '{}' names blueprint '{}', which is not in this worker's \
+                 registry; no retry can cure that (load the blueprint and start a new run)",
+                job.node_id, job.blueprint_id
+            );
+            return Ok(Handled::sent_nothing(
+                self.poison(Some(job.run_id.clone()), reason).await,
+            ));
+        };
+        let runs = self.backends.runs.as_ref();
+        let Some(loaded) = retry_transient(|| runs.load(&job.run_id)).await? else {
+            let why = format!("run {} does not exist (or is not visible yet)", job.run_id);
+            return Ok(self.not_yet(job, dequeue_count, why).await);
+        };
+        let etag = loaded.etag;
+        let mut state = loaded.value;
+        prepare(&mut state, &blueprint);
+        let Some(work) = resolve_work(&state, job) else {
+            return Ok(self.dropped(job, "no outstanding work for this node"));
+        };
+        let probe = probe_of(job, &work);
+        let ready = match classify(&state, Some(&blueprint), &probe) {
+            Class::Ready(ready) => ready,
+            other => return self.dispose(job, dequeue_count, other, &state).await,
+        };
+        let plan = match ready {
+            Ready::Execute => {
+                match self
+                    .attempt(job, &work, &blueprint, &state, cancel.clone())
+                    .await?
+                {
+                    Attempted::Settle(settlement) => Plan::Execute(*settlement),
+                    Attempted::RetryQueued { visible_now } => {
+                        return Ok(Handled::complete(visible_now));
+                    }
+                    Attempted::Moot(why) if cancel.is_cancelled() => {
+                        tracing::warn!(reason = %why, "job stopped; its next delivery redoes it");
+                        return Ok(Handled::sent_nothing(Disposition::Release(Duration::ZERO)));
+                    }
+                    Attempted::Moot(why) => return Ok(self.dropped(job, why)),
+                    Attempted::Later(why) => {
+                        return Ok(self.not_yet(job, dequeue_count, why).await);
+                    }
+                }
+            }
+            Ready::Wake(_) => Plan::Wake,
+            Ready::Resume(pending) => Plan::Resume(
+                self.resume_subflow(&blueprint, &state, &work, pending)
+                    .await,
+            ),
+            Ready::ClientResume(_) => {
+                return Ok(self.dropped(job, "a job never carries a client's resume"));
+            }
+        };
+        let decision = Decision {
+            blueprint: &blueprint,
+            probe,
+            plan: &plan,
+            now: chrono::Utc::now(),
+            heartbeat: i64::try_from(self.config.status_heartbeat.as_secs()).unwrap_or(60),
+        };
+        // The prepared state is still the loaded one (preparing again is a no-op), so the
+        // first commit try needs no second read.
+        // A commit whose answer was lost is retried like any transient error: the retry
+        // meets a conflict, reloads, and classification turns it into a replay.
+        let mut loaded = Some(Versioned { value: state, etag });
+        let (committed, state) = retry_transient(|| {
+            commit_from(runs, &job.run_id, loaded.take(), |state| {
+                decide(state, &decision)
+            })
+        })
+        .await?;
+        match committed {
+            Committed::Fresh { record, publish } => {
+                let enqueued_now = self.follow_up(job, &state, &record, publish).await?;
+                self.events.emit(Event::JobFinished {
+                    run_id: job.run_id.clone(),
+                    node_id: job.node_id.clone(),
+                    kind: record.kind,
+                });
+                Ok(Handled::complete(enqueued_now))
+            }
+            Committed::Reparked => {
+                tracing::info!("the resumed sub-run waits again; the node stays awaiting");
+                retry_transient(|| publish_status(runs, &self.events, &state)).await?;
+                Ok(Handled::complete(false))
+            }
+            Committed::Classified(class) => self.dispose(job, dequeue_count, class, &state).await,
+        }
+    }
+
+    /// What to do with a job that classification did not let go ahead.
+    async fn dispose(
+        &self,
+        job: &JobMessage,
+        dequeue_count: u32,
+        class: Class,
+        state: &RunState,
+    ) -> Result<Handled, Error> {
+        match class {
+            Class::Finished(phase) => {
+                let runs = self.backends.runs.as_ref();
+                retry_transient(|| publish_status(runs, &self.events, state)).await?;
+                Ok(self.dropped(job, format!("the run is {}", phase.as_str())))
+            }
+            Class::WrongBlueprint(why) => {
+                let reason = format!("{why}; the job can never run (a malformed message)");
+                let run_id = Some(job.run_id.clone());
+                Ok(Handled::sent_nothing(self.poison(run_id, reason).await))
+            }
+            Class::VersionMismatch(why) => self.defer(job, why).await,
+            Class::NotYet(why) => Ok(self.not_yet(job, dequeue_count, why).await),
+            Class::Replay(record) => self.replay(job, state, record).await,
+            Class::RetryRecorded(retry) => self.resend_retry(job, state, retry).await,
+            Class::Stale(why) => Ok(self.dropped(job, format!("stale job: {why}"))),
+            Class::Ready(_) => Ok(self.dropped(job, "nothing left to do")),
+        }
+    }
+
+    /// The disposition of a job that hit an error. Transient errors (transport, timeout,
+    /// throttling, 5xx) are released with a growing delay and never poison the message (at
+    /// the delivery limit a fresh copy replaces it); a run document or message over the
+    /// service's limit fails the run at once; other errors poison after `max_dequeue`.
     async fn after_error(&self, job: &JobMessage, dequeue_count: u32, e: Error) -> Disposition {
+        let delay = self
+            .config
+            .error_delay
+            .saturating_mul(dequeue_count.max(1))
+            .min(MAX_RETRY_DELAY);
         match e {
             // Permanent: the same job would grow the run document past the store's item
             // limit on every retry, so fail the run now instead of re-running the node.
             e @ Error::TooLarge(_) => self.fail_too_large(job, &e).await,
+            e if e.is_transient() => {
+                tracing::warn!(run_id = %job.run_id, node_id = %job.node_id, error = %e,
+                    "job hit a transient infrastructure error; it will be retried");
+                if dequeue_count < self.config.max_dequeue {
+                    return Disposition::Release(delay);
+                }
+                // Near the delivery limit: continue on a fresh copy (its count starts over),
+                // so a long outage never poisons a healthy job.
+                match send_delayed(self.backends.queue.as_ref(), job.clone(), delay).await {
+                    Ok(_) => Disposition::Complete,
+                    Err(_) => Disposition::Release(delay),
+                }
+            }
             e if dequeue_count >= self.config.max_dequeue => {
                 let reason = format!(
                     "job for node '{}' failed {} times; last error: {e}",
@@ -358,8 +535,7 @@ impl Worker {
             e => {
                 tracing::warn!(run_id = %job.run_id, node_id = %job.node_id, error = %e,
                     "job hit an infrastructure error; it will be retried");
-                let delay = self.config.error_delay.saturating_mul(dequeue_count.max(1));
-                Disposition::Release(delay.min(MAX_QUEUE_DELAY))
+                Disposition::Release(delay)
             }
         }
     }
@@ -413,16 +589,18 @@ impl Worker {
         let mut shrink = false;
         let mut result = Err(Error::unexpected("not attempted"));
         for _ in 0..2 {
-            result = commit_with(self.backends.runs.as_ref(), run_id, |state| {
-                if fail_run(state, node_id, reason, now) {
-                    state.book.revision += 1;
-                    if shrink {
-                        shrink_finished(state);
+            result = retry_transient(|| {
+                commit_with(self.backends.runs.as_ref(), run_id, |state| {
+                    if fail_run(state, node_id, reason, now) {
+                        state.book.revision += 1;
+                        if shrink {
+                            shrink_finished(state);
+                        }
+                        Step::Write(())
+                    } else {
+                        Step::Skip(())
                     }
-                    Step::Write(())
-                } else {
-                    Step::Skip(())
-                }
+                })
             })
             .await;
             match &result {
@@ -434,31 +612,70 @@ impl Worker {
         }
         match result {
             Ok(((), state)) => {
-                publish_status(self.backends.runs.as_ref(), &self.events, &state).await
+                let runs = self.backends.runs.as_ref();
+                retry_transient(|| publish_status(runs, &self.events, &state)).await
             }
             Err(Error::NotFound(_)) => Ok(()),
             Err(e) => Err(e),
         }
     }
 
-    /// Gives a job back for another worker (other blueprint version, unknown blueprint);
-    /// after `max_dequeue` deliveries it is poisoned and the run fails with the reason.
-    async fn deferred(&self, job: &JobMessage, dequeue_count: u32, why: String) -> Handled {
-        if dequeue_count >= self.config.max_dequeue {
-            let reason =
-                format!("{why}; no suitable worker took the job after {dequeue_count} deliveries");
-            return Handled::sent_nothing(self.poison(Some(job.run_id.clone()), reason).await);
+    /// Defers a job whose run is pinned to another blueprint version: a copy is sent with a
+    /// growing delay (the time deferred so far, from `defer_delay` up to 10 minutes) and this
+    /// message is completed, so deferrals never count toward `max_dequeue`. Once the job has
+    /// been deferred for `version_window`, it is poisoned and the run fails with the reason.
+    async fn defer(&self, job: &JobMessage, why: String) -> Result<Handled, Error> {
+        let so_far = job.deferred_ms.unwrap_or(0);
+        let window = u64::try_from(self.config.version_window.as_millis()).unwrap_or(u64::MAX);
+        if so_far >= window {
+            let reason = format!(
+                "{why}; no worker with that version took the job within {} s",
+                self.config.version_window.as_secs()
+            );
+            let run_id = Some(job.run_id.clone());
+            return Ok(Handled::sent_nothing(self.poison(run_id, reason).await));
         }
+        let delay = Duration::from_millis(so_far)
+            .max(self.config.defer_delay)
+            .min(MAX_DEFER_DELAY)
+            .max(Duration::from_millis(1));
+        let mut next = job.clone();
+        let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        next.deferred_ms = Some(so_far.saturating_add(delay_ms));
+        send_delayed(self.backends.queue.as_ref(), next, delay)
+            .await
+            .map_err(|e| e.during("defer job"))?;
         tracing::warn!(run_id = %job.run_id, node_id = %job.node_id, reason = %why,
-            "deferring job to another worker");
+            delay_ms, "deferring job to a worker with the pinned blueprint version");
         self.events.emit(Event::JobDeferred {
             run_id: job.run_id.clone(),
             node_id: job.node_id.clone(),
             reason: why,
         });
-        Handled::sent_nothing(Disposition::Release(
-            self.config.defer_delay.min(MAX_QUEUE_DELAY),
-        ))
+        Ok(Handled::complete(false))
+    }
+
+    /// Gives back a job that the loaded run does not know yet (a lagging read, or a run
+    /// whose creation is not visible yet) for another try after a short, growing delay;
+    /// poisoned (and the run failed) only when it is still unknown after `max_dequeue`
+    /// deliveries.
+    async fn not_yet(&self, job: &JobMessage, dequeue_count: u32, why: String) -> Handled {
+        if dequeue_count >= self.config.max_dequeue {
+            let reason = format!(
+                "job for node '{}' is still unknown to its run after {dequeue_count} \
+                 deliveries: {why}",
+                job.node_id
+            );
+            return Handled::sent_nothing(self.poison(Some(job.run_id.clone()), reason).await);
+        }
+        tracing::info!(run_id = %job.run_id, node_id = %job.node_id, reason = %why,
+            "the run as read does not know the job yet; retrying it shortly");
+        let delay = self
+            .config
+            .stale_read_delay
+            .saturating_mul(dequeue_count.max(1))
+            .min(MAX_RETRY_DELAY);
+        Handled::sent_nothing(Disposition::Release(delay))
     }
 
     /// Drops the job (logged, `JobDropped`): its message is completed, nothing is sent.
@@ -473,259 +690,33 @@ impl Worker {
         Handled::sent_nothing(Disposition::Complete)
     }
 
-    /// Processes one decoded job. `Err` means an infrastructure error (retry the message).
-    pub async fn handle_job(&self, job: &JobMessage, dequeue_count: u32) -> Result<Handled, Error> {
-        let Some(blueprint) = self.env.blueprints.get(&job.blueprint_id) else {
-            let why = format!(
-                "blueprint '{}' is not in this worker's registry",
-                job.blueprint_id
-            );
-            return Ok(self.deferred(job, dequeue_count, why).await);
-        };
-        let runs = self.backends.runs.as_ref();
-        let Some(loaded) = runs.load(&job.run_id).await? else {
-            return Ok(self.dropped(job, "the run does not exist"));
-        };
-        let etag = loaded.etag;
-        let state = loaded.value;
-        if let Some(id) = state.blueprint_id()
-            && id != job.blueprint_id
-        {
-            // A malformed job, not a broken run: poison the message, leave the run alone.
-            let reason = format!(
-                "job names blueprint '{}' but run {} runs '{id}'",
-                job.blueprint_id, job.run_id
-            );
-            tracing::error!(reason = %reason, "moving message to the poison queue");
-            self.events.emit(Event::JobPoisoned {
-                run_id: Some(job.run_id.clone()),
-                reason: reason.clone(),
-            });
-            return Ok(Handled::sent_nothing(Disposition::Poison(reason)));
-        }
-        if state.book.status.is_terminal() {
-            publish_status(runs, &self.events, &state).await?;
-            return Ok(self.dropped(job, format!("the run is {}", state.book.status.as_str())));
-        }
-        if let VersionCheck::Mismatch { pinned } = check_version(&state, &blueprint) {
-            let why = version_mismatch(&pinned, &blueprint);
-            return Ok(self.deferred(job, dequeue_count, why).await);
-        }
-        let mut state = state;
-        prepare(&mut state, &blueprint);
-        let Some(work) = resolve_work(&state, job) else {
-            return Ok(self.dropped(job, "no outstanding work for this node"));
-        };
-        let plan = match job.kind {
-            JobKind::Wake => {
-                if let Some(ms) = job.remaining_ms.filter(|ms| *ms > 0) {
-                    let mut next = job.clone();
-                    next.remaining_ms = None;
-                    let visible_now = send_delayed(
-                        self.backends.queue.as_ref(),
-                        next,
-                        Duration::from_millis(ms),
-                    )
-                    .await?;
-                    return Ok(Handled::complete(visible_now));
-                }
-                Plan::Wake
-            }
-            JobKind::Resume => {
-                let pending = state
-                    .book
-                    .awaiting_for(&work)
-                    .and_then(|rec| rec.pending_resume.clone())
-                    .filter(|p| Some(p.seq) == job.resume_seq);
-                let Some(pending) = pending else {
-                    return Ok(
-                        self.dropped(job, "stale resume: the node is no longer waiting for it")
-                    );
-                };
-                Plan::Resume(
-                    self.resume_subflow(&blueprint, &state, &work, pending)
-                        .await,
-                )
-            }
-            JobKind::Execute => {
-                if let Some(record) = state.book.commits.get(&work.key()) {
-                    let record = record.clone();
-                    return self.replay(job, &state, record).await;
-                }
-                if !state.book.outstanding.contains_key(&work.key()) {
-                    return Ok(self.dropped(job, "stale job: its work is not outstanding"));
-                }
-                match self.attempt(job, &blueprint, &state).await? {
-                    Attempted::Settle(settlement) => Plan::Execute(*settlement),
-                    Attempted::RetryQueued { visible_now } => {
-                        return Ok(Handled::complete(visible_now));
-                    }
-                }
-            }
-        };
-        let now = chrono::Utc::now();
-        let heartbeat = i64::try_from(self.config.status_heartbeat.as_secs()).unwrap_or(60);
-        // The prepared state is still the loaded one (preparing again is a no-op), so the
-        // first commit try needs no second read.
-        let loaded = Versioned { value: state, etag };
-        let decision = Decision {
-            blueprint: &blueprint,
-            work: &work,
-            plan: &plan,
-            resume_seq: job.resume_seq,
-            now,
-            heartbeat,
-        };
-        let (committed, state) = commit_from(runs, &job.run_id, Some(loaded), |state| {
-            decide(state, &decision)
-        })
-        .await?;
-        match committed {
-            Committed::Fresh { record, publish } => {
-                let enqueued_now = self.follow_up(job, &state, &record, publish).await?;
-                self.events.emit(Event::JobFinished {
-                    run_id: job.run_id.clone(),
-                    node_id: job.node_id.clone(),
-                    kind: record.kind,
-                });
-                Ok(Handled::complete(enqueued_now))
-            }
-            Committed::Replay(record) => self.replay(job, &state, record).await,
-            Committed::Reparked => {
-                tracing::info!("the resumed sub-run waits again; the node stays awaiting");
-                publish_status(runs, &self.events, &state).await?;
-                Ok(Handled::complete(false))
-            }
-            Committed::Dropped(reason) => Ok(self.dropped(job, reason)),
-            Committed::Deferred(why) => Ok(self.deferred(job, dequeue_count, why).await),
-        }
-    }
-
-    /// Resumes the sub-run of an awaiting subflow node with the requested action and output
-    /// (like the in-process runtime): completed -> the node completes with the subflow's
-    /// output; awaiting -> the node waits again; otherwise -> the node fails.
-    async fn resume_subflow(
-        &self,
-        blueprint: &Arc<Blueprint>,
-        state: &RunState,
-        work: &WorkItem,
-        pending: PendingResume,
-    ) -> SubflowResume {
-        let node = work.node.as_str();
-        let key = format!("{SUBFLOW_STATE_PREFIX}{node}");
-        let Some(Value::Object(sub_state)) = state.context.get(&key).cloned() else {
-            let result = NodeResult {
-                output: pending.output,
-                action: pending.action,
-                dynamic_nodes: Vec::new(),
-            };
-            return SubflowResume::Settle(Settlement::Resumed(result, Vec::new()));
-        };
-        let params = node_definition(blueprint, node, &state.context)
-            .and_then(|n| n.params.clone())
-            .unwrap_or_default();
-        let sub_blueprint = match subflow::sub_blueprint(&self.env, node, &params) {
-            Ok(bp) => bp,
-            Err(error) => return SubflowResume::Settle(Settlement::Failed(error)),
-        };
-        let sub_env = match subflow::nested_environment(&self.env, node, sub_blueprint.id()) {
-            Ok(env) => env,
-            Err(error) => return SubflowResume::Settle(Settlement::Failed(error)),
-        };
-        let sub = FlowRuntime::new(sub_env.clone())
-            .resume(
-                sub_blueprint.clone(),
-                sub_state,
-                None,
-                pending.action,
-                pending.output,
-            )
-            .await;
-        match sub.status {
-            RunStatus::Awaiting => SubflowResume::Repark(sub.context),
-            RunStatus::Completed => {
-                let (output, writes) =
-                    subflow::subflow_output(&params, &sub_blueprint, &sub.context);
-                let deltas = writes
-                    .into_iter()
-                    .map(|(key, value)| ContextDelta::Set { key, value })
-                    .collect();
-                let result = NodeResult {
-                    output,
-                    ..NodeResult::default()
-                };
-                SubflowResume::Settle(Settlement::Resumed(result, deltas))
-            }
-            _ => SubflowResume::Settle(Settlement::Failed(subflow::incomplete_error(
-                &sub_env,
-                sub_blueprint.id(),
-                &sub,
-            ))),
-        }
-    }
-
-    /// Runs one attempt: the settlement to commit, or the retry it queued (nothing to commit).
-    async fn attempt(
+    /// Re-sends the recorded retry of a failed attempt (the attempt's message came back:
+    /// the worker that recorded the retry may have stopped before sending it), after its
+    /// `retryDelay` (from now: the same delay whoever sends it, so a seeded run replays
+    /// exactly; at worst the retry runs one delay later than first planned).
+    async fn resend_retry(
         &self,
         job: &JobMessage,
-        blueprint: &Arc<Blueprint>,
         state: &RunState,
-    ) -> Result<Attempted, Error> {
-        let attempt = job.attempt();
-        self.events.emit(Event::JobStarted {
-            run_id: job.run_id.clone(),
-            node_id: job.node_id.clone(),
-            attempt,
-        });
-        let outcome = execute_attempt(AttemptRequest {
-            env: &self.env,
-            blueprint,
-            node_id: &job.node_id,
-            run_id: &job.run_id,
-            context: &state.context,
-            attempt,
-            cancel: CancellationToken::new(),
-            input: None,
-        })
-        .await;
-        match outcome {
-            AttemptOutcome::Completed(completion) => Ok(Attempted::Settle(Box::new(
-                Settlement::Finished(completion),
-            ))),
-            AttemptOutcome::Failed { error, retryable } => {
-                let node = node_definition(blueprint, &job.node_id, &state.context);
-                let limit = node.as_deref().map_or(1, max_attempts);
-                if retryable && attempt < limit {
-                    let delay = node
-                        .as_deref()
-                        .map_or(Duration::ZERO, |n| retry_delay(n, attempt + 1));
-                    let mut next = job.clone();
-                    next.attempt = Some(attempt + 1);
-                    next.remaining_ms = None;
-                    let visible_now =
-                        send_delayed(self.backends.queue.as_ref(), next, delay).await?;
-                    tracing::info!(error = %error.message, next_attempt = attempt + 1,
-                        delay_ms = delay.as_millis() as u64, "attempt failed; retry queued");
-                    self.events.emit(Event::JobRetried {
-                        run_id: job.run_id.clone(),
-                        node_id: job.node_id.clone(),
-                        next_attempt: attempt + 1,
-                        delay,
-                    });
-                    return Ok(Attempted::RetryQueued { visible_now });
-                }
-                tracing::warn!(error = %error.message, "node failed on its last attempt");
-                self.events.emit(Event::JobFailed {
-                    run_id: job.run_id.clone(),
-                    node_id: job.node_id.clone(),
-                    message: error.message.clone(),
-                });
-                Ok(Attempted::Settle(Box::new(Settlement::Failed(error))))
-            }
-        }
+        retry: RetryRecord,
+    ) -> Result<Handled, Error> {
+        let delay = Duration::from_millis(retry.delay_ms);
+        let mut next = job.clone().at_revision(state.book.revision);
+        next.attempt = Some(retry.attempt);
+        next.remaining_ms = None;
+        next.deferred_ms = None;
+        tracing::info!(
+            next_attempt = retry.attempt,
+            "attempt already failed; re-sending its retry"
+        );
+        let visible_now = send_delayed(self.backends.queue.as_ref(), next, delay)
+            .await
+            .map_err(|e| e.during("enqueue retry"))?;
+        Ok(Handled::complete(visible_now))
     }
 
-    /// Re-does the follow-ups of an already committed job (redelivery, F4).
+    /// Re-does the follow-ups of an already committed job (redelivery, a lost commit answer,
+    /// a wake or resume whose follow-ups were not sent).
     async fn replay(
         &self,
         job: &JobMessage,
@@ -767,13 +758,15 @@ impl Worker {
                 self.backends.queue.as_ref(),
                 &job.run_id,
                 &job.blueprint_id,
+                record.revision.unwrap_or(0),
                 &record.fired,
                 wake,
             )
             .await?;
         }
         if publish || state.book.status.is_terminal() {
-            publish_status(self.backends.runs.as_ref(), &self.events, state).await?;
+            let runs = self.backends.runs.as_ref();
+            retry_transient(|| publish_status(runs, &self.events, state)).await?;
         }
         Ok(enqueued_now)
     }

@@ -1,0 +1,67 @@
+//! The commit step of the job path: load the run, apply a transition (the closure decides
+//! from the freshly loaded state, see [`super::classify`]), write it with the ETag, and on a
+//! conflict reload and re-apply. A commit whose answer was lost comes back as a conflict on
+//! the retry; the re-applied transition then finds its own commit record and replays.
+
+use crate::Error;
+use crate::distributed::core::run_not_found;
+use crate::distributed::ports::{RunStore, Versioned};
+use crate::distributed::state::RunState;
+use std::time::Duration;
+
+/// How many times a commit is re-applied after ETag conflicts before giving up.
+const MAX_COMMIT_TRIES: u32 = 200;
+
+/// What a commit closure decides after looking at the freshly loaded state.
+pub(crate) enum Step<T> {
+    /// Write the (modified) state, then return the value.
+    Write(T),
+    /// Write nothing; return the value.
+    Skip(T),
+}
+
+/// Loads the run, lets `apply` change it, and commits it with the ETag; on a conflict
+/// reloads and re-applies. Returns the closure's value and the state as committed (or as
+/// loaded, when skipped). `NotFound` when the run does not exist.
+pub(crate) async fn commit_with<T>(
+    runs: &dyn RunStore,
+    run_id: &str,
+    apply: impl FnMut(&mut RunState) -> Step<T>,
+) -> Result<(T, RunState), Error> {
+    commit_from(runs, run_id, None, apply).await
+}
+
+/// [`commit_with`] starting from an already loaded state (saves one read when it is still
+/// current; a stale one costs a conflict and a reload, as usual).
+pub(crate) async fn commit_from<T>(
+    runs: &dyn RunStore,
+    run_id: &str,
+    mut loaded: Option<Versioned<RunState>>,
+    mut apply: impl FnMut(&mut RunState) -> Step<T>,
+) -> Result<(T, RunState), Error> {
+    for tries in 0..MAX_COMMIT_TRIES {
+        let current = match loaded.take() {
+            Some(current) => current,
+            None => runs
+                .load(run_id)
+                .await?
+                .ok_or_else(|| run_not_found(run_id))?,
+        };
+        let mut state = current.value;
+        match apply(&mut state) {
+            Step::Skip(value) => return Ok((value, state)),
+            Step::Write(value) => match runs.commit(&state, &current.etag).await {
+                Ok(_) => return Ok((value, state)),
+                Err(Error::PreconditionFailed(_)) => {
+                    tracing::debug!(run_id, tries, "commit conflict; reloading");
+                    let pause = fastrand::u64(0..=u64::from(tries.min(20)));
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+                Err(e) => return Err(e.during("commit run state")),
+            },
+        }
+    }
+    Err(Error::Conflict(Box::new(crate::ErrorInfo::new(format!(
+        "run {run_id}: gave up after {MAX_COMMIT_TRIES} conflicting commits; retry later"
+    )))))
+}
