@@ -192,12 +192,16 @@ impl Error {
     }
 
     /// True for errors that a retry may cure: throttling (429), timeouts, dropped
-    /// connections, and server errors (5xx) of any kind. The distributed core retries these
+    /// connections, server errors (5xx) of any kind, and the Cosmos answers the retry table
+    /// lists (404/1002 read session not available, 449, 410 partition moves). The core retries these
     /// with backoff and never fails a run or poisons a message for them.
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Throttled { .. } | Error::Timeout(_) | Error::Transport(_) => true,
-            _ => matches!(self.info().status, Some(429 | 500..=599)),
+            _ => {
+                matches!(self.info().status, Some(429 | 500..=599))
+                    || self.info().is_transient_answer()
+            }
         }
     }
 

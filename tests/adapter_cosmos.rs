@@ -348,6 +348,8 @@ fn big_state(run: &str, n: usize) -> RunState {
                 taken: Vec::new(),
                 fired: Vec::new(),
                 wake_after_ms: None,
+                revision: None,
+                resume_key: None,
             },
         );
     }
@@ -540,6 +542,8 @@ fn batch_state(run: &str, items: usize) -> RunState {
                 taken: Vec::new(),
                 fired: Vec::new(),
                 wake_after_ms: None,
+                revision: None,
+                resume_key: None,
             },
         );
         gathered.push(out);
