@@ -1,0 +1,216 @@
+//! The invariant checker: what a run must look like after quiescence, compared with the
+//! same blueprint run without faults (the reference).
+
+use crate::sim::faults::{FaultPlan, FaultyRunStore};
+use flowcraft_azure::distributed::memory::{MemoryQueue, MemoryRunStore};
+use flowcraft_azure::distributed::ports::{RunPhase, RunStore};
+use flowcraft_azure::distributed::state::RunState;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// What a finished run of a blueprint looks like, independent of ids and timing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expect {
+    /// The final status.
+    pub status: RunPhase,
+    /// The user context, normalised (JSON text).
+    pub context: String,
+    /// Commit records added per node (activations committed).
+    pub commits: BTreeMap<String, u32>,
+}
+
+/// One run as found after quiescence.
+#[derive(Debug, Clone)]
+pub struct RunView {
+    /// The blueprint the run executes.
+    pub blueprint: String,
+    /// The stored run document.
+    pub state: RunState,
+    /// What the run looks like, for comparison with the reference.
+    pub expect: Expect,
+}
+
+/// Replaces random ids (uuids, 32-hex batch ids) by `<id>`.
+pub fn normalize_ids(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let run = chars[i..]
+            .iter()
+            .take_while(|c| c.is_ascii_hexdigit() || **c == '-')
+            .count();
+        let hex = chars[i..i + run].iter().filter(|c| **c != '-').count();
+        if hex >= 32 {
+            out.push_str("<id>");
+            i += run;
+        } else {
+            out.push(chars[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// `value` with every object's keys sorted (context key order depends on commit order).
+fn sorted(value: Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let sorted: BTreeMap<String, Value> =
+                map.into_iter().map(|(k, v)| (k, sorted(v))).collect();
+            Value::Object(sorted.into_iter().collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
+        other => other,
+    }
+}
+
+/// The node a work key `<activation>:<node>` names, ids normalised.
+fn key_node(key: &str) -> String {
+    normalize_ids(key.split_once(':').map_or(key, |(_, node)| node))
+}
+
+/// Every run the store ever created, with what it looks like now.
+pub async fn observe(store: &FaultyRunStore) -> Vec<RunView> {
+    let (created, adds) = {
+        let log = store.log.lock().unwrap();
+        (log.created.clone(), log.commit_adds.clone())
+    };
+    let mut views = Vec::new();
+    for run_id in created {
+        let Ok(Some(loaded)) = store.inner.load(&run_id).await else {
+            continue;
+        };
+        let state = loaded.value;
+        let mut context = state.context.clone();
+        for key in ["_executionId", "blueprintId", "blueprintVersion"] {
+            context.remove(key);
+        }
+        let mut commits = BTreeMap::new();
+        for ((run, key), _) in adds.iter().filter(|((run, _), _)| *run == run_id) {
+            let _ = run;
+            *commits.entry(key_node(key)).or_default() += 1;
+        }
+        views.push(RunView {
+            blueprint: state.blueprint_id().unwrap_or_default().to_string(),
+            expect: Expect {
+                status: state.book.status,
+                context: normalize_ids(&sorted(Value::Object(context)).to_string()),
+                commits,
+            },
+            state,
+        });
+    }
+    views
+}
+
+/// Everything the checker needs besides the runs.
+pub struct Evidence<'a> {
+    /// The plan the schedule ran under.
+    pub plan: &'a FaultPlan,
+    /// The store with its log.
+    pub store: &'a FaultyRunStore,
+    /// The real store.
+    pub memory: &'a MemoryRunStore,
+    /// The real queue.
+    pub queue: &'a MemoryQueue,
+    /// Probe executions by (run, node, attempt, input).
+    pub executions: BTreeMap<(String, String, u32, String), u32>,
+    /// The reference outcome per blueprint (absent while computing the references).
+    pub references: Option<&'a BTreeMap<String, Expect>>,
+}
+
+/// The invariant violations, each one line.
+pub async fn check(runs: &[RunView], ev: &Evidence<'_>) -> Vec<String> {
+    let mut bad = Vec::new();
+    let short = |id: &str| id.chars().take(8).collect::<String>();
+    for run in runs {
+        let id = short(&run.state.run_id);
+        let book = &run.state.book;
+        if !book.status.is_terminal() {
+            bad.push(format!(
+                "run {id} ({}) is still {} after quiescence; outstanding {:?}, awaiting {:?}",
+                run.blueprint,
+                book.status.as_str(),
+                book.outstanding.keys().collect::<Vec<_>>(),
+                book.awaiting.keys().collect::<Vec<_>>()
+            ));
+        }
+        match ev.memory.status(&run.state.run_id).await {
+            Ok(Some(item)) => {
+                let item = item.value;
+                if item.status != book.status {
+                    bad.push(format!(
+                        "run {id} ({}): status item says {} but the run document says {}",
+                        run.blueprint,
+                        item.status.as_str(),
+                        book.status.as_str()
+                    ));
+                } else if item.status.is_terminal() && item.final_status.is_none() {
+                    bad.push(format!(
+                        "run {id}: status item is final without finalStatus"
+                    ));
+                }
+            }
+            _ => bad.push(format!("run {id} ({}) has no status item", run.blueprint)),
+        }
+        if let Some(expect) = ev.references.and_then(|r| r.get(&run.blueprint)) {
+            if expect.status != run.expect.status {
+                bad.push(format!(
+                    "run {id} ({}) ended {} but without faults it ends {} (reason: {:?})",
+                    run.blueprint,
+                    run.expect.status.as_str(),
+                    expect.status.as_str(),
+                    book.reason
+                ));
+            } else if expect.context != run.expect.context {
+                bad.push(format!(
+                    "run {id} ({}): final context differs from the fault-free run\n  \
+                     got:  {}\n  want: {}",
+                    run.blueprint, run.expect.context, expect.context
+                ));
+            }
+            if expect.status == run.expect.status && expect.commits != run.expect.commits {
+                bad.push(format!(
+                    "run {id} ({}): activations committed per node {:?}, without faults {:?}",
+                    run.blueprint, run.expect.commits, expect.commits
+                ));
+            }
+        }
+    }
+    let log = ev.store.log.lock().unwrap();
+    for ((run, key), n) in &log.commit_adds {
+        if *n > 1 {
+            bad.push(format!(
+                "run {}: activation {key} was committed {n} times",
+                short(run)
+            ));
+        }
+    }
+    drop(log);
+    for poisoned in ev.queue.poisoned() {
+        bad.push(format!(
+            "poison queue holds a job (delivered {} times): {}",
+            poisoned.dequeue_count, poisoned.reason
+        ));
+    }
+    if !ev.queue.is_empty() {
+        bad.push(format!(
+            "{} message(s) left in the queue after quiescence",
+            ev.queue.len()
+        ));
+    }
+    let at_least_once = ev.plan.faults.iter().any(|f| f.duplicates_executions());
+    if !at_least_once {
+        for ((run, node, attempt, input), n) in &ev.executions {
+            if *n > 1 && runs.iter().any(|r| r.state.run_id == *run) {
+                bad.push(format!(
+                    "run {}: node {node} attempt {attempt} (input {input}) ran {n} times \
+                     although no fault duplicates work",
+                    short(run)
+                ));
+            }
+        }
+    }
+    bad
+}
