@@ -131,3 +131,13 @@ fn a_seed_replays_exactly() {
         );
     }
 }
+
+#[test]
+fn timing_probe() {
+    let plan = plan();
+    for bp in sim::workload::STARTABLE {
+        let t = std::time::Instant::now();
+        let o = simulate(&Workload::single(bp), &plan, None);
+        println!("{bp}: {:?} settle {:?} calls {}", t.elapsed(), o.settled_after, o.injected.calls);
+    }
+}

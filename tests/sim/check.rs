@@ -83,7 +83,10 @@ pub async fn observe(store: &FaultyRunStore) -> Vec<RunView> {
         };
         let state = loaded.value;
         let mut context = state.context.clone();
-        for key in ["_executionId", "blueprintId", "blueprintVersion"] {
+        for key in ["_executionId", "blueprintId", "blueprintVersion"]
+            .into_iter()
+            .chain(crate::sim::workload::ORDER_DEPENDENT_KEYS)
+        {
             context.remove(key);
         }
         let mut commits = BTreeMap::new();

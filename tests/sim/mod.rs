@@ -260,7 +260,7 @@ impl World {
 
     /// True when every run is finished and the queue is empty.
     async fn settled(&self) -> bool {
-        if !self.queue.is_empty() {
+        if !self.queue.is_empty() || self.workers.iter().any(Option::is_none) {
             return false;
         }
         let created = self.store.log.lock().unwrap().created.clone();
@@ -273,10 +273,10 @@ impl World {
         true
     }
 
-    /// The fault phase: chaos ticks until [`FAULT_PHASE`] is over.
+    /// The fault phase: chaos ticks until [`FAULT_PHASE`] is over or everything settled.
     async fn fault_phase(&mut self) {
         let end = Instant::now() + FAULT_PHASE;
-        while Instant::now() < end {
+        while Instant::now() < end && !self.settled().await {
             tokio::time::sleep(self.chaos.millis(50, 400)).await;
             let now = Instant::now();
             if self.chaos.roll(Fault::Crash) {
@@ -307,10 +307,10 @@ impl World {
         self.restart_workers(Instant::now() + SETTLE_LIMIT);
         while start.elapsed() < SETTLE_LIMIT {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            self.resume_waiting().await;
             if self.settled().await {
                 return start.elapsed();
             }
+            self.resume_waiting().await;
             if self.queue.is_empty() {
                 let _ = self.reconciler.run_once_before(i64::MAX).await;
             }

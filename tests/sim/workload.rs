@@ -131,6 +131,10 @@ fn sleep() -> Value {
         "edges": [edge("s", "nap"), edge("nap", "t")]})
 }
 
+/// Context keys whose value depends on arrival order, not on faults: a join's input is the
+/// output of whichever branch arrived last (`all`) or first (`any`).
+pub const ORDER_DEPENDENT_KEYS: [&str; 1] = ["_inputs.join"];
+
 /// The node a driver resumes in the `wait` blueprint, and the action it resumes with.
 pub const WAIT_NODE: &str = "review";
 /// See [`WAIT_NODE`].
