@@ -2,6 +2,7 @@
 //! same blueprint run without faults (the reference).
 
 use crate::sim::faults::{FaultPlan, FaultyRunStore};
+use crate::sim::workload::{Execution, ExecutionKey};
 use flowcraft_azure::distributed::memory::{MemoryQueue, MemoryRunStore};
 use flowcraft_azure::distributed::ports::{RunPhase, RunStore};
 use flowcraft_azure::distributed::state::RunState;
@@ -117,8 +118,8 @@ pub struct Evidence<'a> {
     pub memory: &'a MemoryRunStore,
     /// The real queue.
     pub queue: &'a MemoryQueue,
-    /// Probe executions by (run, node, attempt, input).
-    pub executions: BTreeMap<(String, String, u32, String), u32>,
+    /// Probe executions.
+    pub executions: BTreeMap<ExecutionKey, Vec<Execution>>,
     /// The reference outcome per blueprint (absent while computing the references).
     pub references: Option<&'a BTreeMap<String, Expect>>,
 }
@@ -205,11 +206,19 @@ pub async fn check(runs: &[RunView], ev: &Evidence<'_>) -> Vec<String> {
     }
     let at_least_once = ev.plan.faults.iter().any(|f| f.duplicates_executions());
     if !at_least_once {
-        for ((run, node, attempt, input), n) in &ev.executions {
-            if *n > 1 && runs.iter().any(|r| r.state.run_id == *run) {
+        // Overlapping executions are at-least-once delivery at work (a duplicate received
+        // while the first ran). An attempt that runs AGAIN after it had already failed is a
+        // second retry chain: nothing in this plan loses a retry.
+        for ((run, node, attempt, input), list) in &ev.executions {
+            let failed_before = |e: &Execution| {
+                list.iter()
+                    .any(|f| !f.ok && f.end.is_some_and(|end| end <= e.start) && f != e)
+            };
+            let again = list.iter().filter(|e| failed_before(e)).count();
+            if again > 0 && runs.iter().any(|r| r.state.run_id == *run) {
                 bad.push(format!(
-                    "run {}: node {node} attempt {attempt} (input {input}) ran {n} times \
-                     although no fault duplicates work",
+                    "run {}: node {node} attempt {attempt} (input {input}) ran {again} more \
+                     time(s) after it had failed: a second retry chain",
                     short(run)
                 ));
             }

@@ -8,31 +8,79 @@ use flowcraft_azure::flow::node::{Dependencies, NodeContext, NodeError, NodeResu
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::time::Duration;
+use tokio::time::Instant;
 
-/// Executions of `probe` nodes by (run, node, attempt, input).
+/// Which execution: (run, node, attempt, input as JSON).
+pub type ExecutionKey = (String, String, u32, String);
+
+/// One execution of a `probe` node: when it started and ended (`None` while it runs or
+/// when it was abandoned), and whether it succeeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Execution {
+    /// Start (simulated time).
+    pub start: Instant,
+    /// End, if it finished.
+    pub end: Option<Instant>,
+    /// True when it returned a result, false when it failed.
+    pub ok: bool,
+}
+
+/// Executions of `probe` nodes.
 #[derive(Debug, Default)]
-pub struct Executions(Mutex<BTreeMap<(String, String, u32, String), u32>>);
+pub struct Executions(Mutex<BTreeMap<ExecutionKey, Vec<Execution>>>);
 
 impl Executions {
     /// Every execution recorded so far.
-    pub fn snapshot(&self) -> BTreeMap<(String, String, u32, String), u32> {
+    pub fn snapshot(&self) -> BTreeMap<ExecutionKey, Vec<Execution>> {
         self.0.lock().unwrap().clone()
+    }
+
+    fn start(&self, key: &ExecutionKey) -> usize {
+        let mut map = self.0.lock().unwrap();
+        let list = map.entry(key.clone()).or_default();
+        list.push(Execution {
+            start: Instant::now(),
+            end: None,
+            ok: false,
+        });
+        list.len() - 1
+    }
+
+    fn end(&self, key: &ExecutionKey, index: usize, ok: bool) {
+        if let Some(e) = self.0.lock().unwrap().get_mut(key).and_then(|l| l.get_mut(index)) {
+            e.end = Some(Instant::now());
+            e.ok = ok;
+        }
     }
 }
 
-/// `probe`: records the execution, fails attempts below `params.succeedOn` (default 1: never
-/// fails), then outputs `params.output` (default: its input) with `params.action`.
+/// `probe`: records the execution, takes `params.ms` or 0 to 300 ms (simulated; so leases lapse and
+/// workers crash in the middle of nodes), fails attempts below `params.succeedOn` (default
+/// 1: never fails), then outputs `params.output` (default: its input) with `params.action`.
 async fn probe(ctx: NodeContext) -> Result<NodeResult, NodeError> {
-    if let Some(log) = ctx.dependency::<Executions>() {
-        let input = ctx.input().map(Value::to_string).unwrap_or_default();
-        let key = (
-            ctx.run_id().to_string(),
-            ctx.node_id().to_string(),
-            ctx.attempt(),
-            input,
-        );
-        *log.0.lock().unwrap().entry(key).or_default() += 1;
+    let key = (
+        ctx.run_id().to_string(),
+        ctx.node_id().to_string(),
+        ctx.attempt(),
+        ctx.input().map(Value::to_string).unwrap_or_default(),
+    );
+    let log = ctx.dependency::<Executions>();
+    let index = log.as_ref().map(|log| log.start(&key));
+    // The thread-local generator is seeded per schedule, so this is part of the seed.
+    let ms = match ctx.params().get("ms").and_then(Value::as_u64) {
+        Some(ms) => ms,
+        None => fastrand::u64(0..=300),
+    };
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    let result = run_probe(&ctx);
+    if let (Some(log), Some(index)) = (log, index) {
+        log.end(&key, index, result.is_ok());
     }
+    result
+}
+
+fn run_probe(ctx: &NodeContext) -> Result<NodeResult, NodeError> {
     let succeed_on = ctx
         .params()
         .get("succeedOn")
@@ -113,6 +161,15 @@ fn retry() -> Value {
         "edges": [edge("s", "r"), edge("r", "t")]})
 }
 
+/// A node longer than the workers' visibility timeout: its lease is renewed while it runs.
+fn long() -> Value {
+    json!({"id": "long",
+        "nodes": [node("s", json!({"params": {"output": 1}})),
+                  node("slow", json!({"params": {"ms": 12_000}})),
+                  node("t", json!({}))],
+        "edges": [edge("s", "slow"), edge("slow", "t")]})
+}
+
 fn fallback() -> Value {
     json!({"id": "fallback",
         "nodes": [node("s", json!({"params": {"output": "x"}})),
@@ -176,7 +233,7 @@ fn fixture(name: &str) -> Value {
 /// The blueprints a schedule starts runs of (`inner` only runs as a subflow).
 pub const STARTABLE: [&str; 12] = [
     "chain", "fan16", "any", "exclusive", "retry", "fallback", "sleep", "wait", "subflow",
-    "loop", "batch", "chain",
+    "loop", "batch", "long",
 ];
 
 /// The environment every simulated worker and client shares: built-ins, the common test
@@ -192,6 +249,7 @@ pub fn environment() -> Environment {
         exclusive(),
         retry(),
         fallback(),
+        long(),
         sleep(),
         wait(),
         inner(),
