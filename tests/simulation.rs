@@ -25,10 +25,10 @@ const ENABLED: &[Fault] = &[
     Fault::CoordinationRestart,
     Fault::Crash,
     Fault::Duplicate,
+    Fault::LeaseExpiry,
     // Fault::ErrorBefore,
     // Fault::ErrorAfter,
     // Fault::StaleReads,
-    // Fault::LeaseExpiry,
     // Fault::EagerReconciler,
 ];
 

@@ -283,7 +283,9 @@ impl World {
                 self.crash_worker(now);
             }
             self.restart_workers(now);
-            if self.chaos.roll(Fault::LeaseExpiry) {
+            // A stalled process (a lapse without a failed renewal) is rarer than a failed
+            // renewal call: one tick in ten rolls for it.
+            if self.chaos.below(10) == 0 && self.chaos.roll(Fault::LeaseExpiry) {
                 let leased = self.queue.leased_ids();
                 if !leased.is_empty() {
                     self.queue.expire_lease(&leased[self.chaos.below(leased.len())]);
