@@ -218,6 +218,15 @@ impl Chaos {
         Duration::from_millis(self.rng.lock().unwrap().u64(lo..=hi))
     }
 
+    /// The network: every port call takes 0 to 4 ms (simulated), so jobs interleave at
+    /// every port call and a crash can land between any two of them.
+    async fn latency(&self) {
+        let ms = self.rng.lock().unwrap().u64(0..=4);
+        if ms > 0 {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+    }
+
     fn call(&self) -> CallFault {
         if !self.is_active() {
             return CallFault::None;
@@ -247,6 +256,7 @@ fn lost(op: &str, after: bool) -> Error {
 /// with an error after.
 macro_rules! faulted {
     ($chaos:expr, $op:expr, $effect:expr) => {{
+        $chaos.latency().await;
         match $chaos.call() {
             CallFault::Before => Err(lost($op, false)),
             CallFault::After => {
@@ -436,6 +446,7 @@ impl RunStore for FaultyRunStore {
     }
 
     async fn load(&self, run_id: &str) -> Result<Option<Versioned<RunState>>, Error> {
+        self.chaos.latency().await;
         if let CallFault::Before = self.chaos.call() {
             return Err(lost("read run", false));
         }
@@ -460,6 +471,7 @@ impl RunStore for FaultyRunStore {
     }
 
     async fn status(&self, run_id: &str) -> Result<Option<Versioned<StatusRecord>>, Error> {
+        self.chaos.latency().await;
         if let CallFault::Before = self.chaos.call() {
             return Err(lost("read status", false));
         }
@@ -502,6 +514,7 @@ impl RunStore for FaultyRunStore {
         limit: usize,
         continuation: Option<&str>,
     ) -> Result<Page<StatusRecord>, Error> {
+        self.chaos.latency().await;
         if let CallFault::Before = self.chaos.call() {
             return Err(lost("list stalled runs", false));
         }

@@ -247,7 +247,20 @@ impl World {
                         info.message
                     ));
                 }
-                Err(Error::InvalidInput(_)) => calls.done = true,
+                Err(Error::InvalidInput(info)) => {
+                    calls.done = true;
+                    let waiting = self
+                        .memory_state(&run_id)
+                        .await
+                        .is_some_and(|s| s.book.awaiting.contains_key(WAIT_NODE));
+                    if waiting {
+                        self.violations.push(format!(
+                            "run {}: a resume was refused although the node waits: {}",
+                            &run_id[..8],
+                            info.message
+                        ));
+                    }
+                }
                 Err(_) => calls.retrying = true,
             }
         }
