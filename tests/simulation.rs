@@ -26,6 +26,7 @@ const ENABLED: &[Fault] = &[
     Fault::Crash,
     Fault::Duplicate,
     Fault::LeaseExpiry,
+    // Fault::CallerCrash,
     // Fault::ErrorBefore,
     // Fault::ErrorAfter,
     // Fault::StaleReads,

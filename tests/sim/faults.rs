@@ -38,6 +38,8 @@ pub enum Fault {
     /// A worker process crashes at any await point (its task is aborted, in-flight work is
     /// abandoned) and is restarted a little later.
     Crash,
+    /// A client (webhook, operator) dies part-way through its resume call, then retries it.
+    CallerCrash,
     /// The coordination store restarts empty.
     CoordinationRestart,
     /// The reconciler runs every second or so during the faults, with a zero threshold.
@@ -46,7 +48,7 @@ pub enum Fault {
 
 impl Fault {
     /// Every class.
-    pub const ALL: [Fault; 10] = [
+    pub const ALL: [Fault; 11] = [
         Fault::ErrorBefore,
         Fault::ErrorAfter,
         Fault::StaleReads,
@@ -55,6 +57,7 @@ impl Fault {
         Fault::Reorder,
         Fault::DelayedVisibility,
         Fault::Crash,
+        Fault::CallerCrash,
         Fault::CoordinationRestart,
         Fault::EagerReconciler,
     ];
@@ -70,6 +73,7 @@ impl Fault {
             Fault::Reorder => "reorder",
             Fault::DelayedVisibility => "delayed-visibility",
             Fault::Crash => "crash",
+            Fault::CallerCrash => "caller-crash",
             Fault::CoordinationRestart => "coordination-restart",
             Fault::EagerReconciler => "eager-reconciler",
         }
@@ -86,6 +90,7 @@ impl Fault {
         !matches!(
             self,
             Fault::Reorder
+                | Fault::CallerCrash
                 | Fault::DelayedVisibility
                 | Fault::CoordinationRestart
                 | Fault::EagerReconciler

@@ -232,10 +232,18 @@ impl World {
                     continue;
                 }
             }
-            let answer = self
-                .client
-                .resume_with_action(&run_id, Some(WAIT_NODE), Some(WAIT_ACTION.into()), None)
-                .await;
+            let call =
+                self.client
+                    .resume_with_action(&run_id, Some(WAIT_NODE), Some(WAIT_ACTION.into()), None);
+            // Under crashes the caller may die part-way through its call (and retry later).
+            let answer = if self.chaos.roll(Fault::CallerCrash) {
+                match tokio::time::timeout(self.chaos.millis(0, 12), call).await {
+                    Ok(answer) => answer,
+                    Err(_) => Err(Error::transport("simulated: the caller crashed")),
+                }
+            } else {
+                call.await
+            };
             let calls = self.resumes.entry(run_id.clone()).or_default();
             match answer {
                 Ok(_) => calls.done = true,
@@ -295,9 +303,9 @@ impl World {
         while Instant::now() < end && !self.settled().await {
             tokio::time::sleep(self.chaos.millis(50, 400)).await;
             let now = Instant::now();
-            // Process-level faults roll on one tick in ten (about one per 2-3 simulated
-            // seconds across the fleet at 8 %), so a 12 s node can still finish.
-            if self.chaos.below(10) == 0 && self.chaos.roll(Fault::Crash) {
+            // Crashes roll on one tick in three (about one per 8 simulated seconds across
+            // the fleet at 8 %), so a 12 s node can still finish.
+            if self.chaos.below(3) == 0 && self.chaos.roll(Fault::Crash) {
                 self.crash_worker(now);
             }
             self.restart_workers(now);
