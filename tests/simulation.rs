@@ -9,6 +9,7 @@
 //! - `SIM_FAULTS=a,b,..`: the fault classes (names as in `Fault::name`, or `all`), instead of
 //!   [`ENABLED`];
 //! - `SIM_KEEP_GOING=1`: print every failing seed, fail at the end;
+//! - `SIM_CHECK_REPLAY=1`: run every seed twice and compare the outcomes' fingerprints;
 //! - `SIM_RATE=p`: the fault probability per port call (default [`RATE`]).
 
 mod distributed_common;
@@ -81,6 +82,8 @@ fn seeded_fault_schedules_end_as_they_would_without_faults() {
         }
     };
     let keep_going = std::env::var("SIM_KEEP_GOING").is_ok();
+    let check_replay = std::env::var("SIM_CHECK_REPLAY").is_ok();
+    let mut replay_mismatches = Vec::new();
     let mut failures = 0;
     let mut calls = 0;
     let mut injected = 0;
@@ -88,6 +91,12 @@ fn seeded_fault_schedules_end_as_they_would_without_faults() {
     for &seed in &seeds {
         let workload = Workload::of(seed);
         let outcome = simulate(&workload, &plan, Some(&references));
+        if check_replay {
+            let again = simulate(&workload, &plan, Some(&references));
+            if again.fingerprint != outcome.fingerprint {
+                replay_mismatches.push(seed);
+            }
+        }
         calls += outcome.injected.calls;
         injected += outcome.injected.by_class.values().sum::<u64>();
         settle_max = settle_max.max(outcome.settled_after);
@@ -128,6 +137,10 @@ fn seeded_fault_schedules_end_as_they_would_without_faults() {
         plan.names(),
         plan.rate
     );
+    assert!(
+        replay_mismatches.is_empty(),
+        "seeds that did not replay identically: {replay_mismatches:?}"
+    );
     assert_eq!(failures, 0, "{failures} schedules failed (SIM_KEEP_GOING)");
 }
 
@@ -146,12 +159,3 @@ fn a_seed_replays_exactly() {
     }
 }
 
-#[test]
-fn timing_probe() {
-    let plan = plan();
-    for bp in sim::workload::STARTABLE {
-        let t = std::time::Instant::now();
-        let o = simulate(&Workload::single(bp), &plan, None);
-        println!("{bp}: {:?} settle {:?} calls {}", t.elapsed(), o.settled_after, o.injected.calls);
-    }
-}
