@@ -273,6 +273,15 @@ macro_rules! faulted {
     }};
 }
 
+/// Rounds a delay up to whole 100 ms. Timer wake-ups are measured on the wall clock
+/// (`wakeUpAt - now`), which runs on during a paused-time simulation by however long the
+/// host took (1999 or 1998 ms for a 2 s sleep); rounding makes the seed replay exactly.
+fn quantize(delay: Duration) -> Duration {
+    let step = 100u128;
+    let ms = delay.as_millis().div_ceil(step) * step;
+    Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
+}
+
 /// The memory queue behind fault injection.
 pub struct FaultyQueue {
     /// The real queue (inspected by the checker, untouched by faults).
@@ -287,7 +296,7 @@ impl FaultyQueue {
     }
 
     async fn send_once(&self, text: &str, delay: Duration) -> Result<(), Error> {
-        let mut delay = delay;
+        let mut delay = quantize(delay);
         if self.chaos.roll(Fault::Reorder) {
             delay += self.chaos.millis(1, 300);
         }
