@@ -10,6 +10,8 @@
 //!   [`ENABLED`];
 //! - `SIM_KEEP_GOING=1`: print every failing seed, fail at the end;
 //! - `SIM_CHECK_REPLAY=1`: run every seed twice and compare the outcomes' fingerprints;
+//! - `SIM_TRACE=1`: log the core's tracing output (use with `SIM_SEED`);
+//! - `SIM_DEBUG=1`: print each outcome's digest (counters and normalised contexts);
 //! - `SIM_RATE=p`: the fault probability per port call (default [`RATE`]).
 
 mod distributed_common;
@@ -71,6 +73,13 @@ fn plan() -> FaultPlan {
 
 #[test]
 fn seeded_fault_schedules_end_as_they_would_without_faults() {
+    if std::env::var("SIM_TRACE").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_test_writer()
+            .try_init();
+    }
     let plan = plan();
     let references = references();
     let seeds: Vec<u64> = match env_u64("SIM_SEED") {
@@ -105,7 +114,12 @@ fn seeded_fault_schedules_end_as_they_would_without_faults() {
             println!(
                 "seed {seed} {:?}: {}",
                 workload.runs,
-                outcome.violations.join(" | ").chars().take(600).collect::<String>()
+                outcome
+                    .violations
+                    .join(" | ")
+                    .chars()
+                    .take(600)
+                    .collect::<String>()
             );
             continue;
         }
@@ -158,4 +172,3 @@ fn a_seed_replays_exactly() {
         );
     }
 }
-

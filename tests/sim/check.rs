@@ -53,12 +53,16 @@ pub fn normalize_ids(text: &str) -> String {
     out
 }
 
-/// `value` with every object's keys sorted (context key order depends on commit order).
+/// `value` with every object's keys sorted (context key order depends on commit order) and
+/// wall-clock timer deadlines (`wakeUpAt`) left out.
 fn sorted(value: Value) -> Value {
     match value {
         Value::Object(map) => {
-            let sorted: BTreeMap<String, Value> =
-                map.into_iter().map(|(k, v)| (k, sorted(v))).collect();
+            let sorted: BTreeMap<String, Value> = map
+                .into_iter()
+                .filter(|(k, _)| k != "wakeUpAt")
+                .map(|(k, v)| (k, sorted(v)))
+                .collect();
             Value::Object(sorted.into_iter().collect())
         }
         Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
@@ -91,8 +95,7 @@ pub async fn observe(store: &FaultyRunStore) -> Vec<RunView> {
             context.remove(key);
         }
         let mut commits = BTreeMap::new();
-        for ((run, key), _) in adds.iter().filter(|((run, _), _)| *run == run_id) {
-            let _ = run;
+        for (_, key) in adds.keys().filter(|(run, _)| *run == run_id) {
             *commits.entry(key_node(key)).or_default() += 1;
         }
         views.push(RunView {

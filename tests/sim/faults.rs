@@ -3,6 +3,7 @@
 //! fail after it (the call took effect, its answer was lost), serve a stale read, duplicate,
 //! delay or reorder a message. Faults stop when [`Chaos::calm`] is called (quiescence).
 
+use async_trait::async_trait;
 use flowcraft_azure::Error;
 use flowcraft_azure::distributed::memory::{MemoryCoordinationStore, MemoryQueue, MemoryRunStore};
 use flowcraft_azure::distributed::ports::{
@@ -10,7 +11,6 @@ use flowcraft_azure::distributed::ports::{
     StatusRecord, Versioned,
 };
 use flowcraft_azure::distributed::state::RunState;
-use async_trait::async_trait;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -210,7 +210,12 @@ impl Chaos {
         hit
     }
 
-    /// A seeded number in `range`.
+    /// Like [`Chaos::roll`] with `times` the plan's odds (for faults that have few chances).
+    pub fn roll_boosted(&self, fault: Fault, times: u32) -> bool {
+        (0..times).any(|_| self.roll(fault))
+    }
+
+    /// A seeded number below `n` (0 when `n` is 0).
     pub fn below(&self, n: usize) -> usize {
         if n == 0 {
             return 0;
@@ -310,14 +315,18 @@ impl FaultyQueue {
 #[async_trait]
 impl JobQueue for FaultyQueue {
     async fn send(&self, text: &str, delay: Duration) -> Result<(), Error> {
-        faulted!(self.chaos, "send message", async {
-            self.send_once(text, delay).await?;
-            if self.chaos.roll(Fault::Duplicate) {
+        faulted!(
+            self.chaos,
+            "send message",
+            async {
                 self.send_once(text, delay).await?;
+                if self.chaos.roll(Fault::Duplicate) {
+                    self.send_once(text, delay).await?;
+                }
+                Ok::<(), Error>(())
             }
-            Ok::<(), Error>(())
-        }
-        .await)
+            .await
+        )
     }
 
     async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<QueueMessage>, Error> {
@@ -445,18 +454,22 @@ impl FaultyRunStore {
 #[async_trait]
 impl RunStore for FaultyRunStore {
     async fn create_run(&self, state: &RunState, status: &StatusRecord) -> Result<bool, Error> {
-        faulted!(self.chaos, "create run", async {
-            let created = self.inner.create_run(state, status).await?;
-            if created {
-                let stored = self.inner.load(&state.run_id).await?;
-                let mut log = self.log.lock().unwrap();
-                log.created.push(state.run_id.clone());
-                log.versions
-                    .insert(state.run_id.clone(), vec![None, stored]);
+        faulted!(
+            self.chaos,
+            "create run",
+            async {
+                let created = self.inner.create_run(state, status).await?;
+                if created {
+                    let stored = self.inner.load(&state.run_id).await?;
+                    let mut log = self.log.lock().unwrap();
+                    log.created.push(state.run_id.clone());
+                    log.versions
+                        .insert(state.run_id.clone(), vec![None, stored]);
+                }
+                Ok::<bool, Error>(created)
             }
-            Ok::<bool, Error>(created)
-        }
-        .await)
+            .await
+        )
     }
 
     async fn load(&self, run_id: &str) -> Result<Option<Versioned<RunState>>, Error> {
@@ -475,13 +488,17 @@ impl RunStore for FaultyRunStore {
     }
 
     async fn commit(&self, state: &RunState, etag: &str) -> Result<String, Error> {
-        faulted!(self.chaos, "commit run", async {
-            let before = self.inner.load(&state.run_id).await.ok().flatten();
-            let tag = self.inner.commit(state, etag).await?;
-            self.record_commit(before.map(|b| b.value), state, tag.clone());
-            Ok::<String, Error>(tag)
-        }
-        .await)
+        faulted!(
+            self.chaos,
+            "commit run",
+            async {
+                let before = self.inner.load(&state.run_id).await.ok().flatten();
+                let tag = self.inner.commit(state, etag).await?;
+                self.record_commit(before.map(|b| b.value), state, tag.clone());
+                Ok::<String, Error>(tag)
+            }
+            .await
+        )
     }
 
     async fn status(&self, run_id: &str) -> Result<Option<Versioned<StatusRecord>>, Error> {
@@ -504,21 +521,25 @@ impl RunStore for FaultyRunStore {
         record: &StatusRecord,
         etag: Option<&str>,
     ) -> Result<String, Error> {
-        faulted!(self.chaos, "write status", async {
-            let tag = self.inner.write_status(record, etag).await?;
-            self.log
-                .lock()
-                .unwrap()
-                .statuses
-                .entry(record.run_id.clone())
-                .or_default()
-                .push(Versioned {
-                    value: record.clone(),
-                    etag: tag.clone(),
-                });
-            Ok::<String, Error>(tag)
-        }
-        .await)
+        faulted!(
+            self.chaos,
+            "write status",
+            async {
+                let tag = self.inner.write_status(record, etag).await?;
+                self.log
+                    .lock()
+                    .unwrap()
+                    .statuses
+                    .entry(record.run_id.clone())
+                    .or_default()
+                    .push(Versioned {
+                        value: record.clone(),
+                        etag: tag.clone(),
+                    });
+                Ok::<String, Error>(tag)
+            }
+            .await
+        )
     }
 
     async fn list_stalled(
@@ -578,7 +599,11 @@ impl FaultyCoordination {
 #[async_trait]
 impl CoordinationStore for FaultyCoordination {
     async fn increment(&self, key: &str, ttl: Duration) -> Result<i64, Error> {
-        faulted!(self.chaos, "increment", self.inner.increment(key, ttl).await)
+        faulted!(
+            self.chaos,
+            "increment",
+            self.inner.increment(key, ttl).await
+        )
     }
 
     async fn set_if_not_exists(
@@ -595,7 +620,11 @@ impl CoordinationStore for FaultyCoordination {
     }
 
     async fn extend_ttl(&self, key: &str, ttl: Duration) -> Result<bool, Error> {
-        faulted!(self.chaos, "extend ttl", self.inner.extend_ttl(key, ttl).await)
+        faulted!(
+            self.chaos,
+            "extend ttl",
+            self.inner.extend_ttl(key, ttl).await
+        )
     }
 
     async fn delete(&self, key: &str) -> Result<(), Error> {

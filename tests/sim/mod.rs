@@ -177,11 +177,8 @@ impl World {
     fn restart_workers(&mut self, now: Instant) {
         for i in 0..self.workers.len() {
             if self.workers[i].is_none() && self.down_until[i] <= now {
-                let worker = Worker::new(
-                    self.env.clone(),
-                    self.backends.clone(),
-                    self.config.clone(),
-                );
+                let worker =
+                    Worker::new(self.env.clone(), self.backends.clone(), self.config.clone());
                 let handle = tokio::spawn(Arc::new(worker).run(CancellationToken::new()));
                 self.workers[i] = Some(handle);
             }
@@ -232,11 +229,14 @@ impl World {
                     continue;
                 }
             }
-            let call =
-                self.client
-                    .resume_with_action(&run_id, Some(WAIT_NODE), Some(WAIT_ACTION.into()), None);
+            let call = self.client.resume_with_action(
+                &run_id,
+                Some(WAIT_NODE),
+                Some(WAIT_ACTION.into()),
+                None,
+            );
             // Under crashes the caller may die part-way through its call (and retry later).
-            let answer = if self.chaos.roll(Fault::CallerCrash) {
+            let answer = if self.chaos.roll_boosted(Fault::CallerCrash, 4) {
                 match tokio::time::timeout(self.chaos.millis(0, 12), call).await {
                     Ok(answer) => answer,
                     Err(_) => Err(Error::transport("simulated: the caller crashed")),
@@ -279,7 +279,12 @@ impl World {
         run_id: &str,
     ) -> Option<flowcraft_azure::distributed::state::RunState> {
         use flowcraft_azure::distributed::ports::RunStore;
-        self.memory.load(run_id).await.ok().flatten().map(|v| v.value)
+        self.memory
+            .load(run_id)
+            .await
+            .ok()
+            .flatten()
+            .map(|v| v.value)
     }
 
     /// True when every run is finished and the queue is empty.
@@ -314,7 +319,8 @@ impl World {
             if self.chaos.below(10) == 0 && self.chaos.roll(Fault::LeaseExpiry) {
                 let leased = self.queue.leased_ids();
                 if !leased.is_empty() {
-                    self.queue.expire_lease(&leased[self.chaos.below(leased.len())]);
+                    self.queue
+                        .expire_lease(&leased[self.chaos.below(leased.len())]);
                 }
             }
             if self.chaos.below(10) == 0 && self.chaos.roll(Fault::CoordinationRestart) {
@@ -424,6 +430,23 @@ fn fingerprint(runs: &[RunView], injected: &Injected, world: &World, settled: Du
     world.memory.commits().hash(&mut h);
     world.memory.conflicts().hash(&mut h);
     settled.hash(&mut h);
+    if std::env::var("SIM_DEBUG").is_ok() {
+        eprintln!(
+            "digest: calls {} injected {:?} sends {} commits {} conflicts {} settled {:?} revs {:?}",
+            injected.calls,
+            injected.by_class,
+            world.queue.sends(),
+            world.memory.commits(),
+            world.memory.conflicts(),
+            settled,
+            runs.iter()
+                .map(|r| r.state.book.revision)
+                .collect::<Vec<_>>()
+        );
+        for run in runs {
+            eprintln!("digest: {} {}", run.blueprint, run.expect.context);
+        }
+    }
     h.finish()
 }
 

@@ -48,7 +48,13 @@ impl Executions {
     }
 
     fn end(&self, key: &ExecutionKey, index: usize, ok: bool) {
-        if let Some(e) = self.0.lock().unwrap().get_mut(key).and_then(|l| l.get_mut(index)) {
+        if let Some(e) = self
+            .0
+            .lock()
+            .unwrap()
+            .get_mut(key)
+            .and_then(|l| l.get_mut(index))
+        {
             e.end = Some(Instant::now());
             e.ok = ok;
         }
@@ -87,7 +93,10 @@ fn run_probe(ctx: &NodeContext) -> Result<NodeResult, NodeError> {
         .and_then(Value::as_u64)
         .unwrap_or(1);
     if u64::from(ctx.attempt()) < succeed_on {
-        return Err(NodeError::new(format!("probe fails attempt {}", ctx.attempt())));
+        return Err(NodeError::new(format!(
+            "probe fails attempt {}",
+            ctx.attempt()
+        )));
     }
     Ok(NodeResult {
         output: ctx
@@ -225,15 +234,28 @@ fn subflow() -> Value {
 }
 
 fn fixture(name: &str) -> Value {
-    let path = format!("{}/fixtures/blueprints/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/fixtures/blueprints/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 /// The blueprints a schedule starts runs of (`inner` only runs as a subflow).
 pub const STARTABLE: [&str; 12] = [
-    "chain", "fan16", "any", "exclusive", "retry", "fallback", "sleep", "wait", "subflow",
-    "loop", "batch", "long",
+    "chain",
+    "fan16",
+    "any",
+    "exclusive",
+    "retry",
+    "fallback",
+    "sleep",
+    "wait",
+    "subflow",
+    "loop",
+    "batch",
+    "long",
 ];
 
 /// The environment every simulated worker and client shares: built-ins, the common test
