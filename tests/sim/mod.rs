@@ -25,7 +25,8 @@ use flowcraft_azure::distributed::reconcile::{Reconciler, ReconcilerConfig};
 use flowcraft_azure::distributed::worker::{Worker, WorkerConfig};
 use flowcraft_azure::flow::execute::Environment;
 use serde_json::Map;
-use std::collections::BTreeMap;
+use flowcraft_azure::distributed::ports::RunPhase;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,6 +115,10 @@ struct World {
     workers: Vec<Option<JoinHandle<()>>>,
     down_until: Vec<Instant>,
     resumes: BTreeMap<String, ResumeCalls>,
+    /// Runs whose `start_run` answered Ok (all their start jobs were sent).
+    started: BTreeSet<String>,
+    /// Runs found running with nothing queued (reported once each).
+    lost_work: BTreeSet<String>,
     violations: Vec<String>,
 }
 
@@ -169,6 +174,8 @@ impl World {
             workers: (0..workers).map(|_| None).collect(),
             down_until: vec![Instant::now(); workers],
             resumes: BTreeMap::new(),
+            started: BTreeSet::new(),
+            lost_work: BTreeSet::new(),
             violations: Vec::new(),
         }
     }
@@ -204,7 +211,10 @@ impl World {
     async fn start(&mut self, blueprint: &str) {
         for _ in 0..20 {
             match self.client.start_run(blueprint, Map::new()).await {
-                Ok(_) => return,
+                Ok(run_id) => {
+                    self.started.insert(run_id);
+                    return;
+                }
                 Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
             }
         }
@@ -346,6 +356,7 @@ impl World {
             }
             self.resume_waiting().await;
             if self.queue.is_empty() {
+                self.note_lost_work().await;
                 let _ = self.reconciler.run_once_before(i64::MAX).await;
             }
         }
@@ -354,6 +365,30 @@ impl World {
             SETTLE_LIMIT.as_secs()
         ));
         start.elapsed()
+    }
+
+    /// With nothing queued, a running run can only move again if the reconciler re-sends
+    /// its work: the core lost it. (Runs whose `start_run` failed are exempt: the caller
+    /// may have died between creating the run and sending its first jobs.)
+    async fn note_lost_work(&mut self) {
+        for run_id in self.started.clone() {
+            if self.lost_work.contains(&run_id) {
+                continue;
+            }
+            let Some(state) = self.memory_state(&run_id).await else {
+                continue;
+            };
+            if state.book.status == RunPhase::Running {
+                self.lost_work.insert(run_id.clone());
+                self.violations.push(format!(
+                    "run {} ({}) lost its work: running with nothing queued (outstanding {:?}); \
+                     only the reconciler can move it",
+                    &run_id[..8],
+                    state.blueprint_id().unwrap_or_default(),
+                    state.book.outstanding.keys().collect::<Vec<_>>()
+                ));
+            }
+        }
     }
 
     fn stop(&mut self) {
