@@ -41,7 +41,7 @@ const ENABLED: &[Fault] = &[
 const RATE: f64 = 0.08;
 
 /// Schedules per CI run.
-const DEFAULT_SCHEDULES: u64 = 500;
+const DEFAULT_SCHEDULES: u64 = 1000;
 
 fn env_u64(name: &str) -> Option<u64> {
     let text = std::env::var(name).ok()?;
