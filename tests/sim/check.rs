@@ -121,6 +121,8 @@ pub struct Evidence<'a> {
     pub memory: &'a MemoryRunStore,
     /// The real queue.
     pub queue: &'a MemoryQueue,
+    /// Messages delivered again while the previous delivery was still held.
+    pub lapsed: &'a [String],
     /// Probe executions.
     pub executions: BTreeMap<ExecutionKey, Vec<Execution>>,
     /// The reference outcome per blueprint (absent while computing the references).
@@ -205,6 +207,15 @@ pub async fn check(runs: &[RunView], ev: &Evidence<'_>) -> Vec<String> {
         bad.push(format!(
             "{} message(s) left in the queue after quiescence",
             ev.queue.len()
+        ));
+    }
+    // Every lapse the simulation injects (an expired lease, a crashed holder, a renewal
+    // or receive whose answer was lost) releases the holder's claim first; any other lapse
+    // happened under a live worker whose renewals should have kept the lease.
+    for id in ev.lapsed {
+        bad.push(format!(
+            "message {id} was delivered again while its worker still held it: the lease \
+             lapsed although only transient errors hit its renewals"
         ));
     }
     let at_least_once = ev.plan.faults.iter().any(|f| f.duplicates_executions());

@@ -287,17 +287,70 @@ fn quantize(delay: Duration) -> Duration {
     Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
 }
 
-/// The memory queue behind fault injection.
+/// Who holds which message, shared by every view of the queue: a message received again
+/// while its holder still held it had its lease lapse under a live worker.
+#[derive(Default)]
+pub struct Leases {
+    /// Message id -> the holder (a worker index).
+    held: Mutex<BTreeMap<String, usize>>,
+    /// Message ids received again while still held.
+    lapsed: Mutex<Vec<String>>,
+}
+
+impl Leases {
+    /// The holder settled (or tried to settle) `id`, or lost its lease for a reason the
+    /// simulation injected on purpose.
+    pub fn let_go(&self, id: &str) {
+        self.held.lock().unwrap().remove(id);
+    }
+
+    /// Worker `holder` crashed: its messages' leases lapse legitimately.
+    pub fn drop_holder(&self, holder: usize) {
+        self.held.lock().unwrap().retain(|_, h| *h != holder);
+    }
+
+    /// Messages delivered again while still held.
+    pub fn lapsed(&self) -> Vec<String> {
+        self.lapsed.lock().unwrap().clone()
+    }
+
+    fn take(&self, id: &str, holder: usize) {
+        if let Some(old) = self.held.lock().unwrap().insert(id.to_string(), holder) {
+            if std::env::var("SIM_DEBUG").is_ok() {
+                eprintln!(
+                    "lapse: {id} held by {old}, received by {holder} at {:?}",
+                    tokio::time::Instant::now()
+                );
+            }
+            self.lapsed.lock().unwrap().push(id.to_string());
+        }
+    }
+}
+
+/// The memory queue behind fault injection, as seen by one caller (a worker, or the
+/// client side).
 pub struct FaultyQueue {
     /// The real queue (inspected by the checker, untouched by faults).
     pub inner: Arc<MemoryQueue>,
     chaos: Arc<Chaos>,
+    leases: Arc<Leases>,
+    holder: usize,
 }
 
 impl FaultyQueue {
-    /// Wraps `inner`.
-    pub fn new(inner: Arc<MemoryQueue>, chaos: Arc<Chaos>) -> Self {
-        FaultyQueue { inner, chaos }
+    /// Wraps `inner` for caller `holder`, recording leases in `leases`.
+    pub fn new(
+        inner: Arc<MemoryQueue>,
+        chaos: Arc<Chaos>,
+        leases: Arc<Leases>,
+        holder: usize,
+    ) -> Self {
+        FaultyQueue {
+            inner,
+            chaos,
+            leases,
+            holder,
+        }
     }
 
     async fn send_once(&self, text: &str, delay: Duration) -> Result<(), Error> {
@@ -330,11 +383,19 @@ impl JobQueue for FaultyQueue {
     }
 
     async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<QueueMessage>, Error> {
-        let mut batch = faulted!(
-            self.chaos,
-            "receive messages",
-            self.inner.receive(max, visibility).await
-        )?;
+        self.chaos.latency().await;
+        let mut batch = match self.chaos.call() {
+            CallFault::Before => return Err(lost("receive messages", false)),
+            // Received and leased, but the caller never sees them: their leases lapse.
+            CallFault::After => {
+                let _ = self.inner.receive(max, visibility).await;
+                return Err(lost("receive messages", true));
+            }
+            CallFault::None => self.inner.receive(max, visibility).await?,
+        };
+        for m in &batch {
+            self.leases.take(&m.id, self.holder);
+        }
         if batch.len() > 1 && self.chaos.roll(Fault::Reorder) {
             for i in (1..batch.len()).rev() {
                 batch.swap(i, self.chaos.below(i + 1));
@@ -346,20 +407,29 @@ impl JobQueue for FaultyQueue {
     async fn renew(&self, id: &str, receipt: &str, visibility: Duration) -> Result<String, Error> {
         if self.chaos.roll(Fault::LeaseExpiry) {
             self.inner.expire_lease(id);
+            self.leases.let_go(id);
             return Err(Error::PreconditionFailed(Box::new(
                 flowcraft_azure::ErrorInfo::new(format!(
                     "simulated: the lease of message {id} lapsed (stale receipt)"
                 )),
             )));
         }
-        faulted!(
-            self.chaos,
-            "renew lease",
-            self.inner.renew(id, receipt, visibility).await
-        )
+        self.chaos.latency().await;
+        match self.chaos.call() {
+            CallFault::Before => Err(lost("renew lease", false)),
+            // Renewed, but the new receipt is lost with the answer: the holder cannot keep
+            // this lease any more, through no fault of its own.
+            CallFault::After => {
+                let _ = self.inner.renew(id, receipt, visibility).await;
+                self.leases.let_go(id);
+                Err(lost("renew lease", true))
+            }
+            CallFault::None => self.inner.renew(id, receipt, visibility).await,
+        }
     }
 
     async fn complete(&self, id: &str, receipt: &str) -> Result<(), Error> {
+        self.leases.let_go(id);
         faulted!(
             self.chaos,
             "delete message",
@@ -368,6 +438,7 @@ impl JobQueue for FaultyQueue {
     }
 
     async fn release(&self, id: &str, receipt: &str, delay: Duration) -> Result<(), Error> {
+        self.leases.let_go(id);
         faulted!(
             self.chaos,
             "release message",
@@ -376,6 +447,7 @@ impl JobQueue for FaultyQueue {
     }
 
     async fn move_to_poison(&self, message: &QueueMessage, reason: &str) -> Result<(), Error> {
+        self.leases.let_go(&message.id);
         faulted!(
             self.chaos,
             "poison message",

@@ -16,7 +16,9 @@ pub mod faults;
 pub mod workload;
 
 use check::{Evidence, Expect, RunView};
-use faults::{Chaos, Fault, FaultPlan, FaultyCoordination, FaultyQueue, FaultyRunStore, Injected};
+use faults::{
+    Chaos, Fault, FaultPlan, FaultyCoordination, FaultyQueue, FaultyRunStore, Injected, Leases,
+};
 use flowcraft_azure::Error;
 use flowcraft_azure::distributed::client::Client;
 use flowcraft_azure::distributed::core::Backends;
@@ -104,6 +106,7 @@ struct ResumeCalls {
 struct World {
     chaos: Arc<Chaos>,
     queue: Arc<MemoryQueue>,
+    leases: Arc<Leases>,
     store: Arc<FaultyRunStore>,
     memory: Arc<MemoryRunStore>,
     coordination: Arc<MemoryCoordinationStore>,
@@ -129,8 +132,14 @@ impl World {
         let memory = Arc::new(MemoryRunStore::new());
         let coordination = Arc::new(MemoryCoordinationStore::new());
         let store = Arc::new(FaultyRunStore::new(memory.clone(), chaos.clone()));
+        let leases = Arc::new(Leases::default());
         let backends = Backends::new(
-            Arc::new(FaultyQueue::new(queue.clone(), chaos.clone())),
+            Arc::new(FaultyQueue::new(
+                queue.clone(),
+                chaos.clone(),
+                leases.clone(),
+                usize::MAX,
+            )),
             store.clone(),
             Arc::new(FaultyCoordination::new(coordination.clone(), chaos.clone())),
         );
@@ -163,6 +172,7 @@ impl World {
         World {
             chaos,
             queue,
+            leases,
             store,
             memory,
             coordination,
@@ -184,8 +194,16 @@ impl World {
     fn restart_workers(&mut self, now: Instant) {
         for i in 0..self.workers.len() {
             if self.workers[i].is_none() && self.down_until[i] <= now {
-                let worker =
-                    Worker::new(self.env.clone(), self.backends.clone(), self.config.clone());
+                // Each worker sees the queue through its own view, so a crash releases
+                // exactly its leases.
+                let mut backends = self.backends.clone();
+                backends.queue = Arc::new(FaultyQueue::new(
+                    self.queue.clone(),
+                    self.chaos.clone(),
+                    self.leases.clone(),
+                    i,
+                ));
+                let worker = Worker::new(self.env.clone(), backends, self.config.clone());
                 let handle = tokio::spawn(Arc::new(worker).run(CancellationToken::new()));
                 self.workers[i] = Some(handle);
             }
@@ -203,6 +221,10 @@ impl World {
         let i = live[self.chaos.below(live.len())];
         if let Some(handle) = self.workers[i].take() {
             handle.abort();
+        }
+        self.leases.drop_holder(i);
+        if std::env::var("SIM_DEBUG").is_ok() {
+            eprintln!("crash: worker {i} at {now:?}");
         }
         self.down_until[i] = now + self.chaos.millis(200, 3_000);
     }
@@ -329,8 +351,9 @@ impl World {
             if self.chaos.below(10) == 0 && self.chaos.roll(Fault::LeaseExpiry) {
                 let leased = self.queue.leased_ids();
                 if !leased.is_empty() {
-                    self.queue
-                        .expire_lease(&leased[self.chaos.below(leased.len())]);
+                    let id = &leased[self.chaos.below(leased.len())];
+                    self.queue.expire_lease(id);
+                    self.leases.let_go(id);
                 }
             }
             if self.chaos.below(10) == 0 && self.chaos.roll(Fault::CoordinationRestart) {
@@ -348,6 +371,7 @@ impl World {
     async fn settle(&mut self) -> Duration {
         self.chaos.calm();
         let start = Instant::now();
+        // Every crashed worker comes back now, whatever its restart delay was.
         self.restart_workers(Instant::now() + SETTLE_LIMIT);
         while start.elapsed() < SETTLE_LIMIT {
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -429,7 +453,9 @@ pub fn simulate(
             .get::<Executions>()
             .map(|e| e.snapshot())
             .unwrap_or_default();
+        let lapsed = world.leases.lapsed();
         let evidence = Evidence {
+            lapsed: &lapsed,
             plan,
             store: &world.store,
             memory: &world.memory,
