@@ -151,7 +151,7 @@ impl World {
             ReconcilerConfig {
                 stalled_after: Duration::ZERO,
                 cooldown: Duration::from_secs(1),
-                page_size: 100,
+                ..ReconcilerConfig::default()
             },
         );
         let config = WorkerConfig {
@@ -166,8 +166,8 @@ impl World {
             max_dequeue: 8,
             defer_delay: Duration::from_secs(5),
             error_delay: Duration::from_secs(1),
-            status_heartbeat: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(1),
+            ..WorkerConfig::default()
         };
         World {
             chaos,
