@@ -1,5 +1,18 @@
 //! The invariant checker: what a run must look like after quiescence, compared with the
-//! same blueprint run without faults (the reference).
+//! same blueprint run without faults (the reference):
+//! - every run is finished (waiting runs were resumed by the driver);
+//! - it ended with the reference's status and (normalised) context: no output lost;
+//! - each activation's commit record was added exactly once, and each node committed as
+//!   many activations as in the reference (a join fires once per arming);
+//! - the status item agrees with the run document;
+//! - the queue is empty and the poison queue holds nothing;
+//! - no lease lapsed under a live worker except where a fault made it lapse;
+//! - unless the plan re-runs work legitimately, no attempt ran again after it had failed
+//!   (a second retry chain).
+//!
+//! The driver adds its own: a retried resume is answered as the first call was, a resume
+//! is not refused while the node waits, and a started run never sits `running` with
+//! nothing queued (only the reconciler could move it).
 
 use crate::sim::faults::{FaultPlan, FaultyRunStore};
 use crate::sim::workload::{Execution, ExecutionKey};
