@@ -20,21 +20,20 @@ mod sim;
 use sim::faults::{Fault, FaultPlan};
 use sim::{Workload, references, simulate};
 
-/// The fault classes CI runs with. Each class left out finds a known bug of today's core
-/// (seeds at 8 %); switch it on once the fix lands:
-/// - `CallerCrash` (seed 82): a resume whose caller died after its commit is refused on
-///   retry ("node 'review' is not awaiting") and its successors are never sent;
+/// The fault classes CI runs with: all of them. Before the core's fixes, these classes found
+/// (seeds at 8 %, reproducible on the commit before the fixes):
+/// - `CallerCrash` (seed 82): a resume whose caller died after its commit was refused on
+///   retry and its successors were never sent (invariant 2, idempotent redelivery);
 /// - `ErrorBefore` (seeds 95, 43, 157, 46): a failed send after a wake-up's or a resume's
-///   commit strands the run (status `awaiting`, document `running`, work lost); a resume
-///   retried after an error is refused; a fan-out whose successor sends keep failing is
-///   poisoned and its run failed; a lease renewal that fails once is never retried;
+///   commit stranded the run (invariant 4, completion); a retried resume was refused; a
+///   fan-out whose sends kept failing was poisoned and its run failed (transient errors must
+///   never fail a run); a lease renewal that failed once was never retried (invariant 5);
 /// - `ErrorAfter` (seeds 18, 87, 91): the same with answers lost after the effect;
-/// - `StaleReads` (seeds 2, 92, 104): a job that a lagging read does not know yet is
-///   deleted ("the run does not exist", "stale job", "already resumed") and only the
-///   reconciler recovers it, a sleeping run whose wake-up was deleted stays `awaiting` for
-///   good (the reconciler never lists awaiting runs), a resume is refused on a stale read;
-/// - `EagerReconciler` (seed 7): work waiting out its `retryDelay` is re-sent as attempt 1,
-///   a second retry chain.
+/// - `StaleReads` (seeds 2, 92, 104): a job a lagging read did not know yet was deleted, a
+///   sleeping run whose wake-up was deleted stayed `awaiting` for good, a resume was refused
+///   on a stale read (invariant 2 and 6);
+/// - `EagerReconciler` (seed 7): work waiting out its `retryDelay` was re-sent as attempt 1,
+///   a second retry chain (invariant 3, activation-driven scheduling).
 const ENABLED: &[Fault] = &[
     Fault::Reorder,
     Fault::DelayedVisibility,
@@ -42,11 +41,11 @@ const ENABLED: &[Fault] = &[
     Fault::Crash,
     Fault::Duplicate,
     Fault::LeaseExpiry,
-    // Fault::CallerCrash,
-    // Fault::ErrorBefore,
-    // Fault::ErrorAfter,
-    // Fault::StaleReads,
-    // Fault::EagerReconciler,
+    Fault::CallerCrash,
+    Fault::ErrorBefore,
+    Fault::ErrorAfter,
+    Fault::StaleReads,
+    Fault::EagerReconciler,
 ];
 
 /// Fault probability per port call (and per chaos tick for crashes, lease expiries and
@@ -54,7 +53,7 @@ const ENABLED: &[Fault] = &[
 const RATE: f64 = 0.08;
 
 /// Schedules per CI run.
-const DEFAULT_SCHEDULES: u64 = 1000;
+const DEFAULT_SCHEDULES: u64 = 800;
 
 fn env_u64(name: &str) -> Option<u64> {
     let text = std::env::var(name).ok()?;
