@@ -11,6 +11,8 @@ pub mod bench;
 pub mod demo;
 pub mod inspect;
 pub mod logging;
+pub mod manage;
+pub mod ops;
 pub mod run;
 pub mod run_distributed;
 pub mod submit;
@@ -43,6 +45,16 @@ pub enum Command {
     Submit(submit::Args),
     /// Measure requests, memory and latency of a workload (worker processes on Azure, or --memory).
     Bench(bench::Args),
+    /// Show one run: status, nodes done and pending, awaiting nodes, errors (--watch follows it).
+    Status(manage::StatusArgs),
+    /// List runs as a table (filter by status and age).
+    Runs(manage::RunsArgs),
+    /// Resume an awaiting node of a run with an action (and output).
+    Resume(manage::ResumeArgs),
+    /// Cancel a run.
+    Cancel(manage::CancelArgs),
+    /// Re-enqueue the recorded outstanding work of stalled runs.
+    Reconcile(manage::ReconcileArgs),
 }
 
 /// Exit code for success.
@@ -89,6 +101,11 @@ pub fn main() -> ExitCode {
         Command::Worker(args) => worker::execute(args),
         Command::Submit(args) => submit::execute(args),
         Command::Bench(args) => bench::execute(args),
+        Command::Status(args) => manage::execute_status(args),
+        Command::Runs(args) => manage::execute_runs(args),
+        Command::Resume(args) => manage::execute_resume(args),
+        Command::Cancel(args) => manage::execute_cancel(args),
+        Command::Reconcile(args) => manage::execute_reconcile(args),
     };
     ExitCode::from(code)
 }
