@@ -9,14 +9,17 @@ use std::process::ExitCode;
 pub mod azure;
 pub mod bench;
 pub mod demo;
+pub mod http_api;
 pub mod inspect;
 pub mod logging;
 pub mod manage;
 pub mod ops;
 pub mod run;
 pub mod run_distributed;
+pub mod serve;
 pub mod submit;
 pub mod validate;
+pub mod web_page;
 pub mod worker;
 
 /// Run Flowcraft workflow blueprints in-process or on Azure.
@@ -55,6 +58,8 @@ pub enum Command {
     Cancel(manage::CancelArgs),
     /// Re-enqueue the recorded outstanding work of stalled runs.
     Reconcile(manage::ReconcileArgs),
+    /// Serve the HTTP management API and the run view (GET /).
+    Serve(serve::Args),
 }
 
 /// Exit code for success.
@@ -106,6 +111,7 @@ pub fn main() -> ExitCode {
         Command::Resume(args) => manage::execute_resume(args),
         Command::Cancel(args) => manage::execute_cancel(args),
         Command::Reconcile(args) => manage::execute_reconcile(args),
+        Command::Serve(args) => serve::execute(args),
     };
     ExitCode::from(code)
 }
