@@ -405,6 +405,21 @@ fn depths(blueprint: &Blueprint) -> BTreeMap<&str, usize> {
     depth
 }
 
+/// What an awaiting node waits for, in words.
+pub fn waits_for_text(awaiting: &AwaitingReport) -> String {
+    let what = match awaiting.waits_for.as_str() {
+        Some("external_event") => "a resume (external event)".to_string(),
+        Some("timer") => "a timer".to_string(),
+        Some("user_pause") => "an operator's resume (paused)".to_string(),
+        Some(other) => other.to_string(),
+        None => "an event".to_string(),
+    };
+    match &awaiting.wake_up_at {
+        Some(at) => format!("{what} until {at}"),
+        None => what,
+    }
+}
+
 /// The report as text for a terminal.
 pub fn report_text(report: &RunReport) -> String {
     use std::fmt::Write;
@@ -443,12 +458,7 @@ pub fn report_text(report: &RunReport) -> String {
         );
     }
     for a in &report.awaiting {
-        let waits = a.waits_for.as_str().unwrap_or("an event");
-        let _ = write!(out, "awaiting   {} waits for {waits}", a.node);
-        if let Some(at) = &a.wake_up_at {
-            let _ = write!(out, " until {at}");
-        }
-        out.push('\n');
+        let _ = writeln!(out, "awaiting   {} waits for {}", a.node, waits_for_text(a));
     }
     for e in &report.errors {
         let _ = writeln!(

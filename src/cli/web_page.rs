@@ -159,7 +159,7 @@ pub fn run_view(report: &RunReport) -> String {
                  <input name=\"output\" placeholder=\"output JSON (optional)\">\
                  <input name=\"token\" type=\"password\" placeholder=\"API token (if set)\">\
                  <button type=\"submit\">Resume</button></form>",
-                waits = escape(a.waits_for.as_str().unwrap_or("an event")),
+                waits = escape(&super::ops::waits_for_text(a)),
             );
         }
         let _ = write!(
@@ -214,7 +214,7 @@ fn graph(report: &RunReport) -> String {
             pos.insert(report.nodes[i].id.as_str(), (x, y));
         }
     }
-    let height = MARGIN * 2 + rows.len().max(1) * (BOX_H + GAP_Y);
+    let height = MARGIN * 2 + rows.len().max(1) * (BOX_H + GAP_Y) - GAP_Y;
     let mut svg = format!(
         "<svg id=\"graph\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
          viewBox=\"0 0 {width} {height}\"><defs><marker id=\"arrow\" markerWidth=\"10\" markerHeight=\"8\" \
