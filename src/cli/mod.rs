@@ -14,6 +14,7 @@ pub mod inspect;
 pub mod logging;
 pub mod manage;
 pub mod ops;
+pub mod queue;
 pub mod run;
 pub mod run_distributed;
 pub mod serve;
@@ -58,6 +59,10 @@ pub enum Command {
     Cancel(manage::CancelArgs),
     /// Re-enqueue the recorded outstanding work of stalled runs.
     Reconcile(manage::ReconcileArgs),
+    /// Look at the job queue: message counts, the next jobs.
+    Queue(queue::QueueArgs),
+    /// Care for poisoned jobs: list, requeue, purge.
+    Poison(queue::PoisonArgs),
     /// Serve the HTTP management API and the run view (GET /).
     Serve(serve::Args),
 }
@@ -112,6 +117,8 @@ pub fn main() -> ExitCode {
         Command::Cancel(args) => manage::execute_cancel(args),
         Command::Reconcile(args) => manage::execute_reconcile(args),
         Command::Serve(args) => serve::execute(args),
+        Command::Queue(args) => queue::execute_queue(args),
+        Command::Poison(args) => queue::execute_poison(args),
     };
     ExitCode::from(code)
 }
