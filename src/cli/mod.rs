@@ -18,6 +18,7 @@ pub mod queue;
 pub mod run;
 pub mod run_distributed;
 pub mod serve;
+pub mod setup;
 pub mod submit;
 pub mod validate;
 pub mod web_page;
@@ -49,6 +50,8 @@ pub enum Command {
     Submit(submit::Args),
     /// Measure requests, memory and latency of a workload (worker processes on Azure, or --memory).
     Bench(bench::Args),
+    /// Create the queues, database and containers (safe to run twice); --check verifies them.
+    Setup(setup::Args),
     /// Show one run: status, nodes done and pending, awaiting nodes, errors (--watch follows it).
     Status(manage::StatusArgs),
     /// List runs as a table (filter by status and age).
@@ -111,6 +114,7 @@ pub fn main() -> ExitCode {
         Command::Worker(args) => worker::execute(args),
         Command::Submit(args) => submit::execute(args),
         Command::Bench(args) => bench::execute(args),
+        Command::Setup(args) => setup::execute(args),
         Command::Status(args) => manage::execute_status(args),
         Command::Runs(args) => manage::execute_runs(args),
         Command::Resume(args) => manage::execute_resume(args),
