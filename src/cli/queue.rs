@@ -303,7 +303,8 @@ async fn requeue_matching(backends: &AzureBackends, id: Option<&str>) -> Result<
             break;
         }
         for m in messages {
-            if id.is_some_and(|id| id != m.id) {
+            let done_with_the_one = id.is_some() && requeued > 0;
+            if done_with_the_one || id.is_some_and(|id| id != m.id) {
                 held.push(m);
                 continue;
             }
@@ -326,9 +327,6 @@ async fn requeue_matching(backends: &AzureBackends, id: Option<&str>) -> Result<
             poison.delete_message(&m.id, &m.pop_receipt).await?;
             println!("requeued {} ({})", m.id, job_summary(&job_json(&text)));
             requeued += 1;
-            if id.is_some() {
-                break;
-            }
         }
         if id.is_some() && requeued > 0 {
             break;
