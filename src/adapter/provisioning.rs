@@ -202,10 +202,10 @@ impl Provisioner {
             let mut request = HttpRequest::new("POST", format!("{}/colls", self.db_url()));
             request.set_header("Content-Type", "application/json");
             match offer {
-                Offer::Manual(ru) => request.set_header("x-ms-offer-throughput", &ru.to_string()),
+                Offer::Manual(ru) => request.set_header("x-ms-offer-throughput", ru.to_string()),
                 Offer::Autoscale(max) => request.set_header(
                     "x-ms-cosmos-offer-autopilot-settings",
-                    &json!({"maxThroughput": max}).to_string(),
+                    json!({"maxThroughput": max}).to_string(),
                 ),
             }
             request.body = json!({

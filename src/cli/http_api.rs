@@ -168,7 +168,7 @@ impl Api {
         let query = req.uri().query().map(str::to_string);
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         let is_post = method == Method::POST;
-        if is_post && let Err(denied) = self.authorize(&req) {
+        if is_post && let Some(denied) = self.denial(&req) {
             return denied;
         }
         let body = if is_post {
@@ -206,7 +206,8 @@ impl Api {
         }
     }
 
-    fn authorize<B>(&self, req: &Request<B>) -> Result<(), Reply> {
+    /// The refusal of a `POST`, or `None` when it may go ahead.
+    fn denial<B>(&self, req: &Request<B>) -> Option<Reply> {
         match &self.token {
             Some(token) => {
                 let given = req
@@ -216,16 +217,16 @@ impl Api {
                     .and_then(|v| v.strip_prefix("Bearer "))
                     .unwrap_or("");
                 if same_secret(given.trim().as_bytes(), token.as_bytes()) {
-                    Ok(())
+                    None
                 } else {
-                    Err(error_reply(
+                    Some(error_reply(
                         StatusCode::UNAUTHORIZED,
                         "missing or wrong bearer token (Authorization: Bearer <FLOWCRAFT_API_TOKEN>)",
                     ))
                 }
             }
-            None if self.loopback => Ok(()),
-            None => Err(error_reply(
+            None if self.loopback => None,
+            None => Some(error_reply(
                 StatusCode::FORBIDDEN,
                 "this server listens beyond loopback and has no FLOWCRAFT_API_TOKEN; \
                  set one to allow POST requests",

@@ -26,8 +26,19 @@ pub mod worker;
 
 /// Run Flowcraft workflow blueprints in-process or on Azure.
 #[derive(Debug, Parser)]
-#[command(name = "flowcraft-azure", version, about)]
+#[command(
+    name = "flowcraft-azure",
+    version,
+    about,
+    after_help = "Exit codes: 0 success (a run completed or is awaiting), 1 failure (a run \
+                  failed, or Azure refused or is unreachable), 2 bad input (arguments, files, \
+                  unknown run). Logs go to stderr; RUST_LOG=debug shows more.\n\
+                  Start here:\n  flowcraft-azure demo\n  flowcraft-azure serve --memory"
+)]
 pub struct Cli {
+    /// More log detail on stderr (-v info, -vv debug, -vvv trace); RUST_LOG wins when set.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
     /// The subcommand.
     #[command(subcommand)]
     pub command: Command,
@@ -106,6 +117,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    logging::set_verbosity(cli.verbose);
     let code = match cli.command {
         Command::Demo(args) => demo::execute(args),
         Command::Validate(args) => validate::execute(args),

@@ -330,7 +330,7 @@ pub fn build_report(
         .iter()
         .map(|(node, record)| AwaitingReport {
             node: node.clone(),
-            waits_for: serde_json::to_value(&record.details.reason).unwrap_or(Value::Null),
+            waits_for: serde_json::to_value(record.details.reason).unwrap_or(Value::Null),
             wake_up_at: record
                 .details
                 .wake_up_at
