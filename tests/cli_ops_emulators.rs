@@ -180,7 +180,41 @@ fn runs_are_managed_from_submit_to_resume_and_cancel() {
     assert_eq!(report["status"], "running");
     assert_eq!(report["nodesPending"], 1);
 
+    // `status --watch` follows the run until it stops running (here: it awaits review).
+    let mut watch = cli
+        .command(&["status", &run_id, "--watch", "--blueprints", BLUEPRINTS])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start status --watch");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(watch.stdout.take().unwrap()));
+    let mut watched_text = String::new();
+    // The first report (running) is out before any worker starts.
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        watched_text.push_str(&line);
+        watched_text.push('\n');
+        if line.starts_with("awaiting") || line.starts_with("  not-reached  notify") {
+            break;
+        }
+    }
     let _worker = cli.worker();
+    for line in lines {
+        watched_text.push_str(&line.unwrap());
+        watched_text.push('\n');
+    }
+    let status = watch.wait().expect("status --watch exits");
+    assert_eq!(status.code(), Some(0), "{watched_text}");
+    assert!(watched_text.starts_with("run "), "{watched_text}");
+    assert!(
+        watched_text.contains("status     running"),
+        "{watched_text}"
+    );
+    assert!(watched_text.contains("\n---\n"), "{watched_text}");
+    assert!(
+        watched_text.contains("status     awaiting"),
+        "{watched_text}"
+    );
     let report = cli.settled(&run_id);
     assert_eq!(report["status"], "awaiting", "{report}");
     assert_eq!(report["awaiting"][0]["node"], "review");
@@ -422,4 +456,87 @@ fn every_command_documents_exit_codes_and_an_example() {
             "{sub:?}: {help}"
         );
     }
+}
+
+#[test]
+fn serve_on_azure_starts_lists_and_resumes_runs_run_by_a_worker() {
+    if !support::emulators_enabled("serve_on_azure") {
+        return;
+    }
+    let cli = Cli::new("opsserve");
+    cli.expect(0, &["setup"]);
+    let _worker = cli.worker();
+    let mut server = cli
+        .command(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--blueprints",
+            BLUEPRINTS,
+        ])
+        .env_remove("FLOWCRAFT_API_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start serve");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let _server = KillOnDrop(server);
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let http = reqwest::Client::new();
+        let post = |path: String, body: &'static str| {
+            let http = http.clone();
+            let url = format!("{base}{path}");
+            async move {
+                let resp = http.post(url).body(body).send().await.unwrap();
+                let status = resp.status().as_u16();
+                let value: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+                (status, value)
+            }
+        };
+        let get = |path: String| {
+            let http = http.clone();
+            let url = format!("{base}{path}");
+            async move {
+                let text = http.get(url).send().await.unwrap().text().await.unwrap();
+                serde_json::from_str::<Value>(&text).unwrap()
+            }
+        };
+        let (status, started) = post("/runs".into(), r#"{"blueprintId":"human-approval"}"#).await;
+        assert_eq!(status, 201, "{started}");
+        let run_id = started["runId"].as_str().unwrap().to_string();
+        let mut report = Value::Null;
+        for _ in 0..300 {
+            report = get(format!("/runs/{run_id}")).await;
+            if report["status"] == "awaiting" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(report["status"], "awaiting", "{report}");
+        let listed = get("/runs?status=awaiting".into()).await;
+        assert!(listed.to_string().contains(&run_id), "{listed}");
+        let (status, answer) =
+            post(format!("/runs/{run_id}/resume"), r#"{"action":"reject"}"#).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["ready"], serde_json::json!(["rejected"]));
+        for _ in 0..300 {
+            report = get(format!("/runs/{run_id}")).await;
+            if report["status"] == "completed" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(report["status"], "completed", "{report}");
+    });
 }
