@@ -102,9 +102,9 @@ pub struct RunReport {
     /// Last change or heartbeat of the status item (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_updated: Option<String>,
-    /// Seconds from the first recorded event to the last update, when known.
+    /// Seconds since that last update, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub elapsed_secs: Option<i64>,
+    pub updated_secs_ago: Option<i64>,
 }
 
 /// One row of `runs`.
@@ -349,11 +349,6 @@ pub fn build_report(
     let last_updated = status
         .map(|s| s.last_updated)
         .or((state.book.status_touched_at > 0).then_some(state.book.status_touched_at));
-    let first_error = errors
-        .iter()
-        .filter_map(|e| chrono::DateTime::parse_from_rfc3339(&e.timestamp).ok())
-        .map(|t| t.timestamp())
-        .min();
     RunReport {
         run_id: state.run_id.clone(),
         blueprint_id: state.blueprint_id().map(str::to_string),
@@ -366,9 +361,7 @@ pub fn build_report(
         awaiting,
         errors,
         last_updated: last_updated.map(epoch_to_rfc3339),
-        elapsed_secs: first_error
-            .zip(last_updated)
-            .map(|(first, last)| (last - first).max(0)),
+        updated_secs_ago: last_updated.map(|t| (chrono::Utc::now().timestamp() - t).max(0)),
     }
 }
 
@@ -443,7 +436,11 @@ pub fn report_text(report: &RunReport) -> String {
         report.nodes.len()
     );
     if let Some(t) = &report.last_updated {
-        let _ = writeln!(out, "updated    {t}");
+        let ago = report
+            .updated_secs_ago
+            .map(|s| format!(" ({s} s ago)"))
+            .unwrap_or_default();
+        let _ = writeln!(out, "updated    {t}{ago}");
     }
     for node in &report.nodes {
         let _ = writeln!(

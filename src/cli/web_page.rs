@@ -269,6 +269,72 @@ fn graph(report: &RunReport) -> String {
 mod tests {
     use super::*;
 
+    use crate::cli::ops::{AwaitingReport, ErrorReport, NodeReport};
+    use serde_json::json;
+
+    fn node(id: &str, state: &'static str, depth: usize) -> NodeReport {
+        NodeReport {
+            id: id.into(),
+            uses: Some("echo".into()),
+            state,
+            depth,
+        }
+    }
+
+    #[test]
+    fn every_state_gets_its_colour_and_awaiting_nodes_a_form() {
+        let report = RunReport {
+            run_id: "r<1>".into(),
+            blueprint_id: Some("bp".into()),
+            status: "failed",
+            reason: Some("node 'c' failed".into()),
+            nodes_done: 1,
+            nodes_pending: 1,
+            nodes: vec![
+                node("a", "done", 0),
+                node("b", "running", 1),
+                node("c", "failed", 1),
+                node("d", "awaiting", 1),
+                node("e", "not-reached", 2),
+            ],
+            edges: vec![("a".into(), "b".into(), "ok".into())],
+            awaiting: vec![AwaitingReport {
+                node: "d".into(),
+                waits_for: json!("external_event"),
+                wake_up_at: None,
+            }],
+            errors: vec![ErrorReport {
+                node_id: "c".into(),
+                message: "boom <script>".into(),
+                timestamp: "2026-01-01T00:00:00Z".into(),
+            }],
+            last_updated: None,
+            updated_secs_ago: None,
+        };
+        let html = run_view(&report);
+        for (id, state) in [
+            ("a", "done"),
+            ("b", "running"),
+            ("c", "failed"),
+            ("d", "awaiting"),
+            ("e", "not-reached"),
+        ] {
+            let g =
+                format!("<g class=\"graph-node\" data-node=\"{id}\" data-state=\"{state}\"><rect");
+            assert!(html.contains(&g), "{id}: {html}");
+            assert!(html.contains(&format!("fill=\"{}\"/>", state_colour(state))));
+        }
+        assert!(html.contains("<form class=\"resume\" data-node=\"d\""));
+        assert!(html.contains("boom &lt;script&gt;"), "errors are escaped");
+        assert!(html.contains("r&lt;1&gt;"), "the run id is escaped");
+        assert!(
+            !html.contains("<script>setTimeout"),
+            "a finished run does not reload"
+        );
+        assert_eq!(html.matches("<line ").count(), 1);
+        assert!(html.contains(">ok</text>"), "edge labels are drawn");
+    }
+
     #[test]
     fn escape_neutralises_markup() {
         assert_eq!(
