@@ -55,7 +55,7 @@ const BUCKET_CACHE_BYTES: usize = 64 * 1024 * 1024;
 const LAYOUT_CACHE_RUNS: usize = 256;
 
 /// The indexing policy of the status container: only what the stalled-run query filters on.
-fn status_indexing_policy() -> Value {
+pub(crate) fn status_indexing_policy() -> Value {
     json!({
         "indexingMode": "consistent",
         "automatic": true,
@@ -66,7 +66,7 @@ fn status_indexing_policy() -> Value {
 
 /// The indexing policy of the context container: nothing (items are read by id; `id` and the
 /// partition key need no index).
-fn context_indexing_policy() -> Value {
+pub(crate) fn context_indexing_policy() -> Value {
     json!({
         "indexingMode": "consistent",
         "automatic": true,

@@ -7,7 +7,8 @@
 //!   [`cosmos_spill`] laying out run states larger than one Cosmos item;
 //! - [`redis_store`]: [`RedisCoordinationStore`] (coordination, leader lease, wake-ups);
 //! - [`reconciler`]: the periodic stalled-run reconciler under the leader lease;
-//! - [`settings`]: [`Settings`] from the environment.
+//! - [`settings`]: [`Settings`] from the environment;
+//! - [`provisioning`]: reading and adjusting the container definitions for `setup`.
 //!
 //! [`connect`] builds all backends from [`Settings`] over one HTTP [`Transport`] (so a
 //! `--trace` recorder can wrap it), and [`AzureBackends::ensure_resources`] creates the
@@ -38,6 +39,7 @@
 
 pub mod cosmos_context;
 pub mod cosmos_spill;
+pub mod provisioning;
 pub mod queue_adapter;
 pub mod reconciler;
 pub mod redis_store;

@@ -9,18 +9,36 @@ use std::process::ExitCode;
 pub mod azure;
 pub mod bench;
 pub mod demo;
+pub mod http_api;
 pub mod inspect;
 pub mod logging;
+pub mod manage;
+pub mod ops;
+pub mod queue;
 pub mod run;
 pub mod run_distributed;
+pub mod serve;
+pub mod setup;
 pub mod submit;
 pub mod validate;
+pub mod web_page;
 pub mod worker;
 
 /// Run Flowcraft workflow blueprints in-process or on Azure.
 #[derive(Debug, Parser)]
-#[command(name = "flowcraft-azure", version, about)]
+#[command(
+    name = "flowcraft-azure",
+    version,
+    about,
+    after_help = "Exit codes: 0 success (a run completed or is awaiting), 1 failure (a run \
+                  failed, or Azure refused or is unreachable), 2 bad input (arguments, files, \
+                  unknown run). Logs go to stderr; RUST_LOG=debug shows more.\n\
+                  Start here:\n  flowcraft-azure demo\n  flowcraft-azure serve --memory"
+)]
 pub struct Cli {
+    /// More log detail on stderr (-v info, -vv debug, -vvv trace); RUST_LOG wins when set.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
     /// The subcommand.
     #[command(subcommand)]
     pub command: Command,
@@ -43,6 +61,24 @@ pub enum Command {
     Submit(submit::Args),
     /// Measure requests, memory and latency of a workload (worker processes on Azure, or --memory).
     Bench(bench::Args),
+    /// Create the queues, database and containers (safe to run twice); --check verifies them.
+    Setup(setup::Args),
+    /// Show one run: status, nodes done and pending, awaiting nodes, errors (--watch follows it).
+    Status(manage::StatusArgs),
+    /// List runs as a table (filter by status and age).
+    Runs(manage::RunsArgs),
+    /// Resume an awaiting node of a run with an action (and output).
+    Resume(manage::ResumeArgs),
+    /// Cancel a run.
+    Cancel(manage::CancelArgs),
+    /// Re-enqueue the recorded outstanding work of stalled runs.
+    Reconcile(manage::ReconcileArgs),
+    /// Look at the job queue: message counts, the next jobs.
+    Queue(queue::QueueArgs),
+    /// Care for poisoned jobs: list, requeue, purge.
+    Poison(queue::PoisonArgs),
+    /// Serve the HTTP management API and the run view (GET /).
+    Serve(serve::Args),
 }
 
 /// Exit code for success.
@@ -90,6 +126,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    logging::set_verbosity(cli.verbose);
     let code = match cli.command {
         Command::Demo(args) => demo::execute(args),
         Command::Validate(args) => validate::execute(args),
@@ -98,6 +135,15 @@ pub fn main() -> ExitCode {
         Command::Worker(args) => worker::execute(args),
         Command::Submit(args) => submit::execute(args),
         Command::Bench(args) => bench::execute(args),
+        Command::Setup(args) => setup::execute(args),
+        Command::Status(args) => manage::execute_status(args),
+        Command::Runs(args) => manage::execute_runs(args),
+        Command::Resume(args) => manage::execute_resume(args),
+        Command::Cancel(args) => manage::execute_cancel(args),
+        Command::Reconcile(args) => manage::execute_reconcile(args),
+        Command::Serve(args) => serve::execute(args),
+        Command::Queue(args) => queue::execute_queue(args),
+        Command::Poison(args) => queue::execute_poison(args),
     };
     ExitCode::from(code)
 }

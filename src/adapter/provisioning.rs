@@ -1,0 +1,349 @@
+//! What `setup` needs beyond [`super::AzureBackends::ensure_resources`]: reading the
+//! container definitions (partition key, indexing policy, default TTL) to verify a
+//! deployment without changing it, setting a default TTL, and creating containers with a
+//! throughput offer (manual or autoscale) on real Azure.
+//!
+//! The requests are signed Cosmos REST calls over the same pipeline as the run store:
+//! `GET dbs/{db}/colls/{coll}` and `PUT` of the same definition.
+
+use super::Settings;
+use super::cosmos_context::{PARTITION_KEY_PATH, context_indexing_policy, status_indexing_policy};
+use crate::Error;
+use crate::azure::cosmos::{COSMOS_API_VERSION, CosmosClient};
+use crate::wire::pipeline::Pipeline;
+use crate::wire::retry::Idempotency;
+use crate::wire::transport::{HttpRequest, Transport};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// A throughput offer for containers that `setup` creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// Manual request units per second (`x-ms-offer-throughput`).
+    Manual(u32),
+    /// Autoscale up to this many RU/s (`x-ms-cosmos-offer-autopilot-settings`).
+    Autoscale(u32),
+}
+
+/// Reads and adjusts the Cosmos database and containers of a deployment.
+#[derive(Debug, Clone)]
+pub struct Provisioner {
+    pipeline: Pipeline,
+    endpoint: String,
+    database: String,
+    /// `(container name, wanted indexing policy, paths the queries filter on)`.
+    containers: Vec<(String, Value, Vec<&'static str>)>,
+}
+
+fn encode(segment: &str) -> String {
+    let mut out = String::new();
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Provisioner {
+    /// A provisioner for the database and containers named in `settings`.
+    pub fn new(settings: &Settings, transport: Arc<dyn Transport>) -> Result<Self, Error> {
+        let pipeline = Pipeline::new(transport, settings.cosmos.signer());
+        // Validates the endpoint and the names the same way the run store does.
+        let db = CosmosClient::new(pipeline.clone(), &settings.cosmos.endpoint)?
+            .database(&settings.database)?;
+        db.container(&settings.context_container)?;
+        db.container(&settings.status_container)?;
+        Ok(Provisioner {
+            pipeline,
+            endpoint: settings.cosmos.endpoint.trim_end_matches('/').to_string(),
+            database: settings.database.clone(),
+            containers: vec![
+                (
+                    settings.context_container.clone(),
+                    context_indexing_policy(),
+                    Vec::new(),
+                ),
+                (
+                    settings.status_container.clone(),
+                    status_indexing_policy(),
+                    vec!["/status", "/lastUpdated"],
+                ),
+            ],
+        })
+    }
+
+    fn db_url(&self) -> String {
+        format!("{}/dbs/{}", self.endpoint, encode(&self.database))
+    }
+
+    fn coll_url(&self, name: &str) -> String {
+        format!("{}/colls/{}", self.db_url(), encode(name))
+    }
+
+    async fn send(
+        &self,
+        operation: &str,
+        mut request: HttpRequest,
+        idempotency: Idempotency,
+    ) -> Result<Option<Value>, Error> {
+        request.set_header("x-ms-version", COSMOS_API_VERSION);
+        request.set_header("Accept", "application/json");
+        let resp = self
+            .pipeline
+            .send(request, idempotency)
+            .await
+            .map_err(|e| e.during(operation))?;
+        if resp.status == 404 {
+            return Ok(None);
+        }
+        if !(200..300).contains(&resp.status) {
+            return Err(crate::azure::cosmos::response_error(&resp, operation));
+        }
+        serde_json::from_slice(&resp.body)
+            .map(Some)
+            .map_err(|e| Error::unexpected(format!("{operation}: the answer is not JSON: {e}")))
+    }
+
+    /// The container's definition; `None` when it (or the database) does not exist.
+    pub async fn container_definition(&self, name: &str) -> Result<Option<Value>, Error> {
+        self.send(
+            "cosmos read container",
+            HttpRequest::new("GET", self.coll_url(name)),
+            Idempotency::Idempotent,
+        )
+        .await
+    }
+
+    /// Verifies the deployment without changing it: the database and both containers exist,
+    /// partitioned by `/runId`, with the status container indexing what the reconciler and
+    /// `runs` filter on. Returns one line per problem (empty when all is well) and one line
+    /// per fact checked.
+    pub async fn check(&self) -> Result<(Vec<String>, Vec<String>), Error> {
+        let mut problems = Vec::new();
+        let mut facts = Vec::new();
+        let db = self
+            .send(
+                "cosmos read database",
+                HttpRequest::new("GET", self.db_url()),
+                Idempotency::Idempotent,
+            )
+            .await?;
+        if db.is_none() {
+            problems.push(format!(
+                "Cosmos database `{}` is missing (run `setup`)",
+                self.database
+            ));
+            return Ok((problems, facts));
+        }
+        facts.push(format!("Cosmos database `{}` exists", self.database));
+        for (name, _, filtered) in &self.containers {
+            match self.container_definition(name).await? {
+                None => problems.push(format!(
+                    "container `{}/{name}` is missing (run `setup`)",
+                    self.database
+                )),
+                Some(def) => {
+                    let found = container_problems(&def, filtered);
+                    if found.is_empty() {
+                        facts.push(format!(
+                            "container `{}/{name}`: partition key {PARTITION_KEY_PATH}, indexing ok{}",
+                            self.database,
+                            match def.get("defaultTtl").and_then(Value::as_i64) {
+                                Some(ttl) if ttl > 0 => format!(", default TTL {ttl} s"),
+                                _ => String::new(),
+                            }
+                        ));
+                    }
+                    problems.extend(
+                        found
+                            .into_iter()
+                            .map(|p| format!("container `{}/{name}`: {p}", self.database)),
+                    );
+                }
+            }
+        }
+        Ok((problems, facts))
+    }
+
+    /// Creates the database when it is missing; returns what it created.
+    pub async fn ensure_database(&self) -> Result<Vec<String>, Error> {
+        let get = HttpRequest::new("GET", self.db_url());
+        if self
+            .send("cosmos read database", get, Idempotency::Idempotent)
+            .await?
+            .is_some()
+        {
+            return Ok(Vec::new());
+        }
+        let mut request = HttpRequest::new("POST", format!("{}/dbs", self.endpoint));
+        request.set_header("Content-Type", "application/json");
+        request.body = json!({ "id": self.database }).to_string().into_bytes();
+        match self
+            .send("cosmos create database", request, Idempotency::Idempotent)
+            .await
+        {
+            Ok(_) => Ok(vec![format!("created Cosmos database `{}`", self.database)]),
+            Err(Error::Conflict(_)) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates the containers that are missing with `offer` (the database must exist).
+    /// Returns one line per container created.
+    pub async fn create_with_offer(&self, offer: Offer) -> Result<Vec<String>, Error> {
+        let mut created = Vec::new();
+        for (name, policy, _) in &self.containers {
+            if self.container_definition(name).await?.is_some() {
+                continue;
+            }
+            let mut request = HttpRequest::new("POST", format!("{}/colls", self.db_url()));
+            request.set_header("Content-Type", "application/json");
+            match offer {
+                Offer::Manual(ru) => request.set_header("x-ms-offer-throughput", ru.to_string()),
+                Offer::Autoscale(max) => request.set_header(
+                    "x-ms-cosmos-offer-autopilot-settings",
+                    json!({"maxThroughput": max}).to_string(),
+                ),
+            }
+            request.body = json!({
+                "id": name,
+                "partitionKey": {"paths": [PARTITION_KEY_PATH], "kind": "Hash", "version": 2},
+                "indexingPolicy": policy,
+            })
+            .to_string()
+            .into_bytes();
+            self.send("cosmos create container", request, Idempotency::Idempotent)
+                .await?;
+            let throughput = match offer {
+                Offer::Manual(ru) => format!("{ru} RU/s"),
+                Offer::Autoscale(max) => format!("autoscale up to {max} RU/s"),
+            };
+            created.push(format!(
+                "created Cosmos container `{}/{name}` (partition key {PARTITION_KEY_PATH}, {throughput})",
+                self.database
+            ));
+        }
+        Ok(created)
+    }
+
+    /// Sets both containers' default TTL (`None`: items never expire). Returns one line per
+    /// container changed (empty when they already had it).
+    pub async fn set_default_ttl(&self, ttl_secs: Option<u32>) -> Result<Vec<String>, Error> {
+        let mut changed = Vec::new();
+        for (name, _, _) in &self.containers {
+            let Some(mut def) = self.container_definition(name).await? else {
+                return Err(Error::invalid_input(format!(
+                    "container `{}/{name}` is missing; run `setup` first",
+                    self.database
+                )));
+            };
+            let current = def.get("defaultTtl").and_then(Value::as_i64);
+            if current == ttl_secs.map(i64::from) {
+                continue;
+            }
+            let Some(obj) = def.as_object_mut() else {
+                return Err(Error::unexpected(
+                    "the container definition is not an object",
+                ));
+            };
+            match ttl_secs {
+                Some(ttl) => obj.insert("defaultTtl".into(), json!(ttl)),
+                None => obj.remove("defaultTtl"),
+            };
+            let mut request = HttpRequest::new("PUT", self.coll_url(name));
+            request.set_header("Content-Type", "application/json");
+            request.body = def.to_string().into_bytes();
+            self.send("cosmos replace container", request, Idempotency::Idempotent)
+                .await?;
+            changed.push(match ttl_secs {
+                Some(ttl) => format!(
+                    "set the default TTL of `{}/{name}` to {ttl} s",
+                    self.database
+                ),
+                None => format!("removed the default TTL of `{}/{name}`", self.database),
+            });
+        }
+        Ok(changed)
+    }
+}
+
+/// What is wrong with a container definition: its partition key, and whether each of
+/// `filtered` (property paths such as `/status`) is indexed.
+pub fn container_problems(def: &Value, filtered: &[&str]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let paths: Vec<&str> = def["partitionKey"]["paths"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if paths != [PARTITION_KEY_PATH] {
+        problems.push(format!(
+            "partition key is {paths:?}, not [\"{PARTITION_KEY_PATH}\"] (recreate the container; \
+             a partition key cannot be changed)"
+        ));
+    }
+    let policy = &def["indexingPolicy"];
+    let mode = policy["indexingMode"].as_str().unwrap_or("consistent");
+    let listed = |key: &str| -> Vec<String> {
+        policy[key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p["path"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let included = listed("includedPaths");
+    let excluded = listed("excludedPaths");
+    for path in filtered {
+        let exact = [format!("{path}/?"), format!("{path}/*")];
+        let explicitly = included.iter().any(|p| exact.contains(p));
+        let by_default =
+            included.iter().any(|p| p == "/*") && !excluded.iter().any(|p| exact.contains(p));
+        // A definition without includedPaths indexes everything by default.
+        let default_policy = policy.get("includedPaths").is_none()
+            && !excluded.iter().any(|p| exact.contains(p) || p == "/*");
+        if mode == "none" || !(explicitly || by_default || default_policy) {
+            problems.push(format!(
+                "`{path}` is not indexed (the stalled-run and `runs` queries filter on it); \
+                 include `{path}/?` in the indexing policy"
+            ));
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wanted_status_definition_has_no_problems() {
+        let def = json!({"partitionKey": {"paths": ["/runId"]}, "indexingPolicy": status_indexing_policy()});
+        assert!(container_problems(&def, &["/status", "/lastUpdated"]).is_empty());
+    }
+
+    #[test]
+    fn a_wrong_partition_key_and_missing_index_are_reported() {
+        let def = json!({"partitionKey": {"paths": ["/id"]},
+            "indexingPolicy": {"indexingMode": "consistent", "includedPaths": [{"path": "/status/?"}],
+                               "excludedPaths": [{"path": "/*"}]}});
+        let problems = container_problems(&def, &["/status", "/lastUpdated"]);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("partition key"));
+        assert!(problems[1].contains("/lastUpdated"));
+    }
+
+    #[test]
+    fn index_everything_covers_the_filtered_paths() {
+        let def = json!({"partitionKey": {"paths": ["/runId"]},
+            "indexingPolicy": {"indexingMode": "consistent", "includedPaths": [{"path": "/*"}]}});
+        assert!(container_problems(&def, &["/status"]).is_empty());
+        let none = json!({"partitionKey": {"paths": ["/runId"]},
+            "indexingPolicy": {"indexingMode": "none"}});
+        assert_eq!(container_problems(&none, &["/status"]).len(), 1);
+    }
+}
