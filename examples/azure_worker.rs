@@ -16,20 +16,8 @@ use flowcraft_azure::wire::reqwest_transport::ReqwestTransport;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Validate the order, charge the card (our own node, retried on failure), confirm.
-const ORDER: &str = r#"{
-  "id": "order",
-  "nodes": [
-    { "id": "validate", "uses": "echo", "inputs": "order" },
-    { "id": "charge", "uses": "charge-card", "inputs": "validate",
-      "config": { "maxRetries": 3, "retryDelay": 500 } },
-    { "id": "confirm", "uses": "echo", "inputs": "charge.charged" }
-  ],
-  "edges": [
-    { "source": "validate", "target": "charge" },
-    { "source": "charge", "target": "confirm" }
-  ]
-}"#;
+/// An order flow: validate the order, charge the card (our own node), then confirm.
+const ORDER: &str = include_str!("order.json");
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -10,19 +10,7 @@ use flowcraft_azure::flow::runtime::FlowRuntime;
 use std::sync::Arc;
 
 /// An order flow: validate the order, charge the card (our own node), then confirm.
-const ORDER: &str = r#"{
-  "id": "order",
-  "nodes": [
-    { "id": "validate", "uses": "echo", "inputs": "order" },
-    { "id": "charge", "uses": "charge-card", "inputs": "validate",
-      "config": { "maxRetries": 3, "retryDelay": 100 } },
-    { "id": "confirm", "uses": "echo", "inputs": "charge.charged" }
-  ],
-  "edges": [
-    { "source": "validate", "target": "charge" },
-    { "source": "charge", "target": "confirm" }
-  ]
-}"#;
+const ORDER: &str = include_str!("order.json");
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

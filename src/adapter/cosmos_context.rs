@@ -21,7 +21,7 @@
 use crate::adapter::cosmos_spill::{self, Entry, MANIFEST_KEY, Manifest, SpillLimits, json_len};
 use crate::azure::cosmos::{
     ContainerClient, CosmosClient, CosmosResponse, DatabaseClient, MAX_DOCUMENT_BYTES,
-    PartitionKey, Query, QueryOptions,
+    PartitionKey, Query, QueryOptions, ResponseInfo,
 };
 use crate::distributed::ports::{Page, RunPhase, RunStore, StatusRecord, Versioned};
 use crate::distributed::state::RunState;
@@ -348,17 +348,7 @@ impl CosmosDbContext {
                 .await,
         ) {
             Ok(resp) => {
-                let etag = resp
-                    .info
-                    .etag
-                    .clone()
-                    .or_else(|| {
-                        resp.value
-                            .get("_etag")
-                            .and_then(Value::as_str)
-                            .map(str::to_string)
-                    })
-                    .ok_or_else(|| missing_etag("cosmos read run"))?;
+                let etag = etag_of(&resp.info, resp.value.get("_etag"), "cosmos read run")?;
                 Ok(Some((resp.value, etag)))
             }
             Err(Error::NotFound(_)) => Ok(None),
@@ -677,6 +667,18 @@ fn missing_etag(operation: &str) -> Error {
     ))
 }
 
+/// The ETag of a read: the `etag` header, else the document's `_etag`.
+fn etag_of(
+    info: &ResponseInfo,
+    body_etag: Option<&Value>,
+    operation: &str,
+) -> Result<String, Error> {
+    info.etag
+        .clone()
+        .or_else(|| body_etag.and_then(Value::as_str).map(str::to_string))
+        .ok_or_else(|| missing_etag(operation))
+}
+
 fn not_found_run(run_id: &str) -> Error {
     Error::NotFound(Box::new(ErrorInfo::new(format!(
         "run {run_id} does not exist"
@@ -811,17 +813,7 @@ impl RunStore for CosmosDbContext {
             .track(self.statuses.read::<Value>(run_id, &pk(run_id)).await)
         {
             Ok(resp) => {
-                let etag = resp
-                    .info
-                    .etag
-                    .clone()
-                    .or_else(|| {
-                        resp.value
-                            .get("_etag")
-                            .and_then(Value::as_str)
-                            .map(str::to_string)
-                    })
-                    .ok_or_else(|| missing_etag("read run status"))?;
+                let etag = etag_of(&resp.info, resp.value.get("_etag"), "read run status")?;
                 Ok(Some(Versioned {
                     value: parse_status(resp.value)?,
                     etag,

@@ -194,13 +194,14 @@ impl RedisCoordinationStore {
         holder: &str,
         ttl: Duration,
     ) -> Result<bool, Error> {
-        let mut inv = self.lease_acquire.prepare_invoke();
-        inv.key(lease_key(name)).arg(holder).arg(millis(ttl));
-        self.run("acquire Redis lease", |mut c| async move {
-            inv.invoke_async::<i64>(&mut c).await
-        })
+        self.lease_script(
+            &self.lease_acquire,
+            "acquire Redis lease",
+            name,
+            holder,
+            ttl,
+        )
         .await
-        .map(|n| n == 1)
     }
 
     /// Extends the lease `name` to `ttl` from now, only if `holder` still holds it.
@@ -210,9 +211,23 @@ impl RedisCoordinationStore {
         holder: &str,
         ttl: Duration,
     ) -> Result<bool, Error> {
-        let mut inv = self.lease_renew.prepare_invoke();
+        self.lease_script(&self.lease_renew, "renew Redis lease", name, holder, ttl)
+            .await
+    }
+
+    /// Runs a lease script (`KEYS[1]` the lease, `ARGV` holder and TTL in ms) that answers 1
+    /// when `holder` holds the lease afterwards.
+    async fn lease_script(
+        &self,
+        script: &Script,
+        what: &'static str,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, Error> {
+        let mut inv = script.prepare_invoke();
         inv.key(lease_key(name)).arg(holder).arg(millis(ttl));
-        self.run("renew Redis lease", |mut c| async move {
+        self.run(what, |mut c| async move {
             inv.invoke_async::<i64>(&mut c).await
         })
         .await
