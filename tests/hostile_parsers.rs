@@ -1,0 +1,635 @@
+//! Hostile input for every parser that reads bytes from the network, a file, a message or a
+//! user: structured mutations of valid inputs (recorded Azurite and Cosmos answers, the
+//! fixture blueprints, real job messages and connection strings) with fields dropped or
+//! retyped, huge numbers, deep nesting, invalid UTF-8, truncations and repeated parts. Each
+//! target asserts no panic, bounded work, and errors as values with a message. Case counts
+//! keep each target near 20 s on a 2-core machine in a debug build; `FUZZ_CASES=N` runs N
+//! cases per target (a soak). Each target prints `hostile[name]: N cases in S s`.
+
+mod hostile_common;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use flowcraft_azure::Error;
+use flowcraft_azure::adapter::settings::Settings;
+use flowcraft_azure::azure::auth::{ConnectionOptions, CosmosConnection, StorageConnection};
+use flowcraft_azure::azure::cosmos::{
+    self, CosmosClient, PartitionKey, PatchOperation, PatchPath, PatchRequest, Query,
+    QueryOptions,
+};
+use flowcraft_azure::azure::queue::{self, ListQueuesOptions, MessageCount, QueueClient, VisibilityTimeout};
+use flowcraft_azure::distributed::job::JobMessage;
+use flowcraft_azure::flow::blueprint::{Blueprint, LoadOptions};
+use flowcraft_azure::flow::expr::{EvaluatorKind, Expression};
+use flowcraft_azure::flow::mermaid::to_mermaid;
+use flowcraft_azure::wire::record::{Exchange, read_recording};
+use flowcraft_azure::wire::replay::Replayer;
+use flowcraft_azure::wire::transport::{HttpRequest, HttpResponse};
+use hostile_common::*;
+use proptest::prelude::*;
+use proptest::test_runner::TestRunner;
+use serde_json::{Map, Value, json};
+use std::sync::OnceLock;
+
+/// Asserts an error is a value that says something (not an empty message).
+fn says_something(e: &Error) {
+    assert!(!e.to_string().trim().is_empty(), "empty error message: {e:?}");
+}
+
+fn recording(name: &str) -> Vec<Exchange> {
+    let path = repo_path(&format!("fixtures/wire/{name}"));
+    read_recording(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn response_bodies(name: &str) -> Vec<Vec<u8>> {
+    let mut bodies: Vec<Vec<u8>> = recording(name)
+        .iter()
+        .filter_map(|e| e.response_body.to_bytes().ok())
+        .filter(|b| !b.is_empty())
+        .collect();
+    bodies.sort();
+    bodies.dedup();
+    bodies
+}
+
+fn response_headers(name: &str) -> Vec<(String, String)> {
+    let mut headers: Vec<(String, String)> = recording(name)
+        .into_iter()
+        .flat_map(|e| e.response_headers)
+        .collect();
+    headers.sort();
+    headers.dedup();
+    headers
+}
+
+/// Header values a hostile (or broken) service could send.
+const HOSTILE_HEADER_VALUES: &[&str] = &[
+    "",
+    " ",
+    "-1",
+    "NaN",
+    "inf",
+    "1e309",
+    "18446744073709551616",
+    "99999999999999999999999",
+    "0.0000001",
+    "abc",
+    "Thu, 01 Jan 1970 00:00:00 GMT",
+    "Fri, 31 Dec 9999 23:59:59 GMT",
+    "\u{7f}",
+    "é",
+];
+
+const HEADER_NAMES: &[&str] = &[
+    "x-ms-retry-after-ms",
+    "retry-after-ms",
+    "retry-after",
+    "x-ms-substatus",
+    "x-ms-request-charge",
+    "x-ms-request-id",
+    "x-ms-activity-id",
+    "x-ms-error-code",
+    "x-ms-continuation",
+    "etag",
+    "x-ms-session-token",
+    "x-ms-approximate-messages-count",
+    "x-ms-popreceipt",
+    "x-ms-time-next-visible",
+    "x-ms-item-count",
+    "content-type",
+];
+
+/// Response headers: recorded ones, some with hostile values.
+fn hostile_headers(recorded: Vec<(String, String)>) -> impl Strategy<Value = Vec<(String, String)>> {
+    let recorded_len = recorded.len();
+    prop::collection::vec(
+        prop_oneof![
+            (0..recorded_len).prop_map(move |i| recorded[i].clone()),
+            (
+                prop::sample::select(HEADER_NAMES),
+                prop::sample::select(HOSTILE_HEADER_VALUES)
+            )
+                .prop_map(|(n, v)| (n.to_string(), v.to_string())),
+        ],
+        0..8,
+    )
+}
+
+fn hostile_response(status: u16, headers: &[(String, String)], body: Vec<u8>) -> HttpResponse {
+    HttpResponse {
+        status,
+        headers: headers.to_vec(),
+        body,
+    }
+}
+
+fn statuses() -> impl Strategy<Value = u16> {
+    prop_oneof![
+        4 => Just(200u16),
+        1 => Just(201),
+        1 => Just(204),
+        2 => prop::sample::select(vec![400u16, 401, 403, 404, 409, 412, 413, 429, 449, 500, 503]),
+        1 => 100u16..600,
+    ]
+}
+
+fn queue_client(answer: HttpResponse) -> QueueClient {
+    let transport = Canned::new(vec![answer]);
+    QueueClient::new_allowing_http(pipeline(transport), "http://127.0.0.1:1/acct", "jobs").unwrap()
+}
+
+/// Every queue operation that parses an answer, fed one hostile answer each.
+fn exercise_queue(status: u16, headers: &[(String, String)], body: &[u8]) {
+    let answer = || hostile_response(status, headers, body.to_vec());
+    let visibility = VisibilityTimeout::from_secs(30).unwrap();
+    block_on(async {
+        let results: Vec<Result<(), Error>> = vec![
+            queue_client(answer())
+                .get_messages(MessageCount::MAX, visibility)
+                .await
+                .map(|msgs| {
+                    for m in msgs {
+                        let _ = (m.text.len(), m.dequeue_count);
+                    }
+                }),
+            queue_client(answer())
+                .peek_messages(MessageCount::MAX)
+                .await
+                .map(drop),
+            queue_client(answer())
+                .list_queues(&ListQueuesOptions::default(), None)
+                .await
+                .map(drop),
+            queue_client(answer()).metadata().await.map(drop),
+            queue_client(answer())
+                .put_message("hello", Default::default())
+                .await
+                .map(drop),
+            queue_client(answer())
+                .update_message("id", "receipt", visibility, Some("text"))
+                .await
+                .map(drop),
+            queue_client(answer()).delete_message("id", "receipt").await,
+            queue_client(answer()).create_if_not_exists().await.map(drop),
+        ];
+        for e in results.iter().filter_map(|r| r.as_ref().err()) {
+            says_something(e);
+        }
+    });
+    says_something(&queue::response_error(&answer(), "hostile"));
+}
+
+fn queue_seeds() -> &'static Vec<Vec<u8>> {
+    static SEEDS: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    SEEDS.get_or_init(|| {
+        let mut seeds = response_bodies("queue.jsonl");
+        // A message list with every field, an error body, and an empty list.
+        seeds.push(
+            b"<?xml version=\"1.0\" encoding=\"utf-8\"?><QueueMessagesList><QueueMessage>\
+            <MessageId>5974b586-0df3-4e2d-ad0c-18e3892bfca2</MessageId>\
+            <InsertionTime>Fri, 09 Oct 2009 21:04:30 GMT</InsertionTime>\
+            <ExpirationTime>Fri, 16 Oct 2009 21:04:30 GMT</ExpirationTime>\
+            <PopReceipt>YzQ4Yzg1MDItYTc0Ny00OWNjLTkxYTUtZGM0MDFiZDAwYzEw</PopReceipt>\
+            <TimeNextVisible>Fri, 09 Oct 2009 23:29:20 GMT</TimeNextVisible>\
+            <DequeueCount>1</DequeueCount><MessageText>eyJydW5JZCI6InIifQ==</MessageText>\
+            </QueueMessage></QueueMessagesList>"
+                .to_vec(),
+        );
+        seeds.push(
+            b"<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>QueueNotFound</Code>\
+            <Message>The specified queue does not exist.</Message></Error>"
+                .to_vec(),
+        );
+        seeds.push(b"<QueueMessagesList/>".to_vec());
+        seeds
+    })
+}
+
+#[test]
+fn queue_xml_answers_are_values_never_panics() {
+    let figures = Figures::new("queue xml");
+    let headers = response_headers("queue.jsonl");
+    let strategy = (statuses(), hostile_headers(headers), mutated_bytes(queue_seeds().clone()));
+    TestRunner::new(config(600))
+        .run(&strategy, |(status, headers, body)| {
+            figures.case();
+            exercise_queue(status, &headers, &body);
+            Ok(())
+        })
+        .unwrap();
+    // Past the edges: a billion-laughs style entity, deep nesting, a huge dequeue count.
+    for body in [
+        "<!DOCTYPE x [<!ENTITY a \"aaaaaaaaaa\"><!ENTITY b \"&a;&a;&a;&a;&a;&a;&a;&a;\">]>\
+         <QueueMessagesList><QueueMessage><MessageText>&b;</MessageText></QueueMessage></QueueMessagesList>"
+            .to_string(),
+        format!("{}{}", "<a>".repeat(100_000), "</a>".repeat(100_000)),
+        "<QueueMessagesList><QueueMessage><MessageId>x</MessageId><PopReceipt>y</PopReceipt>\
+         <DequeueCount>99999999999999999999</DequeueCount><MessageText>&#x0;</MessageText>\
+         </QueueMessage></QueueMessagesList>"
+            .to_string(),
+        "<QueueMessagesList>".repeat(1)
+            + &"<QueueMessage><MessageId>x</MessageId></QueueMessage>".repeat(5_000),
+    ] {
+        figures.case();
+        exercise_queue(200, &[], body.as_bytes());
+    }
+}
+
+fn container(answer: HttpResponse) -> cosmos::ContainerClient {
+    let transport = Canned::new(vec![answer]);
+    CosmosClient::new_allowing_http(pipeline(transport), "http://127.0.0.1:1")
+        .unwrap()
+        .database("db")
+        .unwrap()
+        .container("runs")
+        .unwrap()
+}
+
+/// Every Cosmos operation that parses an answer, fed one hostile answer each.
+fn exercise_cosmos(status: u16, headers: &[(String, String)], body: &[u8]) {
+    let answer = || hostile_response(status, headers, body.to_vec());
+    let pk = PartitionKey::from_json(json!("r1")).unwrap();
+    let patch = PatchRequest::new(vec![PatchOperation::set(
+        PatchPath::property("status"),
+        json!("running"),
+    )])
+    .unwrap();
+    let doc = json!({"id": "r1", "runId": "r1"});
+    block_on(async {
+        let results: Vec<Result<(), Error>> = vec![
+            container(answer()).read::<Value>("r1", &pk).await.map(drop),
+            container(answer())
+                .read::<Map<String, Value>>("r1", &pk)
+                .await
+                .map(drop),
+            container(answer()).create(&pk, &doc).await.map(drop),
+            container(answer())
+                .replace("r1", &pk, &doc, Some("\"etag\""))
+                .await
+                .map(drop),
+            container(answer())
+                .patch::<Value>("r1", &pk, &patch, None)
+                .await
+                .map(drop),
+            container(answer())
+                .query_page::<Value>(&Query::new("SELECT * FROM c"), &QueryOptions::default(), None)
+                .await
+                .map(drop),
+            container(answer()).delete("r1", &pk, None).await.map(drop),
+            container(answer()).create_if_not_exists("/runId").await.map(drop),
+        ];
+        for e in results.iter().filter_map(|r| r.as_ref().err()) {
+            says_something(e);
+        }
+    });
+    says_something(&cosmos::response_error(&answer(), "hostile"));
+}
+
+fn cosmos_seeds() -> Vec<Value> {
+    let mut seeds: Vec<Value> = response_bodies("cosmos.jsonl")
+        .iter()
+        .filter_map(|b| serde_json::from_slice(b).ok())
+        .collect();
+    seeds.push(json!({"code": "Conflict", "message": "Entity with the specified id already exists in the system.\r\nActivityId: 1, Microsoft.Azure.Documents.Common/2.14.0", "additionalErrorInfo": "{}"}));
+    seeds.push(json!({"code": "TooManyRequests", "message": "Request rate is large"}));
+    seeds.push(json!({"_rid": "x", "Documents": [{"id": "r1", "_etag": "\"1\"", "_ts": 1}], "_count": 1}));
+    seeds.push(json!({"id": "r1", "runId": "r1", "_etag": "\"00000\"", "_ts": 1_700_000_000, "_flowcraft": {"revision": 1}}));
+    seeds
+}
+
+#[test]
+fn cosmos_json_answers_and_error_bodies_are_values_never_panics() {
+    let figures = Figures::new("cosmos json");
+    let headers = response_headers("cosmos.jsonl");
+    let strategy = (statuses(), hostile_headers(headers), mutated_json_text(cosmos_seeds()));
+    TestRunner::new(config(500))
+        .run(&strategy, |(status, headers, body)| {
+            figures.case();
+            exercise_cosmos(status, &headers, &body);
+            Ok(())
+        })
+        .unwrap();
+    for body in [deep_json(100_000), "1".repeat(100_000), "\"\\ud800\"".to_string()] {
+        figures.case();
+        exercise_cosmos(200, &[], body.as_bytes());
+        exercise_cosmos(409, &[], body.as_bytes());
+    }
+}
+
+fn job_seeds() -> Vec<Value> {
+    vec![
+        json!({"runId": "r1", "blueprintId": "bp", "nodeId": "a"}),
+        json!({"runId": "r1", "blueprintId": "bp", "nodeId": "a", "attempt": 2, "activation": 3,
+            "kind": "wake", "remainingMs": 1000, "resumeSeq": 1, "isLastAttempt": false}),
+        json!({"runId": "r1", "blueprintId": "bp", "nodeId": "a", "kind": "resume", "resumeSeq": 7}),
+    ]
+}
+
+#[test]
+fn job_messages_raw_and_base64_decode_to_a_job_or_an_invalid_input_error() {
+    let figures = Figures::new("job message");
+    // Mutated JSON, then sent raw or as base64 (of possibly invalid UTF-8), or as mutated
+    // base64 text.
+    let strategy = (mutated_json_text(job_seeds()), 0u8..3, byte_edits());
+    TestRunner::new(config(4_000))
+        .run(&strategy, |(json, form, edits)| {
+            figures.case();
+            let text = match form {
+                0 => String::from_utf8_lossy(&json).into_owned(),
+                1 => STANDARD.encode(&json),
+                _ => String::from_utf8_lossy(&apply_bytes(STANDARD.encode(&json).as_bytes(), &edits))
+                    .into_owned(),
+            };
+            match JobMessage::decode(&text) {
+                Ok(job) => {
+                    prop_assert!(!job.run_id.is_empty() && !job.blueprint_id.is_empty());
+                    prop_assert!(job.attempt() >= 1);
+                    // What decodes re-encodes and decodes to the same job.
+                    let again = JobMessage::decode(&job.encode().unwrap()).unwrap();
+                    prop_assert_eq!(again.run_id, job.run_id);
+                }
+                Err(e) => {
+                    prop_assert!(matches!(e, Error::InvalidInput(_)), "{e:?}");
+                    says_something(&e);
+                }
+            }
+            let _ = JobMessage::sniff_run_id(&text);
+            Ok(())
+        })
+        .unwrap();
+    // A 64 KiB message of garbage, and 64 KiB of nesting, raw and as base64.
+    let garbage: Vec<u8> = (0..65_536u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    for text in [
+        String::from_utf8_lossy(&garbage).into_owned(),
+        STANDARD.encode(&garbage),
+        format!("{{\"runId\":{}", deep_json(32_000)),
+        STANDARD.encode(deep_json(32_000)),
+    ] {
+        figures.case();
+        let e = JobMessage::decode(&text).unwrap_err();
+        assert!(matches!(e, Error::InvalidInput(_)), "{e:?}");
+        let _ = JobMessage::sniff_run_id(&text);
+    }
+}
+
+const CONNECTION_SEEDS: &[&str] = &[
+    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;QueueEndpoint=http://127.0.0.1:11001/devstoreaccount1;",
+    "UseDevelopmentStorage=true",
+    "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=a2V5;EndpointSuffix=core.windows.net",
+    "QueueEndpoint=https://acct.queue.core.windows.net/;SharedAccessSignature=sv=2021-12-02&ss=q&srt=sco&sp=rwdlacup&se=2030-01-01T00:00:00Z&sig=abc%2Bdef%3D",
+    "AccountEndpoint=http://127.0.0.1:18081/;AccountKey=C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw==;",
+    "AccountEndpoint=https://acct.documents.azure.com:443/;ResourceToken=type=resource&ver=1.0&sig=abc;",
+    "AccountEndpoint=https://[::1]:8081/;AccountKey=a2V5",
+];
+
+/// The settings a worker reads from the environment, with hostile values.
+fn settings_from(values: &[(&'static str, String)]) -> Result<Settings, Error> {
+    Settings::from_lookup(|name| {
+        values
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.clone())
+    })
+}
+
+const SETTING_NAMES: &[&str] = &[
+    "FLOWCRAFT_CONCURRENCY",
+    "FLOWCRAFT_CONTEXT_CONTAINER",
+    "FLOWCRAFT_DATABASE",
+    "FLOWCRAFT_MAX_DEQUEUE",
+    "FLOWCRAFT_POLL_MAX_MS",
+    "FLOWCRAFT_POLL_MIN_MS",
+    "FLOWCRAFT_QUEUE",
+    "FLOWCRAFT_RECONCILER",
+    "FLOWCRAFT_STALLED_AFTER_SECS",
+    "FLOWCRAFT_STATUS_CONTAINER",
+    "FLOWCRAFT_VISIBILITY_SECS",
+    "REDIS_URL",
+];
+
+#[test]
+fn connection_strings_and_settings_parse_or_say_what_is_wrong() {
+    let figures = Figures::new("connection strings");
+    let seeds: Vec<Vec<u8>> = CONNECTION_SEEDS.iter().map(|s| s.as_bytes().to_vec()).collect();
+    let strategy = (
+        mutated_bytes(seeds),
+        any::<bool>(),
+        prop::collection::vec(
+            (prop::sample::select(SETTING_NAMES), prop::sample::select(HOSTILE_HEADER_VALUES)),
+            0..4,
+        ),
+    );
+    TestRunner::new(config(4_000))
+        .run(&strategy, |(bytes, allow_http, extra)| {
+            figures.case();
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let options = ConnectionOptions { allow_http };
+            match StorageConnection::parse_with(&text, options.clone()) {
+                Ok(c) => {
+                    prop_assert!(c.queue_endpoint.starts_with("http"));
+                    let _ = (c.redactor(), c.signer(), format!("{c:?}"));
+                }
+                Err(e) => says_something(&e),
+            }
+            match CosmosConnection::parse_with(&text, options) {
+                Ok(c) => {
+                    prop_assert!(c.endpoint.starts_with("http"));
+                    let _ = (c.redactor(), c.signer(), format!("{c:?}"));
+                }
+                Err(e) => says_something(&e),
+            }
+            let mut values: Vec<(&'static str, String)> = vec![
+                ("AZURE_STORAGE_CONNECTION_STRING", text.clone()),
+                ("COSMOS_CONNECTION_STRING", text.clone()),
+            ];
+            values.extend(extra.into_iter().map(|(n, v)| (n, v.to_string())));
+            match settings_from(&values) {
+                Ok(s) => {
+                    let _ = (s.worker_config(), s.reconciler_config(), s.effective_poll_max());
+                }
+                Err(e) => says_something(&e),
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+fn blueprint_seeds() -> Vec<Value> {
+    let dir = repo_path("fixtures/blueprints");
+    let mut seeds = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap();
+        seeds.push(serde_json::from_str(&text).unwrap());
+    }
+    seeds.sort_by_key(|v: &Value| v.to_string());
+    seeds
+}
+
+fn exercise_blueprint(text: &str) {
+    for allow_cycles in [false, true] {
+        for evaluator in [EvaluatorKind::Safe, EvaluatorKind::Property] {
+            let opts = LoadOptions { evaluator, allow_cycles };
+            match Blueprint::from_json_with(text, &opts) {
+                Ok(bp) => {
+                    for node in bp.nodes() {
+                        let _ = (
+                            bp.predecessors(&node.id),
+                            bp.successors(&node.id),
+                            bp.join_sources(&node.id),
+                            bp.max_retries(&node.id),
+                            bp.join_strategy(&node.id),
+                            bp.outgoing(&node.id),
+                        );
+                    }
+                    let _ = (bp.start_nodes(), bp.terminal_nodes(), bp.is_dag());
+                    let _ = to_mermaid(&bp);
+                }
+                Err(e) => assert!(!e.to_string().trim().is_empty()),
+            }
+        }
+    }
+}
+
+#[test]
+fn blueprints_load_and_validate_or_say_why_never_panic() {
+    let figures = Figures::new("blueprint");
+    TestRunner::new(config(400))
+        .run(&mutated_json_text(blueprint_seeds()), |bytes| {
+            figures.case();
+            exercise_blueprint(&String::from_utf8_lossy(&bytes));
+            Ok(())
+        })
+        .unwrap();
+    // A very long chain, a node referencing itself in every role, deep nesting.
+    let n = 3_000;
+    let nodes: Vec<Value> = (0..n).map(|i| json!({"id": format!("n{i}"), "uses": "echo"})).collect();
+    let edges: Vec<Value> = (1..n)
+        .map(|i| json!({"source": format!("n{}", i - 1), "target": format!("n{i}")}))
+        .collect();
+    for text in [
+        json!({"id": "long", "nodes": nodes, "edges": edges}).to_string(),
+        json!({"id": "self", "nodes": [{"id": "a", "uses": "echo", "config": {"fallback": "a"}}],
+            "edges": [{"source": "a", "target": "a", "condition": "a.a.a.a"}]})
+        .to_string(),
+        format!("{{\"id\":\"deep\",\"nodes\":{}}}", deep_json(50_000)),
+    ] {
+        figures.case();
+        exercise_blueprint(&text);
+    }
+}
+
+const EXPRESSION_SEEDS: &[&str] = &[
+    "result.output",
+    "!result.output",
+    "result.action === 'go' && count > 3",
+    "a.b[0].c != null || (x + 1) * 2 >= y / 3",
+    "items.length > 0 ? items[0] : 'none'",
+    "'a' + \"b\" + `c`",
+    "-(-1) % 2 == 0",
+    "ctx['key with space'].inner",
+    "typeof a === 'string' && a in b",
+];
+
+/// A scope with nested values, large numbers and long strings.
+fn expression_scope() -> Map<String, Value> {
+    object(json!({
+        "result": {"output": {"a": [1, 2, {"b": null}]}, "action": "go"},
+        "count": 5, "a": {"b": [{"c": 1}]}, "x": 1e308, "y": -0.0,
+        "items": ["x", 1, null, {"k": true}], "ctx": {"key with space": {"inner": "v"}},
+        "big": u64::MAX, "s": "x".repeat(10_000),
+    }))
+}
+
+#[test]
+fn both_expression_evaluators_parse_and_evaluate_or_refuse_never_panic() {
+    let figures = Figures::new("expressions");
+    let scope = expression_scope();
+    let seeds: Vec<Vec<u8>> = EXPRESSION_SEEDS.iter().map(|s| s.as_bytes().to_vec()).collect();
+    TestRunner::new(config(6_000))
+        .run(&mutated_bytes(seeds), |bytes| {
+            figures.case();
+            let src = String::from_utf8_lossy(&bytes);
+            for kind in [EvaluatorKind::Property, EvaluatorKind::Safe] {
+                match Expression::parse(kind, &src) {
+                    Ok(e) => {
+                        let _ = e.evaluate(&scope);
+                    }
+                    Err(e) => prop_assert!(!e.to_string().trim().is_empty()),
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+    // Depth and length past any sane expression.
+    for src in [
+        format!("{}1{}", "(".repeat(100_000), ")".repeat(100_000)),
+        "!".repeat(100_000) + "a",
+        "-".repeat(100_000) + "1",
+        "a".to_string() + &".a".repeat(100_000),
+        "a".to_string() + &"[0]".repeat(50_000),
+        "1".to_string() + &" + 1".repeat(50_000),
+        "s + s + s + s + s + s + s + s + s + s + s + s + s + s + s + s".repeat(64),
+        "a ? ".repeat(30_000) + "1" + &" : 2".repeat(30_000),
+    ] {
+        figures.case();
+        for kind in [EvaluatorKind::Property, EvaluatorKind::Safe] {
+            if let Ok(e) = Expression::parse(kind, &src) {
+                let _ = e.evaluate(&scope);
+            }
+        }
+    }
+}
+
+fn recording_seeds() -> Vec<Value> {
+    let mut seeds = Vec::new();
+    for name in ["queue.jsonl", "cosmos.jsonl"] {
+        for e in recording(name).into_iter().take(6) {
+            seeds.push(serde_json::to_value(e).unwrap());
+        }
+    }
+    seeds.push(json!({"seq": 1, "method": "GET", "url": "http://h/x", "response_body": {"base64": "AAEC"}, "status": 200}));
+    seeds.push(json!({"seq": 2, "method": "GET", "url": "http://h/x", "error": "connection reset"}));
+    seeds
+}
+
+#[test]
+fn replay_files_read_to_exchanges_or_name_the_bad_line() {
+    let figures = Figures::new("replay file");
+    let strategy = prop::collection::vec(mutated_json_text(recording_seeds()), 1..4);
+    TestRunner::new(config(1_500))
+        .run(&strategy, |lines| {
+            figures.case();
+            let mut text = Vec::new();
+            for line in &lines {
+                text.extend_from_slice(line);
+                text.push(b'\n');
+            }
+            let text = String::from_utf8_lossy(&text);
+            match read_recording(&text) {
+                Ok(exchanges) => {
+                    // Play every recorded exchange back: bodies that are not base64, odd
+                    // methods and URLs are errors, not panics.
+                    let replayer = Replayer::new(exchanges.clone());
+                    for e in &exchanges {
+                        let mut request = HttpRequest::new(&e.method, e.url.clone());
+                        request.headers = e.request_headers.clone();
+                        request.body = e.request_body.to_bytes().unwrap_or_default();
+                        match replayer.play(&request) {
+                            Ok(_) => {}
+                            Err(err) => says_something(&err),
+                        }
+                    }
+                    let _ = replayer.finish();
+                }
+                Err(e) => {
+                    prop_assert!(e.to_string().contains("line"), "{e}");
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+    for text in [deep_json(100_000), "\n".repeat(100_000), "{}\n".repeat(10_000)] {
+        figures.case();
+        let _ = read_recording(&text).map(Replayer::new);
+    }
+}
