@@ -394,7 +394,7 @@ fn job_messages_raw_and_base64_decode_to_a_job_or_an_invalid_input_error() {
     // Mutated JSON, then sent raw or as base64 (of possibly invalid UTF-8), or as mutated
     // base64 text.
     let strategy = (mutated_json_text(job_seeds()), 0u8..3, byte_edits());
-    TestRunner::new(config(2_000))
+    TestRunner::new(config(1_200))
         .run(&strategy, |(json, form, edits)| {
             figures.case();
             let text = match form {
@@ -726,7 +726,7 @@ fn replay_case(text: &str) -> bool {
 fn replay_files_read_to_exchanges_or_name_the_bad_line() {
     let figures = Figures::new("replay file");
     let strategy = prop::collection::vec(mutated_json_text(recording_seeds()), 1..4);
-    TestRunner::new(config(700))
+    TestRunner::new(config(500))
         .run(&strategy, |lines| {
             figures.case();
             let mut text = Vec::new();

@@ -53,7 +53,10 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
 }
 
 fn check(e: &Error) {
-    assert!(!e.to_string().trim().is_empty(), "an error without a message");
+    assert!(
+        !e.to_string().trim().is_empty(),
+        "an error without a message"
+    );
 }
 
 /// The first byte picks a status; the rest is the body.
@@ -89,9 +92,15 @@ pub fn queue_xml(data: &[u8]) {
                 .await
                 .map(drop),
             client().metadata().await.map(drop),
-            client().put_message("x", Default::default()).await.map(drop),
+            client()
+                .put_message("x", Default::default())
+                .await
+                .map(drop),
         ];
-        results.iter().filter_map(|r| r.as_ref().err()).for_each(check);
+        results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .for_each(check);
     });
     check(&queue::response_error(&answer(data), "fuzz"));
 }
@@ -117,7 +126,10 @@ pub fn cosmos_json(data: &[u8]) {
                 .await
                 .map(drop),
         ];
-        results.iter().filter_map(|r| r.as_ref().err()).for_each(check);
+        results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .for_each(check);
     });
     check(&cosmos::response_error(&answer(data), "fuzz"));
 }
@@ -144,7 +156,11 @@ pub fn connection_string(data: &[u8]) {
     for allow_http in [false, true] {
         let options = ConnectionOptions { allow_http };
         match StorageConnection::parse_with(&text, options.clone()) {
-            Ok(c) => assert!(c.queue_endpoint.starts_with("http"), "{:?}", c.queue_endpoint),
+            Ok(c) => assert!(
+                c.queue_endpoint.starts_with("http"),
+                "{:?}",
+                c.queue_endpoint
+            ),
             Err(e) => check(&e),
         }
         match CosmosConnection::parse_with(&text, options) {
