@@ -11,6 +11,7 @@ mod hostile_common;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use flowcraft_azure::Error;
+use flowcraft_azure::adapter::cosmos_spill::{Entry, Manifest, SpillLimits, join, split};
 use flowcraft_azure::adapter::settings::Settings;
 use flowcraft_azure::azure::auth::{ConnectionOptions, CosmosConnection, StorageConnection};
 use flowcraft_azure::azure::cosmos::{
@@ -20,6 +21,7 @@ use flowcraft_azure::azure::queue::{
     self, ListQueuesOptions, MessageCount, QueueClient, VisibilityTimeout,
 };
 use flowcraft_azure::distributed::job::JobMessage;
+use flowcraft_azure::distributed::state::RunState;
 use flowcraft_azure::flow::blueprint::{Blueprint, LoadOptions};
 use flowcraft_azure::flow::expr::{EvaluatorKind, Expression};
 use flowcraft_azure::flow::mermaid::to_mermaid;
@@ -798,4 +800,101 @@ fn kept_regression_inputs_stay_fixed() {
     }
     println!("hostile[regressions]: {replayed} kept inputs replayed");
     assert!(replayed > 0, "tests/regressions holds no inputs");
+}
+
+/// A spilled run state as stored in Cosmos: the run item's manifest and the bucket items'
+/// entries, split from a real document with small limits.
+fn spill_seed() -> Value {
+    let mut doc = Map::new();
+    doc.insert("blueprintId".into(), json!("chain"));
+    doc.insert("_outputs.a".into(), json!({"rows": (0..40).map(|i| json!({"i": i, "name": format!("row {i}")})).collect::<Vec<_>>()}));
+    doc.insert("blob".into(), json!("y".repeat(900)));
+    doc.insert(
+        "_flowcraft".into(),
+        json!({"initialized": true, "seq": 2, "revision": 3,
+        "outstanding": {"2:b": {"node": "b", "activation": 2}}}),
+    );
+    let limits = SpillLimits {
+        spill_above: 500,
+        expand_above: 200,
+        piece_bytes: 150,
+        bucket_target: 600,
+        bucket_max: 3_000,
+        inline_budget: 200,
+        inline_entry_max: 64,
+    };
+    let split = split(&doc, &limits, 1).unwrap().expect("the seed spills");
+    let manifest = Manifest {
+        buckets: (0..split.buckets.len())
+            .map(|i| Some(format!("b{i}")))
+            .collect(),
+        expanded: split.expanded.clone(),
+    };
+    json!({
+        "inline": split.inline,
+        "manifest": manifest.to_json(),
+        "entries": split.buckets.iter().flatten().map(Entry::to_json).collect::<Vec<_>>(),
+    })
+}
+
+/// Reassembles one (possibly tampered) spilled state; true when it reads as a run.
+fn spill_case(stored: &Value) -> bool {
+    let manifest = match Manifest::from_json(&stored["manifest"]) {
+        Ok(m) => m,
+        Err(e) => {
+            says_something(&e);
+            return false;
+        }
+    };
+    let _ = manifest.ids().count();
+    let entries: Result<Vec<Entry>, Error> = stored["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .cloned()
+        .map(Entry::from_json)
+        .collect();
+    let inline = stored["inline"].as_object().cloned().unwrap_or_default();
+    let joined = entries.and_then(|entries| join(inline, &manifest.expanded, entries.iter()));
+    match joined.map(|mut doc| {
+        doc.insert("id".into(), json!("r1"));
+        doc
+    }) {
+        Ok(doc) => match RunState::from_document(doc) {
+            Ok(_) => true,
+            Err(e) => {
+                says_something(&e);
+                false
+            }
+        },
+        Err(e) => {
+            says_something(&e);
+            false
+        }
+    }
+}
+
+#[test]
+fn spilled_run_state_from_cosmos_reassembles_or_says_it_is_inconsistent() {
+    let figures = Figures::new("spilled run state");
+    let seed = spill_seed();
+    assert!(spill_case(&seed), "the untouched split reassembles");
+    TestRunner::new(config(500))
+        .run(&(json_edits(), json_edits()), |(a, b)| {
+            figures.case();
+            let mut edited = apply_json(&seed, &a);
+            edited = apply_json(&edited, &b);
+            if spill_case(&edited) {
+                figures.accepted();
+            }
+            Ok(())
+        })
+        .unwrap();
+    figures.assert_both_sides();
+    // Entries that claim billions of pieces, and pieces that overlap.
+    let mut huge = seed.clone();
+    huge["entries"] = json!([{"p": ["blob"], "i": 0, "n": u32::MAX, "t": "\"y"},
+        {"p": ["blob"], "i": 0, "n": 1, "t": "1"}, {"p": [], "v": 1}]);
+    figures.case();
+    assert!(!spill_case(&huge));
 }
