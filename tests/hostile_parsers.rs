@@ -247,7 +247,7 @@ fn queue_xml_answers_are_values_never_panics() {
          <DequeueCount>99999999999999999999</DequeueCount><MessageText>&#x0;</MessageText>\
          </QueueMessage></QueueMessagesList>"
             .to_string(),
-        "<QueueMessagesList>".repeat(1)
+        "<QueueMessagesList>".to_string()
             + &"<QueueMessage><MessageId>x</MessageId></QueueMessage>".repeat(5_000),
     ] {
         figures.case();
@@ -471,7 +471,7 @@ const SETTING_NAMES: &[&str] = &[
 fn connection_case(text: &str, allow_http: bool, extra: &[(&'static str, &str)]) -> bool {
     let options = ConnectionOptions { allow_http };
     let mut accepted = false;
-    match StorageConnection::parse_with(text, options.clone()) {
+    match StorageConnection::parse_with(text, options) {
         Ok(c) => {
             accepted = true;
             assert!(

@@ -155,7 +155,7 @@ pub fn connection_string(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     for allow_http in [false, true] {
         let options = ConnectionOptions { allow_http };
-        match StorageConnection::parse_with(&text, options.clone()) {
+        match StorageConnection::parse_with(&text, options) {
             Ok(c) => assert!(
                 c.queue_endpoint.starts_with("http"),
                 "{:?}",
