@@ -47,6 +47,7 @@ fn pipeline(answer: HttpResponse) -> Pipeline {
 
 fn block_on<F: std::future::Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
+        .enable_time()
         .build()
         .expect("runtime")
         .block_on(future)
