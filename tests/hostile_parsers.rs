@@ -2,9 +2,13 @@
 //! user: structured mutations of valid inputs (recorded Azurite and Cosmos answers, the
 //! fixture blueprints, real job messages and connection strings) with fields dropped or
 //! retyped, huge numbers, deep nesting, invalid UTF-8, truncations and repeated parts. Each
-//! target asserts no panic, bounded work, and errors as values with a message. Case counts
-//! keep each target near 20 s on a 2-core machine in a debug build; `FUZZ_CASES=N` runs N
-//! cases per target (a soak). Each target prints `hostile[name]: N cases in S s`.
+//! target asserts no panic, bounded work, and errors as values with a message, and that the
+//! generator reached both accepted and refused inputs. Targets: queue XML answers, Cosmos
+//! JSON answers and error bodies, spilled run state, job messages, connection strings and
+//! worker settings, blueprints, both expression evaluators, replay files; plus the kept
+//! regression inputs under `tests/regressions/<target>/` (see `scripts/fuzz.sh`). Case counts
+//! keep each target at 5-20 s on a busy 2-core machine in a debug build; `FUZZ_CASES=N` runs
+//! N cases per target (a soak). Each target prints `hostile[name]: N cases (A accepted) in S s`.
 
 mod hostile_common;
 
