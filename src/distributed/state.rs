@@ -337,6 +337,7 @@ impl RunState {
             })?,
             None => Bookkeeping::default(),
         };
+        check_bookkeeping(&run_id, &book)?;
         for key in NON_CONTEXT_KEYS {
             doc.remove(key);
         }
@@ -346,6 +347,43 @@ impl RunState {
             book,
         })
     }
+}
+
+/// The largest counter a stored run may hold: 2^53, the largest integer a JSON number keeps
+/// exactly in JavaScript (the TypeScript adapter) and in Cosmos DB.
+const MAX_COUNTER: u64 = 1 << 53;
+
+/// Refuses bookkeeping that no real run has (a hand-edited document): counters past 2^53
+/// (the worker adds to them and compares them with the clock, which must not overflow), and
+/// outstanding work filed under a key that is not its own (no job could ever settle it, so
+/// the reconciler would re-send it forever).
+fn check_bookkeeping(run_id: &str, book: &Bookkeeping) -> Result<(), Error> {
+    if let Some((key, item)) = book.outstanding.iter().find(|(k, i)| **k != i.key()) {
+        return Err(Error::invalid_input(format!(
+            "run {run_id}: outstanding work `{key}` names node '{}' activation {}; the run \
+             document was edited by hand and cannot be processed",
+            item.node, item.activation
+        )));
+    }
+    let counters = [("seq", book.seq), ("revision", book.revision)]
+        .into_iter()
+        .chain(book.executions.values().map(|n| ("executions", *n)));
+    for (name, value) in counters {
+        if value > MAX_COUNTER {
+            return Err(Error::invalid_input(format!(
+                "run {run_id}: `{BOOKKEEPING_KEY}.{name}` is {value}, beyond any real run \
+                 (at most 2^53); the run document was edited by hand and cannot be processed"
+            )));
+        }
+    }
+    if book.status_touched_at.unsigned_abs() > MAX_COUNTER {
+        return Err(Error::invalid_input(format!(
+            "run {run_id}: `{BOOKKEEPING_KEY}.statusTouchedAt` is {}, not a time in epoch \
+             seconds; the run document was edited by hand and cannot be processed",
+            book.status_touched_at
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -37,6 +37,13 @@ pub struct ConnectionOptions {
 /// `/`.
 pub fn check_endpoint(endpoint: &str, allow_http: bool) -> Result<String, Error> {
     let trimmed = endpoint.trim().trim_end_matches('/');
+    // The URL parser silently drops control characters and inner whitespace, so the URL it
+    // checks would differ from the text the clients use: refuse them instead.
+    if trimmed.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(Error::invalid_input(
+            "the endpoint contains a control character or whitespace; expected e.g. https://account.queue.core.windows.net",
+        ));
+    }
     let url = reqwest::Url::parse(trimmed).map_err(|e| {
         // The text may hold a SAS signature or a key pasted into the wrong place.
         let shown = Redactor::new().redact_url(trimmed);
