@@ -232,6 +232,21 @@ impl JobQueue for AzureJobQueue {
             .map_err(|e| lost_lease(e, id))
     }
 
+    async fn rewrite(
+        &self,
+        id: &str,
+        receipt: &str,
+        text: &str,
+        visibility: Duration,
+    ) -> Result<String, Error> {
+        let visibility = whole_seconds(visibility, "queue rewrite message")?;
+        self.queue
+            .update_message(id, receipt, visibility, Some(text))
+            .await
+            .map(|updated| updated.pop_receipt)
+            .map_err(|e| lost_lease(e, id))
+    }
+
     async fn complete(&self, id: &str, receipt: &str) -> Result<(), Error> {
         match self.queue.delete_message(id, receipt).await {
             // Gone already: an earlier attempt whose answer was lost deleted it.

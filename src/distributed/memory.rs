@@ -206,6 +206,23 @@ impl JobQueue for MemoryQueue {
         Ok(fresh)
     }
 
+    async fn rewrite(
+        &self,
+        id: &str,
+        receipt: &str,
+        text: &str,
+        visibility: Duration,
+    ) -> Result<String, Error> {
+        check_delay(visibility, "visibility timeout")?;
+        let mut inner = lock(&self.inner);
+        let msg = Self::find(&mut inner, id, receipt)?;
+        let fresh = uuid::Uuid::new_v4().to_string();
+        msg.receipt = Some(fresh.clone());
+        msg.text = text.to_string();
+        msg.visible_at = Instant::now() + visibility;
+        Ok(fresh)
+    }
+
     async fn complete(&self, id: &str, receipt: &str) -> Result<(), Error> {
         let mut inner = lock(&self.inner);
         Self::find(&mut inner, id, receipt)?;

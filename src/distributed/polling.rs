@@ -46,6 +46,7 @@
 //! error counts as having enqueued (it may have sent some successors before failing): one
 //! receive too many at worst. A failed receive pauses for `idle_backoff_max` (jittered).
 
+use crate::distributed::follow_ups::send_delayed;
 use crate::distributed::job::JobMessage;
 use crate::distributed::ports::QueueMessage;
 use crate::distributed::publish::touch_status;
@@ -59,6 +60,10 @@ use tokio_util::sync::CancellationToken;
 /// How long a job whose lease was lost may take to stop by itself (its node sees the
 /// cancellation token) before it is dropped where it is.
 const LEASE_LOST_GRACE: Duration = Duration::from_secs(1);
+
+/// How many jobs of one chain a worker runs in a row on one message before it sends the next
+/// one to the queue (so one long chain does not hold a concurrency slot for ever).
+pub const MAX_LOCAL_HOPS: u32 = 64;
 
 impl Worker {
     /// Polls the queue until `shutdown` fires (see the module documentation for when it
@@ -98,7 +103,8 @@ impl Worker {
             };
             let received = messages.len();
             for message in messages {
-                self.spawn_job(message, &slots, &mut tasks, &abort).await;
+                self.spawn_job(message, &slots, &mut tasks, &abort, &shutdown)
+                    .await;
             }
             let Some(pause) = backoff.after_receive(received, asked, !tasks.is_empty()) else {
                 continue;
@@ -141,6 +147,7 @@ impl Worker {
         slots: &Arc<Semaphore>,
         tasks: &mut JoinSet<bool>,
         abort: &CancellationToken,
+        shutdown: &CancellationToken,
     ) {
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             // Cannot happen (the receive asked for at most the free slots); give it back.
@@ -152,9 +159,9 @@ impl Worker {
             return;
         };
         let worker = self.clone();
-        let abort = abort.clone();
+        let (abort, shutdown) = (abort.clone(), shutdown.clone());
         tasks.spawn(async move {
-            let enqueued_now = worker.process(message, abort).await;
+            let enqueued_now = worker.process(message, abort, shutdown).await;
             drop(permit);
             enqueued_now
         });
@@ -162,9 +169,66 @@ impl Worker {
 
     /// Handles one message under a renewed lease, then completes, releases or poisons it.
     /// When `abort` fires first, the job is stopped where it is and the message released.
+    /// A job whose commit fired exactly one successor hands its message over to it (see
+    /// [`Worker::hand_over`]) and the successor runs here next, on the state just committed,
+    /// for up to [`MAX_LOCAL_HOPS`] jobs in a row and never once `shutdown` fired.
     /// Returns whether the job left a message receivable at once: one it sent
     /// ([`Handled::enqueued_now`]), or its own message released without delay.
-    async fn process(&self, message: QueueMessage, abort: CancellationToken) -> bool {
+    async fn process(
+        &self,
+        mut message: QueueMessage,
+        abort: CancellationToken,
+        shutdown: CancellationToken,
+    ) -> bool {
+        let mut hops = 0;
+        let mut enqueued = false;
+        loop {
+            let hand_off = hops < MAX_LOCAL_HOPS && !shutdown.is_cancelled();
+            let Some((handled, receipt)) = self.run_leased(&message, &abort, hand_off).await
+            else {
+                tracing::warn!(message_id = %message.id,
+                    "the lease was lost; the job stopped and is left to the next delivery");
+                // It may have sent successors before it stopped.
+                return true;
+            };
+            let Handled {
+                mut disposition,
+                mut enqueued_now,
+                successor,
+            } = handled;
+            if let Some(next) = successor {
+                if !shutdown.is_cancelled() && !abort.is_cancelled() {
+                    if let Some(handed) = self.hand_over(&message, &receipt, &next).await {
+                        message = handed;
+                        hops += 1;
+                        continue;
+                    }
+                }
+                // Not handed over: send the successor as a message of its own.
+                match send_delayed(self.backends.queue.as_ref(), *next, Duration::ZERO).await {
+                    Ok(_) => enqueued_now = true,
+                    Err(e) => {
+                        tracing::warn!(message_id = %message.id, error = %e,
+                            "could not send the successor; the job's next delivery replays it");
+                        disposition = Disposition::Release(Duration::ZERO);
+                    }
+                }
+            }
+            enqueued |= enqueued_now;
+            return self
+                .settle(&message, &receipt, disposition, enqueued)
+                .await;
+        }
+    }
+
+    /// Runs one message's job under a renewed lease (and the status heartbeat). Returns what
+    /// the job came to and the message's current receipt, or `None` when the lease was lost.
+    async fn run_leased(
+        &self,
+        message: &QueueMessage,
+        abort: &CancellationToken,
+        hand_off: bool,
+    ) -> Option<(Handled, String)> {
         let receipt = Arc::new(Mutex::new(message.receipt.clone()));
         let stop = CancellationToken::new();
         // Fired by the renewal when the lease is lost: the job stops where it is (the node
@@ -190,45 +254,76 @@ impl Worker {
             ))
         });
         let handled = tokio::select! {
-            handled = self.handle_message_cancellable(&message, lease_lost.clone()) => Some(handled),
+            handled = self.handle_leased(message, lease_lost.clone(), hand_off) => Some(handled),
             // A short grace lets the node see its token and stop by itself.
             _ = async {
                 lease_lost.cancelled().await;
                 tokio::time::sleep(LEASE_LOST_GRACE).await;
             } => None,
-            _ = abort.cancelled() => Some(Handled {
-                disposition: Disposition::Release(Duration::ZERO),
-                // Stopped part-way: it may have sent successors.
-                enqueued_now: true,
-            }),
+            // Stopped part-way: it may have sent successors.
+            _ = abort.cancelled() => Some(Handled::new(Disposition::Release(Duration::ZERO), true)),
         };
         stop.cancel();
         let _ = renewer.await;
         if let Some(heartbeat) = heartbeat {
             let _ = heartbeat.await;
         }
-        let handled = handled.filter(|_| !lease_lost.is_cancelled());
-        let Some(Handled {
-            disposition,
-            enqueued_now,
-        }) = handled
-        else {
-            tracing::warn!(message_id = %message.id,
-                "the lease was lost; the job stopped and is left to the next delivery");
-            // It may have sent successors before it stopped.
-            return true;
-        };
+        let handled = handled.filter(|_| !lease_lost.is_cancelled())?;
         let current = receipt
             .lock()
             .map(|r| r.clone())
             .unwrap_or_else(|p| p.into_inner().clone());
+        Some((handled, current))
+    }
+
+    /// Hands a job's message over to its successor `next`: ONE request replaces the
+    /// message's text with the successor's job and renews its lease, so the message now
+    /// guards the successor, which this worker runs next. A crash from here on leaves the
+    /// message to become visible after one lease, and any worker then runs the successor
+    /// (or replays it, if its commit landed). `None` when the queue cannot do it or the
+    /// request failed: the caller sends the successor instead.
+    async fn hand_over(
+        &self,
+        message: &QueueMessage,
+        receipt: &str,
+        next: &JobMessage,
+    ) -> Option<QueueMessage> {
+        let text = next.encode().ok()?;
+        let queue = self.backends.queue.as_ref();
+        match queue
+            .rewrite(&message.id, receipt, &text, self.config.visibility)
+            .await
+        {
+            Ok(fresh) => Some(QueueMessage {
+                id: message.id.clone(),
+                receipt: fresh,
+                text,
+                dequeue_count: message.dequeue_count,
+            }),
+            Err(e) => {
+                tracing::debug!(message_id = %message.id, error = %e,
+                    "could not hand the message over to the successor; sending it instead");
+                None
+            }
+        }
+    }
+
+    /// Applies a job's disposition to its message. Returns `enqueued_now`, or true as well
+    /// when the message was released without delay.
+    async fn settle(
+        &self,
+        message: &QueueMessage,
+        receipt: &str,
+        disposition: Disposition,
+        enqueued_now: bool,
+    ) -> bool {
         let queue = self.backends.queue.as_ref();
         let result = match &disposition {
-            Disposition::Complete => queue.complete(&message.id, &current).await,
-            Disposition::Release(delay) => queue.release(&message.id, &current, *delay).await,
+            Disposition::Complete => queue.complete(&message.id, receipt).await,
+            Disposition::Release(delay) => queue.release(&message.id, receipt, *delay).await,
             Disposition::Poison(reason) => {
                 let mut leased = message.clone();
-                leased.receipt = current;
+                leased.receipt = receipt.to_string();
                 queue.move_to_poison(&leased, reason).await
             }
         };
