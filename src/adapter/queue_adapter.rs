@@ -232,6 +232,21 @@ impl JobQueue for AzureJobQueue {
             .map_err(|e| lost_lease(e, id))
     }
 
+    async fn send_leased(&self, text: &str, lease: Duration) -> Result<QueueMessage, Error> {
+        let options = PutOptions {
+            // Hidden for the lease: no wake-up, nobody else can receive it meanwhile.
+            visibility_delay: Some(whole_seconds(lease, "queue send leased")?),
+            ttl: Some(MessageTtl::Never),
+        };
+        let sent = self.queue.put_message(text, options).await?;
+        Ok(QueueMessage {
+            id: sent.id,
+            receipt: sent.pop_receipt,
+            text: text.to_string(),
+            dequeue_count: 1,
+        })
+    }
+
     async fn rewrite(
         &self,
         id: &str,

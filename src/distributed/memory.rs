@@ -206,6 +206,28 @@ impl JobQueue for MemoryQueue {
         Ok(fresh)
     }
 
+    async fn send_leased(&self, text: &str, lease: Duration) -> Result<QueueMessage, Error> {
+        check_delay(lease, "visibility timeout")?;
+        let mut inner = lock(&self.inner);
+        inner.next_id += 1;
+        inner.sends += 1;
+        let id = format!("m{}", inner.next_id);
+        let receipt = uuid::Uuid::new_v4().to_string();
+        inner.messages.push(StoredMessage {
+            id: id.clone(),
+            text: text.to_string(),
+            visible_at: Instant::now() + lease,
+            dequeue_count: 0,
+            receipt: Some(receipt.clone()),
+        });
+        Ok(QueueMessage {
+            id,
+            receipt,
+            text: text.to_string(),
+            dequeue_count: 1,
+        })
+    }
+
     async fn rewrite(
         &self,
         id: &str,

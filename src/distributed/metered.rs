@@ -8,7 +8,7 @@
 //!
 //! | port | operation | Azure request(s) per call |
 //! |---|---|---|
-//! | queue | `send` | 1 HTTP `POST .../messages` (Put Message) |
+//! | queue | `send`, `send_leased` | 1 HTTP `POST .../messages` (Put Message) |
 //! | queue | `receive` | 1 HTTP `GET .../messages?numofmessages=N` (one per batch, empty or not) |
 //! | queue | `renew` | 1 HTTP `PUT .../messages/{id}?popreceipt=..&visibilitytimeout=..` (Update Message) |
 //! | queue | `complete` | 1 HTTP `DELETE .../messages/{id}?popreceipt=..` |
@@ -425,6 +425,13 @@ impl JobQueue for MeteredQueue {
     async fn move_to_poison(&self, message: &QueueMessage, reason: &str) -> Result<(), Error> {
         let result = self.inner.move_to_poison(message, reason).await;
         self.meter.record(Operation::QueueMoveToPoison, &result);
+        result
+    }
+
+    async fn send_leased(&self, text: &str, lease: Duration) -> Result<QueueMessage, Error> {
+        // One Put Message, like a send.
+        let result = self.inner.send_leased(text, lease).await;
+        self.meter.record(Operation::QueueSend, &result);
         result
     }
 

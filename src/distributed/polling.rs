@@ -47,6 +47,8 @@
 //! receive too many at worst. A failed receive pauses for `idle_backoff_max` (jittered).
 
 use crate::distributed::follow_ups::send_delayed;
+use std::future::Future;
+use std::pin::Pin;
 use crate::distributed::job::JobMessage;
 use crate::distributed::ports::QueueMessage;
 use crate::distributed::publish::touch_status;
@@ -159,9 +161,9 @@ impl Worker {
             return;
         };
         let worker = self.clone();
-        let (abort, shutdown) = (abort.clone(), shutdown.clone());
+        let (abort, shutdown, slots) = (abort.clone(), shutdown.clone(), slots.clone());
         tasks.spawn(async move {
-            let enqueued_now = worker.process(message, abort, shutdown).await;
+            let enqueued_now = worker.process(message, slots, abort, shutdown).await;
             drop(permit);
             enqueued_now
         });
@@ -169,55 +171,129 @@ impl Worker {
 
     /// Handles one message under a renewed lease, then completes, releases or poisons it.
     /// When `abort` fires first, the job is stopped where it is and the message released.
-    /// A job whose commit fired exactly one successor hands its message over to it (see
-    /// [`Worker::hand_over`]) and the successor runs here next, on the state just committed,
-    /// for up to [`MAX_LOCAL_HOPS`] jobs in a row and never once `shutdown` fired.
+    ///
+    /// The successors a job's commit fired run in this worker, on the state just committed
+    /// (no receive, no read), each guarded by a message that any worker runs if this one
+    /// dies: the first takes over the job's own message ([`Worker::hand_over`]: one request
+    /// instead of a delete and a send) and runs next in this task; each other one that finds
+    /// a free concurrency slot is sent hidden for one lease
+    /// ([`JobQueue::send_leased`](crate::distributed::ports::JobQueue::send_leased)) and runs
+    /// alongside; the rest are sent to the queue for any worker. At most
+    /// [`MAX_LOCAL_HOPS`] jobs run in a row on one message, and none once `shutdown` fired.
     /// Returns whether the job left a message receivable at once: one it sent
     /// ([`Handled::enqueued_now`]), or its own message released without delay.
-    async fn process(
-        &self,
+    fn process(
+        self: Arc<Self>,
+        message: QueueMessage,
+        slots: Arc<Semaphore>,
+        abort: CancellationToken,
+        shutdown: CancellationToken,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send>> {
+        // Boxed with its `Send` spelled out: it spawns itself for successors run alongside.
+        Box::pin(self.process_chain(message, slots, abort, shutdown))
+    }
+
+    /// [`Worker::process`]'s body.
+    async fn process_chain(
+        self: Arc<Self>,
         mut message: QueueMessage,
+        slots: Arc<Semaphore>,
         abort: CancellationToken,
         shutdown: CancellationToken,
     ) -> bool {
         let mut hops = 0;
         let mut enqueued = false;
-        loop {
+        let mut alongside = Vec::new();
+        let result = loop {
             let hand_off = hops < MAX_LOCAL_HOPS && !shutdown.is_cancelled();
             let Some((handled, receipt)) = self.run_leased(&message, &abort, hand_off).await
             else {
                 tracing::warn!(message_id = %message.id,
                     "the lease was lost; the job stopped and is left to the next delivery");
                 // It may have sent successors before it stopped.
-                return true;
+                break true;
             };
             let Handled {
                 mut disposition,
-                mut enqueued_now,
-                successor,
+                enqueued_now,
+                successors,
             } = handled;
-            if let Some(next) = successor {
-                if !shutdown.is_cancelled() && !abort.is_cancelled() {
-                    if let Some(handed) = self.hand_over(&message, &receipt, &next).await {
+            enqueued |= enqueued_now;
+            let mut successors = successors.into_iter();
+            if let Some(first) = successors.next() {
+                let stopping = shutdown.is_cancelled() || abort.is_cancelled();
+                let mut plain = Vec::new();
+                for next in successors {
+                    let permit = slots.clone().try_acquire_owned().ok().filter(|_| !stopping);
+                    let leased = match permit {
+                        Some(permit) => self.lease(&next).await.map(|m| (m, permit)),
+                        None => None,
+                    };
+                    match leased {
+                        Some((guard, permit)) => {
+                            let worker = self.clone();
+                            let (slots, abort, shutdown) =
+                                (slots.clone(), abort.clone(), shutdown.clone());
+                            let run = worker.process(guard, slots, abort, shutdown);
+                            alongside.push(tokio::spawn(async move {
+                                let enqueued = run.await;
+                                drop(permit);
+                                enqueued
+                            }));
+                        }
+                        None => plain.push(next),
+                    }
+                }
+                // The others first: while any may be unsent, the job's own message must
+                // stay (its redelivery replays the commit and sends them all again).
+                let queue = self.backends.queue.as_ref();
+                let mut sent = enqueue_all(queue, plain).await;
+                if sent.is_ok() {
+                    let handed = if stopping {
+                        None
+                    } else {
+                        self.hand_over(&message, &receipt, &first).await
+                    };
+                    if let Some(handed) = handed {
                         message = handed;
                         hops += 1;
                         continue;
                     }
+                    sent = enqueue_all(queue, vec![first]).await;
                 }
-                // Not handed over: send the successor as a message of its own.
-                match send_delayed(self.backends.queue.as_ref(), *next, Duration::ZERO).await {
-                    Ok(_) => enqueued_now = true,
+                match sent {
+                    Ok(()) => enqueued = true,
                     Err(e) => {
                         tracing::warn!(message_id = %message.id, error = %e,
-                            "could not send the successor; the job's next delivery replays it");
+                            "could not send the successors; the job's next delivery replays it");
                         disposition = Disposition::Release(Duration::ZERO);
                     }
                 }
             }
-            enqueued |= enqueued_now;
-            return self
-                .settle(&message, &receipt, disposition, enqueued)
-                .await;
+            break self.settle(&message, &receipt, disposition, enqueued).await;
+        };
+        let mut any = result;
+        for run in alongside {
+            any |= run.await.unwrap_or(true);
+        }
+        any
+    }
+
+    /// Sends `next` hidden for one lease, to run it here under that guard; `None` when the
+    /// queue cannot (the caller sends it normally).
+    async fn lease(&self, next: &JobMessage) -> Option<QueueMessage> {
+        let text = next.encode().ok()?;
+        match self
+            .backends
+            .queue
+            .send_leased(&text, self.config.visibility)
+            .await
+        {
+            Ok(guard) => Some(guard),
+            Err(e) => {
+                tracing::debug!(error = %e, "could not send a guard message; sending the job instead");
+                None
+            }
         }
     }
 
@@ -336,6 +412,17 @@ impl Worker {
             }
         }
     }
+}
+
+/// Sends `jobs` to the queue, visible at once.
+async fn enqueue_all(
+    queue: &dyn crate::distributed::ports::JobQueue,
+    jobs: Vec<JobMessage>,
+) -> Result<(), crate::Error> {
+    for job in jobs {
+        send_delayed(queue, job, Duration::ZERO).await?;
+    }
+    Ok(())
 }
 
 /// A token that fires on SIGINT (Ctrl-C) or SIGTERM, for [`Worker::run`]'s graceful

@@ -132,10 +132,10 @@ pub struct Handled {
     /// disposition's own release. `true` as well when an infrastructure error stopped the job
     /// part-way, as it may have sent some before failing.
     pub enqueued_now: bool,
-    /// The single successor the job's commit fired, NOT sent: the polling loop hands the
-    /// job's message over to it and runs it in this worker (see [`super::polling`]). Only
-    /// set when the caller asked for it.
-    pub(crate) successor: Option<Box<JobMessage>>,
+    /// The successors the job's commit fired, NOT sent: the polling loop runs them in this
+    /// worker under guard messages, or sends them (see [`super::polling`]). Only set when
+    /// the caller asked for it.
+    pub(crate) successors: Vec<JobMessage>,
 }
 
 impl Handled {
@@ -144,7 +144,7 @@ impl Handled {
         Handled {
             disposition: Disposition::Complete,
             enqueued_now,
-            successor: None,
+            successors: Vec::new(),
         }
     }
 
@@ -154,7 +154,7 @@ impl Handled {
         Handled {
             disposition,
             enqueued_now,
-            successor: None,
+            successors: Vec::new(),
         }
     }
 
@@ -339,9 +339,8 @@ impl Worker {
         self.handle_leased(message, cancel, false).await
     }
 
-    /// [`Worker::handle_message_cancellable`]; with `hand_off`, a commit that fired exactly
-    /// one successor leaves it unsent in [`Handled::successor`] for the caller to hand the
-    /// message over to.
+    /// [`Worker::handle_message_cancellable`]; with `hand_off`, the successors a commit fired
+    /// are left unsent in `Handled::successors`, for the caller to run them itself.
     pub(crate) async fn handle_leased(
         &self,
         message: &QueueMessage,
@@ -500,7 +499,7 @@ impl Worker {
             .await?;
         match committed {
             Committed::Fresh { record, publish } => {
-                let (enqueued_now, successor) = self
+                let (enqueued_now, successors) = self
                     .follow_up_handing_off(job, &state, &record, publish, hand_off)
                     .await?;
                 self.events.emit(Event::JobFinished {
@@ -509,7 +508,7 @@ impl Worker {
                     kind: record.kind,
                 });
                 let mut handled = Handled::complete(enqueued_now);
-                handled.successor = successor.map(Box::new);
+                handled.successors = successors;
                 Ok(handled)
             }
             Committed::Reparked => {
@@ -866,9 +865,9 @@ impl Worker {
             .map(|(enqueued_now, _)| enqueued_now)
     }
 
-    /// [`Worker::follow_up`]; with `hand_off`, a commit that fired exactly one execution
-    /// (and no wake-up) of a running run does not send it but returns it, for the caller to
-    /// hand the job's message over to.
+    /// [`Worker::follow_up`]; with `hand_off`, the executions fired by a commit of a
+    /// running run that set no wake-up are not sent but returned, for the caller to run
+    /// them itself under guard messages.
     async fn follow_up_handing_off(
         &self,
         job: &JobMessage,
@@ -876,7 +875,7 @@ impl Worker {
         record: &CommitRecord,
         publish: bool,
         hand_off: bool,
-    ) -> Result<(bool, Option<JobMessage>), Error> {
+    ) -> Result<(bool, Vec<JobMessage>), Error> {
         let work = WorkItem {
             node: record.node.clone(),
             activation: record.activation,
@@ -888,12 +887,14 @@ impl Worker {
             .map(|ms| (&work, ms));
         let rev = record.revision.unwrap_or(0);
         let mut enqueued_now = false;
-        let mut successor = None;
+        let mut successors = Vec::new();
         if !state.book.status.is_terminal() {
             match (&record.fired[..], wake) {
-                ([single], None) if hand_off => {
-                    successor =
-                        Some(execute_job(&job.run_id, &job.blueprint_id, single).at_revision(rev));
+                (fired, None) if hand_off => {
+                    successors = fired
+                        .iter()
+                        .map(|item| execute_job(&job.run_id, &job.blueprint_id, item).at_revision(rev))
+                        .collect();
                 }
                 (fired, wake) => {
                     enqueued_now = enqueue_follow_ups(
@@ -912,7 +913,7 @@ impl Worker {
             let runs = self.backends.runs.as_ref();
             retry_transient(|| publish_status(runs, &self.events, state)).await?;
         }
-        Ok((enqueued_now, successor))
+        Ok((enqueued_now, successors))
     }
 }
 
