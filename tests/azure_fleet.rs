@@ -146,7 +146,8 @@ async fn three_worker_processes_finish_every_run_although_one_is_killed_mid_run(
     }
     let stack = Stack::new("kill");
     // Long enough nodes that every worker holds leased jobs when one is killed.
-    stack.blueprint(&fan_out("fleet-fan", 8, 2500));
+    // 32 branches into an `all` join: no lost update when the branches commit concurrently.
+    stack.blueprint(&fan_out("fleet-fan", 32, 2500));
     let (client, _backends) = stack.client().await;
     let mut workers: Vec<Worker> = (0..3).map(|_| stack.worker()).collect();
     let mut runs = Vec::new();
@@ -167,7 +168,7 @@ async fn three_worker_processes_finish_every_run_although_one_is_killed_mid_run(
             .await
             .unwrap();
         assert_eq!(result.status, RunStatus::Completed, "run {run}: {result:?}");
-        for i in 0..8 {
+        for i in 0..32 {
             assert!(
                 result.context.contains_key(&format!("_outputs.b{i}")),
                 "run {run} lost the output of b{i}"

@@ -21,6 +21,8 @@
 //! | `FLOWCRAFT_POLL_MAX_MS` | longest idle pause (jittered to 50-100 %) | 10000 with Redis, 4000 without |
 //! | `FLOWCRAFT_RECONCILER` | run the stalled-run reconciler in this worker (`on`/`off`) | `on` |
 //! | `FLOWCRAFT_STALLED_AFTER_SECS` | a running run untouched this long is reconciled | 300 |
+//! | `FLOWCRAFT_VERSION_DEFER_SECS` | first delay of a job for another blueprint version (grows to 10 min) | 30 |
+//! | `FLOWCRAFT_VERSION_WINDOW_SECS` | how long such a job is deferred before its run fails | 3600 |
 //!
 //! A missing or malformed value is an [`Error::InvalidInput`] that names the variable and
 //! never shows a key, a connection string or a Redis URL (they can carry passwords); `Debug`
@@ -85,6 +87,10 @@ pub struct Settings {
     pub reconciler: bool,
     /// A running run whose status is older than this is reconciled.
     pub stalled_after: Duration,
+    /// First delay of a job for another blueprint version (a rolling deploy); it grows.
+    pub version_defer: Duration,
+    /// How long a job for another blueprint version is deferred before its run fails.
+    pub version_window: Duration,
 }
 
 impl fmt::Debug for Settings {
@@ -105,6 +111,8 @@ impl fmt::Debug for Settings {
             .field("poll_max", &self.poll_max)
             .field("reconciler", &self.reconciler)
             .field("stalled_after", &self.stalled_after)
+            .field("version_defer", &self.version_defer)
+            .field("version_window", &self.version_window)
             .finish()
     }
 }
@@ -128,6 +136,8 @@ impl Settings {
             poll_max: None,
             reconciler: true,
             stalled_after: ReconcilerConfig::default().stalled_after,
+            version_defer: worker.defer_delay,
+            version_window: worker.version_window,
         }
     }
 
@@ -189,6 +199,12 @@ impl Settings {
         if let Some(secs) = env.number("FLOWCRAFT_STALLED_AFTER_SECS", 1, 30 * 24 * 3600)? {
             settings.stalled_after = Duration::from_secs(secs);
         }
+        if let Some(secs) = env.number("FLOWCRAFT_VERSION_DEFER_SECS", 1, 7 * 24 * 3600)? {
+            settings.version_defer = Duration::from_secs(secs);
+        }
+        if let Some(secs) = env.number("FLOWCRAFT_VERSION_WINDOW_SECS", 1, 30 * 24 * 3600)? {
+            settings.version_window = Duration::from_secs(secs);
+        }
         Ok(settings)
     }
 
@@ -211,6 +227,8 @@ impl Settings {
             idle_backoff_min: self.poll_min,
             idle_backoff_max: self.effective_poll_max(),
             max_dequeue: self.max_dequeue.max(1),
+            defer_delay: self.version_defer,
+            version_window: self.version_window,
             ..WorkerConfig::default()
         }
     }

@@ -129,6 +129,33 @@ impl MemoryQueue {
         }
         Ok(msg)
     }
+
+    /// Ids of the messages currently under a lease (received, not yet visible again), in
+    /// queue order (fault simulation: pick one to expire).
+    pub fn leased_ids(&self) -> Vec<String> {
+        let now = Instant::now();
+        lock(&self.inner)
+            .messages
+            .iter()
+            .filter(|m| m.receipt.is_some() && m.visible_at > now)
+            .map(|m| m.id.clone())
+            .collect()
+    }
+
+    /// Ends the lease of message `id` now, as a lapsed visibility timeout would: the message
+    /// becomes visible again, its current receipt keeps working until the next receive.
+    /// False when the message is not in the queue.
+    pub fn expire_lease(&self, id: &str) -> bool {
+        let now = Instant::now();
+        let mut inner = lock(&self.inner);
+        match inner.messages.iter_mut().find(|m| m.id == id) {
+            Some(m) => {
+                m.visible_at = m.visible_at.min(now);
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 fn check_delay(delay: Duration, what: &str) -> Result<(), Error> {
@@ -524,6 +551,11 @@ impl MemoryCoordinationStore {
             .collect();
         out.sort();
         out
+    }
+
+    /// Forgets every key, as a Redis restart without persistence does.
+    pub fn clear(&self) {
+        lock(&self.inner).clear();
     }
 }
 
