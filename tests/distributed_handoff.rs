@@ -49,8 +49,16 @@ async fn a_chain_is_received_once_and_each_next_node_costs_a_rewrite_and_a_commi
     let s = meter.snapshot();
     assert_eq!(s.received_messages(), 1, "only the start job is received");
     assert_eq!(s.calls(Operation::QueueSend), 0, "no successor is sent");
-    assert_eq!(s.calls(Operation::QueueRewrite), 9, "one hand-over per successor");
-    assert_eq!(s.calls(Operation::QueueComplete), 1, "one message, deleted at the end");
+    assert_eq!(
+        s.calls(Operation::QueueRewrite),
+        9,
+        "one hand-over per successor"
+    );
+    assert_eq!(
+        s.calls(Operation::QueueComplete),
+        1,
+        "one message, deleted at the end"
+    );
     assert_eq!(s.calls(Operation::RunsLoad), 1, "the run is read once");
     assert_eq!(s.calls(Operation::RunsCommit), 10, "one commit per node");
     assert_eq!(s.errors(Operation::RunsCommit), 0);
@@ -58,7 +66,10 @@ async fn a_chain_is_received_once_and_each_next_node_costs_a_rewrite_and_a_commi
     // instead of one rewrite: 5 requests per node.
     let receives = s.calls(Operation::QueueReceive);
     let per_node = (s.http_requests() - receives) as f64 / 10.0;
-    assert!(per_node <= 2.5, "{per_node} requests per node besides receives");
+    assert!(
+        per_node <= 2.5,
+        "{per_node} requests per node besides receives"
+    );
     assert!(h.queue.is_empty());
     h.stop().await;
 }
@@ -112,7 +123,11 @@ async fn a_worker_dropped_mid_chain_leaves_a_guard_that_another_worker_completes
     assert_eq!(texts.len(), 1, "one message guards the chain: {texts:?}");
     assert_eq!(JobMessage::decode(&texts[0]).unwrap().node_id, "n2");
     assert!(
-        h.queue.receive(1, Duration::from_secs(30)).await.unwrap().is_empty(),
+        h.queue
+            .receive(1, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_empty(),
         "the guard stays hidden while its lease lasts"
     );
     h.spawn_workers(1);

@@ -61,7 +61,10 @@ pub(crate) async fn commit_versioned<T>(
                 .await?
                 .ok_or_else(|| run_not_found(run_id))?,
         };
-        let Versioned { value: mut state, etag } = current;
+        let Versioned {
+            value: mut state,
+            etag,
+        } = current;
         match apply(&mut state) {
             Step::Skip(value) => return Ok((value, Versioned { value: state, etag })),
             Step::Write(value) => match runs.commit(&state, &etag).await {

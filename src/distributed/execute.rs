@@ -132,7 +132,8 @@ impl Worker {
             rev: None,
         };
         let (recorded, state) = self
-            .commit_run(&job.run_id, None, |state| match classify(state, Some(blueprint), &probe) {
+            .commit_run(&job.run_id, None, |state| {
+                match classify(state, Some(blueprint), &probe) {
                     Class::Ready(Ready::Execute) => {
                         let retry = RetryRecord {
                             attempt: next,
@@ -148,8 +149,8 @@ impl Worker {
                     Class::RetryRecorded(retry) if retry.attempt == next => Step::Skip(Ok(())),
                     Class::NotYet(why) => Step::Skip(Err(Attempted::Later(why))),
                     other => Step::Skip(Err(Attempted::Moot(format!("{other:?}")))),
-                },
-            )
+                }
+            })
             .await?;
         if let Err(instead) = recorded {
             return Ok(instead);

@@ -47,12 +47,12 @@
 //! receive too many at worst. A failed receive pauses for `idle_backoff_max` (jittered).
 
 use crate::distributed::follow_ups::send_delayed;
-use std::future::Future;
-use std::pin::Pin;
 use crate::distributed::job::JobMessage;
 use crate::distributed::ports::QueueMessage;
 use crate::distributed::publish::touch_status;
 use crate::distributed::worker::{Disposition, Handled, Worker};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -206,8 +206,7 @@ impl Worker {
         let mut alongside = Vec::new();
         let result = loop {
             let hand_off = hops < MAX_LOCAL_HOPS && !shutdown.is_cancelled();
-            let Some((handled, receipt)) = self.run_leased(&message, &abort, hand_off).await
-            else {
+            let Some((handled, receipt)) = self.run_leased(&message, &abort, hand_off).await else {
                 tracing::warn!(message_id = %message.id,
                     "the lease was lost; the job stopped and is left to the next delivery");
                 // It may have sent successors before it stopped.

@@ -376,10 +376,7 @@ impl Worker {
         {
             Ok(handled) => handled,
             // Stopped part-way: it may have sent successors before failing.
-            Err(e) => Handled::new(
-                self.after_error(&job, message.dequeue_count, e).await,
-                true,
-            ),
+            Err(e) => Handled::new(self.after_error(&job, message.dequeue_count, e).await, true),
         }
     }
 
@@ -830,13 +827,10 @@ impl Worker {
             commit_versioned(runs, run_id, first, &apply)
         })
         .await;
-        if result.is_ok()
-            && !wrote.load(Ordering::Relaxed)
-            && cached_start.load(Ordering::Relaxed)
+        if result.is_ok() && !wrote.load(Ordering::Relaxed) && cached_start.load(Ordering::Relaxed)
         {
             // Never leave a job alone on the remembered state: decide again on a fresh read.
-            result =
-                retry_transient(|| commit_versioned(runs, run_id, None, &apply)).await;
+            result = retry_transient(|| commit_versioned(runs, run_id, None, &apply)).await;
         }
         match result {
             Ok((value, state)) => {
@@ -893,7 +887,9 @@ impl Worker {
                 (fired, None) if hand_off => {
                     successors = fired
                         .iter()
-                        .map(|item| execute_job(&job.run_id, &job.blueprint_id, item).at_revision(rev))
+                        .map(|item| {
+                            execute_job(&job.run_id, &job.blueprint_id, item).at_revision(rev)
+                        })
                         .collect();
                 }
                 (fired, wake) => {
