@@ -142,3 +142,79 @@ async fn a_worker_dropped_mid_chain_leaves_a_guard_that_another_worker_completes
     assert!(h.queue.poisoned().is_empty());
     h.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_dropped_mid_fan_out_leaves_a_guard_per_branch_that_another_worker_runs() {
+    const FAN: usize = 4;
+    let mut nodes = vec![json!({"id": "start", "uses": "count"})];
+    let mut edges = Vec::new();
+    for k in 0..FAN {
+        let id = format!("b{k}");
+        nodes.push(json!({"id": id, "uses": "slow", "params": {"ms": 1000}}));
+        edges.push(json!({"source": "start", "target": id}));
+        edges.push(json!({"source": id, "target": "join"}));
+    }
+    nodes.push(json!({"id": "join", "uses": "count", "config": {"joinStrategy": "all"}}));
+    let bp = json!({"id": "fan", "nodes": nodes, "edges": edges}).to_string();
+    let mut h = Harness::new(&[&bp]);
+    let run_id = h.start("fan", json!({})).await;
+    let doomed = Arc::new(h.worker());
+    tokio::select! {
+        _ = doomed.run(CancellationToken::new()) => panic!("the worker stopped by itself"),
+        // Every branch has started and none has finished: the worker dies.
+        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+    }
+    for k in 0..FAN {
+        assert_eq!(h.counter.get(&format!("b{k}")), 1, "b{k} started");
+    }
+    let mut guarded: Vec<String> = h
+        .queue
+        .texts()
+        .iter()
+        .map(|t| JobMessage::decode(t).unwrap().node_id)
+        .collect();
+    guarded.sort();
+    assert_eq!(guarded, ["b0", "b1", "b2", "b3"], "one guard per branch");
+    assert!(
+        h.queue
+            .receive(1, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_empty(),
+        "the guards stay hidden while their leases last"
+    );
+    h.spawn_workers(1);
+    assert_eq!(h.wait(&run_id).await.status, RunStatus::Completed);
+    assert_eq!(h.counter.get("start"), 1);
+    for k in 0..FAN {
+        assert_eq!(
+            h.counter.get(&format!("b{k}")),
+            2,
+            "b{k} ran again from its guard"
+        );
+    }
+    assert_eq!(h.counter.get("join"), 1);
+    assert!(h.queue.poisoned().is_empty());
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_long_chain_goes_back_to_the_queue_after_the_local_hop_limit() {
+    use flowcraft_azure::distributed::polling::MAX_LOCAL_HOPS;
+    let n = MAX_LOCAL_HOPS as usize + 6;
+    let (mut h, meter) = metered(&chain("long", n, "count", json!({})));
+    let run_id = h.start("long", json!({})).await;
+    h.spawn_workers(1);
+    assert_eq!(h.wait(&run_id).await.status, RunStatus::Completed);
+    assert_eq!(h.counter.total() as usize, n, "every node ran once");
+    let s = meter.snapshot();
+    assert_eq!(
+        s.calls(Operation::QueueSend),
+        1,
+        "the successor after the limit is sent"
+    );
+    assert_eq!(s.received_messages(), 2, "and received like any job");
+    assert_eq!(s.calls(Operation::QueueRewrite), n as u64 - 2);
+    assert_eq!(s.calls(Operation::QueueComplete), 2);
+    h.stop().await;
+}

@@ -45,6 +45,25 @@
 //! because its completion wakes it at once. A job that failed part-way on an infrastructure
 //! error counts as having enqueued (it may have sent some successors before failing): one
 //! receive too many at worst. A failed receive pauses for `idle_backoff_max` (jittered).
+//!
+//! # Successors run where their predecessor committed
+//!
+//! The jobs a job's commit fired are not sent for any worker to receive: this worker runs
+//! them itself, on the run state it just committed (no receive, no read), each guarded by a
+//! message so that a crash is still recovered within one visibility timeout. The first
+//! successor takes over the job's own message (ONE Update Message replaces its text and
+//! renews its lease, instead of a delete and a send); each other one, while a concurrency
+//! slot is free, is sent hidden for one lease and runs alongside; the rest are sent
+//! normally. A guard is renewed like a received message while its job runs and deleted (or
+//! handed over again) after the job's commit. Whatever happens in between, the queue holds
+//! a message for every job not yet committed: a crash leaves the guard, which becomes
+//! visible after one lease and is run (or, when its commit landed, replayed) by any worker.
+//! At most [`MAX_LOCAL_HOPS`] jobs run in a row on one message, and none once shutdown
+//! began. A queue without [`JobQueue::rewrite`](crate::distributed::ports::JobQueue::rewrite)
+//! and [`JobQueue::send_leased`](crate::distributed::ports::JobQueue::send_leased) gets
+//! every successor sent as before. This worker's commits of one run take turns and start
+//! from the state it committed last (see the `run_cache` module), so the branches of a
+//! fan-out that it runs do not conflict with each other.
 
 use crate::distributed::follow_ups::send_delayed;
 use crate::distributed::job::JobMessage;
@@ -203,7 +222,8 @@ impl Worker {
     ) -> bool {
         let mut hops = 0;
         let mut enqueued = false;
-        let mut alongside = Vec::new();
+        // Dropped with this task (a worker future dropped mid-run), they stop with it.
+        let mut alongside = JoinSet::new();
         let result = loop {
             let hand_off = hops < MAX_LOCAL_HOPS && !shutdown.is_cancelled();
             let Some((handled, receipt)) = self.run_leased(&message, &abort, hand_off).await else {
@@ -234,11 +254,11 @@ impl Worker {
                             let (slots, abort, shutdown) =
                                 (slots.clone(), abort.clone(), shutdown.clone());
                             let run = worker.process(guard, slots, abort, shutdown);
-                            alongside.push(tokio::spawn(async move {
+                            alongside.spawn(async move {
                                 let enqueued = run.await;
                                 drop(permit);
                                 enqueued
-                            }));
+                            });
                         }
                         None => plain.push(next),
                     }
@@ -272,8 +292,8 @@ impl Worker {
             break self.settle(&message, &receipt, disposition, enqueued).await;
         };
         let mut any = result;
-        for run in alongside {
-            any |= run.await.unwrap_or(true);
+        while let Some(run) = alongside.join_next().await {
+            any |= run.unwrap_or(true);
         }
         any
     }

@@ -3,7 +3,9 @@
 //!
 //! 1. **decode** ([`super::job`]): undecodable -> poison queue; a chained delay
 //!    (`remainingMs`) is re-sent for its rest;
-//! 2. **load** the run once (a missing run may be a lagging read: released, retried);
+//! 2. **load** the run once (a missing run may be a lagging read: released, retried), or
+//!    take the state this worker committed last when the job is not newer than it (see
+//!    the `run_cache` module; anything but "go ahead" on it is decided again on a fresh read);
 //! 3. **classify** ([`super::classify`]): finished -> drop; wrong or unknown blueprint ->
 //!    poison and fail the run; other version -> defer (growing delay, within
 //!    `version_window`); not visible yet -> release shortly; committed -> replay the
@@ -12,7 +14,9 @@
 //!    the next attempt), or a sub-run resume;
 //! 5. **commit** ([`super::commit`]): ONE conditional write of the settlement (re-classified
 //!    on every try, so a lost answer turns into a replay);
-//! 6. **follow-ups** ([`super::follow_ups`]): enqueue the fired work and wake-ups;
+//! 6. **follow-ups** ([`super::follow_ups`]): enqueue the fired work and wake-ups (the
+//!    polling loop has the fired work left to it instead, and runs it in this worker under
+//!    guard messages: see [`super::polling`]);
 //! 7. **publish** ([`super::publish`]): the status item.
 //!
 //! A crash anywhere is redone by redelivery: the commit record makes the redo a replay.
@@ -280,7 +284,7 @@ pub struct Worker {
     pub(crate) backends: Backends,
     pub(crate) config: WorkerConfig,
     pub(crate) events: EventBus,
-    /// Per-run commit gates and the last committed states (see [`super::run_cache`]).
+    /// Per-run commit gates and the last committed states (see the `run_cache` module).
     pub(crate) cache: Arc<RunCache>,
 }
 
