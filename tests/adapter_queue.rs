@@ -177,6 +177,50 @@ async fn renew_gives_a_fresh_receipt_and_a_stale_or_unknown_receipt_is_a_lost_le
 }
 
 #[tokio::test]
+async fn a_leased_send_stays_hidden_and_its_message_is_rewritten_renewed_and_deleted() {
+    if !emulators_enabled(
+        "a_leased_send_stays_hidden_and_its_message_is_rewritten_renewed_and_deleted",
+    ) {
+        return;
+    }
+    let queue = fresh().await;
+    let first = JobMessage::execute("run-1", "bp", "a", 1).encode().unwrap();
+    let guard = queue
+        .send_leased(&first, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(guard.text, first);
+    // Hidden for its lease: nobody receives it.
+    assert!(queue.receive(32, VISIBILITY).await.unwrap().is_empty());
+    // Put Message's pop receipt works at once: hand the message over to a successor.
+    let next = JobMessage::execute("run-1", "bp", "b", 2).encode().unwrap();
+    let receipt = queue
+        .rewrite(&guard.id, &guard.receipt, &next, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_ne!(receipt, guard.receipt);
+    let stale = queue
+        .rewrite(&guard.id, &guard.receipt, &next, VISIBILITY)
+        .await
+        .unwrap_err();
+    assert!(matches!(stale, Error::PreconditionFailed(_)), "{stale:?}");
+    // Once the (shortened) lease is over, anyone receives the successor's job.
+    let got = receive_eventually(&queue, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].id, guard.id);
+    assert_eq!(JobMessage::decode(&got[0].text).unwrap().node_id, "b");
+    queue.complete(&got[0].id, &got[0].receipt).await.unwrap();
+    // A guard completed by its sender never shows up.
+    let other = queue.send_leased("x", VISIBILITY).await.unwrap();
+    let renewed = queue
+        .renew(&other.id, &other.receipt, VISIBILITY)
+        .await
+        .unwrap();
+    queue.complete(&other.id, &renewed).await.unwrap();
+    assert!(support::peek_all(queue.client()).await.is_empty());
+}
+
+#[tokio::test]
 async fn release_without_delay_makes_the_message_receivable_again() {
     if !emulators_enabled("release_without_delay_makes_the_message_receivable_again") {
         return;

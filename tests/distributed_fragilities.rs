@@ -461,13 +461,21 @@ async fn f12_concurrent_branches_and_concurrent_waits_lose_no_update() {
         store,
         h.backends.coordination.clone(),
     );
-    let worker =
-        flowcraft_azure::distributed::worker::Worker::new(h.env.clone(), racing, h.config.clone());
+    // Three workers (one worker's own commits of a run take turns, so they never race).
+    let workers: Vec<_> = (0..3)
+        .map(|_| {
+            flowcraft_azure::distributed::worker::Worker::new(
+                h.env.clone(),
+                racing.clone(),
+                h.config.clone(),
+            )
+        })
+        .collect();
     let conflicts_before = h.runs.conflicts();
     let (d1, d2, d3) = tokio::join!(
-        worker.handle_message(&waits[0]),
-        worker.handle_message(&waits[1]),
-        worker.handle_message(&waits[2]),
+        workers[0].handle_message(&waits[0]),
+        workers[1].handle_message(&waits[1]),
+        workers[2].handle_message(&waits[2]),
     );
     assert_eq!(
         [d1, d2, d3],

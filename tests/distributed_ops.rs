@@ -220,8 +220,9 @@ fn metered_harness_with_long_backoff(blueprint: &str) -> (Harness, Arc<Meter>) {
 /// Runs `blueprint` to completion with one worker on [`metered_harness_with_long_backoff`]
 /// and checks what such a run must show: no backoff pause was waited out (the clock is
 /// paused, so virtual time is deterministic; `what` names what would have waited), each of
-/// its `nodes` nodes ran once from one message, and fewer than 0.2 receives per node came
-/// back empty. Returns the harness and the meter's counts.
+/// its `nodes` nodes ran once from at most one received message (a successor the worker
+/// runs itself after committing its predecessor is not received at all), and fewer than 0.2
+/// receives per node came back empty. Returns the harness and the meter's counts.
 async fn run_alone_without_pauses(
     blueprint: &str,
     nodes: u64,
@@ -241,7 +242,10 @@ async fn run_alone_without_pauses(
     let counts = meter.snapshot();
     let executed = u64::from(h.counter.total());
     assert_eq!(executed, nodes, "every node ran once");
-    assert_eq!(counts.received_messages(), executed, "one message per node");
+    assert!(
+        counts.received_messages() <= executed,
+        "at most one received message per node"
+    );
     let empty = counts.empty_receives();
     assert!(
         empty * 5 < executed,
@@ -498,7 +502,9 @@ async fn a_long_node_keeps_its_runs_status_fresh_for_the_reconciler() {
 }
 
 /// DESIGN budget: at most 4 requests per node of a linear chain (state read, commit, message
-/// delete, successor enqueue), status writes amortised (here: only the final one).
+/// delete, successor enqueue), status writes amortised (here: only the final one). Handling
+/// the messages one by one (as a serverless host does), the worker reads the run once: each
+/// next job was scheduled by its own last commit, whose state it remembers.
 #[tokio::test(start_paused = true)]
 async fn a_chain_node_costs_one_state_read_one_commit_and_one_enqueue() {
     let bp = count_chain("budget", 10);
@@ -524,7 +530,11 @@ async fn a_chain_node_costs_one_state_read_one_commit_and_one_enqueue() {
         jobs += 1;
     }
     assert_eq!(jobs, 10);
-    assert_eq!(h.runs.loads() - loads, 10, "one state read per job");
+    assert_eq!(
+        h.runs.loads() - loads,
+        1,
+        "one state read: the worker remembers what it committed"
+    );
     assert_eq!(h.runs.commits() - commits, 10, "one commit per job");
     assert_eq!(h.queue.sends() - sends, 9, "one enqueue per successor");
     assert_eq!(

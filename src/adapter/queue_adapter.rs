@@ -232,6 +232,36 @@ impl JobQueue for AzureJobQueue {
             .map_err(|e| lost_lease(e, id))
     }
 
+    async fn send_leased(&self, text: &str, lease: Duration) -> Result<QueueMessage, Error> {
+        let options = PutOptions {
+            // Hidden for the lease: no wake-up, nobody else can receive it meanwhile.
+            visibility_delay: Some(whole_seconds(lease, "queue send leased")?),
+            ttl: Some(MessageTtl::Never),
+        };
+        let sent = self.queue.put_message(text, options).await?;
+        Ok(QueueMessage {
+            id: sent.id,
+            receipt: sent.pop_receipt,
+            text: text.to_string(),
+            dequeue_count: 1,
+        })
+    }
+
+    async fn rewrite(
+        &self,
+        id: &str,
+        receipt: &str,
+        text: &str,
+        visibility: Duration,
+    ) -> Result<String, Error> {
+        let visibility = whole_seconds(visibility, "queue rewrite message")?;
+        self.queue
+            .update_message(id, receipt, visibility, Some(text))
+            .await
+            .map(|updated| updated.pop_receipt)
+            .map_err(|e| lost_lease(e, id))
+    }
+
     async fn complete(&self, id: &str, receipt: &str) -> Result<(), Error> {
         match self.queue.delete_message(id, receipt).await {
             // Gone already: an earlier attempt whose answer was lost deleted it.

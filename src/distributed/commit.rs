@@ -36,9 +36,23 @@ pub(crate) async fn commit_with<T>(
 pub(crate) async fn commit_from<T>(
     runs: &dyn RunStore,
     run_id: &str,
+    loaded: Option<Versioned<RunState>>,
+    apply: impl FnMut(&mut RunState) -> Step<T>,
+) -> Result<(T, RunState), Error> {
+    commit_versioned(runs, run_id, loaded, apply)
+        .await
+        .map(|(value, state)| (value, state.value))
+}
+
+/// [`commit_from`], also returning the version tag of the returned state: the new tag when
+/// it was written, the loaded one when the closure skipped the write (either way the state
+/// and tag a next commit can start from).
+pub(crate) async fn commit_versioned<T>(
+    runs: &dyn RunStore,
+    run_id: &str,
     mut loaded: Option<Versioned<RunState>>,
     mut apply: impl FnMut(&mut RunState) -> Step<T>,
-) -> Result<(T, RunState), Error> {
+) -> Result<(T, Versioned<RunState>), Error> {
     for tries in 0..MAX_COMMIT_TRIES {
         let current = match loaded.take() {
             Some(current) => current,
@@ -47,11 +61,14 @@ pub(crate) async fn commit_from<T>(
                 .await?
                 .ok_or_else(|| run_not_found(run_id))?,
         };
-        let mut state = current.value;
+        let Versioned {
+            value: mut state,
+            etag,
+        } = current;
         match apply(&mut state) {
-            Step::Skip(value) => return Ok((value, state)),
-            Step::Write(value) => match runs.commit(&state, &current.etag).await {
-                Ok(_) => return Ok((value, state)),
+            Step::Skip(value) => return Ok((value, Versioned { value: state, etag })),
+            Step::Write(value) => match runs.commit(&state, &etag).await {
+                Ok(etag) => return Ok((value, Versioned { value: state, etag })),
                 Err(Error::PreconditionFailed(_)) => {
                     tracing::debug!(run_id, tries, "commit conflict; reloading");
                     let pause = fastrand::u64(0..=u64::from(tries.min(20)));

@@ -5,7 +5,7 @@
 
 use crate::Error;
 use crate::distributed::classify::{Class, Probe, Ready, Request, classify};
-use crate::distributed::commit::{Step, commit_with};
+use crate::distributed::commit::Step;
 use crate::distributed::events::Event;
 use crate::distributed::follow_ups::send_delayed;
 use crate::distributed::job::JobMessage;
@@ -131,11 +131,9 @@ impl Worker {
             request: Request::Execute { attempt },
             rev: None,
         };
-        let (recorded, state) =
-            commit_with(
-                self.backends.runs.as_ref(),
-                &job.run_id,
-                |state| match classify(state, Some(blueprint), &probe) {
+        let (recorded, state) = self
+            .commit_run(&job.run_id, None, |state| {
+                match classify(state, Some(blueprint), &probe) {
                     Class::Ready(Ready::Execute) => {
                         let retry = RetryRecord {
                             attempt: next,
@@ -151,8 +149,8 @@ impl Worker {
                     Class::RetryRecorded(retry) if retry.attempt == next => Step::Skip(Ok(())),
                     Class::NotYet(why) => Step::Skip(Err(Attempted::Later(why))),
                     other => Step::Skip(Err(Attempted::Moot(format!("{other:?}")))),
-                },
-            )
+                }
+            })
             .await?;
         if let Err(instead) = recorded {
             return Ok(instead);

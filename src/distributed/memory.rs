@@ -233,6 +233,45 @@ impl JobQueue for MemoryQueue {
         Ok(fresh)
     }
 
+    async fn send_leased(&self, text: &str, lease: Duration) -> Result<QueueMessage, Error> {
+        check_delay(lease, "visibility timeout")?;
+        let mut inner = lock(&self.inner);
+        inner.next_id += 1;
+        inner.sends += 1;
+        let id = format!("m{}", inner.next_id);
+        let receipt = uuid::Uuid::new_v4().to_string();
+        inner.messages.push(StoredMessage {
+            id: id.clone(),
+            text: text.to_string(),
+            visible_at: Instant::now() + lease,
+            dequeue_count: 0,
+            receipt: Some(receipt.clone()),
+        });
+        Ok(QueueMessage {
+            id,
+            receipt,
+            text: text.to_string(),
+            dequeue_count: 1,
+        })
+    }
+
+    async fn rewrite(
+        &self,
+        id: &str,
+        receipt: &str,
+        text: &str,
+        visibility: Duration,
+    ) -> Result<String, Error> {
+        check_delay(visibility, "visibility timeout")?;
+        let mut inner = lock(&self.inner);
+        let msg = Self::find(&mut inner, id, receipt)?;
+        let fresh = uuid::Uuid::new_v4().to_string();
+        msg.receipt = Some(fresh.clone());
+        msg.text = text.to_string();
+        msg.visible_at = Instant::now() + visibility;
+        Ok(fresh)
+    }
+
     async fn complete(&self, id: &str, receipt: &str) -> Result<(), Error> {
         let mut inner = lock(&self.inner);
         Self::find(&mut inner, id, receipt)?;

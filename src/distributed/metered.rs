@@ -8,12 +8,13 @@
 //!
 //! | port | operation | Azure request(s) per call |
 //! |---|---|---|
-//! | queue | `send` | 1 HTTP `POST .../messages` (Put Message) |
+//! | queue | `send`, `send_leased` | 1 HTTP `POST .../messages` (Put Message) |
 //! | queue | `receive` | 1 HTTP `GET .../messages?numofmessages=N` (one per batch, empty or not) |
 //! | queue | `renew` | 1 HTTP `PUT .../messages/{id}?popreceipt=..&visibilitytimeout=..` (Update Message) |
 //! | queue | `complete` | 1 HTTP `DELETE .../messages/{id}?popreceipt=..` |
 //! | queue | `release` | 1 HTTP `PUT .../messages/{id}` (Update Message, the delay as visibility) |
 //! | queue | `move_to_poison` | 2 HTTP: `POST` to `<queue>-poison`, `DELETE` from the queue |
+//! | queue | `rewrite` | 1 HTTP `PUT .../messages/{id}?popreceipt=..` with the new text (Update Message) |
 //! | runs | `create_run` | 2 Cosmos: `POST` run item, `POST` status item |
 //! | runs | `load` | 1 Cosmos point read (`GET .../docs/{run}`) |
 //! | runs | `commit` | 1 Cosmos replace with `If-Match` (`PUT .../docs/{run}`) |
@@ -108,6 +109,8 @@ pub enum Operation {
     QueueRelease,
     /// [`JobQueue::move_to_poison`].
     QueueMoveToPoison,
+    /// [`JobQueue::rewrite`].
+    QueueRewrite,
     /// [`RunStore::create_run`].
     RunsCreate,
     /// [`RunStore::load`].
@@ -137,7 +140,7 @@ pub enum Operation {
 }
 
 /// How many operations there are (the length of [`Operation::ALL`]).
-const OPERATIONS: usize = 19;
+const OPERATIONS: usize = 20;
 
 impl Operation {
     /// Every operation, queue first, then run store, then coordination store.
@@ -148,6 +151,7 @@ impl Operation {
         Operation::QueueComplete,
         Operation::QueueRelease,
         Operation::QueueMoveToPoison,
+        Operation::QueueRewrite,
         Operation::RunsCreate,
         Operation::RunsLoad,
         Operation::RunsCommit,
@@ -172,6 +176,7 @@ impl Operation {
             Operation::QueueComplete => "queue.complete",
             Operation::QueueRelease => "queue.release",
             Operation::QueueMoveToPoison => "queue.move_to_poison",
+            Operation::QueueRewrite => "queue.rewrite",
             Operation::RunsCreate => "runs.create_run",
             Operation::RunsLoad => "runs.load",
             Operation::RunsCommit => "runs.commit",
@@ -201,6 +206,7 @@ impl Operation {
                 2,
                 "POST poison messages + DELETE messages/{id}",
             ),
+            Operation::QueueRewrite => (Service::QueueStorage, 1, "PUT messages/{id} with text"),
             Operation::RunsCreate => (Service::Cosmos, 2, "POST run item + POST status item"),
             Operation::RunsLoad => (Service::Cosmos, 1, "GET docs/{run} (point read)"),
             Operation::RunsCommit => (Service::Cosmos, 1, "PUT docs/{run} If-Match"),
@@ -419,6 +425,25 @@ impl JobQueue for MeteredQueue {
     async fn move_to_poison(&self, message: &QueueMessage, reason: &str) -> Result<(), Error> {
         let result = self.inner.move_to_poison(message, reason).await;
         self.meter.record(Operation::QueueMoveToPoison, &result);
+        result
+    }
+
+    async fn send_leased(&self, text: &str, lease: Duration) -> Result<QueueMessage, Error> {
+        // One Put Message, like a send.
+        let result = self.inner.send_leased(text, lease).await;
+        self.meter.record(Operation::QueueSend, &result);
+        result
+    }
+
+    async fn rewrite(
+        &self,
+        id: &str,
+        receipt: &str,
+        text: &str,
+        visibility: Duration,
+    ) -> Result<String, Error> {
+        let result = self.inner.rewrite(id, receipt, text, visibility).await;
+        self.meter.record(Operation::QueueRewrite, &result);
         result
     }
 

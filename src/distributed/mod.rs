@@ -84,6 +84,7 @@ pub mod polling;
 pub mod ports;
 pub mod publish;
 pub mod reconcile;
+mod run_cache;
 pub mod state;
 pub mod transition;
 pub mod worker;

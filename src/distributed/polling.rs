@@ -45,11 +45,33 @@
 //! because its completion wakes it at once. A job that failed part-way on an infrastructure
 //! error counts as having enqueued (it may have sent some successors before failing): one
 //! receive too many at worst. A failed receive pauses for `idle_backoff_max` (jittered).
+//!
+//! # Successors run where their predecessor committed
+//!
+//! The jobs a job's commit fired are not sent for any worker to receive: this worker runs
+//! them itself, on the run state it just committed (no receive, no read), each guarded by a
+//! message so that a crash is still recovered within one visibility timeout. The first
+//! successor takes over the job's own message (ONE Update Message replaces its text and
+//! renews its lease, instead of a delete and a send); each other one, while a concurrency
+//! slot is free, is sent hidden for one lease and runs alongside; the rest are sent
+//! normally. A guard is renewed like a received message while its job runs and deleted (or
+//! handed over again) after the job's commit. Whatever happens in between, the queue holds
+//! a message for every job not yet committed: a crash leaves the guard, which becomes
+//! visible after one lease and is run (or, when its commit landed, replayed) by any worker.
+//! At most [`MAX_LOCAL_HOPS`] jobs run in a row on one message, and none once shutdown
+//! began. A queue without [`JobQueue::rewrite`](crate::distributed::ports::JobQueue::rewrite)
+//! and [`JobQueue::send_leased`](crate::distributed::ports::JobQueue::send_leased) gets
+//! every successor sent as before. This worker's commits of one run take turns and start
+//! from the state it committed last (see the `run_cache` module), so the branches of a
+//! fan-out that it runs do not conflict with each other.
 
+use crate::distributed::follow_ups::send_delayed;
 use crate::distributed::job::JobMessage;
 use crate::distributed::ports::QueueMessage;
 use crate::distributed::publish::touch_status;
 use crate::distributed::worker::{Disposition, Handled, Worker};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -59,6 +81,10 @@ use tokio_util::sync::CancellationToken;
 /// How long a job whose lease was lost may take to stop by itself (its node sees the
 /// cancellation token) before it is dropped where it is.
 const LEASE_LOST_GRACE: Duration = Duration::from_secs(1);
+
+/// How many jobs of one chain a worker runs in a row on one message before it sends the next
+/// one to the queue (so one long chain does not hold a concurrency slot for ever).
+pub const MAX_LOCAL_HOPS: u32 = 64;
 
 impl Worker {
     /// Polls the queue until `shutdown` fires (see the module documentation for when it
@@ -98,7 +124,8 @@ impl Worker {
             };
             let received = messages.len();
             for message in messages {
-                self.spawn_job(message, &slots, &mut tasks, &abort).await;
+                self.spawn_job(message, &slots, &mut tasks, &abort, &shutdown)
+                    .await;
             }
             let Some(pause) = backoff.after_receive(received, asked, !tasks.is_empty()) else {
                 continue;
@@ -141,6 +168,7 @@ impl Worker {
         slots: &Arc<Semaphore>,
         tasks: &mut JoinSet<bool>,
         abort: &CancellationToken,
+        shutdown: &CancellationToken,
     ) {
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             // Cannot happen (the receive asked for at most the free slots); give it back.
@@ -152,9 +180,9 @@ impl Worker {
             return;
         };
         let worker = self.clone();
-        let abort = abort.clone();
+        let (abort, shutdown, slots) = (abort.clone(), shutdown.clone(), slots.clone());
         tasks.spawn(async move {
-            let enqueued_now = worker.process(message, abort).await;
+            let enqueued_now = worker.process(message, slots, abort, shutdown).await;
             drop(permit);
             enqueued_now
         });
@@ -162,9 +190,140 @@ impl Worker {
 
     /// Handles one message under a renewed lease, then completes, releases or poisons it.
     /// When `abort` fires first, the job is stopped where it is and the message released.
+    ///
+    /// The successors a job's commit fired run in this worker, on the state just committed
+    /// (no receive, no read), each guarded by a message that any worker runs if this one
+    /// dies: the first takes over the job's own message ([`Worker::hand_over`]: one request
+    /// instead of a delete and a send) and runs next in this task; each other one that finds
+    /// a free concurrency slot is sent hidden for one lease
+    /// ([`JobQueue::send_leased`](crate::distributed::ports::JobQueue::send_leased)) and runs
+    /// alongside; the rest are sent to the queue for any worker. At most
+    /// [`MAX_LOCAL_HOPS`] jobs run in a row on one message, and none once `shutdown` fired.
     /// Returns whether the job left a message receivable at once: one it sent
     /// ([`Handled::enqueued_now`]), or its own message released without delay.
-    async fn process(&self, message: QueueMessage, abort: CancellationToken) -> bool {
+    fn process(
+        self: Arc<Self>,
+        message: QueueMessage,
+        slots: Arc<Semaphore>,
+        abort: CancellationToken,
+        shutdown: CancellationToken,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send>> {
+        // Boxed with its `Send` spelled out: it spawns itself for successors run alongside.
+        Box::pin(self.process_chain(message, slots, abort, shutdown))
+    }
+
+    /// [`Worker::process`]'s body.
+    async fn process_chain(
+        self: Arc<Self>,
+        mut message: QueueMessage,
+        slots: Arc<Semaphore>,
+        abort: CancellationToken,
+        shutdown: CancellationToken,
+    ) -> bool {
+        let mut hops = 0;
+        let mut enqueued = false;
+        // Dropped with this task (a worker future dropped mid-run), they stop with it.
+        let mut alongside = JoinSet::new();
+        let result = loop {
+            let hand_off = hops < MAX_LOCAL_HOPS && !shutdown.is_cancelled();
+            let Some((handled, receipt)) = self.run_leased(&message, &abort, hand_off).await else {
+                tracing::warn!(message_id = %message.id,
+                    "the lease was lost; the job stopped and is left to the next delivery");
+                // It may have sent successors before it stopped.
+                break true;
+            };
+            let Handled {
+                mut disposition,
+                enqueued_now,
+                successors,
+            } = handled;
+            enqueued |= enqueued_now;
+            let mut successors = successors.into_iter();
+            if let Some(first) = successors.next() {
+                let stopping = shutdown.is_cancelled() || abort.is_cancelled();
+                let mut plain = Vec::new();
+                for next in successors {
+                    let permit = slots.clone().try_acquire_owned().ok().filter(|_| !stopping);
+                    let leased = match permit {
+                        Some(permit) => self.lease(&next).await.map(|m| (m, permit)),
+                        None => None,
+                    };
+                    match leased {
+                        Some((guard, permit)) => {
+                            let worker = self.clone();
+                            let (slots, abort, shutdown) =
+                                (slots.clone(), abort.clone(), shutdown.clone());
+                            let run = worker.process(guard, slots, abort, shutdown);
+                            alongside.spawn(async move {
+                                let enqueued = run.await;
+                                drop(permit);
+                                enqueued
+                            });
+                        }
+                        None => plain.push(next),
+                    }
+                }
+                // The others first: while any may be unsent, the job's own message must
+                // stay (its redelivery replays the commit and sends them all again).
+                let queue = self.backends.queue.as_ref();
+                let mut sent = enqueue_all(queue, plain).await;
+                if sent.is_ok() {
+                    let handed = if stopping {
+                        None
+                    } else {
+                        self.hand_over(&message, &receipt, &first).await
+                    };
+                    if let Some(handed) = handed {
+                        message = handed;
+                        hops += 1;
+                        continue;
+                    }
+                    sent = enqueue_all(queue, vec![first]).await;
+                }
+                match sent {
+                    Ok(()) => enqueued = true,
+                    Err(e) => {
+                        tracing::warn!(message_id = %message.id, error = %e,
+                            "could not send the successors; the job's next delivery replays it");
+                        disposition = Disposition::Release(Duration::ZERO);
+                    }
+                }
+            }
+            break self.settle(&message, &receipt, disposition, enqueued).await;
+        };
+        let mut any = result;
+        while let Some(run) = alongside.join_next().await {
+            any |= run.unwrap_or(true);
+        }
+        any
+    }
+
+    /// Sends `next` hidden for one lease, to run it here under that guard; `None` when the
+    /// queue cannot (the caller sends it normally).
+    async fn lease(&self, next: &JobMessage) -> Option<QueueMessage> {
+        let text = next.encode().ok()?;
+        match self
+            .backends
+            .queue
+            .send_leased(&text, self.config.visibility)
+            .await
+        {
+            Ok(guard) => Some(guard),
+            Err(e) => {
+                tracing::debug!(error = %e, "could not send a guard message; sending the job instead");
+                None
+            }
+        }
+    }
+
+    /// Runs one message's job under a renewed lease (and the status heartbeat). Returns what
+    /// the job came to and the message's current receipt, or `None` when the lease was lost.
+    async fn run_leased(
+        &self,
+        message: &QueueMessage,
+        abort: &CancellationToken,
+        hand_off: bool,
+    ) -> Option<(Handled, String)> {
         let receipt = Arc::new(Mutex::new(message.receipt.clone()));
         let stop = CancellationToken::new();
         // Fired by the renewal when the lease is lost: the job stops where it is (the node
@@ -190,45 +349,76 @@ impl Worker {
             ))
         });
         let handled = tokio::select! {
-            handled = self.handle_message_cancellable(&message, lease_lost.clone()) => Some(handled),
+            handled = self.handle_leased(message, lease_lost.clone(), hand_off) => Some(handled),
             // A short grace lets the node see its token and stop by itself.
             _ = async {
                 lease_lost.cancelled().await;
                 tokio::time::sleep(LEASE_LOST_GRACE).await;
             } => None,
-            _ = abort.cancelled() => Some(Handled {
-                disposition: Disposition::Release(Duration::ZERO),
-                // Stopped part-way: it may have sent successors.
-                enqueued_now: true,
-            }),
+            // Stopped part-way: it may have sent successors.
+            _ = abort.cancelled() => Some(Handled::new(Disposition::Release(Duration::ZERO), true)),
         };
         stop.cancel();
         let _ = renewer.await;
         if let Some(heartbeat) = heartbeat {
             let _ = heartbeat.await;
         }
-        let handled = handled.filter(|_| !lease_lost.is_cancelled());
-        let Some(Handled {
-            disposition,
-            enqueued_now,
-        }) = handled
-        else {
-            tracing::warn!(message_id = %message.id,
-                "the lease was lost; the job stopped and is left to the next delivery");
-            // It may have sent successors before it stopped.
-            return true;
-        };
+        let handled = handled.filter(|_| !lease_lost.is_cancelled())?;
         let current = receipt
             .lock()
             .map(|r| r.clone())
             .unwrap_or_else(|p| p.into_inner().clone());
+        Some((handled, current))
+    }
+
+    /// Hands a job's message over to its successor `next`: ONE request replaces the
+    /// message's text with the successor's job and renews its lease, so the message now
+    /// guards the successor, which this worker runs next. A crash from here on leaves the
+    /// message to become visible after one lease, and any worker then runs the successor
+    /// (or replays it, if its commit landed). `None` when the queue cannot do it or the
+    /// request failed: the caller sends the successor instead.
+    async fn hand_over(
+        &self,
+        message: &QueueMessage,
+        receipt: &str,
+        next: &JobMessage,
+    ) -> Option<QueueMessage> {
+        let text = next.encode().ok()?;
+        let queue = self.backends.queue.as_ref();
+        match queue
+            .rewrite(&message.id, receipt, &text, self.config.visibility)
+            .await
+        {
+            Ok(fresh) => Some(QueueMessage {
+                id: message.id.clone(),
+                receipt: fresh,
+                text,
+                dequeue_count: message.dequeue_count,
+            }),
+            Err(e) => {
+                tracing::debug!(message_id = %message.id, error = %e,
+                    "could not hand the message over to the successor; sending it instead");
+                None
+            }
+        }
+    }
+
+    /// Applies a job's disposition to its message. Returns `enqueued_now`, or true as well
+    /// when the message was released without delay.
+    async fn settle(
+        &self,
+        message: &QueueMessage,
+        receipt: &str,
+        disposition: Disposition,
+        enqueued_now: bool,
+    ) -> bool {
         let queue = self.backends.queue.as_ref();
         let result = match &disposition {
-            Disposition::Complete => queue.complete(&message.id, &current).await,
-            Disposition::Release(delay) => queue.release(&message.id, &current, *delay).await,
+            Disposition::Complete => queue.complete(&message.id, receipt).await,
+            Disposition::Release(delay) => queue.release(&message.id, receipt, *delay).await,
             Disposition::Poison(reason) => {
                 let mut leased = message.clone();
-                leased.receipt = current;
+                leased.receipt = receipt.to_string();
                 queue.move_to_poison(&leased, reason).await
             }
         };
@@ -241,6 +431,17 @@ impl Worker {
             }
         }
     }
+}
+
+/// Sends `jobs` to the queue, visible at once.
+async fn enqueue_all(
+    queue: &dyn crate::distributed::ports::JobQueue,
+    jobs: Vec<JobMessage>,
+) -> Result<(), crate::Error> {
+    for job in jobs {
+        send_delayed(queue, job, Duration::ZERO).await?;
+    }
+    Ok(())
 }
 
 /// A token that fires on SIGINT (Ctrl-C) or SIGTERM, for [`Worker::run`]'s graceful

@@ -51,6 +51,40 @@ pub trait JobQueue: Send + Sync {
     /// caller while the lease lasts.
     async fn renew(&self, id: &str, receipt: &str, visibility: Duration) -> Result<String, Error>;
 
+    /// Sends `text` hidden for `lease` and returns it as if received under that lease (id and
+    /// receipt usable at once; Azure Put Message answers both): a worker that runs the job
+    /// itself sends it this way as a guard, renews and completes it like a received
+    /// message, and if the worker dies the message becomes visible after one lease for any
+    /// worker to run. The default says the queue cannot do it (`InvalidInput`): the caller
+    /// then sends the job normally.
+    async fn send_leased(&self, text: &str, lease: Duration) -> Result<QueueMessage, Error> {
+        let _ = (text, lease);
+        Err(Error::invalid_input(
+            "this queue cannot send a message under a lease; send it normally instead",
+        ))
+    }
+
+    /// Replaces the text of a received message and extends its lease to `visibility` from
+    /// now, in ONE request (Azure Update Message with a body); returns the new receipt (the
+    /// old one stops working). The message keeps its id and dequeue count. A worker uses it
+    /// to hand a job's message over to the job's single successor, which it then runs itself:
+    /// whatever happens, the message holds either the job (not committed, or committed and
+    /// replayed on redelivery) or the successor, so a crash is recovered within one lease.
+    /// Errors as for [`JobQueue::renew`]. The default says the queue cannot do it
+    /// (`InvalidInput`): the caller then sends the successor as a new message.
+    async fn rewrite(
+        &self,
+        id: &str,
+        receipt: &str,
+        text: &str,
+        visibility: Duration,
+    ) -> Result<String, Error> {
+        let _ = (id, receipt, text, visibility);
+        Err(Error::invalid_input(
+            "this queue cannot replace a message's text; send a new message instead",
+        ))
+    }
+
     /// Deletes a received message (the job is done).
     async fn complete(&self, id: &str, receipt: &str) -> Result<(), Error>;
 

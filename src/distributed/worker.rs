@@ -3,7 +3,9 @@
 //!
 //! 1. **decode** ([`super::job`]): undecodable -> poison queue; a chained delay
 //!    (`remainingMs`) is re-sent for its rest;
-//! 2. **load** the run once (a missing run may be a lagging read: released, retried);
+//! 2. **load** the run once (a missing run may be a lagging read: released, retried), or
+//!    take the state this worker committed last when the job is not newer than it (see
+//!    the `run_cache` module; anything but "go ahead" on it is decided again on a fresh read);
 //! 3. **classify** ([`super::classify`]): finished -> drop; wrong or unknown blueprint ->
 //!    poison and fail the run; other version -> defer (growing delay, within
 //!    `version_window`); not visible yet -> release shortly; committed -> replay the
@@ -12,7 +14,9 @@
 //!    the next attempt), or a sub-run resume;
 //! 5. **commit** ([`super::commit`]): ONE conditional write of the settlement (re-classified
 //!    on every try, so a lost answer turns into a replay);
-//! 6. **follow-ups** ([`super::follow_ups`]): enqueue the fired work and wake-ups;
+//! 6. **follow-ups** ([`super::follow_ups`]): enqueue the fired work and wake-ups (the
+//!    polling loop has the fired work left to it instead, and runs it in this worker under
+//!    guard messages: see [`super::polling`]);
 //! 7. **publish** ([`super::publish`]): the status item.
 //!
 //! A crash anywhere is redone by redelivery: the commit record makes the redo a replay.
@@ -22,14 +26,17 @@
 
 use crate::Error;
 use crate::distributed::classify::{Class, Probe, Ready, Request, classify};
-use crate::distributed::commit::{Step, commit_from, commit_with};
+use crate::distributed::commit::{Step, commit_versioned};
 use crate::distributed::core::Backends;
 use crate::distributed::events::{Event, EventBus};
 use crate::distributed::execute::{Attempted, SubflowResume};
-use crate::distributed::follow_ups::{enqueue_follow_ups, retry_transient, send_delayed};
+use crate::distributed::follow_ups::{
+    enqueue_follow_ups, execute_job, retry_transient, send_delayed,
+};
 use crate::distributed::job::{JobKind, JobMessage};
 use crate::distributed::ports::{QueueMessage, RunPhase, Versioned};
 use crate::distributed::publish::publish_status;
+use crate::distributed::run_cache::RunCache;
 use crate::distributed::state::{CommitRecord, RetryRecord, RunState, WorkItem};
 use crate::distributed::transition::{
     Settlement, fail_run, prepare, settle, shrink_finished, update_status,
@@ -39,6 +46,8 @@ use crate::flow::execute::Environment;
 use crate::flow::node::NodeResult;
 use crate::flow::runtime::SUBFLOW_STATE_PREFIX;
 use serde_json::Value;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -127,6 +136,10 @@ pub struct Handled {
     /// disposition's own release. `true` as well when an infrastructure error stopped the job
     /// part-way, as it may have sent some before failing.
     pub enqueued_now: bool,
+    /// The successors the job's commit fired, NOT sent: the polling loop runs them in this
+    /// worker under guard messages, or sends them (see [`super::polling`]). Only set when
+    /// the caller asked for it.
+    pub(crate) successors: Vec<JobMessage>,
 }
 
 impl Handled {
@@ -135,15 +148,23 @@ impl Handled {
         Handled {
             disposition: Disposition::Complete,
             enqueued_now,
+            successors: Vec::new(),
+        }
+    }
+
+    /// A job whose disposition is `disposition`, `enqueued_now` as in
+    /// [`Handled::enqueued_now`].
+    pub(crate) fn new(disposition: Disposition, enqueued_now: bool) -> Self {
+        Handled {
+            disposition,
+            enqueued_now,
+            successors: Vec::new(),
         }
     }
 
     /// A job that sent no message.
     fn sent_nothing(disposition: Disposition) -> Self {
-        Handled {
-            disposition,
-            enqueued_now: false,
-        }
+        Handled::new(disposition, false)
     }
 }
 
@@ -263,6 +284,8 @@ pub struct Worker {
     pub(crate) backends: Backends,
     pub(crate) config: WorkerConfig,
     pub(crate) events: EventBus,
+    /// Per-run commit gates and the last committed states (see the `run_cache` module).
+    pub(crate) cache: Arc<RunCache>,
 }
 
 impl Worker {
@@ -274,6 +297,7 @@ impl Worker {
             backends,
             config,
             events: EventBus::default(),
+            cache: Arc::default(),
         }
     }
 
@@ -316,6 +340,17 @@ impl Worker {
         message: &QueueMessage,
         cancel: CancellationToken,
     ) -> Handled {
+        self.handle_leased(message, cancel, false).await
+    }
+
+    /// [`Worker::handle_message_cancellable`]; with `hand_off`, the successors a commit fired
+    /// are left unsent in `Handled::successors`, for the caller to run them itself.
+    pub(crate) async fn handle_leased(
+        &self,
+        message: &QueueMessage,
+        cancel: CancellationToken,
+        hand_off: bool,
+    ) -> Handled {
         let run_id = JobMessage::sniff_run_id(&message.text);
         if message.dequeue_count > self.config.max_dequeue {
             let reason = format!(
@@ -339,22 +374,19 @@ impl Worker {
             activation = job.activation,
         );
         match self
-            .run_job(&job, message.dequeue_count, cancel)
+            .run_job(&job, message.dequeue_count, cancel, hand_off)
             .instrument(span)
             .await
         {
             Ok(handled) => handled,
-            Err(e) => Handled {
-                disposition: self.after_error(&job, message.dequeue_count, e).await,
-                // Stopped part-way: it may have sent successors before failing.
-                enqueued_now: true,
-            },
+            // Stopped part-way: it may have sent successors before failing.
+            Err(e) => Handled::new(self.after_error(&job, message.dequeue_count, e).await, true),
         }
     }
 
     /// Processes one decoded job. `Err` means an infrastructure error (retry the message).
     pub async fn handle_job(&self, job: &JobMessage, dequeue_count: u32) -> Result<Handled, Error> {
-        self.run_job(job, dequeue_count, CancellationToken::new())
+        self.run_job(job, dequeue_count, CancellationToken::new(), false)
             .await
     }
 
@@ -364,6 +396,7 @@ impl Worker {
         job: &JobMessage,
         dequeue_count: u32,
         cancel: CancellationToken,
+        hand_off: bool,
     ) -> Result<Handled, Error> {
         if let Some(ms) = job.remaining_ms.filter(|ms| *ms > 0) {
             // A chained delay (a long sleep or retryDelay): wait out the rest first.
@@ -389,21 +422,40 @@ impl Worker {
             ));
         };
         let runs = self.backends.runs.as_ref();
-        let Some(loaded) = retry_transient(|| runs.load(&job.run_id)).await? else {
-            let why = format!("run {} does not exist (or is not visible yet)", job.run_id);
-            return Ok(self.not_yet(job, dequeue_count, why).await);
-        };
-        let etag = loaded.etag;
-        let mut state = loaded.value;
-        prepare(&mut state, &blueprint);
-        let Some(work) = resolve_work(&state, job) else {
-            return Ok(self.dropped(job, "no outstanding work for this node"));
+        // The state this worker committed last, when it already knows the job; anything but
+        // "go ahead" on it is checked again on a fresh read (it may lag behind other workers).
+        let mut cached = self.cached_for(job);
+        let (etag, state, work, ready) = loop {
+            let from_cache = cached.is_some();
+            let loaded = match cached.take() {
+                Some(loaded) => loaded,
+                None => match retry_transient(|| runs.load(&job.run_id)).await? {
+                    Some(loaded) => loaded,
+                    None => {
+                        let why =
+                            format!("run {} does not exist (or is not visible yet)", job.run_id);
+                        return Ok(self.not_yet(job, dequeue_count, why).await);
+                    }
+                },
+            };
+            let Versioned {
+                value: mut state,
+                etag,
+            } = loaded;
+            prepare(&mut state, &blueprint);
+            let Some(work) = resolve_work(&state, job) else {
+                if from_cache {
+                    continue;
+                }
+                return Ok(self.dropped(job, "no outstanding work for this node"));
+            };
+            match classify(&state, Some(&blueprint), &probe_of(job, &work)) {
+                Class::Ready(ready) => break (etag, state, work, ready),
+                _ if from_cache => continue,
+                other => return self.dispose(job, dequeue_count, other, &state).await,
+            }
         };
         let probe = probe_of(job, &work);
-        let ready = match classify(&state, Some(&blueprint), &probe) {
-            Class::Ready(ready) => ready,
-            other => return self.dispose(job, dequeue_count, other, &state).await,
-        };
         let plan = match ready {
             Ready::Execute => {
                 match self
@@ -442,24 +494,23 @@ impl Worker {
         };
         // The prepared state is still the loaded one (preparing again is a no-op), so the
         // first commit try needs no second read.
-        // A commit whose answer was lost is retried like any transient error: the retry
-        // meets a conflict, reloads, and classification turns it into a replay.
-        let mut loaded = Some(Versioned { value: state, etag });
-        let (committed, state) = retry_transient(|| {
-            commit_from(runs, &job.run_id, loaded.take(), |state| {
-                decide(state, &decision)
-            })
-        })
-        .await?;
+        let loaded = Versioned { value: state, etag };
+        let (committed, state) = self
+            .commit_run(&job.run_id, Some(loaded), |state| decide(state, &decision))
+            .await?;
         match committed {
             Committed::Fresh { record, publish } => {
-                let enqueued_now = self.follow_up(job, &state, &record, publish).await?;
+                let (enqueued_now, successors) = self
+                    .follow_up_handing_off(job, &state, &record, publish, hand_off)
+                    .await?;
                 self.events.emit(Event::JobFinished {
                     run_id: job.run_id.clone(),
                     node_id: job.node_id.clone(),
                     kind: record.kind,
                 });
-                Ok(Handled::complete(enqueued_now))
+                let mut handled = Handled::complete(enqueued_now);
+                handled.successors = successors;
+                Ok(handled)
             }
             Committed::Reparked => {
                 tracing::info!("the resumed sub-run waits again; the node stays awaiting");
@@ -589,8 +640,8 @@ impl Worker {
         let mut shrink = false;
         let mut result = Err(Error::unexpected("not attempted"));
         for _ in 0..2 {
-            result = retry_transient(|| {
-                commit_with(self.backends.runs.as_ref(), run_id, |state| {
+            result = self
+                .commit_run(run_id, None, |state| {
                     if fail_run(state, node_id, reason, now) {
                         state.book.revision += 1;
                         if shrink {
@@ -601,8 +652,7 @@ impl Worker {
                         Step::Skip(())
                     }
                 })
-            })
-            .await;
+                .await;
             match &result {
                 // The document outgrew the store: record the failure without the
                 // bookkeeping a failed run no longer needs.
@@ -733,6 +783,71 @@ impl Worker {
         Ok(Handled::complete(enqueued_now))
     }
 
+    /// The state this worker committed last for the job's run, when it is at least as new
+    /// as the commit that scheduled the job (a job without a revision, e.g. a TypeScript
+    /// client's, always reads the run).
+    fn cached_for(&self, job: &JobMessage) -> Option<Versioned<RunState>> {
+        let rev = job.rev?;
+        job.activation?;
+        self.cache
+            .get(&job.run_id)
+            .filter(|cached| cached.value.book.revision >= rev)
+    }
+
+    /// Commits a transition of `run_id` (see [`super::commit`]) in turn with this worker's
+    /// other commits of the run, starting from `loaded` or, when newer, the state this worker
+    /// committed last (a stale start costs a conflict and a reload), and remembers the state
+    /// it ends with. A commit whose answer was lost is retried like any transient error: the
+    /// retry meets a conflict, reloads, and classification turns it into a replay.
+    pub(crate) async fn commit_run<T>(
+        &self,
+        run_id: &str,
+        loaded: Option<Versioned<RunState>>,
+        apply: impl Fn(&mut RunState) -> Step<T>,
+    ) -> Result<(T, RunState), Error> {
+        let gate = self.cache.gate(run_id);
+        let _turn = gate.lock().await;
+        // Whether a try started from the remembered state, and whether the last try wrote.
+        let (cached_start, wrote) = (AtomicBool::new(false), AtomicBool::new(false));
+        let newest = |loaded: Option<Versioned<RunState>>| {
+            let cached = self.cache.get(run_id);
+            let pick = match (loaded, cached) {
+                (Some(l), Some(c)) if c.value.book.revision > l.value.book.revision => Some(c),
+                (Some(l), _) => return Some(l),
+                (None, c) => c,
+            };
+            cached_start.store(pick.is_some(), Ordering::Relaxed);
+            pick
+        };
+        let apply = |state: &mut RunState| {
+            let step = apply(state);
+            wrote.store(matches!(step, Step::Write(_)), Ordering::Relaxed);
+            step
+        };
+        let mut start = newest(loaded);
+        let runs = self.backends.runs.as_ref();
+        let mut result = retry_transient(|| {
+            let first = start.take().or_else(|| newest(None));
+            commit_versioned(runs, run_id, first, &apply)
+        })
+        .await;
+        if result.is_ok() && !wrote.load(Ordering::Relaxed) && cached_start.load(Ordering::Relaxed)
+        {
+            // Never leave a job alone on the remembered state: decide again on a fresh read.
+            result = retry_transient(|| commit_versioned(runs, run_id, None, &apply)).await;
+        }
+        match result {
+            Ok((value, state)) => {
+                self.cache.put(&state);
+                Ok((value, state.value))
+            }
+            Err(e) => {
+                self.cache.forget(run_id);
+                Err(e)
+            }
+        }
+    }
+
     /// Enqueues the work `record` fired and its wake-up (unless the run is over) and
     /// publishes the status when asked or final. Returns whether a message visible at once
     /// was sent.
@@ -743,6 +858,22 @@ impl Worker {
         record: &CommitRecord,
         publish: bool,
     ) -> Result<bool, Error> {
+        self.follow_up_handing_off(job, state, record, publish, false)
+            .await
+            .map(|(enqueued_now, _)| enqueued_now)
+    }
+
+    /// [`Worker::follow_up`]; with `hand_off`, the executions fired by a commit of a
+    /// running run that set no wake-up are not sent but returned, for the caller to run
+    /// them itself under guard messages.
+    async fn follow_up_handing_off(
+        &self,
+        job: &JobMessage,
+        state: &RunState,
+        record: &CommitRecord,
+        publish: bool,
+        hand_off: bool,
+    ) -> Result<(bool, Vec<JobMessage>), Error> {
         let work = WorkItem {
             node: record.node.clone(),
             activation: record.activation,
@@ -752,23 +883,37 @@ impl Worker {
             .wake_after_ms
             .filter(|_| still_waiting)
             .map(|ms| (&work, ms));
+        let rev = record.revision.unwrap_or(0);
         let mut enqueued_now = false;
+        let mut successors = Vec::new();
         if !state.book.status.is_terminal() {
-            enqueued_now = enqueue_follow_ups(
-                self.backends.queue.as_ref(),
-                &job.run_id,
-                &job.blueprint_id,
-                record.revision.unwrap_or(0),
-                &record.fired,
-                wake,
-            )
-            .await?;
+            match (&record.fired[..], wake) {
+                (fired, None) if hand_off => {
+                    successors = fired
+                        .iter()
+                        .map(|item| {
+                            execute_job(&job.run_id, &job.blueprint_id, item).at_revision(rev)
+                        })
+                        .collect();
+                }
+                (fired, wake) => {
+                    enqueued_now = enqueue_follow_ups(
+                        self.backends.queue.as_ref(),
+                        &job.run_id,
+                        &job.blueprint_id,
+                        rev,
+                        fired,
+                        wake,
+                    )
+                    .await?;
+                }
+            }
         }
         if publish || state.book.status.is_terminal() {
             let runs = self.backends.runs.as_ref();
             retry_transient(|| publish_status(runs, &self.events, state)).await?;
         }
-        Ok(enqueued_now)
+        Ok((enqueued_now, successors))
     }
 }
 

@@ -428,6 +428,54 @@ impl JobQueue for FaultyQueue {
         }
     }
 
+    async fn send_leased(&self, text: &str, lease: Duration) -> Result<QueueMessage, Error> {
+        self.chaos.latency().await;
+        match self.chaos.call() {
+            CallFault::Before => Err(lost("send leased message", false)),
+            // Sent hidden, but the receipt is lost with the answer: nobody holds it, and it
+            // becomes visible after one lease.
+            CallFault::After => {
+                let _ = self.inner.send_leased(text, lease).await;
+                Err(lost("send leased message", true))
+            }
+            CallFault::None => {
+                let guard = self.inner.send_leased(text, lease).await?;
+                self.leases.take(&guard.id, self.holder);
+                Ok(guard)
+            }
+        }
+    }
+
+    async fn rewrite(
+        &self,
+        id: &str,
+        receipt: &str,
+        text: &str,
+        visibility: Duration,
+    ) -> Result<String, Error> {
+        if self.chaos.roll(Fault::LeaseExpiry) {
+            self.inner.expire_lease(id);
+            self.leases.let_go(id);
+            return Err(Error::PreconditionFailed(Box::new(
+                flowcraft_azure::ErrorInfo::new(format!(
+                    "simulated: the lease of message {id} lapsed (stale receipt)"
+                )),
+            )));
+        }
+        self.chaos.latency().await;
+        match self.chaos.call() {
+            CallFault::Before => Err(lost("rewrite message", false)),
+            // Rewritten, but the new receipt is lost with the answer: the holder cannot keep
+            // this lease any more.
+            CallFault::After => {
+                let _ = self.inner.rewrite(id, receipt, text, visibility).await;
+                self.leases.let_go(id);
+                Err(lost("rewrite message", true))
+            }
+            CallFault::None => self.inner.rewrite(id, receipt, text, visibility).await,
+        }
+    }
+
     async fn complete(&self, id: &str, receipt: &str) -> Result<(), Error> {
         self.leases.let_go(id);
         faulted!(

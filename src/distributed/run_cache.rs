@@ -1,0 +1,228 @@
+//! A worker's memory of the runs it committed last, to save reads and ETag conflicts.
+//!
+//! - **Commit gate**: the commits of one run made by this worker take turns (an async mutex
+//!   per run), so the branches of a fan-out that finish together in one worker no longer
+//!   race each other for the run document's ETag (each race costs a 412 and a reload).
+//! - **Last committed state**: the run document this worker last wrote (or read to commit),
+//!   with its ETag. The next commit of the run in this worker starts from it instead of a
+//!   fresh read, and a job scheduled by that commit (its `rev` is not newer) runs on it. A
+//!   state that another worker has moved on from only costs a 412 and a reload: the ETag
+//!   guards every write, and the worker never drops or defers a job on a cached state
+//!   without reading the run again (see [`super::worker`]).
+//!
+//! Bounded: at most `capacity` runs are remembered; the least recently used run whose gate
+//! nobody holds is forgotten first. A finished run is forgotten at once.
+
+use crate::distributed::ports::Versioned;
+use crate::distributed::state::RunState;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// How many runs a worker remembers by default.
+pub(crate) const DEFAULT_CAPACITY: usize = 32;
+
+#[derive(Debug)]
+struct Entry {
+    gate: Arc<tokio::sync::Mutex<()>>,
+    state: Option<Versioned<RunState>>,
+    used: u64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    entries: HashMap<String, Entry>,
+    tick: u64,
+}
+
+/// The per-run commit gates and last committed states of one worker.
+#[derive(Debug)]
+pub(crate) struct RunCache {
+    capacity: usize,
+    inner: Mutex<Inner>,
+}
+
+impl Default for RunCache {
+    fn default() -> Self {
+        RunCache::new(DEFAULT_CAPACITY)
+    }
+}
+
+impl RunCache {
+    /// A cache remembering at most `capacity` runs (at least one).
+    pub(crate) fn new(capacity: usize) -> Self {
+        RunCache {
+            capacity: capacity.max(1),
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every critical section is a few map operations: a poisoned lock is still whole.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The gate the commits of `run_id` in this worker take turns on.
+    pub(crate) fn gate(&self, run_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut inner = self.lock();
+        inner.tick += 1;
+        let tick = inner.tick;
+        if !inner.entries.contains_key(run_id) {
+            self.make_room(&mut inner);
+        }
+        let entry = inner
+            .entries
+            .entry(run_id.to_string())
+            .or_insert_with(|| Entry {
+                gate: Arc::default(),
+                state: None,
+                used: tick,
+            });
+        entry.used = tick;
+        entry.gate.clone()
+    }
+
+    /// A copy of the last state of `run_id` this worker committed (or read to commit).
+    pub(crate) fn get(&self, run_id: &str) -> Option<Versioned<RunState>> {
+        let mut inner = self.lock();
+        inner.tick += 1;
+        let tick = inner.tick;
+        let entry = inner.entries.get_mut(run_id)?;
+        entry.used = tick;
+        entry.state.clone()
+    }
+
+    /// Remembers `state` as the run's latest (a finished run is forgotten instead: no job
+    /// needs it any more).
+    pub(crate) fn put(&self, state: &Versioned<RunState>) {
+        let run_id = state.value.run_id.as_str();
+        if state.value.book.status.is_terminal() {
+            self.forget(run_id);
+            return;
+        }
+        let mut inner = self.lock();
+        inner.tick += 1;
+        let tick = inner.tick;
+        if !inner.entries.contains_key(run_id) {
+            self.make_room(&mut inner);
+        }
+        let entry = inner
+            .entries
+            .entry(run_id.to_string())
+            .or_insert_with(|| Entry {
+                gate: Arc::default(),
+                state: None,
+                used: tick,
+            });
+        entry.used = tick;
+        entry.state = Some(state.clone());
+    }
+
+    /// Forgets the run's state (its gate stays while someone holds it).
+    pub(crate) fn forget(&self, run_id: &str) {
+        let mut inner = self.lock();
+        let in_use = match inner.entries.get_mut(run_id) {
+            Some(entry) => {
+                entry.state = None;
+                Arc::strong_count(&entry.gate) > 1
+            }
+            None => return,
+        };
+        if !in_use {
+            inner.entries.remove(run_id);
+        }
+    }
+
+    /// How many runs are remembered (gates included).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// Forgets least recently used runs whose gate is free until one more fits.
+    fn make_room(&self, inner: &mut Inner) {
+        while inner.entries.len() >= self.capacity {
+            let oldest = inner
+                .entries
+                .iter()
+                .filter(|(_, e)| Arc::strong_count(&e.gate) == 1)
+                .min_by_key(|(_, e)| e.used)
+                .map(|(id, _)| id.clone());
+            match oldest {
+                Some(id) => {
+                    inner.entries.remove(&id);
+                }
+                // Every remembered run is being committed right now: go over the bound
+                // for a moment (at most the worker's concurrency).
+                None => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::distributed::ports::RunPhase;
+    use crate::distributed::transition::new_run;
+    use crate::flow::blueprint::Blueprint;
+
+    fn state(run_id: &str, etag: &str) -> Versioned<RunState> {
+        let bp = Blueprint::from_json(r#"{"id":"c","nodes":[{"id":"a","uses":"echo"}]}"#).unwrap();
+        let (value, _) = new_run(run_id, &bp, serde_json::Map::new());
+        Versioned {
+            value,
+            etag: etag.into(),
+        }
+    }
+
+    #[test]
+    fn remembers_the_latest_state_and_forgets_finished_runs() {
+        let cache = RunCache::new(4);
+        assert!(cache.get("r").is_none());
+        cache.put(&state("r", "1"));
+        cache.put(&state("r", "2"));
+        assert_eq!(cache.get("r").unwrap().etag, "2");
+        let mut done = state("r", "3");
+        done.value.book.status = RunPhase::Completed;
+        cache.put(&done);
+        assert!(cache.get("r").is_none());
+        assert_eq!(cache.len(), 0);
+    }
+
+    #[test]
+    fn stays_bounded_and_evicts_the_least_recently_used_free_run() {
+        let cache = RunCache::new(2);
+        cache.put(&state("a", "1"));
+        cache.put(&state("b", "1"));
+        assert!(cache.get("a").is_some());
+        cache.put(&state("c", "1"));
+        assert_eq!(cache.len(), 2);
+        assert!(cache.get("b").is_none(), "b was used least recently");
+        assert!(cache.get("a").is_some() && cache.get("c").is_some());
+    }
+
+    #[test]
+    fn a_held_gate_is_never_evicted() {
+        let cache = RunCache::new(1);
+        let gate = cache.gate("a");
+        let _held = gate.try_lock().unwrap();
+        cache.put(&state("b", "1"));
+        assert_eq!(cache.len(), 2, "over the bound while a's gate is held");
+        assert!(Arc::ptr_eq(&gate, &cache.gate("a")));
+        drop(_held);
+        drop(gate);
+        cache.put(&state("c", "1"));
+        assert!(cache.len() <= 2);
+    }
+
+    #[tokio::test]
+    async fn commits_of_one_run_take_turns() {
+        let cache = RunCache::default();
+        let gate = cache.gate("r");
+        let first = gate.lock().await;
+        assert!(cache.gate("r").try_lock().is_err());
+        assert!(cache.gate("other").try_lock().is_ok());
+        drop(first);
+        assert!(cache.gate("r").try_lock().is_ok());
+    }
+}

@@ -1,0 +1,220 @@
+//! Successors run by the worker that committed their predecessor: the job's message is
+//! handed over to the first successor (one rewrite instead of a delete and a send), the
+//! others run alongside under leased guard messages, on the state just committed (no
+//! receive, no read), with this worker's commits of a run taking turns (no ETag conflicts
+//! among them). A worker that dies mid-chain leaves the guard, which any worker runs once
+//! its lease is over.
+
+mod distributed_common;
+
+use distributed_common::Harness;
+use flowcraft_azure::distributed::job::JobMessage;
+use flowcraft_azure::distributed::metered::{Meter, Operation};
+use flowcraft_azure::distributed::ports::JobQueue;
+use flowcraft_azure::flow::runtime::RunStatus;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// A blueprint `id` whose `n` nodes `n0 -> n1 -> ...` (each using `uses`, with `params`)
+/// form a chain.
+fn chain(id: &str, n: usize, uses: &str, params: serde_json::Value) -> String {
+    let nodes: Vec<_> = (0..n)
+        .map(|i| json!({"id": format!("n{i}"), "uses": uses, "params": params}))
+        .collect();
+    let edges: Vec<_> = (1..n)
+        .map(|i| json!({"source": format!("n{}", i - 1), "target": format!("n{i}")}))
+        .collect();
+    json!({"id": id, "nodes": nodes, "edges": edges}).to_string()
+}
+
+/// A harness whose workers (not its client) go through a meter.
+fn metered(blueprint: &str) -> (Harness, Arc<Meter>) {
+    let mut h = Harness::new(&[blueprint]);
+    let meter = Meter::new();
+    h.backends = meter.wrap(&h.backends);
+    (h, meter)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_chain_is_received_once_and_each_next_node_costs_a_rewrite_and_a_commit() {
+    let (mut h, meter) = metered(&chain("c", 10, "count", json!({})));
+    let run_id = h.start("c", json!({})).await;
+    h.spawn_workers(1);
+    assert_eq!(h.wait(&run_id).await.status, RunStatus::Completed);
+    for i in 0..10 {
+        assert_eq!(h.counter.get(&format!("n{i}")), 1, "n{i} ran once");
+    }
+    let s = meter.snapshot();
+    assert_eq!(s.received_messages(), 1, "only the start job is received");
+    assert_eq!(s.calls(Operation::QueueSend), 0, "no successor is sent");
+    assert_eq!(
+        s.calls(Operation::QueueRewrite),
+        9,
+        "one hand-over per successor"
+    );
+    assert_eq!(
+        s.calls(Operation::QueueComplete),
+        1,
+        "one message, deleted at the end"
+    );
+    assert_eq!(s.calls(Operation::RunsLoad), 1, "the run is read once");
+    assert_eq!(s.calls(Operation::RunsCommit), 10, "one commit per node");
+    assert_eq!(s.errors(Operation::RunsCommit), 0);
+    // Without the hand-over each successor costs a send, a receive, a read and a delete
+    // instead of one rewrite: 5 requests per node.
+    let receives = s.calls(Operation::QueueReceive);
+    let per_node = (s.http_requests() - receives) as f64 / 10.0;
+    assert!(
+        per_node <= 2.5,
+        "{per_node} requests per node besides receives"
+    );
+    assert!(h.queue.is_empty());
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fan_out_runs_in_the_committing_worker_without_conflicts_or_reads() {
+    const FAN: usize = 16;
+    let mut nodes = vec![json!({"id": "start", "uses": "count"})];
+    let mut edges = Vec::new();
+    for k in 0..FAN {
+        let id = format!("b{k}");
+        nodes.push(json!({"id": id, "uses": "slow", "params": {"ms": (k % 4) + 1}}));
+        edges.push(json!({"source": "start", "target": id}));
+        edges.push(json!({"source": id, "target": "join"}));
+    }
+    nodes.push(json!({"id": "join", "uses": "count", "config": {"joinStrategy": "all"}}));
+    let bp = json!({"id": "fan", "nodes": nodes, "edges": edges}).to_string();
+    let (mut h, meter) = metered(&bp);
+    let run_id = h.start("fan", json!({})).await;
+    h.spawn_workers(1);
+    assert_eq!(h.wait(&run_id).await.status, RunStatus::Completed);
+    assert_eq!(h.counter.total(), FAN as u32 + 2, "every node ran once");
+    let s = meter.snapshot();
+    assert_eq!(s.received_messages(), 1, "only the start job is received");
+    assert_eq!(s.errors(Operation::RunsCommit), 0, "no ETag conflict");
+    assert_eq!(s.calls(Operation::RunsCommit), FAN as u64 + 2);
+    assert_eq!(s.calls(Operation::RunsLoad), 1, "the run is read once");
+    assert_eq!(
+        s.calls(Operation::QueueSend),
+        FAN as u64 - 1,
+        "one guard per branch but the one that took over the start's message"
+    );
+    assert!(h.queue.is_empty());
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_dropped_mid_chain_leaves_a_guard_that_another_worker_completes() {
+    let bp = chain("slow", 5, "slow", json!({"ms": 1000}));
+    let mut h = Harness::new(&[&bp]);
+    let run_id = h.start("slow", json!({})).await;
+    let doomed = Arc::new(h.worker());
+    tokio::select! {
+        _ = doomed.run(CancellationToken::new()) => panic!("the worker stopped by itself"),
+        // n0 and n1 are done, n2 runs: the worker dies (its future is dropped).
+        _ = tokio::time::sleep(Duration::from_millis(2500)) => {}
+    }
+    assert_eq!(h.counter.get("n1"), 1);
+    assert_eq!(h.counter.get("n3"), 0);
+    let texts = h.queue.texts();
+    assert_eq!(texts.len(), 1, "one message guards the chain: {texts:?}");
+    assert_eq!(JobMessage::decode(&texts[0]).unwrap().node_id, "n2");
+    assert!(
+        h.queue
+            .receive(1, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_empty(),
+        "the guard stays hidden while its lease lasts"
+    );
+    h.spawn_workers(1);
+    let result = h.wait(&run_id).await;
+    assert_eq!(result.status, RunStatus::Completed);
+    for i in 0..5 {
+        let runs = h.counter.get(&format!("n{i}"));
+        let expected = if i == 2 { 2 } else { 1 };
+        assert_eq!(runs, expected, "n{i} ran {runs} times");
+    }
+    assert!(result.context.contains_key("_outputs.n4") || result.context.contains_key("n4"));
+    assert!(h.queue.poisoned().is_empty());
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_dropped_mid_fan_out_leaves_a_guard_per_branch_that_another_worker_runs() {
+    const FAN: usize = 4;
+    let mut nodes = vec![json!({"id": "start", "uses": "count"})];
+    let mut edges = Vec::new();
+    for k in 0..FAN {
+        let id = format!("b{k}");
+        nodes.push(json!({"id": id, "uses": "slow", "params": {"ms": 1000}}));
+        edges.push(json!({"source": "start", "target": id}));
+        edges.push(json!({"source": id, "target": "join"}));
+    }
+    nodes.push(json!({"id": "join", "uses": "count", "config": {"joinStrategy": "all"}}));
+    let bp = json!({"id": "fan", "nodes": nodes, "edges": edges}).to_string();
+    let mut h = Harness::new(&[&bp]);
+    let run_id = h.start("fan", json!({})).await;
+    let doomed = Arc::new(h.worker());
+    tokio::select! {
+        _ = doomed.run(CancellationToken::new()) => panic!("the worker stopped by itself"),
+        // Every branch has started and none has finished: the worker dies.
+        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+    }
+    for k in 0..FAN {
+        assert_eq!(h.counter.get(&format!("b{k}")), 1, "b{k} started");
+    }
+    let mut guarded: Vec<String> = h
+        .queue
+        .texts()
+        .iter()
+        .map(|t| JobMessage::decode(t).unwrap().node_id)
+        .collect();
+    guarded.sort();
+    assert_eq!(guarded, ["b0", "b1", "b2", "b3"], "one guard per branch");
+    assert!(
+        h.queue
+            .receive(1, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_empty(),
+        "the guards stay hidden while their leases last"
+    );
+    h.spawn_workers(1);
+    assert_eq!(h.wait(&run_id).await.status, RunStatus::Completed);
+    assert_eq!(h.counter.get("start"), 1);
+    for k in 0..FAN {
+        assert_eq!(
+            h.counter.get(&format!("b{k}")),
+            2,
+            "b{k} ran again from its guard"
+        );
+    }
+    assert_eq!(h.counter.get("join"), 1);
+    assert!(h.queue.poisoned().is_empty());
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_long_chain_goes_back_to_the_queue_after_the_local_hop_limit() {
+    use flowcraft_azure::distributed::polling::MAX_LOCAL_HOPS;
+    let n = MAX_LOCAL_HOPS as usize + 6;
+    let (mut h, meter) = metered(&chain("long", n, "count", json!({})));
+    let run_id = h.start("long", json!({})).await;
+    h.spawn_workers(1);
+    assert_eq!(h.wait(&run_id).await.status, RunStatus::Completed);
+    assert_eq!(h.counter.total() as usize, n, "every node ran once");
+    let s = meter.snapshot();
+    assert_eq!(
+        s.calls(Operation::QueueSend),
+        1,
+        "the successor after the limit is sent"
+    );
+    assert_eq!(s.received_messages(), 2, "and received like any job");
+    assert_eq!(s.calls(Operation::QueueRewrite), n as u64 - 2);
+    assert_eq!(s.calls(Operation::QueueComplete), 2);
+    h.stop().await;
+}
