@@ -234,8 +234,8 @@ async fn runs_complete_when_redis_dies_mid_workload_and_after_it_comes_back_empt
                 .unwrap(),
         );
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    // Redis comes back EMPTY on the same port.
+    // Redis stays down for 5 s, then comes back EMPTY on the same port.
+    tokio::time::sleep(Duration::from_secs(5)).await;
     let _back = PrivateRedis::start_on(redis.port);
     for run in &runs {
         let result = client.wait_for(run, Duration::from_secs(90)).await.unwrap();

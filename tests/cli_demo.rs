@@ -46,3 +46,35 @@ fn demo_rejects_a_bad_flag_with_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--runs"));
 }
+
+mod support;
+
+#[test]
+fn demo_on_azure_completes_every_run_on_the_local_stack() {
+    if !support::emulators_enabled("demo_azure") {
+        return;
+    }
+    support::require_reachable("Azurite", &support::queue_endpoint());
+    support::require_reachable("the Cosmos emulator", &support::cosmos_endpoint());
+    let out = Command::new(env!("CARGO_BIN_EXE_flowcraft-azure"))
+        .args(["demo", "--azure", "--runs", "2", "--workers", "2"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("(Azure Queue Storage, Cosmos DB and Redis"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout
+            .matches(": completed (7 nodes with output, order confirmed)")
+            .count(),
+        2,
+        "{stdout}"
+    );
+}

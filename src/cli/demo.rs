@@ -6,6 +6,8 @@
 //! graph as Mermaid, each node coloured by its state.
 //!
 //! Progress is one live line on a terminal and plain event lines otherwise (pipes, CI).
+//! `--azure` runs the same demo (workers in this process) on Azure Queue Storage, Cosmos DB
+//! and Redis from the environment, on its own queue `flowcraft-demo`.
 //! Exit code 0 when every run completed, 1 otherwise.
 
 use crate::distributed::client::Client;
@@ -37,7 +39,8 @@ const DEMO_LIMIT: Duration = Duration::from_secs(60);
 /// Arguments of `demo`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Exit codes: 0 every run completed, 1 otherwise.\n\
-                        Example:\n  flowcraft-azure demo --runs 5 --workers 4")]
+                        Examples:\n  flowcraft-azure demo --runs 5 --workers 4\n  \
+                        eval \"$(scripts/emulators.sh env)\" && flowcraft-azure demo --azure")]
 pub struct Args {
     /// How many runs of the demo workflow to start.
     #[arg(long, value_name = "N", default_value_t = 3)]
@@ -45,6 +48,32 @@ pub struct Args {
     /// How many workers share the queue.
     #[arg(long, value_name = "W", default_value_t = 4)]
     pub workers: usize,
+    /// Run on Azure (the local stack or real accounts, from the environment) instead of the
+    /// in-memory backend; the demo uses its own queue, `flowcraft-demo`.
+    #[arg(long)]
+    pub azure: bool,
+    /// Options shared by the Azure commands (with --azure).
+    #[command(flatten)]
+    pub azure_args: super::azure::AzureArgs,
+}
+
+/// The queue `demo --azure` uses, so a fleet's own queue never sees the demo's jobs.
+pub const DEMO_QUEUE: &str = "flowcraft-demo";
+
+/// The Azure backends for `demo --azure`: settings from the environment, the demo's own queue,
+/// and the resources created when missing.
+async fn azure_backends(args: &super::azure::AzureArgs) -> Result<Backends, String> {
+    let mut settings = super::azure::settings()?;
+    settings.queue = DEMO_QUEUE.to_string();
+    let transport = super::azure::transport(&settings, args.trace.as_deref())?;
+    let backends = crate::adapter::connect(&settings, transport)
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    backends
+        .ensure_resources()
+        .await
+        .map_err(|e| format!("cannot create the demo's queue and containers: {e}"))?;
+    Ok(backends.backends)
 }
 
 /// Counters shown while the demo runs.
@@ -320,16 +349,23 @@ pub fn execute(args: Args) -> u8 {
         Display::Lines
     };
     println!(
-        "flowcraft-azure demo: {} run(s) of 'demo-order' on {} workers (in-memory backend)",
+        "flowcraft-azure demo: {} run(s) of 'demo-order' on {} workers ({})",
         args.runs.max(1),
-        args.workers.max(1)
+        args.workers.max(1),
+        if args.azure {
+            "Azure Queue Storage, Cosmos DB and Redis from the environment"
+        } else {
+            "in-memory backend"
+        }
     );
-    let outcome = match super::block_on(run_demo(
-        Backends::in_memory(),
-        args.runs,
-        args.workers,
-        display,
-    )) {
+    let outcome = match super::block_on(async {
+        let backends = if args.azure {
+            azure_backends(&args.azure_args).await?
+        } else {
+            Backends::in_memory()
+        };
+        run_demo(backends, args.runs, args.workers, display).await
+    }) {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(message)) => {
             eprintln!("error: {message}");
