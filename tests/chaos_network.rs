@@ -33,12 +33,13 @@ async fn a_mixed_workload_ends_the_same_through_a_faulty_network() {
     eprintln!("chaos_network: seed {seed}, fault rate {rate} (replay with CHAOS_SEED={seed})");
     let workload = Workload::new(!soak()).await;
     let deadline = Duration::from_secs(if soak() { 900 } else { 150 });
+    let spread = Duration::from_secs(if soak() { 60 } else { 5 });
 
     // Without the proxy, for the wall-time comparison.
     let mut direct = Fleet::new(&workload.dir, &[]);
     let (client, backends) = direct.client().await;
     direct.start(3);
-    let (runs, plain) = drive(&client, &workload, deadline, || {}).await;
+    let (runs, plain) = drive(&client, &workload, spread, deadline, || {}).await;
     verify(&client, &backends, &direct, &runs).await;
     drop(direct);
 
@@ -74,7 +75,7 @@ async fn a_mixed_workload_ends_the_same_through_a_faulty_network() {
     );
     let (client, backends) = fleet.client().await;
     fleet.start(3);
-    let (runs, faulty) = drive(&client, &workload, deadline, || {}).await;
+    let (runs, faulty) = drive(&client, &workload, spread, deadline, || {}).await;
     let (to_storage, to_cosmos) = (storage.counts(), cosmos.counts());
     eprintln!("chaos_network: Azurite proxy {to_storage:?}");
     eprintln!("chaos_network: Cosmos proxy  {to_cosmos:?}");

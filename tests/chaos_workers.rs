@@ -26,10 +26,11 @@ async fn a_mixed_workload_survives_workers_killed_every_few_seconds() {
     let (client, backends) = fleet.client().await;
     fleet.start(3);
     let deadline = Duration::from_secs(if soak() { 900 } else { 150 });
+    let spread = Duration::from_secs(if soak() { 120 } else { 20 });
     let mut next_kill = Instant::now() + Duration::from_millis(rng.u64(2000..=5000));
     let mut kills: Vec<(f64, usize)> = Vec::new();
     let began = Instant::now();
-    let (runs, total) = drive(&client, &workload, deadline, || {
+    let (runs, total) = drive(&client, &workload, spread, deadline, || {
         if Instant::now() >= next_kill {
             let victim = rng.usize(..fleet.len());
             fleet.kill_and_restart(victim);
@@ -51,7 +52,26 @@ async fn a_mixed_workload_survives_workers_killed_every_few_seconds() {
         "chaos_workers: last run finished {:.1} s after the last kill",
         (total - last_kill).max(0.0)
     );
+    // Per kill: how long until the last run that was in flight at that moment finished.
+    let recover: Vec<String> = kills
+        .iter()
+        .map(|(t, _)| {
+            let ends = runs
+                .iter()
+                .filter_map(|r| r.seconds.map(|s| (r.started, r.started + s)))
+                .filter(|(start, end)| start <= t && end > t);
+            let (n, last) = ends.fold((0, *t), |(n, last), (_, end)| (n + 1, f64::max(last, end)));
+            format!(
+                "{t:.1}s: {n} runs in flight, all done {:.1}s later",
+                last - t
+            )
+        })
+        .collect();
+    eprintln!("chaos_workers: recovery per kill: {recover:#?}");
     print_runs("chaos_workers", &runs, total);
-    assert!(!kills.is_empty(), "the workload ended before the first kill");
+    assert!(
+        !kills.is_empty(),
+        "the workload ended before the first kill"
+    );
     verify(&client, &backends, &fleet, &runs).await;
 }

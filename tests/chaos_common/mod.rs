@@ -17,6 +17,7 @@ use flowcraft_azure::azure::cosmos::PartitionKey;
 use flowcraft_azure::azure::queue::MessageCount;
 use flowcraft_azure::cli::run::prepare;
 use flowcraft_azure::distributed::client::Client;
+use flowcraft_azure::distributed::state::{CommitKind, RunState};
 use flowcraft_azure::flow::blueprint::LoadOptions;
 use flowcraft_azure::flow::execute::BlueprintRegistry;
 use flowcraft_azure::flow::runtime::{FlowRuntime, RunStatus, WorkflowResult};
@@ -89,8 +90,10 @@ fn fan(id: &str, branches: usize, ms: u64, join: &str) -> Value {
         edges.push(json!({"source": b, "target": "join"}));
     }
     // `set`: the join's output does not depend on which predecessor arrived first.
-    nodes.push(json!({"id": "join", "uses": "set", "params": {"values": {"joined": id}},
-                      "config": {"joinStrategy": join}}));
+    nodes.push(
+        json!({"id": "join", "uses": "set", "params": {"values": {"joined": id}},
+                      "config": {"joinStrategy": join}}),
+    );
     nodes.push(json!({"id": "after", "uses": "echo", "inputs": "joined"}));
     edges.push(json!({"source": "join", "target": "after"}));
     json!({"id": id, "nodes": nodes, "edges": edges})
@@ -107,7 +110,8 @@ fn chain(id: &str, len: usize, ms: u64) -> Value {
 }
 
 impl Workload {
-    /// The mixed workload; `scale` multiplies every count (`small` halves the list).
+    /// The mixed workload (`small`: every other kind of run); `CHAOS_SOAK=1` runs each four
+    /// times as often.
     pub async fn new(small: bool) -> Workload {
         let tag = uuid::Uuid::new_v4().simple().to_string();
         let dir = std::env::temp_dir().join(format!("fc-chaos-{}", &tag[..8]));
@@ -120,9 +124,9 @@ impl Workload {
             }
         }
         for bp in [
-            fan("chaos-all", 8, 400, "all"),
-            fan("chaos-any", 4, 300, "any"),
-            chain("chaos-chain", 6, 250),
+            fan("chaos-all", 8, 1200, "all"),
+            fan("chaos-any", 4, 900, "any"),
+            chain("chaos-chain", 6, 700),
         ] {
             let id = bp["id"].as_str().unwrap().to_string();
             std::fs::write(dir.join(format!("{id}.json")), bp.to_string()).unwrap();
@@ -224,7 +228,12 @@ impl Fleet {
     pub fn settings(&self) -> Settings {
         let own = |name: &str| {
             matches!(name, "FLOWCRAFT_QUEUE" | "FLOWCRAFT_DATABASE")
-                .then(|| self.vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+                .then(|| {
+                    self.vars
+                        .iter()
+                        .find(|(k, _)| k == name)
+                        .map(|(_, v)| v.clone())
+                })
                 .flatten()
         };
         Settings::from_lookup(|name| own(name).or_else(|| std::env::var(name).ok())).unwrap()
@@ -280,8 +289,8 @@ impl Fleet {
     pub fn logs(&self) -> String {
         let mut out = String::new();
         for i in 1..=self.started {
-            let text =
-                std::fs::read_to_string(self.dir.join(format!("worker-{i}.log"))).unwrap_or_default();
+            let text = std::fs::read_to_string(self.dir.join(format!("worker-{i}.log")))
+                .unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
             let tail = lines[lines.len().saturating_sub(15)..].join("\n");
             out.push_str(&format!("--- worker {i} ---\n{tail}\n"));
@@ -305,6 +314,8 @@ pub struct Started {
     pub id: String,
     /// What it must end with.
     pub case: Arc<Case>,
+    /// Seconds from the workload's start to this run's start.
+    pub started: f64,
     /// Seconds from its start to its end (when it ended).
     pub seconds: Option<f64>,
     resumed: bool,
@@ -319,30 +330,42 @@ fn only_timers(result: &WorkflowResult) -> bool {
     }
 }
 
-/// Starts every run of `workload`, resumes the waiting ones, and polls until all of them are
-/// finished or `deadline` passes, calling `tick` (the chaos) about every 200 ms. Returns the
-/// runs and the seconds the whole workload took.
+/// Starts the runs of `workload` spread evenly over `spread`, resumes the waiting ones, and
+/// polls until all of them are finished or `deadline` passes, calling `tick` (the chaos)
+/// about every 200 ms. Returns the runs and the seconds the whole workload took.
 pub async fn drive(
     client: &Client,
     workload: &Workload,
+    spread: Duration,
     deadline: Duration,
     mut tick: impl FnMut(),
 ) -> (Vec<Started>, f64) {
     let began = Instant::now();
-    let mut runs = Vec::new();
-    for case in &workload.runs {
-        let id = client
-            .start_run(&case.blueprint, Default::default())
-            .await
-            .unwrap_or_else(|e| panic!("start {}: {e}", case.blueprint));
-        runs.push(Started {
-            id,
-            case: case.clone(),
-            seconds: None,
-            resumed: false,
-        });
-    }
-    while runs.iter().any(|r| r.seconds.is_none()) && began.elapsed() < deadline {
+    let gap = spread / u32::try_from(workload.runs.len().max(1)).unwrap_or(u32::MAX);
+    let mut pending = workload.runs.iter();
+    let mut next_start = began;
+    let mut runs: Vec<Started> = Vec::new();
+    loop {
+        while Instant::now() >= next_start {
+            let Some(case) = pending.next() else { break };
+            let id = client
+                .start_run(&case.blueprint, Default::default())
+                .await
+                .unwrap_or_else(|e| panic!("start {}: {e}", case.blueprint));
+            runs.push(Started {
+                id,
+                case: case.clone(),
+                started: began.elapsed().as_secs_f64(),
+                seconds: None,
+                resumed: false,
+            });
+            next_start += gap;
+        }
+        let all_started = runs.len() == workload.runs.len();
+        if (all_started && runs.iter().all(|r| r.seconds.is_some())) || began.elapsed() >= deadline
+        {
+            break;
+        }
         tick();
         for run in runs.iter_mut().filter(|r| r.seconds.is_none()) {
             let Ok(Some(result)) = client.status(&run.id).await else {
@@ -359,7 +382,7 @@ pub async fn drive(
                         .unwrap_or_else(|e| panic!("resume {}: {e}", run.id));
                     run.resumed = true;
                 }
-                _ => run.seconds = Some(began.elapsed().as_secs_f64()),
+                _ => run.seconds = Some(began.elapsed().as_secs_f64() - run.started),
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -368,7 +391,8 @@ pub async fn drive(
 }
 
 /// The end checks: every run finished with the status and outputs its blueprint implies
-/// (every join's output present with the right value), its status item agrees with it, and
+/// (every join's output present with the right value), every node of it was scheduled and
+/// settled once (joins fired once), its status item agrees with it, and
 /// the queue and the poison queue drain (peek) while the fleet is still up. Panics with the
 /// worker logs on a failure.
 pub async fn verify(client: &Client, backends: &AzureBackends, fleet: &Fleet, runs: &[Started]) {
@@ -377,7 +401,10 @@ pub async fn verify(client: &Client, backends: &AzureBackends, fleet: &Fleet, ru
         let result = match client.status(&run.id).await {
             Ok(Some(r)) => r,
             other => {
-                failures.push(format!("run {} ({}): {other:?}", run.id, run.case.blueprint));
+                failures.push(format!(
+                    "run {} ({}): {other:?}",
+                    run.id, run.case.blueprint
+                ));
                 continue;
             }
         };
@@ -387,6 +414,12 @@ pub async fn verify(client: &Client, backends: &AzureBackends, fleet: &Fleet, ru
                 "run {} ({}): expected {:?}\n got {:?}",
                 run.id, run.case.blueprint, run.case.expected, got
             ));
+        }
+        match backends.backends.runs.load(&run.id).await {
+            Ok(Some(state)) => {
+                failures.extend(once_each(&run.id, &run.case.blueprint, &state.value))
+            }
+            other => failures.push(format!("loading run {}: {other:?}", run.id)),
         }
         let item = backends
             .store
@@ -412,7 +445,11 @@ pub async fn verify(client: &Client, backends: &AzureBackends, fleet: &Fleet, ru
     // Duplicates left by killed workers or lost answers are disposed of by the fleet.
     let mut left = (Vec::new(), Vec::new());
     for _ in 0..60 {
-        let queue = backends.queue.client().peek_messages(MessageCount::MAX).await;
+        let queue = backends
+            .queue
+            .client()
+            .peek_messages(MessageCount::MAX)
+            .await;
         let poison = backends
             .queue
             .poison_client()
@@ -425,7 +462,11 @@ pub async fn verify(client: &Client, backends: &AzureBackends, fleet: &Fleet, ru
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     if !left.0.is_empty() {
-        failures.push(format!("{} messages left in the queue: {:?}", left.0.len(), left.0));
+        failures.push(format!(
+            "{} messages left in the queue: {:?}",
+            left.0.len(),
+            left.0
+        ));
     }
     if !left.1.is_empty() {
         failures.push(format!("{} poisoned messages: {:?}", left.1.len(), left.1));
@@ -437,6 +478,38 @@ pub async fn verify(client: &Client, backends: &AzureBackends, fleet: &Fleet, ru
         failures.join("\n"),
         fleet.logs()
     );
+}
+
+/// Every node (joins included) of a run without a loop was scheduled once and settled once:
+/// its execution count is 1 and it has at most one final commit record (completed, fell
+/// back or failed; a `wait` node also has its awaiting commit).
+fn once_each(run_id: &str, blueprint: &str, state: &RunState) -> Vec<String> {
+    if blueprint == "loop" {
+        return Vec::new(); // `count` and `check` legitimately run once per iteration
+    }
+    if state.book.executions.is_empty() {
+        return vec![format!("run {run_id} ({blueprint}): no execution recorded")];
+    }
+    let mut problems: Vec<String> = state
+        .book
+        .executions
+        .iter()
+        .filter(|(_, n)| **n != 1)
+        .map(|(node, n)| format!("run {run_id} ({blueprint}): {node} was scheduled {n} times"))
+        .collect();
+    let mut finals: std::collections::BTreeMap<&str, u32> = Default::default();
+    for record in state.book.commits.values() {
+        if record.kind != CommitKind::Awaiting {
+            *finals.entry(record.node.as_str()).or_default() += 1;
+        }
+    }
+    problems.extend(
+        finals
+            .into_iter()
+            .filter(|(_, n)| *n > 1)
+            .map(|(node, n)| format!("run {run_id} ({blueprint}): {node} settled {n} times")),
+    );
+    problems
 }
 
 /// Prints how long the runs took.

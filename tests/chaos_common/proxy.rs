@@ -5,9 +5,9 @@
 //! connection reset AFTER the target answered (the request took effect, its answer is lost),
 //! 0-500 ms of latency, or a response body cut in half.
 
-use hyper::body::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Bytes;
 use hyper::body::{Frame, Incoming};
 use hyper::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use hyper::service::service_fn;
@@ -18,7 +18,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
 
 type Body = BoxBody<Bytes, std::io::Error>;
 
@@ -115,7 +114,10 @@ fn lost(what: &str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::ConnectionReset, what.to_string())
 }
 
-async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, std::io::Error> {
+async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, std::io::Error> {
     let fault = {
         let mut rng = state.rng.lock().unwrap();
         (rng.f64() < state.rate).then(|| KINDS[rng.usize(..KINDS.len())])
@@ -153,7 +155,11 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         _ => {}
     }
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map_err(std::io::Error::other)?.to_bytes();
+    let body = body
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut forward = state
         .client

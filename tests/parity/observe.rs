@@ -78,4 +78,3 @@ pub fn observe(result: &WorkflowResult) -> Observed {
         errors,
     }
 }
-
