@@ -26,7 +26,7 @@ async fn a_mixed_workload_survives_workers_killed_every_few_seconds() {
     let (client, backends) = fleet.client().await;
     fleet.start(3);
     let deadline = Duration::from_secs(if soak() { 900 } else { 150 });
-    let spread = Duration::from_secs(if soak() { 120 } else { 20 });
+    let spread = Duration::from_secs(if soak() { 60 } else { 20 });
     let mut next_kill = Instant::now() + Duration::from_millis(rng.u64(2000..=5000));
     let mut kills: Vec<(f64, usize)> = Vec::new();
     let began = Instant::now();
