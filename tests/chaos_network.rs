@@ -83,6 +83,10 @@ async fn a_mixed_workload_ends_the_same_through_a_faulty_network() {
         "chaos_network: {faulty:.1} s through the proxies vs {plain:.1} s direct (+{:.1} s)",
         faulty - plain
     );
+    eprintln!(
+        "chaos_network: worker warnings and errors {:#?}",
+        fleet.log_summary()
+    );
     print_runs("chaos_network", &runs, faulty);
     let injected: u64 = chaos_common::proxy::KINDS
         .iter()

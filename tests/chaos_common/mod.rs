@@ -285,6 +285,31 @@ impl Fleet {
         self.workers.len()
     }
 
+    /// The worker log lines at WARN or ERROR (all workers, restarts included), counted by
+    /// level and message (the text up to its first field, ids cut off).
+    pub fn log_summary(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut summary = std::collections::BTreeMap::new();
+        for i in 1..=self.started {
+            let text = std::fs::read_to_string(self.dir.join(format!("worker-{i}.log")))
+                .unwrap_or_default();
+            for line in text.lines() {
+                let Some(at) = line.find("WARN").or_else(|| line.find("ERROR")) else {
+                    continue;
+                };
+                let rest = &line[at..];
+                // `LEVEL target: message key=value ...`: keep the level and the message.
+                let message: Vec<&str> = rest
+                    .split_whitespace()
+                    .take_while(|w| !w.contains('='))
+                    .filter(|w| !w.ends_with(':') || w.starts_with(char::is_uppercase))
+                    .collect();
+                let key: String = message.join(" ").chars().take(90).collect();
+                *summary.entry(key).or_default() += 1;
+            }
+        }
+        summary
+    }
+
     /// The last lines of every worker log (for a failure message).
     pub fn logs(&self) -> String {
         let mut out = String::new();
