@@ -84,7 +84,7 @@ async fn a_mixed_workload_ends_the_same_through_a_faulty_network() {
         faulty - plain
     );
     eprintln!(
-        "chaos_network: worker warnings and errors {:#?}",
+        "chaos_network: worker log lines by message (warnings, errors, job-path info) {:#?}",
         fleet.log_summary()
     );
     print_runs("chaos_network", &runs, faulty);

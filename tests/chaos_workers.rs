@@ -69,7 +69,7 @@ async fn a_mixed_workload_survives_workers_killed_every_few_seconds() {
         .collect();
     eprintln!("chaos_workers: recovery per kill: {recover:#?}");
     eprintln!(
-        "chaos_workers: worker warnings and errors {:#?}",
+        "chaos_workers: worker log lines by message (warnings, errors, job-path info) {:#?}",
         fleet.log_summary()
     );
     print_runs("chaos_workers", &runs, total);

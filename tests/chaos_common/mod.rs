@@ -212,7 +212,11 @@ impl Fleet {
             ("FLOWCRAFT_DATABASE".into(), format!("chaos{}", &tag[..12])),
             ("FLOWCRAFT_VISIBILITY_SECS".into(), "3".into()),
             ("FLOWCRAFT_POLL_MAX_MS".into(), "500".into()),
-            ("RUST_LOG".into(), "warn".into()),
+            // info from the job path: replays, releases and dropped jobs are counted and printed
+            (
+                "RUST_LOG".into(),
+                "warn,flowcraft_azure::distributed::worker=info".into(),
+            ),
         ];
         vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
         Fleet {
@@ -285,23 +289,23 @@ impl Fleet {
         self.workers.len()
     }
 
-    /// The worker log lines at WARN or ERROR (all workers, restarts included), counted by
-    /// level and message (the text up to its first field, ids cut off).
+    /// The worker log lines at WARN or ERROR, and the job path's INFO lines (replays,
+    /// releases, dropped jobs), of all workers (restarts included), counted by level and
+    /// message (the text up to its first field, ids cut off).
     pub fn log_summary(&self) -> std::collections::BTreeMap<String, usize> {
         let mut summary = std::collections::BTreeMap::new();
         for i in 1..=self.started {
             let text = std::fs::read_to_string(self.dir.join(format!("worker-{i}.log")))
                 .unwrap_or_default();
             for line in text.lines() {
-                let Some(at) = line.find("WARN").or_else(|| line.find("ERROR")) else {
+                let Some(at) = ["WARN", "ERROR", "INFO"].iter().find_map(|l| line.find(l)) else {
                     continue;
                 };
-                let rest = &line[at..];
-                // `LEVEL target: message key=value ...`: keep the level and the message.
-                let message: Vec<&str> = rest
-                    .split_whitespace()
-                    .take_while(|w| !w.contains('='))
-                    .filter(|w| !w.ends_with(':') || w.starts_with(char::is_uppercase))
+                let (level, rest) = line[at..].split_once(' ').unwrap_or((&line[at..], ""));
+                // `LEVEL [span{fields}: ]message key=value ...`: keep the level and message.
+                let rest = rest.rsplit_once("}: ").map_or(rest, |(_, m)| m);
+                let message: Vec<&str> = std::iter::once(level)
+                    .chain(rest.split_whitespace().take_while(|w| !w.contains('=')))
                     .collect();
                 let key: String = message.join(" ").chars().take(90).collect();
                 *summary.entry(key).or_default() += 1;
