@@ -21,12 +21,14 @@ use flowcraft_azure::distributed::worker::{Worker, WorkerConfig};
 use flowcraft_azure::flow::blueprint::{Blueprint, LoadOptions};
 use flowcraft_azure::flow::runtime::{FlowRuntime, RunStatus, WorkflowResult};
 use serde_json::{Map, Value, json};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+mod observe;
+use observe::observe;
 
 const WORKERS: usize = 3;
 
@@ -137,77 +139,6 @@ fn only_timers(result: &WorkflowResult) -> bool {
             .values()
             .all(|d| d.get("reason").and_then(Value::as_str) == Some("timer")),
         _ => false,
-    }
-}
-
-/// Replaces every 32-hex-digit batch id in `text` with `<batch>`.
-fn normalize_text(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = String::with_capacity(text.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let run = bytes[i..]
-            .iter()
-            .take_while(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-            .count();
-        if run == 32 {
-            out.push_str("<batch>");
-            i += run;
-        } else {
-            let ch = text[i..].chars().next().unwrap();
-            out.push(ch);
-            i += ch.len_utf8();
-        }
-    }
-    out
-}
-
-fn normalize(value: &Value) -> Value {
-    match value {
-        Value::String(s) => Value::String(normalize_text(s)),
-        Value::Array(items) => Value::Array(items.iter().map(normalize).collect()),
-        // nested run contexts (a subflow's output): their run id differs, and their
-        // `_inputs.*` at a join is whichever predecessor finished last (timing)
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .filter(|(k, _)| *k != "_executionId" && !k.starts_with("_inputs."))
-                .map(|(k, v)| (normalize_text(k), normalize(v)))
-                .collect(),
-        ),
-        other => other.clone(),
-    }
-}
-
-/// What both modes must agree on.
-#[derive(Debug, PartialEq)]
-struct Observed {
-    status: RunStatus,
-    /// `_outputs.*` and the keys that do not start with `_`, normalized.
-    context: BTreeMap<String, Value>,
-    /// (node id, message) per error.
-    errors: Vec<(String, String)>,
-}
-
-fn observe(result: &WorkflowResult) -> Observed {
-    let context = result
-        .context
-        .iter()
-        .filter(|(k, _)| {
-            k.starts_with("_outputs.")
-                || !(k.starts_with('_') || *k == "blueprintId" || *k == "blueprintVersion")
-        })
-        .map(|(k, v)| (normalize_text(k), normalize(v)))
-        .collect();
-    let mut errors: Vec<(String, String)> = result
-        .errors
-        .iter()
-        .map(|e| (normalize_text(&e.node_id), normalize_text(&e.message)))
-        .collect();
-    errors.sort();
-    Observed {
-        status: result.status,
-        context,
-        errors,
     }
 }
 
