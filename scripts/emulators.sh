@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs, starts and stops the local emulator stack the integration tests run against:
 # Azurite (Queue Storage only), @vercel/cosmosdb-server (Cosmos SQL REST, plain HTTP) and
-# redis-server, all bound to 127.0.0.1. Facts and versions: /work/shared/spec/azure-emulators.md.
+# redis-server, all bound to 127.0.0.1. Versions are pinned below.
 #
 #   scripts/emulators.sh install   install what is missing (idempotent, quick when installed)
 #   scripts/emulators.sh start     install, start every service that is not answering yet,
