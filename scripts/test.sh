@@ -13,5 +13,5 @@ fi
 bash scripts/install-chromium.sh   # the run view's browser test (tests/serve_browser.rs)
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
-cargo test --all-targets
+cargo test --all-targets --no-fail-fast
 cargo test --doc

@@ -705,6 +705,20 @@ impl Fleet {
     }
 }
 
+/// The status item's phase once it is final. The status item is written after the run item's
+/// commit (two items are never written atomically), so it may lag the run by a moment.
+async fn final_status(store: &CosmosDbContext, run_id: &str) -> RunPhase {
+    let mut phase = RunPhase::Running;
+    for _ in 0..100 {
+        phase = store.status(run_id).await.unwrap().unwrap().value.status;
+        if phase.is_terminal() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    phase
+}
+
 fn chain_blueprint(n: usize) -> String {
     let nodes: Vec<Value> = (0..n)
         .map(|i| json!({"id": format!("n{i}"), "uses": "double"}))
@@ -746,8 +760,10 @@ async fn the_core_runs_a_chain_over_cosmos() {
             Some(f64::from(2u32.pow(i + 1)))
         );
     }
-    let status = fleet.store.status(&run_id).await.unwrap().unwrap().value;
-    assert_eq!(status.status, RunPhase::Completed);
+    assert_eq!(
+        final_status(&fleet.store, &run_id).await,
+        RunPhase::Completed
+    );
     let (item, _) = run_item(&fleet.store, &run_id).await;
     assert_eq!(
         item["_outputs.n9"].as_f64(),
@@ -794,8 +810,10 @@ async fn the_core_runs_a_16_way_fan_out_with_an_all_join_over_cosmos() {
             .filter(|c| c.node == "join")
             .count();
         assert_eq!(join_runs, 1, "the join ran once");
-        let status = fleet.store.status(&run_id).await.unwrap().unwrap().value;
-        assert_eq!(status.status, RunPhase::Completed);
+        assert_eq!(
+            final_status(&fleet.store, &run_id).await,
+            RunPhase::Completed
+        );
     }
     eprintln!(
         "2 fan-outs of 18 nodes: {} Cosmos requests, {:.1} RU: {:#?}",
