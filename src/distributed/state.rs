@@ -338,6 +338,14 @@ impl RunState {
             None => Bookkeeping::default(),
         };
         check_bookkeeping(&run_id, &book)?;
+        match doc.get(BLUEPRINT_VERSION_KEY) {
+            None | Some(Value::Null | Value::String(_)) => {}
+            Some(other) => {
+                return Err(Error::invalid_input(format!(
+                    "run {run_id}: `{BLUEPRINT_VERSION_KEY}` is {other}, not a version string or                      null; no worker can ever match it (the run document was edited by hand)"
+                )));
+            }
+        }
         for key in NON_CONTEXT_KEYS {
             doc.remove(key);
         }
