@@ -47,11 +47,31 @@ pub fn transport(settings: &Settings, trace: Option<&Path>) -> Result<Arc<dyn Tr
 /// Settings, transport and backends in one step.
 pub async fn connect_from_env(args: &AzureArgs) -> Result<(Settings, AzureBackends), String> {
     let settings = settings()?;
-    let transport = transport(&settings, args.trace.as_deref())?;
-    let backends = connect(&settings, transport)
-        .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
+    let backends = connect_with(&settings, args).await?;
     Ok((settings, backends))
+}
+
+/// The backends for `settings` over one transport (recorded with `--trace`).
+pub async fn connect_with(settings: &Settings, args: &AzureArgs) -> Result<AzureBackends, String> {
+    let transport = transport(settings, args.trace.as_deref())?;
+    connect(settings, transport)
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))
+}
+
+/// [`connect_with`], then the queues, database and containers created when missing; `what`
+/// names them in the error (e.g. "the demo's queue and containers").
+pub async fn connect_provisioned(
+    settings: &Settings,
+    args: &AzureArgs,
+    what: &str,
+) -> Result<AzureBackends, String> {
+    let backends = connect_with(settings, args).await?;
+    backends
+        .ensure_resources()
+        .await
+        .map_err(|e| format!("cannot create {what}: {e}"))?;
+    Ok(backends)
 }
 
 /// The built-in and utility nodes plus every `*.json` blueprint in `dir`.

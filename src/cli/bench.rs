@@ -403,14 +403,9 @@ async fn bench_azure_in(
             .or_else(|| std::env::var(name).ok())
     };
     let settings = Settings::from_lookup(lookup).map_err(|e| e.to_string())?;
-    let transport = super::azure::transport(&settings, args.azure.trace.as_deref())?;
-    let backends = crate::adapter::connect(&settings, transport)
-        .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
-    backends
-        .ensure_resources()
-        .await
-        .map_err(|e| format!("cannot create the bench queue and database: {e}"))?;
+    let backends =
+        super::azure::connect_provisioned(&settings, &args.azure, "the bench queue and database")
+            .await?;
     let env = environment(shape)?;
     let client = Client::new(backends.backends.clone(), env.blueprints.clone());
     let mut workers = Vec::new();

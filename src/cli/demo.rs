@@ -65,14 +65,9 @@ pub const DEMO_QUEUE: &str = "flowcraft-demo";
 async fn azure_backends(args: &super::azure::AzureArgs) -> Result<Backends, String> {
     let mut settings = super::azure::settings()?;
     settings.queue = DEMO_QUEUE.to_string();
-    let transport = super::azure::transport(&settings, args.trace.as_deref())?;
-    let backends = crate::adapter::connect(&settings, transport)
-        .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
-    backends
-        .ensure_resources()
-        .await
-        .map_err(|e| format!("cannot create the demo's queue and containers: {e}"))?;
+    let backends =
+        super::azure::connect_provisioned(&settings, args, "the demo's queue and containers")
+            .await?;
     Ok(backends.backends)
 }
 

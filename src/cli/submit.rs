@@ -4,7 +4,7 @@
 //! running and prints the result exactly as `run` does (`--json`: one object
 //! `{"status","context","errors"}`), with the same exit codes.
 
-use super::azure::{AzureArgs, connect_from_env, environment};
+use super::azure::{AzureArgs, connect_provisioned, environment, settings};
 use super::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, fail};
 use crate::distributed::client::Client;
 use crate::distributed::state::{BLUEPRINT_ID_KEY, BLUEPRINT_VERSION_KEY};
@@ -64,14 +64,11 @@ async fn run(args: Args) -> Result<u8, u8> {
         .transpose()
         .map_err(fail(EXIT_BAD_INPUT))?
         .unwrap_or_default();
-    let (_settings, backends) = connect_from_env(&args.azure)
+    // A fresh deployment may have no queue or containers yet (creating them is safe to repeat).
+    let settings = settings().map_err(fail(EXIT_FAILED))?;
+    let backends = connect_provisioned(&settings, &args.azure, "the queues and containers")
         .await
         .map_err(fail(EXIT_FAILED))?;
-    // A fresh deployment may have no queue or containers yet (safe to repeat).
-    backends
-        .ensure_resources()
-        .await
-        .map_err(|e| fail(EXIT_FAILED)(format!("cannot create the queues and containers: {e}")))?;
     let client = Client::new(backends.backends, env.blueprints.clone());
     let run_id = client
         .start_run(&args.blueprint_id, initial)

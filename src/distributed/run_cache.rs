@@ -64,10 +64,15 @@ impl RunCache {
     /// The gate the commits of `run_id` in this worker take turns on.
     pub(crate) fn gate(&self, run_id: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut inner = self.lock();
+        self.touch(&mut inner, run_id).gate.clone()
+    }
+
+    /// The run's entry, created (making room) when missing, marked as used just now.
+    fn touch<'a>(&self, inner: &'a mut Inner, run_id: &str) -> &'a mut Entry {
         inner.tick += 1;
         let tick = inner.tick;
         if !inner.entries.contains_key(run_id) {
-            self.make_room(&mut inner);
+            self.make_room(inner);
         }
         let entry = inner
             .entries
@@ -78,7 +83,7 @@ impl RunCache {
                 used: tick,
             });
         entry.used = tick;
-        entry.gate.clone()
+        entry
     }
 
     /// A copy of the last state of `run_id` this worker committed (or read to commit).
@@ -100,21 +105,7 @@ impl RunCache {
             return;
         }
         let mut inner = self.lock();
-        inner.tick += 1;
-        let tick = inner.tick;
-        if !inner.entries.contains_key(run_id) {
-            self.make_room(&mut inner);
-        }
-        let entry = inner
-            .entries
-            .entry(run_id.to_string())
-            .or_insert_with(|| Entry {
-                gate: Arc::default(),
-                state: None,
-                used: tick,
-            });
-        entry.used = tick;
-        entry.state = Some(state.clone());
+        self.touch(&mut inner, run_id).state = Some(state.clone());
     }
 
     /// Forgets the run's state (its gate stays while someone holds it).
