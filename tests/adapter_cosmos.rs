@@ -40,17 +40,15 @@ struct Counting {
 #[async_trait::async_trait]
 impl Transport for Counting {
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, Error> {
-        let query = request
-            .headers
-            .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case("x-ms-documentdb-isquery"));
-        let container = if request.url.contains("/colls/statuses") {
+        let query = request.header("x-ms-documentdb-isquery").is_some();
+        let path = request.url.path();
+        let container = if path.contains("/colls/statuses") {
             "status"
         } else {
             "context"
         };
-        let spill = request.url.contains("%3Aspill%3A")
-            || request.url.contains(":spill:")
+        let spill = path.contains("%3Aspill%3A")
+            || path.contains(":spill:")
             || String::from_utf8_lossy(&request.body).contains(":spill:");
         let kind = match (query, spill) {
             (true, _) => "query",

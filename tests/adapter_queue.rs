@@ -60,7 +60,7 @@ impl Transport for Recording {
         self.seen
             .lock()
             .unwrap()
-            .push((request.method.clone(), request.url.clone()));
+            .push((request.method.to_string(), request.url.to_string()));
         self.inner.send(request).await
     }
 }

@@ -361,7 +361,7 @@ async fn create_if_not_exists_accepts_a_queue_that_exists_with_other_metadata() 
     use flowcraft_azure::wire::transport::HttpRequest;
     let queue = queue_client(&unique("meta"));
     // Create it with metadata, as another tool might have.
-    let mut request = HttpRequest::new("PUT", queue.url());
+    let mut request = HttpRequest::parse("PUT", queue.url()).expect("valid request");
     request.set_header("x-ms-version", "2021-12-02");
     request.set_header("x-ms-meta-owner", "someone-else");
     let pipeline = support::storage_pipeline_with(support::transport(), &support::storage_key());
@@ -371,7 +371,7 @@ async fn create_if_not_exists_accepts_a_queue_that_exists_with_other_metadata() 
         .unwrap();
     assert_eq!(answer.status, 201);
     // The service answers 409 QueueAlreadyExists to a create without that metadata...
-    let mut plain = HttpRequest::new("PUT", queue.url());
+    let mut plain = HttpRequest::parse("PUT", queue.url()).expect("valid request");
     plain.set_header("x-ms-version", "2021-12-02");
     let answer = pipeline.send(plain, Idempotency::Idempotent).await.unwrap();
     assert_eq!(answer.status, 409);

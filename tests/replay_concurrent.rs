@@ -148,7 +148,7 @@ impl Default for ByService {
 
 impl Signer for ByService {
     fn sign(&self, request: &mut HttpRequest, now: DateTime<Utc>) -> Result<(), Error> {
-        if request.url.starts_with(COSMOS_ENDPOINT) {
+        if request.url.as_str().starts_with(COSMOS_ENDPOINT) {
             self.cosmos.sign(request, now)
         } else {
             self.storage.sign(request, now)

@@ -125,10 +125,11 @@ async fn queue_scenario(pipeline: Pipeline) {
         "<?xml version=\"1.0\" encoding=\"utf-8\"?><QueueMessage><MessageText>{}</MessageText></QueueMessage>",
         "a".repeat(65_537)
     );
-    let mut raw = HttpRequest::new("POST", format!("{QUEUE_ENDPOINT}/{QUEUE_NAME}/messages"));
+    let mut raw = HttpRequest::parse("POST", format!("{QUEUE_ENDPOINT}/{QUEUE_NAME}/messages"))
+        .expect("valid request");
     raw.set_header("x-ms-version", QUEUE_API_VERSION);
     raw.set_header("Content-Type", "application/xml");
-    raw.body = body.into_bytes();
+    raw.set_body(body);
     let answer = pipeline
         .send(raw, Idempotency::NonIdempotent)
         .await
@@ -300,7 +301,7 @@ enum Injection {
 
 impl Injection {
     fn applies_to(self, request: &HttpRequest) -> bool {
-        let path = request.url.split('?').next().unwrap_or_default();
+        let path = request.url.path();
         request.method == "POST"
             && match self {
                 Injection::QueueServerBusy => path.ends_with("/messages"),

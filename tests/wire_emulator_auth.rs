@@ -35,11 +35,11 @@ fn key_signer() -> SharedKeySigner {
 async fn send(signer: Arc<dyn Signer>, method: &str, url: &str, body: &str) -> HttpResponse {
     let transport = Arc::new(ReqwestTransport::new(Duration::from_secs(10)).expect("client"));
     let pipeline = Pipeline::new(transport, signer).with_retry(RetryPolicy::no_retries());
-    let mut request = HttpRequest::new(method, url);
+    let mut request = HttpRequest::parse(method, url).expect("valid request");
     request.set_header("x-ms-version", "2021-12-02");
     if !body.is_empty() {
         request.set_header("Content-Type", "application/xml");
-        request.body = body.as_bytes().to_vec();
+        request.set_body(body.as_bytes().to_vec());
     }
     pipeline
         .send(request, Idempotency::Idempotent)
@@ -217,9 +217,9 @@ async fn recording_against_azurite_holds_no_key_or_signature() {
     for (signer, method, url, body, status) in steps {
         let pipeline =
             Pipeline::new(recorder.clone(), signer).with_retry(RetryPolicy::no_retries());
-        let mut request = HttpRequest::new(method, url);
+        let mut request = HttpRequest::parse(method, url).expect("valid request");
         request.set_header("x-ms-version", "2021-12-02");
-        request.body = body.as_bytes().to_vec();
+        request.set_body(body.as_bytes().to_vec());
         let answer = pipeline
             .send(request, Idempotency::Idempotent)
             .await

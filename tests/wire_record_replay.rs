@@ -60,20 +60,24 @@ fn pipeline(transport: Arc<dyn Transport>, signer: Arc<dyn Signer>, at: DateTime
 
 /// The client's side of the scenario: three queue calls.
 fn requests() -> Vec<(HttpRequest, Idempotency)> {
-    let mut put = HttpRequest::new(
+    let mut put = HttpRequest::parse(
         "POST",
         format!("{ENDPOINT}/jobs/messages?visibilitytimeout=0"),
-    );
+    )
+    .expect("valid request");
     put.set_header("x-ms-version", "2021-12-02");
     put.set_header("Content-Type", "application/xml");
-    put.body =
-        b"<QueueMessage><MessageText>eyJydW5JZCI6InIxIn0=</MessageText></QueueMessage>".to_vec();
-    let mut get = HttpRequest::new(
+    put.set_body(
+        b"<QueueMessage><MessageText>eyJydW5JZCI6InIxIn0=</MessageText></QueueMessage>".to_vec(),
+    );
+    let mut get = HttpRequest::parse(
         "GET",
         format!("{ENDPOINT}/jobs/messages?numofmessages=5&visibilitytimeout=30"),
-    );
+    )
+    .expect("valid request");
     get.set_header("x-ms-version", "2021-12-02");
-    let mut meta = HttpRequest::new("GET", format!("{ENDPOINT}/jobs?comp=metadata"));
+    let mut meta =
+        HttpRequest::parse("GET", format!("{ENDPOINT}/jobs?comp=metadata")).expect("valid request");
     meta.set_header("x-ms-version", "2021-12-02");
     vec![
         (put, Idempotency::NonIdempotent),
@@ -142,7 +146,7 @@ async fn recorder_writes_one_redacted_json_line_per_exchange() {
     assert_eq!(exchanges[0].status, Some(429));
     assert_eq!(exchanges[1].method, "POST");
     assert_eq!(
-        exchanges[1].url,
+        exchanges[1].url.as_str(),
         format!("{ENDPOINT}/jobs/messages?visibilitytimeout=0")
     );
     assert!(
@@ -275,7 +279,9 @@ async fn changed_request_fails_with_a_readable_diff() {
     let replayer = Replayer::from_file(&path).expect("loads");
     let p = pipeline(Arc::new(replayer), dev_signer(), recorded_date());
     let mut changed = requests();
-    changed[0].0.url = format!("{ENDPOINT}/jobs/messages?visibilitytimeout=10");
+    changed[0].0.url = format!("{ENDPOINT}/jobs/messages?visibilitytimeout=10")
+        .parse()
+        .expect("valid URL");
     changed[0].0.set_header("x-ms-version", "2025-11-05");
     let (request, idempotency) = changed.remove(0);
     let err = p.send(request, idempotency).await.expect_err("diverges");
@@ -303,7 +309,7 @@ async fn changed_body_and_extra_or_missing_requests_are_reported() {
     let replayer = Arc::new(Replayer::from_file(&path).expect("loads"));
     let p = pipeline(replayer.clone(), dev_signer(), recorded_date());
     let (mut put, idem) = requests().remove(0);
-    put.body = b"<QueueMessage><MessageText>other</MessageText></QueueMessage>".to_vec();
+    put.set_body(b"<QueueMessage><MessageText>other</MessageText></QueueMessage>".to_vec());
     let text = p
         .send(put, idem)
         .await
@@ -319,7 +325,7 @@ async fn changed_body_and_extra_or_missing_requests_are_reported() {
     assert_eq!(done.len(), 3);
     let extra = p
         .send(
-            HttpRequest::new("DELETE", format!("{ENDPOINT}/jobs")),
+            HttpRequest::parse("DELETE", format!("{ENDPOINT}/jobs")).expect("valid request"),
             Idempotency::Idempotent,
         )
         .await;
@@ -346,7 +352,12 @@ async fn replay_server_answers_the_real_reqwest_transport() {
     let base = format!("{}/devstoreaccount1", server.base_url());
     let mut answers = Vec::new();
     for (mut request, idempotency) in requests() {
-        request.url = request.url.replace(ENDPOINT, &base);
+        request.url = request
+            .url
+            .as_str()
+            .replace(ENDPOINT, &base)
+            .parse()
+            .expect("valid URL");
         answers.push(p.send(request, idempotency).await.expect("an answer"));
     }
     assert_eq!(
@@ -366,7 +377,7 @@ async fn replay_server_answers_the_real_reqwest_transport() {
     // Past the end of the recording: 599 with the explanation in the body.
     let extra = p
         .send(
-            HttpRequest::new("GET", format!("{base}/jobs?comp=metadata")),
+            HttpRequest::parse("GET", format!("{base}/jobs?comp=metadata")).expect("valid request"),
             Idempotency::NonIdempotent,
         )
         .await
@@ -384,11 +395,12 @@ async fn cosmos_master_key_signatures_are_verified_in_replay() {
         "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw==";
     let signer = Arc::new(CosmosMasterKeySigner::new(COSMOS_KEY).expect("key"));
     let create = || {
-        let mut r = HttpRequest::new("POST", "http://127.0.0.1:18081/dbs/flow/colls/runs/docs");
+        let mut r = HttpRequest::parse("POST", "http://127.0.0.1:18081/dbs/flow/colls/runs/docs")
+            .expect("valid request");
         r.set_header("x-ms-version", "2020-07-15");
         r.set_header("x-ms-documentdb-partitionkey", r#"["r1"]"#);
         r.set_header("Content-Type", "application/json");
-        r.body = br#"{"id":"r1","runId":"r1","status":"running"}"#.to_vec();
+        r.set_body(br#"{"id":"r1","runId":"r1","status":"running"}"#.to_vec());
         r
     };
     let path = temp_file("cosmos");
@@ -417,7 +429,7 @@ async fn cosmos_master_key_signatures_are_verified_in_replay() {
             .verify_signatures_with(signer.clone()),
     );
     let mut reordered = create();
-    reordered.body = br#"{"status":"running","runId":"r1","id":"r1"}"#.to_vec();
+    reordered.set_body(br#"{"status":"running","runId":"r1","id":"r1"}"#.to_vec());
     let answer = pipeline(replayer.clone(), signer, Utc::now())
         .send(reordered, Idempotency::NonIdempotent)
         .await
@@ -455,18 +467,20 @@ impl Transport for EchoService {
 async fn task_work(pipeline: Pipeline, task: usize) -> Result<Vec<HttpResponse>, Error> {
     let mut answers = Vec::new();
     let mut requests = Vec::new();
-    requests.push(HttpRequest::new("PUT", format!("{ENDPOINT}/q{task}")));
+    requests.push(HttpRequest::parse("PUT", format!("{ENDPOINT}/q{task}")).expect("valid request"));
     for queue in [format!("q{task}"), "shared".to_string()] {
-        let mut put = HttpRequest::new("POST", format!("{ENDPOINT}/{queue}/messages"));
+        let mut put = HttpRequest::parse("POST", format!("{ENDPOINT}/{queue}/messages"))
+            .expect("valid request");
         put.set_header("Content-Type", "application/xml");
-        put.body = format!("<QueueMessage><MessageText>task {task}</MessageText></QueueMessage>")
-            .into_bytes();
+        put.set_body(format!(
+            "<QueueMessage><MessageText>task {task}</MessageText></QueueMessage>"
+        ));
         requests.push(put);
     }
-    requests.push(HttpRequest::new(
-        "GET",
-        format!("{ENDPOINT}/shared?comp=metadata"),
-    ));
+    requests.push(
+        HttpRequest::parse("GET", format!("{ENDPOINT}/shared?comp=metadata"))
+            .expect("valid request"),
+    );
     for mut request in requests {
         request.set_header("x-ms-version", "2021-12-02");
         answers.push(pipeline.send(request, Idempotency::NonIdempotent).await?);
@@ -686,10 +700,14 @@ async fn masked_traces_keep_shape_and_size_but_not_payloads_and_still_replay() {
     let recorder = Recorder::to_file(service, &path, Redactor::new())
         .expect("trace file")
         .masking_payloads();
-    let mut put = HttpRequest::new("POST", format!("{ENDPOINT}/jobs/messages"));
-    put.body = b"<QueueMessage><MessageText>c2VjcmV0IGpvYg==</MessageText></QueueMessage>".to_vec();
-    let mut upsert = HttpRequest::new("POST", "http://127.0.0.1:18081/dbs/d/colls/c/docs");
-    upsert.body = document.as_bytes().to_vec();
+    let mut put =
+        HttpRequest::parse("POST", format!("{ENDPOINT}/jobs/messages")).expect("valid request");
+    put.set_body(
+        b"<QueueMessage><MessageText>c2VjcmV0IGpvYg==</MessageText></QueueMessage>".to_vec(),
+    );
+    let mut upsert = HttpRequest::parse("POST", "http://127.0.0.1:18081/dbs/d/colls/c/docs")
+        .expect("valid request");
+    upsert.set_body(document.as_bytes().to_vec());
     let p = pipeline(Arc::new(recorder), dev_signer(), recorded_date());
     p.send(put.clone(), Idempotency::NonIdempotent)
         .await
@@ -742,15 +760,16 @@ async fn declared_json_paths_are_ignored_when_matching_bodies() {
         .to_string()
         .into_bytes()
     };
-    let mut live = HttpRequest::new("POST", "http://127.0.0.1:18081/dbs/d/colls/c/docs");
-    live.body = body(1_795_727_826, 1);
+    let mut live = HttpRequest::parse("POST", "http://127.0.0.1:18081/dbs/d/colls/c/docs")
+        .expect("valid request");
+    live.set_body(body(1_795_727_826, 1));
     pipeline(Arc::new(recorder), dev_signer(), recorded_date())
         .send(live.clone(), Idempotency::Idempotent)
         .await
         .expect("recorded");
     // Replayed later: the timestamps the client made up differ.
     let mut later = live.clone();
-    later.body = body(1_800_000_000, 1);
+    later.set_body(body(1_800_000_000, 1));
     let strict = Arc::new(Replayer::from_file(&path).expect("loads"));
     let err = pipeline(strict, dev_signer(), recorded_date())
         .send(later.clone(), Idempotency::Idempotent)
@@ -776,7 +795,7 @@ async fn declared_json_paths_are_ignored_when_matching_bodies() {
             .ignore_json_path("/operations/*/value"),
     );
     let mut other = live;
-    other.body = body(1_800_000_000, 2);
+    other.set_body(body(1_800_000_000, 2));
     let err = pipeline(lenient, dev_signer(), recorded_date())
         .send(other, Idempotency::Idempotent)
         .await

@@ -9,10 +9,11 @@
 use super::Settings;
 use super::cosmos_context::{PARTITION_KEY_PATH, context_indexing_policy, status_indexing_policy};
 use crate::Error;
-use crate::azure::cosmos::{COSMOS_API_VERSION, CosmosClient};
+use crate::azure::cosmos::{CosmosClient, DatabaseClient};
+use crate::wire::encoding::push_segments;
 use crate::wire::pipeline::Pipeline;
-use crate::wire::retry::Idempotency;
-use crate::wire::transport::{HttpRequest, Transport};
+use crate::wire::request::{Method, RequestBuilder};
+use crate::wire::transport::Transport;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -28,23 +29,10 @@ pub enum Offer {
 /// Reads and adjusts the Cosmos database and containers of a deployment.
 #[derive(Debug, Clone)]
 pub struct Provisioner {
-    pipeline: Pipeline,
-    endpoint: String,
+    db: DatabaseClient,
     database: String,
     /// `(container name, wanted indexing policy, paths the queries filter on)`.
     containers: Vec<(String, Value, Vec<&'static str>)>,
-}
-
-fn encode(segment: &str) -> String {
-    let mut out = String::new();
-    for b in segment.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 impl Provisioner {
@@ -52,13 +40,12 @@ impl Provisioner {
     pub fn new(settings: &Settings, transport: Arc<dyn Transport>) -> Result<Self, Error> {
         let pipeline = Pipeline::new(transport, settings.cosmos.signer());
         // Validates the endpoint and the names the same way the run store does.
-        let db = CosmosClient::new(pipeline.clone(), &settings.cosmos.endpoint)?
-            .database(&settings.database)?;
+        let db =
+            CosmosClient::new(pipeline, &settings.cosmos.endpoint)?.database(&settings.database)?;
         db.container(&settings.context_container)?;
         db.container(&settings.status_container)?;
         Ok(Provisioner {
-            pipeline,
-            endpoint: settings.cosmos.endpoint.trim_end_matches('/').to_string(),
+            db,
             database: settings.database.clone(),
             containers: vec![
                 (
@@ -75,33 +62,26 @@ impl Provisioner {
         })
     }
 
-    fn db_url(&self) -> String {
-        format!("{}/dbs/{}", self.endpoint, encode(&self.database))
-    }
-
-    fn coll_url(&self, name: &str) -> String {
-        format!("{}/colls/{}", self.db_url(), encode(name))
-    }
-
-    async fn send(
+    /// A request on the database's Cosmos account to `url` plus `segments`.
+    fn request(
         &self,
+        method: Method,
+        url: &url::Url,
+        segments: &[&str],
         operation: &str,
-        mut request: HttpRequest,
-        idempotency: Idempotency,
-    ) -> Result<Option<Value>, Error> {
-        request.set_header("x-ms-version", COSMOS_API_VERSION);
-        request.set_header("Accept", "application/json");
-        let resp = self
-            .pipeline
-            .send(request, idempotency)
-            .await
-            .map_err(|e| e.during(operation))?;
-        if resp.status == 404 {
-            return Ok(None);
-        }
-        if !(200..300).contains(&resp.status) {
-            return Err(crate::azure::cosmos::response_error(&resp, operation));
-        }
+    ) -> Result<RequestBuilder<'_>, Error> {
+        let mut url = url.clone();
+        push_segments(&mut url, "name", segments)?;
+        Ok(self.db.client().request(method, url, operation))
+    }
+
+    /// Sends; a 404 is `None`, another 2xx its JSON body.
+    async fn send(request: RequestBuilder<'_>) -> Result<Option<Value>, Error> {
+        let operation = request.operation_name().to_string();
+        let resp = match request.send().await {
+            Err(Error::NotFound(_)) => return Ok(None),
+            other => other?,
+        };
         serde_json::from_slice(&resp.body)
             .map(Some)
             .map_err(|e| Error::unexpected(format!("{operation}: the answer is not JSON: {e}")))
@@ -109,12 +89,9 @@ impl Provisioner {
 
     /// The container's definition; `None` when it (or the database) does not exist.
     pub async fn container_definition(&self, name: &str) -> Result<Option<Value>, Error> {
-        self.send(
-            "cosmos read container",
-            HttpRequest::new("GET", self.coll_url(name)),
-            Idempotency::Idempotent,
-        )
-        .await
+        let url = self.db.url();
+        let read = self.request(Method::GET, url, &["colls", name], "cosmos read container")?;
+        Self::send(read.idempotent(true)).await
     }
 
     /// Verifies the deployment without changing it: the database and both containers exist,
@@ -124,13 +101,7 @@ impl Provisioner {
     pub async fn check(&self) -> Result<(Vec<String>, Vec<String>), Error> {
         let mut problems = Vec::new();
         let mut facts = Vec::new();
-        let db = self
-            .send(
-                "cosmos read database",
-                HttpRequest::new("GET", self.db_url()),
-                Idempotency::Idempotent,
-            )
-            .await?;
+        let db = self.read_database().await?;
         if db.is_none() {
             problems.push(format!(
                 "Cosmos database `{}` is missing (run `setup`)",
@@ -168,23 +139,27 @@ impl Provisioner {
         Ok((problems, facts))
     }
 
+    /// The database's definition; `None` when it does not exist.
+    async fn read_database(&self) -> Result<Option<Value>, Error> {
+        let url = self.db.url();
+        let read = self.request(Method::GET, url, &[], "cosmos read database")?;
+        Self::send(read.idempotent(true)).await
+    }
+
     /// Creates the database when it is missing; returns what it created.
     pub async fn ensure_database(&self) -> Result<Vec<String>, Error> {
-        let get = HttpRequest::new("GET", self.db_url());
-        if self
-            .send("cosmos read database", get, Idempotency::Idempotent)
-            .await?
-            .is_some()
-        {
+        if self.read_database().await?.is_some() {
             return Ok(Vec::new());
         }
-        let mut request = HttpRequest::new("POST", format!("{}/dbs", self.endpoint));
-        request.set_header("Content-Type", "application/json");
-        request.body = json!({ "id": self.database }).to_string().into_bytes();
-        match self
-            .send("cosmos create database", request, Idempotency::Idempotent)
-            .await
-        {
+        let endpoint = self.db.client().endpoint();
+        let create = self
+            .request(Method::POST, endpoint, &["dbs"], "cosmos create database")?
+            .body(
+                "application/json",
+                json!({ "id": self.database }).to_string(),
+            )
+            .idempotent(true);
+        match Self::send(create).await {
             Ok(_) => Ok(vec![format!("created Cosmos database `{}`", self.database)]),
             Err(Error::Conflict(_)) => Ok(Vec::new()),
             Err(e) => Err(e),
@@ -199,24 +174,28 @@ impl Provisioner {
             if self.container_definition(name).await?.is_some() {
                 continue;
             }
-            let mut request = HttpRequest::new("POST", format!("{}/colls", self.db_url()));
-            request.set_header("Content-Type", "application/json");
-            match offer {
-                Offer::Manual(ru) => request.set_header("x-ms-offer-throughput", ru.to_string()),
-                Offer::Autoscale(max) => request.set_header(
+            let request = self.request(
+                Method::POST,
+                self.db.url(),
+                &["colls"],
+                "cosmos create container",
+            )?;
+            let request = match offer {
+                Offer::Manual(ru) => request.header("x-ms-offer-throughput", ru.to_string()),
+                Offer::Autoscale(max) => request.header(
                     "x-ms-cosmos-offer-autopilot-settings",
                     json!({"maxThroughput": max}).to_string(),
                 ),
-            }
-            request.body = json!({
+            };
+            let definition = json!({
                 "id": name,
                 "partitionKey": {"paths": [PARTITION_KEY_PATH], "kind": "Hash", "version": 2},
                 "indexingPolicy": policy,
-            })
-            .to_string()
-            .into_bytes();
-            self.send("cosmos create container", request, Idempotency::Idempotent)
-                .await?;
+            });
+            let request = request
+                .body("application/json", definition.to_string())
+                .idempotent(true);
+            Self::send(request).await?;
             let throughput = match offer {
                 Offer::Manual(ru) => format!("{ru} RU/s"),
                 Offer::Autoscale(max) => format!("autoscale up to {max} RU/s"),
@@ -253,11 +232,17 @@ impl Provisioner {
                 Some(ttl) => obj.insert("defaultTtl".into(), json!(ttl)),
                 None => obj.remove("defaultTtl"),
             };
-            let mut request = HttpRequest::new("PUT", self.coll_url(name));
-            request.set_header("Content-Type", "application/json");
-            request.body = def.to_string().into_bytes();
-            self.send("cosmos replace container", request, Idempotency::Idempotent)
-                .await?;
+            let url = self.db.url();
+            let request = self
+                .request(
+                    Method::PUT,
+                    url,
+                    &["colls", name],
+                    "cosmos replace container",
+                )?
+                .body("application/json", def.to_string())
+                .idempotent(true);
+            Self::send(request).await?;
             changed.push(match ttl_secs {
                 Some(ttl) => format!(
                     "set the default TTL of `{}/{name}` to {ttl} s",

@@ -456,7 +456,7 @@ mod tests {
             self.requests
                 .lock()
                 .unwrap()
-                .push((request.method.clone(), request.url.clone()));
+                .push((request.method.to_string(), request.url.to_string()));
             let body = match request.method.as_str() {
                 "GET" => b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><QueueMessagesList/>".to_vec(),
                 "POST" => b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><QueueMessagesList><QueueMessage><MessageId>m1</MessageId><InsertionTime>Thu, 26 Nov 2026 21:09:10 GMT</InsertionTime><ExpirationTime>Fri, 31 Dec 9999 23:59:59 GMT</ExpirationTime><PopReceipt>r1</PopReceipt><TimeNextVisible>Thu, 26 Nov 2026 21:09:10 GMT</TimeNextVisible></QueueMessage></QueueMessagesList>".to_vec(),

@@ -17,6 +17,7 @@ mod shared_key;
 
 use std::fmt;
 
+pub(crate) use connection::endpoint_url;
 pub use connection::{
     ConnectionOptions, CosmosConnection, CosmosCredential, StorageConnection, StorageCredential,
     check_endpoint,

@@ -37,13 +37,15 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::azure::auth::check_endpoint;
-use crate::azure::response::{error_from_response, success_or, unparseable};
+use url::Url;
+
+use crate::azure::auth::endpoint_url;
+use crate::azure::response::{error_from_response, unparseable};
 use crate::error::{Error, ErrorInfo};
-use crate::wire::encoding::encode_unreserved;
+use crate::wire::encoding::push_segments;
 use crate::wire::pipeline::Pipeline;
-use crate::wire::retry::Idempotency;
-use crate::wire::transport::{HttpRequest, HttpResponse};
+use crate::wire::request::{Method, RequestBuilder};
+use crate::wire::transport::HttpResponse;
 use keys::{validate_document_id, validate_partition_key_path, validate_resource_name};
 use session::SessionTokens;
 
@@ -124,60 +126,80 @@ pub struct QueryPage<T> {
 #[derive(Debug, Clone)]
 pub struct CosmosClient {
     pipeline: Pipeline,
+    endpoint: Url,
+}
+
+/// Builds a [`CosmosClient`]: `CosmosClient::builder(pipeline, endpoint)`, then options,
+/// then [`CosmosClientBuilder::build`].
+#[derive(Debug, Clone)]
+#[must_use = "call `build` to get the client"]
+pub struct CosmosClientBuilder {
+    pipeline: Pipeline,
     endpoint: String,
+    allow_http: bool,
+}
+
+impl CosmosClientBuilder {
+    /// Also accepts plain HTTP to a non-loopback host (an emulator in another container).
+    /// Traffic, including signatures, is then unencrypted. Off by default.
+    pub fn allow_http(mut self, allow: bool) -> Self {
+        self.allow_http = allow;
+        self
+    }
+
+    /// Checks the endpoint (HTTPS unless loopback or allowed).
+    pub fn build(self) -> Result<CosmosClient, Error> {
+        Ok(CosmosClient {
+            pipeline: self.pipeline,
+            endpoint: endpoint_url(&self.endpoint, self.allow_http)?,
+        })
+    }
 }
 
 impl CosmosClient {
-    /// A client for the account at `endpoint` (e.g. `https://acct.documents.azure.com`, or
-    /// `http://127.0.0.1:18081` for the emulator; plain HTTP only for loopback hosts).
-    pub fn new(pipeline: Pipeline, endpoint: &str) -> Result<Self, Error> {
-        Ok(CosmosClient {
+    /// A builder for a client of the account at `endpoint` (e.g.
+    /// `https://acct.documents.azure.com`, or `http://127.0.0.1:18081` for the emulator).
+    pub fn builder(pipeline: Pipeline, endpoint: &str) -> CosmosClientBuilder {
+        CosmosClientBuilder {
             pipeline,
-            endpoint: check_endpoint(endpoint, false)?,
-        })
+            endpoint: endpoint.to_string(),
+            allow_http: false,
+        }
     }
 
-    /// Like [`CosmosClient::new`] but also accepts plain HTTP to a non-loopback host.
-    pub fn new_allowing_http(pipeline: Pipeline, endpoint: &str) -> Result<Self, Error> {
-        Ok(CosmosClient {
-            pipeline,
-            endpoint: check_endpoint(endpoint, true)?,
-        })
+    /// A client for the account at `endpoint` with the default options (plain HTTP only
+    /// for loopback hosts).
+    pub fn new(pipeline: Pipeline, endpoint: &str) -> Result<Self, Error> {
+        Self::builder(pipeline, endpoint).build()
     }
 
     /// A handle for a database (nothing is sent).
     pub fn database(&self, name: &str) -> Result<DatabaseClient, Error> {
         validate_resource_name("database name", name)?;
+        let mut url = self.endpoint.clone();
+        push_segments(&mut url, "database name", &["dbs", name])?;
         Ok(DatabaseClient {
             client: self.clone(),
             name: name.to_string(),
+            url,
         })
     }
 
-    /// Sends one request; non-2xx answers become errors mapped by status.
-    async fn send(
-        &self,
-        operation: &str,
-        request: HttpRequest,
-        idempotency: Idempotency,
-    ) -> Result<HttpResponse, Error> {
-        let resp = self.send_unchecked(operation, request, idempotency).await?;
-        success_or(resp, operation, response_error)
+    /// The account endpoint.
+    pub fn endpoint(&self) -> &Url {
+        &self.endpoint
     }
 
-    /// Sends one request and returns whatever answer came (any status).
-    async fn send_unchecked(
-        &self,
-        operation: &str,
-        mut request: HttpRequest,
-        idempotency: Idempotency,
-    ) -> Result<HttpResponse, Error> {
-        request.set_header("x-ms-version", COSMOS_API_VERSION);
-        request.set_header("Accept", "application/json");
+    /// A request to this account, for calls this client does not wrap (container
+    /// definitions, offers): API version and `Accept` set, failures mapped by
+    /// [`response_error`]. Signed and retried by the client's pipeline.
+    pub fn request(&self, method: Method, url: Url, operation: &str) -> RequestBuilder<'_> {
         self.pipeline
-            .send(request, idempotency)
-            .await
-            .map_err(|e| e.during(operation))
+            .request(method, url)
+            .operation(operation)
+            .header("x-ms-version", COSMOS_API_VERSION)
+            .header("accept", "application/json")
+            .map_errors(response_error)
     }
 }
 
@@ -186,6 +208,8 @@ impl CosmosClient {
 pub struct DatabaseClient {
     client: CosmosClient,
     name: String,
+    /// `<endpoint>/dbs/<name>`.
+    url: Url,
 }
 
 impl DatabaseClient {
@@ -194,28 +218,32 @@ impl DatabaseClient {
         &self.name
     }
 
-    fn path(&self) -> String {
-        format!("dbs/{}", encode_unreserved(&self.name))
+    /// The account client this handle belongs to.
+    pub fn client(&self) -> &CosmosClient {
+        &self.client
+    }
+
+    /// The database's URL (`<endpoint>/dbs/<name>`).
+    pub fn url(&self) -> &Url {
+        &self.url
     }
 
     /// Creates the database unless it exists. The value is `true` when it was created,
     /// `false` when it already existed (the info is then that of the 409 answer).
     pub async fn create_if_not_exists(&self) -> Result<CosmosResponse<bool>, Error> {
-        let url = format!("{}/dbs", self.client.endpoint);
+        let mut url = self.client.endpoint.clone();
+        push_segments(&mut url, "path", &["dbs"])?;
         let body = json!({ "id": self.name });
         create_if_absent(&self.client, "cosmos create database", url, &body).await
     }
 
     /// Deletes the database and everything in it.
     pub async fn delete(&self) -> Result<CosmosResponse<()>, Error> {
-        let url = format!("{}/{}", self.client.endpoint, self.path());
         let resp = self
             .client
-            .send(
-                "cosmos delete database",
-                HttpRequest::new("DELETE", url),
-                Idempotency::Idempotent,
-            )
+            .request(Method::DELETE, self.url.clone(), "cosmos delete database")
+            .idempotent(true)
+            .send()
             .await?;
         Ok(CosmosResponse::unit(&resp))
     }
@@ -223,9 +251,12 @@ impl DatabaseClient {
     /// A handle for a container of this database (nothing is sent).
     pub fn container(&self, name: &str) -> Result<ContainerClient, Error> {
         validate_resource_name("container name", name)?;
+        let mut url = self.url.clone();
+        push_segments(&mut url, "container name", &["colls", name])?;
         Ok(ContainerClient {
             database: self.clone(),
             name: name.to_string(),
+            url,
             session: Arc::new(Mutex::new(SessionTokens::default())),
         })
     }
@@ -235,21 +266,19 @@ impl DatabaseClient {
 async fn create_if_absent(
     client: &CosmosClient,
     operation: &str,
-    url: String,
+    url: Url,
     body: &Value,
 ) -> Result<CosmosResponse<bool>, Error> {
-    let mut request = HttpRequest::new("POST", url);
-    request.set_header("Content-Type", "application/json");
-    request.body = body.to_string().into_bytes();
     let resp = client
-        .send_unchecked(operation, request, Idempotency::Idempotent)
+        .request(Method::POST, url, operation)
+        .body("application/json", body.to_string())
+        .idempotent(true)
+        .send_any_status()
         .await?;
     let created = resp.status != 409;
-    let resp = if created {
-        success_or(resp, operation, response_error)?
-    } else {
-        resp
-    };
+    if created && !resp.is_success() {
+        return Err(response_error(&resp, operation));
+    }
     Ok(CosmosResponse {
         value: created,
         info: ResponseInfo::from_response(&resp),
@@ -262,6 +291,8 @@ async fn create_if_absent(
 pub struct ContainerClient {
     database: DatabaseClient,
     name: String,
+    /// `<endpoint>/dbs/<db>/colls/<name>`.
+    url: Url,
     /// The `x-ms-session-token`s seen, per range, sent back on later requests.
     session: Arc<Mutex<SessionTokens>>,
 }
@@ -272,25 +303,24 @@ impl ContainerClient {
         &self.name
     }
 
-    fn endpoint(&self) -> &str {
-        &self.database.client.endpoint
+    /// The container's URL (`<endpoint>/dbs/<db>/colls/<name>`).
+    pub fn url(&self) -> &Url {
+        &self.url
     }
 
-    fn path(&self) -> String {
-        format!(
-            "{}/colls/{}",
-            self.database.path(),
-            encode_unreserved(&self.name)
-        )
+    /// `<container url>/docs`.
+    fn docs_url(&self) -> Result<Url, Error> {
+        let mut url = self.url.clone();
+        push_segments(&mut url, "path", &["docs"])?;
+        Ok(url)
     }
 
-    fn docs_url(&self) -> String {
-        format!("{}/{}/docs", self.endpoint(), self.path())
-    }
-
-    fn doc_url(&self, id: &str) -> Result<String, Error> {
+    /// `<container url>/docs/<id>`; an invalid id (a dot segment among them) is refused.
+    fn doc_url(&self, id: &str) -> Result<Url, Error> {
         validate_document_id(id)?;
-        Ok(format!("{}/{}", self.docs_url(), encode_unreserved(id)))
+        let mut url = self.url.clone();
+        push_segments(&mut url, "document id", &["docs", id])?;
+        Ok(url)
     }
 
     /// Creates the container with a hash partition key on `partition_key_path` (e.g.
@@ -314,7 +344,8 @@ impl ContainerClient {
         indexing_policy: Option<&Value>,
     ) -> Result<CosmosResponse<bool>, Error> {
         validate_partition_key_path(partition_key_path)?;
-        let url = format!("{}/{}/colls", self.endpoint(), self.database.path());
+        let mut url = self.database.url.clone();
+        push_segments(&mut url, "path", &["colls"])?;
         let mut body = json!({
             "id": self.name,
             "partitionKey": { "paths": [partition_key_path], "kind": "Hash", "version": 2 }
@@ -327,15 +358,12 @@ impl ContainerClient {
 
     /// Deletes the container and its documents.
     pub async fn delete_container(&self) -> Result<CosmosResponse<()>, Error> {
-        let url = format!("{}/{}", self.endpoint(), self.path());
         let resp = self
             .database
             .client
-            .send(
-                "cosmos delete container",
-                HttpRequest::new("DELETE", url),
-                Idempotency::Idempotent,
-            )
+            .request(Method::DELETE, self.url.clone(), "cosmos delete container")
+            .idempotent(true)
+            .send()
             .await?;
         Ok(CosmosResponse::unit(&resp))
     }
@@ -348,9 +376,11 @@ impl ContainerClient {
     ) -> Result<CosmosResponse<T>, Error> {
         const OP: &str = "cosmos read document";
         let url = self.doc_url(id).map_err(|e| e.during(OP))?;
-        let mut request = self.document_request("GET", url, partition_key);
-        request.set_header("x-ms-documentdb-query-enablecrosspartition", "True");
-        let resp = self.send(OP, request, Idempotency::Idempotent).await?;
+        let request = self
+            .document_request(Method::GET, url, partition_key, OP)
+            .header("x-ms-documentdb-query-enablecrosspartition", "True")
+            .idempotent(true);
+        let resp = self.send(request).await?;
         typed_response(&resp, OP)
     }
 
@@ -363,9 +393,9 @@ impl ContainerClient {
     ) -> Result<CosmosResponse<T>, Error> {
         const OP: &str = "cosmos create document";
         let (_, body) = document_body(document).map_err(|e| e.during(OP))?;
-        let request = self.document_request("POST", self.docs_url(), partition_key);
-        self.write_document(OP, request, body, None, Idempotency::NonIdempotent)
-            .await
+        let url = self.docs_url().map_err(|e| e.during(OP))?;
+        let request = self.document_request(Method::POST, url, partition_key, OP);
+        self.write_document(request, body, None).await
     }
 
     /// Creates or replaces a document; with `if_match`, only if the stored ETag matches
@@ -378,10 +408,11 @@ impl ContainerClient {
     ) -> Result<CosmosResponse<T>, Error> {
         const OP: &str = "cosmos upsert document";
         let (_, body) = document_body(document).map_err(|e| e.during(OP))?;
-        let mut request = self.document_request("POST", self.docs_url(), partition_key);
-        request.set_header("x-ms-documentdb-is-upsert", "True");
-        self.write_document(OP, request, body, if_match, Idempotency::NonIdempotent)
-            .await
+        let url = self.docs_url().map_err(|e| e.during(OP))?;
+        let request = self
+            .document_request(Method::POST, url, partition_key, OP)
+            .header("x-ms-documentdb-is-upsert", "True");
+        self.write_document(request, body, if_match).await
     }
 
     /// Replaces document `id`; with `if_match`, only if the stored ETag matches (else
@@ -404,9 +435,10 @@ impl ContainerClient {
             ))
             .during(OP));
         }
-        let request = self.document_request("PUT", url, partition_key);
-        self.write_document(OP, request, body, if_match, Idempotency::Idempotent)
-            .await
+        let request = self
+            .document_request(Method::PUT, url, partition_key, OP)
+            .idempotent(true);
+        self.write_document(request, body, if_match).await
     }
 
     /// Deletes document `id`; with `if_match`, only if the stored ETag matches.
@@ -418,9 +450,11 @@ impl ContainerClient {
     ) -> Result<CosmosResponse<()>, Error> {
         const OP: &str = "cosmos delete document";
         let url = self.doc_url(id).map_err(|e| e.during(OP))?;
-        let mut request = self.document_request("DELETE", url, partition_key);
-        set_if_match(&mut request, if_match);
-        let resp = self.send(OP, request, Idempotency::Idempotent).await?;
+        let request = self
+            .document_request(Method::DELETE, url, partition_key, OP)
+            .header_opt("if-match", if_match)
+            .idempotent(true);
+        let resp = self.send(request).await?;
         Ok(CosmosResponse::unit(&resp))
     }
 
@@ -436,11 +470,11 @@ impl ContainerClient {
     ) -> Result<CosmosResponse<T>, Error> {
         const OP: &str = "cosmos patch document";
         let url = self.doc_url(id).map_err(|e| e.during(OP))?;
-        let mut request = self.document_request("PATCH", url, partition_key);
-        request.set_header("Content-Type", "application/json_patch+json");
-        set_if_match(&mut request, if_match);
-        request.body = patch.to_body().to_string().into_bytes();
-        let resp = self.send(OP, request, Idempotency::NonIdempotent).await?;
+        let request = self
+            .document_request(Method::PATCH, url, partition_key, OP)
+            .header_opt("if-match", if_match)
+            .body("application/json_patch+json", patch.to_body().to_string());
+        let resp = self.send(request).await?;
         typed_response(&resp, OP)
     }
 
@@ -456,19 +490,25 @@ impl ContainerClient {
         if options.page_size == 0 {
             return Err(Error::invalid_input("the query page size must be at least 1").during(OP));
         }
-        let mut request = HttpRequest::new("POST", self.docs_url());
-        if let Some(pk) = &options.partition_key {
-            request.set_header("x-ms-documentdb-partitionkey", pk.header_value());
-        }
-        request.set_header("Content-Type", "application/query+json");
-        request.set_header("x-ms-documentdb-isquery", "True");
-        request.set_header("x-ms-documentdb-query-enablecrosspartition", "True");
-        request.set_header("x-ms-max-item-count", options.page_size.to_string());
-        if let Some(token) = continuation.filter(|t| !t.is_empty()) {
-            request.set_header("x-ms-continuation", token);
-        }
-        request.body = body.to_string().into_bytes();
-        let resp = self.send(OP, request, Idempotency::Idempotent).await?;
+        let url = self.docs_url().map_err(|e| e.during(OP))?;
+        let request = self
+            .database
+            .client
+            .request(Method::POST, url, OP)
+            .header_opt(
+                "x-ms-documentdb-partitionkey",
+                options
+                    .partition_key
+                    .as_ref()
+                    .map(PartitionKey::header_value),
+            )
+            .header("x-ms-documentdb-isquery", "True")
+            .header("x-ms-documentdb-query-enablecrosspartition", "True")
+            .header("x-ms-max-item-count", options.page_size.to_string())
+            .header_opt("x-ms-continuation", continuation.filter(|t| !t.is_empty()))
+            .body("application/query+json", body.to_string())
+            .idempotent(true);
+        let resp = self.send(request).await?;
         #[derive(serde::Deserialize)]
         struct Page<T> {
             #[serde(rename = "Documents")]
@@ -558,51 +598,55 @@ impl ContainerClient {
     /// and parses the stored document from the answer.
     async fn write_document<T: DeserializeOwned>(
         &self,
-        operation: &str,
-        mut request: HttpRequest,
+        request: RequestBuilder<'_>,
         body: Vec<u8>,
         if_match: Option<&str>,
-        idempotency: Idempotency,
     ) -> Result<CosmosResponse<T>, Error> {
-        request.set_header("Content-Type", "application/json");
-        set_if_match(&mut request, if_match);
-        request.body = body;
-        let resp = self.send(operation, request, idempotency).await?;
-        typed_response(&resp, operation)
+        let request = request
+            .header_opt("if-match", if_match)
+            .body("application/json", body);
+        let operation = request.operation_name().to_string();
+        let resp = self.send(request).await?;
+        typed_response(&resp, &operation)
     }
 
     /// A request for a document operation, with its partition key header (the session token
     /// is added when it is sent).
-    fn document_request(&self, method: &str, url: String, pk: &PartitionKey) -> HttpRequest {
-        let mut request = HttpRequest::new(method, url);
-        request.set_header("x-ms-documentdb-partitionkey", pk.header_value());
-        request
+    fn document_request(
+        &self,
+        method: Method,
+        url: Url,
+        pk: &PartitionKey,
+        operation: &str,
+    ) -> RequestBuilder<'_> {
+        self.database
+            .client
+            .request(method, url, operation)
+            .header("x-ms-documentdb-partitionkey", pk.header_value())
     }
 
     /// Sends with the session token for the request's partition key (all ranges' tokens when
     /// its range is not known) and merges the one the answer carries (error answers carry one
     /// too: a 404 or 412 still tells what the session has seen).
-    async fn send(
-        &self,
-        operation: &str,
-        mut request: HttpRequest,
-        idempotency: Idempotency,
-    ) -> Result<HttpResponse, Error> {
+    async fn send(&self, request: RequestBuilder<'_>) -> Result<HttpResponse, Error> {
         let partition_key = request
+            .request()
             .header("x-ms-documentdb-partitionkey")
             .map(str::to_string);
-        if let Some(token) = self.sessions().header_for(partition_key.as_deref()) {
-            request.set_header("x-ms-session-token", token);
-        }
-        let resp = self
-            .database
-            .client
-            .send_unchecked(operation, request, idempotency)
+        let operation = request.operation_name().to_string();
+        let token = self.sessions().header_for(partition_key.as_deref());
+        let resp = request
+            .header_opt("x-ms-session-token", token)
+            .send_any_status()
             .await?;
         if let Some(token) = resp.header("x-ms-session-token") {
             self.sessions().update(token, partition_key.as_deref());
         }
-        success_or(resp, operation, response_error)
+        if resp.is_success() {
+            Ok(resp)
+        } else {
+            Err(response_error(&resp, &operation))
+        }
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, SessionTokens> {
@@ -629,12 +673,6 @@ impl ContainerClient {
     pub fn session_token_for(&self, partition_key: &PartitionKey) -> Option<String> {
         self.sessions()
             .header_for(Some(partition_key.header_value().as_str()))
-    }
-}
-
-fn set_if_match(request: &mut HttpRequest, if_match: Option<&str>) {
-    if let Some(etag) = if_match {
-        request.set_header("If-Match", etag);
     }
 }
 

@@ -24,15 +24,16 @@ pub use types::{
 };
 
 use chrono::{DateTime, Utc};
+use url::Url;
 
-use crate::azure::auth::check_endpoint;
-use crate::azure::response::{error_from_response, send_checked, unparseable};
+use crate::azure::auth::endpoint_url;
+use crate::azure::response::{error_from_response, unparseable};
 use crate::error::{Error, ErrorInfo};
 use crate::wire::clock::parse_http_date;
-use crate::wire::encoding::{encode_unreserved, is_dot_segment};
+use crate::wire::encoding::{append_query, push_segments};
 use crate::wire::pipeline::Pipeline;
-use crate::wire::retry::Idempotency;
-use crate::wire::transport::{HttpRequest, HttpResponse};
+use crate::wire::request::{Method, RequestBuilder};
+use crate::wire::transport::HttpResponse;
 use types::validate_queue_name;
 use xml::{Element, TextError};
 
@@ -47,8 +48,10 @@ pub const MAX_MESSAGE_BYTES: usize = xml::MAX_MESSAGE_BYTES;
 #[derive(Debug, Clone)]
 pub struct QueueClient {
     pipeline: Pipeline,
-    endpoint: String,
+    endpoint: Url,
     queue: String,
+    /// `<endpoint>/<queue>`, built once.
+    queue_url: Url,
 }
 
 /// Options for [`QueueClient::list_queues`].
@@ -60,47 +63,66 @@ pub struct ListQueuesOptions {
     pub max_results: Option<u32>,
 }
 
+/// Builds a [`QueueClient`]: `QueueClient::builder(pipeline, endpoint, queue)`, then
+/// options, then [`QueueClientBuilder::build`].
+#[derive(Debug, Clone)]
+#[must_use = "call `build` to get the client"]
+pub struct QueueClientBuilder {
+    pipeline: Pipeline,
+    endpoint: String,
+    queue: String,
+    allow_http: bool,
+}
+
+impl QueueClientBuilder {
+    /// Also accepts plain HTTP to a non-loopback host (an emulator in another container).
+    /// Traffic, including signatures, is then unencrypted. Off by default.
+    pub fn allow_http(mut self, allow: bool) -> Self {
+        self.allow_http = allow;
+        self
+    }
+
+    /// Checks the endpoint (HTTPS unless loopback or allowed) and the queue name.
+    pub fn build(self) -> Result<QueueClient, Error> {
+        let endpoint = endpoint_url(&self.endpoint, self.allow_http)?;
+        validate_queue_name(&self.queue)?;
+        QueueClient::at(self.pipeline, endpoint, &self.queue)
+    }
+}
+
 impl QueueClient {
-    /// A client for `queue` at `queue_endpoint` (e.g. `https://acct.queue.core.windows.net` or
-    /// `http://127.0.0.1:11001/devstoreaccount1`). Plain HTTP is accepted for loopback hosts
-    /// only; the queue name must follow the service rules.
+    /// A builder for a client of `queue` at `queue_endpoint` (e.g.
+    /// `https://acct.queue.core.windows.net` or `http://127.0.0.1:11001/devstoreaccount1`).
+    pub fn builder(pipeline: Pipeline, queue_endpoint: &str, queue: &str) -> QueueClientBuilder {
+        QueueClientBuilder {
+            pipeline,
+            endpoint: queue_endpoint.to_string(),
+            queue: queue.to_string(),
+            allow_http: false,
+        }
+    }
+
+    /// A client for `queue` at `queue_endpoint` with the default options: plain HTTP is
+    /// accepted for loopback hosts only; the queue name must follow the service rules.
     pub fn new(pipeline: Pipeline, queue_endpoint: &str, queue: &str) -> Result<Self, Error> {
-        Self::build(pipeline, queue_endpoint, queue, false)
+        Self::builder(pipeline, queue_endpoint, queue).build()
     }
 
-    /// Like [`QueueClient::new`] but also accepts plain HTTP to a non-loopback host (an
-    /// emulator in another container). Traffic, including signatures, is then unencrypted.
-    pub fn new_allowing_http(
-        pipeline: Pipeline,
-        queue_endpoint: &str,
-        queue: &str,
-    ) -> Result<Self, Error> {
-        Self::build(pipeline, queue_endpoint, queue, true)
-    }
-
-    fn build(
-        pipeline: Pipeline,
-        queue_endpoint: &str,
-        queue: &str,
-        allow_http: bool,
-    ) -> Result<Self, Error> {
-        let endpoint = check_endpoint(queue_endpoint, allow_http)?;
-        validate_queue_name(queue)?;
+    fn at(pipeline: Pipeline, endpoint: Url, queue: &str) -> Result<Self, Error> {
+        let mut queue_url = endpoint.clone();
+        push_segments(&mut queue_url, "queue name", &[queue])?;
         Ok(QueueClient {
             pipeline,
             endpoint,
             queue: queue.to_string(),
+            queue_url,
         })
     }
 
     /// A client for another queue of the same account, sharing the pipeline.
     pub fn queue(&self, queue: &str) -> Result<QueueClient, Error> {
         validate_queue_name(queue)?;
-        Ok(QueueClient {
-            pipeline: self.pipeline.clone(),
-            endpoint: self.endpoint.clone(),
-            queue: queue.to_string(),
-        })
+        QueueClient::at(self.pipeline.clone(), self.endpoint.clone(), queue)
     }
 
     /// The queue name.
@@ -109,28 +131,37 @@ impl QueueClient {
     }
 
     /// The queue's URL.
-    pub fn url(&self) -> String {
-        format!("{}/{}", self.endpoint, self.queue)
+    pub fn url(&self) -> &Url {
+        &self.queue_url
     }
 
-    fn messages_url(&self) -> String {
-        format!("{}/{}/messages", self.endpoint, self.queue)
+    /// `<queue url>/messages` plus `segments`.
+    fn messages_url(&self, segments: &[&str]) -> Result<Url, Error> {
+        let mut url = self.queue_url.clone();
+        push_segments(&mut url, "message id", &[&["messages"], segments].concat())?;
+        Ok(url)
+    }
+
+    /// A request to this queue's service: API version set, failures mapped by
+    /// [`response_error`].
+    fn request(&self, method: Method, url: Url, operation: &str) -> RequestBuilder<'_> {
+        self.pipeline
+            .request(method, url)
+            .operation(operation)
+            .header("x-ms-version", QUEUE_API_VERSION)
+            .map_errors(response_error)
     }
 
     /// Creates the queue if it does not exist. Returns `true` when it was created, `false`
     /// when it already existed (also when it exists with other metadata, which the service
     /// answers with 409 `QueueAlreadyExists`).
     pub async fn create_if_not_exists(&self) -> Result<bool, Error> {
-        match self
-            .send(
-                "queue create",
-                "PUT",
-                self.url(),
-                None,
-                Idempotency::Idempotent,
-            )
-            .await
-        {
+        let created = self
+            .request(Method::PUT, self.queue_url.clone(), "queue create")
+            .idempotent(true)
+            .send()
+            .await;
+        match created {
             Ok(resp) => Ok(resp.status == 201),
             Err(Error::Conflict(info)) if info.code.as_deref() == Some("QueueAlreadyExists") => {
                 Ok(false)
@@ -141,15 +172,11 @@ impl QueueClient {
 
     /// Deletes the queue and its messages. A missing queue is [`Error::NotFound`].
     pub async fn delete(&self) -> Result<(), Error> {
-        self.send(
-            "queue delete",
-            "DELETE",
-            self.url(),
-            None,
-            Idempotency::Idempotent,
-        )
-        .await
-        .map(drop)
+        self.request(Method::DELETE, self.queue_url.clone(), "queue delete")
+            .idempotent(true)
+            .send()
+            .await
+            .map(drop)
     }
 
     /// One page of the account's queues (with metadata). Pass the previous page's
@@ -160,21 +187,29 @@ impl QueueClient {
         marker: Option<&str>,
     ) -> Result<QueueListPage, Error> {
         const OP: &str = "queue list";
-        let mut url = format!("{}/?comp=list&include=metadata", self.endpoint);
+        let mut url = self.endpoint.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            // The account itself: `<endpoint>/`.
+            path.pop_if_empty().push("");
+        }
+        append_query(&mut url, "comp", "list");
+        append_query(&mut url, "include", "metadata");
         if let Some(prefix) = &options.prefix {
-            url.push_str(&format!("&prefix={}", encode_unreserved(prefix)));
+            append_query(&mut url, "prefix", prefix);
         }
         if let Some(max) = options.max_results {
             if max == 0 {
                 return Err(Error::invalid_input("max_results must be at least 1").during(OP));
             }
-            url.push_str(&format!("&maxresults={max}"));
+            append_query(&mut url, "maxresults", &max.to_string());
         }
         if let Some(marker) = marker.filter(|m| !m.is_empty()) {
-            url.push_str(&format!("&marker={}", encode_unreserved(marker)));
+            append_query(&mut url, "marker", marker);
         }
         let resp = self
-            .send(OP, "GET", url, None, Idempotency::Idempotent)
+            .request(Method::GET, url, OP)
+            .idempotent(true)
+            .send()
             .await?;
         let root = parse_body(&resp, OP)?;
         let queues = root
@@ -242,9 +277,12 @@ impl QueueClient {
     /// The queue's approximate message count (invisible messages included) and metadata.
     pub async fn metadata(&self) -> Result<QueueProperties, Error> {
         const OP: &str = "queue get metadata";
-        let url = format!("{}?comp=metadata", self.url());
+        let mut url = self.queue_url.clone();
+        append_query(&mut url, "comp", "metadata");
         let resp = self
-            .send(OP, "GET", url, None, Idempotency::Idempotent)
+            .request(Method::GET, url, OP)
+            .idempotent(true)
+            .send()
             .await?;
         let count = resp
             .header("x-ms-approximate-messages-count")
@@ -278,17 +316,17 @@ impl QueueClient {
         const OP: &str = "queue put message";
         options.validate().map_err(|e| e.during(OP))?;
         let body = message_body(text, OP)?;
-        let mut url = self.messages_url();
-        let mut sep = '?';
+        let mut url = self.messages_url(&[])?;
         if let Some(delay) = options.visibility_delay {
-            url.push_str(&format!("{sep}visibilitytimeout={}", delay.as_secs()));
-            sep = '&';
+            append_query(&mut url, "visibilitytimeout", &delay.as_secs().to_string());
         }
         if let Some(ttl) = options.ttl {
-            url.push_str(&format!("{sep}messagettl={}", ttl.query_value()));
+            append_query(&mut url, "messagettl", &ttl.query_value());
         }
         let resp = self
-            .send(OP, "POST", url, Some(body), Idempotency::NonIdempotent)
+            .request(Method::POST, url, OP)
+            .body("application/xml", body)
+            .send()
             .await?;
         let root = parse_body(&resp, OP)?;
         let message = root
@@ -321,15 +359,14 @@ impl QueueClient {
             )
             .during(OP));
         }
-        let url = format!(
-            "{}?numofmessages={}&visibilitytimeout={}",
-            self.messages_url(),
-            count.get(),
-            visibility.as_secs()
+        let mut url = self.messages_url(&[])?;
+        append_query(&mut url, "numofmessages", &count.get().to_string());
+        append_query(
+            &mut url,
+            "visibilitytimeout",
+            &visibility.as_secs().to_string(),
         );
-        let resp = self
-            .send(OP, "GET", url, None, Idempotency::NonIdempotent)
-            .await?;
+        let resp = self.request(Method::GET, url, OP).send().await?;
         let root = parse_body(&resp, OP)?;
         root.children_named("QueueMessage")
             .map(|message| {
@@ -351,13 +388,13 @@ impl QueueClient {
     /// Looks at up to `count` visible messages without dequeuing them.
     pub async fn peek_messages(&self, count: MessageCount) -> Result<Vec<PeekedMessage>, Error> {
         const OP: &str = "queue peek messages";
-        let url = format!(
-            "{}?peekonly=true&numofmessages={}",
-            self.messages_url(),
-            count.get()
-        );
+        let mut url = self.messages_url(&[])?;
+        append_query(&mut url, "peekonly", "true");
+        append_query(&mut url, "numofmessages", &count.get().to_string());
         let resp = self
-            .send(OP, "GET", url, None, Idempotency::Idempotent)
+            .request(Method::GET, url, OP)
+            .idempotent(true)
+            .send()
             .await?;
         let root = parse_body(&resp, OP)?;
         root.children_named("QueueMessage")
@@ -380,8 +417,12 @@ impl QueueClient {
     /// so `NotFound` can also mean an earlier attempt already deleted it.
     pub async fn delete_message(&self, id: &str, pop_receipt: &str) -> Result<(), Error> {
         const OP: &str = "queue delete message";
-        let url = self.message_url(id, pop_receipt, OP)?;
-        self.send(OP, "DELETE", url, None, Idempotency::Idempotent)
+        let url = self
+            .message_url(id, pop_receipt)
+            .map_err(|e| e.during(OP))?;
+        self.request(Method::DELETE, url, OP)
+            .idempotent(true)
+            .send()
             .await
             .map(drop)
     }
@@ -398,14 +439,19 @@ impl QueueClient {
     ) -> Result<UpdatedMessage, Error> {
         const OP: &str = "queue update message";
         let body = text.map(|t| message_body(t, OP)).transpose()?;
-        let url = format!(
-            "{}&visibilitytimeout={}",
-            self.message_url(id, pop_receipt, OP)?,
-            visibility.as_secs()
+        let mut url = self
+            .message_url(id, pop_receipt)
+            .map_err(|e| e.during(OP))?;
+        append_query(
+            &mut url,
+            "visibilitytimeout",
+            &visibility.as_secs().to_string(),
         );
-        let resp = self
-            .send(OP, "PUT", url, body, Idempotency::NonIdempotent)
-            .await?;
+        let mut request = self.request(Method::PUT, url, OP);
+        if let Some(body) = body {
+            request = request.body("application/xml", body);
+        }
+        let resp = request.send().await?;
         let pop_receipt = resp
             .header("x-ms-popreceipt")
             .filter(|r| !r.is_empty())
@@ -423,61 +469,30 @@ impl QueueClient {
 
     /// Deletes every message in the queue.
     pub async fn clear(&self) -> Result<(), Error> {
-        self.send(
-            "queue clear",
-            "DELETE",
-            self.messages_url(),
-            None,
-            Idempotency::Idempotent,
-        )
-        .await
-        .map(drop)
+        let url = self.messages_url(&[])?;
+        self.request(Method::DELETE, url, "queue clear")
+            .idempotent(true)
+            .send()
+            .await
+            .map(drop)
     }
 
-    fn message_url(&self, id: &str, pop_receipt: &str, op: &str) -> Result<String, Error> {
+    /// `<queue url>/messages/<id>?popreceipt=<receipt>`. A message id that is a dot segment
+    /// (also percent-encoded) is refused: it would address the queue, not a message.
+    fn message_url(&self, id: &str, pop_receipt: &str) -> Result<Url, Error> {
         if id.is_empty() || pop_receipt.is_empty() {
-            return Err(
-                Error::invalid_input("a message id and its pop receipt are required").during(op),
-            );
+            return Err(Error::invalid_input(
+                "a message id and its pop receipt are required",
+            ));
         }
-        if is_dot_segment(id) {
-            return Err(Error::invalid_input(format!(
+        let mut url = self.messages_url(&[id]).map_err(|_| {
+            Error::invalid_input(format!(
                 "the message id `{id}` is a `.` or `..` path segment (after URL decoding); it \
                  would address the queue instead of a message. Use the id the service returned"
             ))
-            .during(op));
-        }
-        Ok(format!(
-            "{}/{}?popreceipt={}",
-            self.messages_url(),
-            encode_unreserved(id),
-            encode_unreserved(pop_receipt)
-        ))
-    }
-
-    /// Sends one request through the pipeline; a non-2xx answer becomes an [`Error`].
-    async fn send(
-        &self,
-        operation: &str,
-        method: &str,
-        url: String,
-        body: Option<Vec<u8>>,
-        idempotency: Idempotency,
-    ) -> Result<HttpResponse, Error> {
-        let mut request = HttpRequest::new(method, url);
-        request.set_header("x-ms-version", QUEUE_API_VERSION);
-        if let Some(body) = body {
-            request.set_header("Content-Type", "application/xml");
-            request.body = body;
-        }
-        send_checked(
-            &self.pipeline,
-            operation,
-            request,
-            idempotency,
-            response_error,
-        )
-        .await
+        })?;
+        append_query(&mut url, "popreceipt", pop_receipt);
+        Ok(url)
     }
 }
 

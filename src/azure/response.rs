@@ -3,10 +3,9 @@
 //! ids, retry-after).
 
 use crate::error::{Error, ErrorInfo};
-use crate::wire::pipeline::Pipeline;
 use crate::wire::redact::Redactor;
-use crate::wire::retry::{Idempotency, retry_after, substatus_of};
-use crate::wire::transport::{HttpRequest, HttpResponse};
+use crate::wire::retry::{retry_after, substatus_of};
+use crate::wire::transport::HttpResponse;
 
 /// Maps a non-2xx response to an [`Error`] variant.
 ///
@@ -101,7 +100,7 @@ fn server_busy(code: Option<&str>) -> bool {
 /// host only: a `Location` query may carry a signature).
 fn redirect_message(resp: &HttpResponse) -> String {
     let location = resp.header("location").map(str::trim).unwrap_or_default();
-    let to = match reqwest::Url::parse(location) {
+    let to = match url::Url::parse(location) {
         Ok(url) => match url.host_str() {
             Some(host) => format!("to host `{host}`"),
             None => "to a location without a host".to_string(),
@@ -117,35 +116,6 @@ fn redirect_message(resp: &HttpResponse) -> String {
          directly if you trust it",
         resp.status
     )
-}
-
-/// Sends `request` through `pipeline`; an answer that is not 2xx becomes the [`Error`] that
-/// `to_error` maps it to. A failure without an answer names `operation`.
-pub(crate) async fn send_checked(
-    pipeline: &Pipeline,
-    operation: &str,
-    request: HttpRequest,
-    idempotency: Idempotency,
-    to_error: fn(&HttpResponse, &str) -> Error,
-) -> Result<HttpResponse, Error> {
-    let resp = pipeline
-        .send(request, idempotency)
-        .await
-        .map_err(|e| e.during(operation))?;
-    success_or(resp, operation, to_error)
-}
-
-/// The response when it is 2xx, else the [`Error`] that `to_error` maps it to.
-pub(crate) fn success_or(
-    resp: HttpResponse,
-    operation: &str,
-    to_error: fn(&HttpResponse, &str) -> Error,
-) -> Result<HttpResponse, Error> {
-    if resp.is_success() {
-        Ok(resp)
-    } else {
-        Err(to_error(&resp, operation))
-    }
 }
 
 /// A 2xx response whose body could not be understood: [`Error::Unexpected`] with context.

@@ -1,71 +1,55 @@
-//! Percent-encoding shared by the signers, the REST clients and the redactor: one encoder
-//! with two character sets (RFC 3986 unreserved for URL parts, JavaScript's
-//! `encodeURIComponent` set for Authorization and SAS values, as the Azure SDKs produce) and
-//! a decoder that never fails.
+//! Percent-encoding shared by the signers, the REST clients and the redactor, over the
+//! `percent-encoding` crate with two declared character sets: [`UNRESERVED`] (RFC 3986
+//! unreserved kept, for URL path segments and query values) and [`URI_COMPONENT`]
+//! (JavaScript's `encodeURIComponent` set, for `Authorization` and SAS values, as the Azure
+//! SDKs produce them). Both write upper-case hex. Also the one place URLs are extended:
+//! [`push_segments`] and [`append_query`], so no client assembles a URL with `format!`.
 
-/// True for RFC 3986 unreserved bytes: `A-Z a-z 0-9 - . _ ~`.
-fn is_unreserved(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
-}
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use url::Url;
 
-/// True for the bytes `encodeURIComponent` keeps: unreserved plus `! * ' ( )`.
-fn is_uri_component_safe(byte: u8) -> bool {
-    is_unreserved(byte) || matches!(byte, b'!' | b'*' | b'\'' | b'(' | b')')
-}
+use crate::error::Error;
 
-/// Percent-encodes (upper-case hex) every byte for which `keep` is false.
-fn encode_except(text: &str, keep: fn(u8) -> bool) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if keep(byte) {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
+/// Bytes percent-encoded in a path segment or query value: all but RFC 3986 unreserved
+/// (`A-Z a-z 0-9 - . _ ~`). Cosmos resource links, Storage canonicalized resources and SAS
+/// checks all decode what this encodes, so any stricter set signs the same.
+pub(crate) const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Bytes percent-encoded by JavaScript's `encodeURIComponent`: all but
+/// `A-Z a-z 0-9 - _ . ! ~ * ' ( )`.
+pub(crate) const URI_COMPONENT: &AsciiSet = &UNRESERVED
+    .remove(b'!')
+    .remove(b'*')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')');
 
 /// Percent-encodes everything except RFC 3986 unreserved characters, for one URL path
 /// segment or one query value (and for spotting a secret inside a URL).
 pub(crate) fn encode_unreserved(text: &str) -> String {
-    encode_except(text, is_unreserved)
+    utf8_percent_encode(text, UNRESERVED).to_string()
 }
 
 /// Percent-encodes everything except the characters JavaScript's `encodeURIComponent` keeps
 /// (`A-Z a-z 0-9 - _ . ! ~ * ' ( )`), with upper-case hex as the Azure SDKs produce.
 pub(crate) fn encode_uri_component(text: &str) -> String {
-    encode_except(text, is_uri_component_safe)
+    utf8_percent_encode(text, URI_COMPONENT).to_string()
 }
 
 /// Decodes `%XX` escapes (invalid escapes are kept as they are); the bytes are read as UTF-8
 /// with replacement characters for invalid sequences.
 pub(crate) fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = match (bytes.get(i), bytes.get(i + 1), bytes.get(i + 2)) {
-            (Some(b'%'), Some(&h), Some(&l)) => hex(h).zip(hex(l)).map(|(h, l)| h * 16 + l),
-            _ => None,
-        };
-        match escaped {
-            Some(byte) => {
-                out.push(byte);
-                i += 3;
-            }
-            None => {
-                out.extend(bytes.get(i).copied());
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_decode_str(text).decode_utf8_lossy().into_owned()
 }
 
 /// True when `text`, as one URL path segment, is a dot segment (`.` or `..`) once percent
 /// escapes are decoded, however often they were applied (`%2e%2e`, `%252e`). URL parsers
-/// remove such segments, so a request built with one would go to another resource.
+/// remove such segments, and a service that decodes the path may too, so a request built
+/// with one would go to another resource.
 pub(crate) fn is_dot_segment(text: &str) -> bool {
     let mut current = text.to_string();
     // Each round removes at least one `%`, so the loop ends; 8 rounds cover any real input.
@@ -82,10 +66,40 @@ pub(crate) fn is_dot_segment(text: &str) -> bool {
     current == "." || current == ".."
 }
 
-fn hex(digit: u8) -> Option<u8> {
-    char::from(digit)
-        .to_digit(16)
-        .and_then(|d| u8::try_from(d).ok())
+/// Appends `segments` to `url`'s path, each percent-encoded with [`UNRESERVED`] (so a `/`
+/// in a name stays inside its segment). A segment that is empty or a dot segment (see
+/// [`is_dot_segment`]) is refused with [`Error::InvalidInput`] naming `what`: it would
+/// address another resource.
+pub(crate) fn push_segments(url: &mut Url, what: &str, segments: &[&str]) -> Result<(), Error> {
+    let mut path = url.path().trim_end_matches('/').to_string();
+    for segment in segments {
+        if segment.is_empty() || is_dot_segment(segment) {
+            return Err(Error::invalid_input(format!(
+                "the {what} `{segment}` is empty or a `.` / `..` path segment (after URL \
+                 decoding); it would address another resource"
+            )));
+        }
+        path.push('/');
+        path.extend(utf8_percent_encode(segment, UNRESERVED));
+    }
+    url.set_path(&path);
+    Ok(())
+}
+
+/// Appends `name=value` to `url`'s query, the value percent-encoded with [`UNRESERVED`].
+pub(crate) fn append_query(url: &mut Url, name: &str, value: &str) {
+    let pair = format!("{name}={}", utf8_percent_encode(value, UNRESERVED));
+    append_raw_query(url, &pair);
+}
+
+/// Appends already-encoded query text (`a=1&b=2`, e.g. a SAS token) to `url`'s query.
+pub(crate) fn append_raw_query(url: &mut Url, encoded: &str) {
+    let query = match url.query().filter(|q| !q.is_empty()) {
+        Some(q) if q.ends_with('&') => format!("{q}{encoded}"),
+        Some(q) => format!("{q}&{encoded}"),
+        None => encoded.to_string(),
+    };
+    url.set_query(Some(&query));
 }
 
 #[cfg(test)]
@@ -126,6 +140,30 @@ mod tests {
         for plain in ["", "...", "a.", ".a", "%2e%2e%2e", "%2", "%zz", "a..b"] {
             assert!(!is_dot_segment(plain), "{plain}");
         }
+    }
+
+    #[test]
+    fn segments_are_encoded_one_by_one_and_dot_segments_refused() {
+        let mut url = Url::parse("http://127.0.0.1:1/acct/").expect("url");
+        push_segments(&mut url, "id", &["q", "a/b c", "ü+%2e"]).expect("pushed");
+        assert_eq!(url.path(), "/acct/q/a%2Fb%20c/%C3%BC%2B%252e");
+        for bad in [".", "..", "%2e%2E", ""] {
+            let mut url = Url::parse("http://h/acct").expect("url");
+            let err = push_segments(&mut url, "document id", &["docs", bad]).expect_err(bad);
+            assert!(err.to_string().contains("document id"), "{err}");
+            assert_eq!(url.path(), "/acct", "nothing appended for {bad:?}");
+        }
+    }
+
+    #[test]
+    fn query_pairs_are_appended_encoded() {
+        let mut url = Url::parse("http://h/q").expect("url");
+        append_query(&mut url, "prefix", "a b&c=d");
+        append_query(&mut url, "n", "1");
+        assert_eq!(url.query(), Some("prefix=a%20b%26c%3Dd&n=1"));
+        let mut open = Url::parse("http://h/q?x=1&").expect("url");
+        append_raw_query(&mut open, "sv=1&sig=a%2B");
+        assert_eq!(open.query(), Some("x=1&sv=1&sig=a%2B"));
     }
 
     #[test]

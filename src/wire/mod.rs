@@ -10,6 +10,7 @@ pub mod record;
 pub mod redact;
 pub mod replay;
 pub mod replay_server;
+pub mod request;
 pub mod reqwest_transport;
 pub mod retry;
 #[cfg(test)]

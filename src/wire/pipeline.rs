@@ -45,7 +45,7 @@ impl Signer for NoAuth {
 /// let conn = StorageConnection::parse("UseDevelopmentStorage=true")?;
 /// let transport = Arc::new(ReqwestTransport::new(Duration::from_secs(30))?);
 /// let pipeline = Pipeline::new(transport, conn.signer());
-/// let mut request = HttpRequest::new("GET", format!("{}/jobs?comp=metadata", conn.queue_endpoint));
+/// let mut request = HttpRequest::parse("GET", &format!("{}/jobs?comp=metadata", conn.queue_endpoint))?;
 /// request.set_header("x-ms-version", "2021-12-02");
 /// let answer = pipeline.send(request, Idempotency::Idempotent).await?;
 /// println!("status {}", answer.status);
@@ -109,15 +109,14 @@ impl Pipeline {
     /// Signs per attempt (fresh date), sends, retries transient answers per policy. Returns the
     /// final response whatever its status (callers map non-2xx to Error); Err only when no
     /// response was obtained (connection failure / timeout after all attempts), or when the
-    /// URL's path would be rewritten by URL normalisation (a `.` / `..` segment, also
-    /// percent-encoded): such a request is refused with [`Error::InvalidInput`] before it is
-    /// signed or sent.
+    /// request holds a header [`HttpRequest::set_header`] could not store: such a request is
+    /// refused with [`Error::InvalidInput`] before it is signed or sent.
     pub async fn send(
         &self,
         request: HttpRequest,
         idempotency: Idempotency,
     ) -> Result<HttpResponse, Error> {
-        check_path_is_stable(&request.url)?;
+        request.check()?;
         let mut attempt = 1;
         let mut waited = Duration::ZERO;
         loop {
@@ -162,32 +161,6 @@ impl Pipeline {
             ))))),
         }
     }
-}
-
-/// Refuses a URL whose path URL parsing would rewrite (a `.` / `..` segment, also
-/// percent-encoded, or characters left unencoded): the signature and the request would then
-/// name another resource than the one the caller meant. Unparseable URLs are left to the
-/// transport, which reports them.
-fn check_path_is_stable(url: &str) -> Result<(), Error> {
-    let Ok(parsed) = reqwest::Url::parse(url) else {
-        return Ok(());
-    };
-    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let end = after_scheme.find(['?', '#']).unwrap_or(after_scheme.len());
-    let authority_and_path = after_scheme.get(..end).unwrap_or_default();
-    let raw = authority_and_path
-        .find('/')
-        .and_then(|at| authority_and_path.get(at..))
-        .unwrap_or("/");
-    if raw == parsed.path() {
-        return Ok(());
-    }
-    Err(Error::invalid_input(format!(
-        "the request path `{raw}` would be sent as `{}` after URL normalisation (a `.` or `..` \
-         segment, or an unencoded character); refusing to send a request to another resource \
-         than the one named",
-        parsed.path()
-    )))
 }
 
 /// Notes in the error how many attempts were made, when there was more than one.

@@ -185,8 +185,8 @@ pub(crate) fn error_kind_name(error: &Error) -> &'static str {
 pub fn signature_fingerprint(request: &HttpRequest) -> Option<String> {
     let signature = match request.header("authorization") {
         Some(auth) => auth.to_string(),
-        None => reqwest::Url::parse(&request.url)
-            .ok()?
+        None => request
+            .url
             .query_pairs()
             .find(|(n, _)| n.eq_ignore_ascii_case("sig"))
             .map(|(_, v)| v.into_owned())?,
@@ -280,7 +280,7 @@ impl Recorder {
     /// The request's headers plus those the transport adds on the wire by itself (`host`,
     /// `content-length`, ...): the trace is the audit record of what was sent.
     fn headers_sent(&self, request: &HttpRequest) -> Vec<(String, String)> {
-        let mut headers = request.headers.clone();
+        let mut headers = request.header_pairs();
         for (name, value) in self.inner.implicit_headers(request) {
             if find_header(&headers, &name).is_none() {
                 headers.push((name, value));
@@ -327,8 +327,8 @@ impl Recorder {
         }
         Exchange {
             seq: 0,
-            method: request.method.clone(),
-            url: r.redact_url(&request.url),
+            method: request.method.to_string(),
+            url: r.redact_url(request.url.as_str()),
             request_headers: r.redact_headers(&self.headers_sent(request)),
             request_body,
             status,

@@ -230,7 +230,10 @@ impl Replayer {
     /// answer, or the diff against the closest candidate.
     pub fn play(&self, request: &HttpRequest) -> Result<HttpResponse, Error> {
         let mut state = self.lock();
-        let key = request_key(&request.method, &Redactor::new().redact_url(&request.url));
+        let key = request_key(
+            request.method.as_str(),
+            &Redactor::new().redact_url(request.url.as_str()),
+        );
         let candidates: Vec<usize> = if self.in_order {
             vec![state.cursor]
         } else {
@@ -275,7 +278,7 @@ impl Replayer {
                 "the recording has no more exchanges ({} played) but the client sent {} {}",
                 self.exchanges.len(),
                 request.method,
-                path_and_query(&Redactor::new().redact_url(&request.url))
+                path_and_query(&Redactor::new().redact_url(request.url.as_str()))
             )));
         };
         let why = if self.in_order {
@@ -315,9 +318,7 @@ impl Replayer {
             (&self.signer, recorded_date.and_then(parse_http_date))
         {
             let mut resigned = request.clone();
-            resigned
-                .headers
-                .retain(|(n, _)| !n.eq_ignore_ascii_case("authorization"));
+            resigned.headers.remove(http::header::AUTHORIZATION);
             signer
                 .sign(&mut resigned, date)
                 .map_err(|e| format!("cannot re-sign the request for the recorded date: {e}"))?;

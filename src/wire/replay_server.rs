@@ -164,7 +164,7 @@ async fn answer(
 ) -> hyper::Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, MAX_REQUEST_BYTES).collect().await {
-        Ok(collected) => collected.to_bytes().to_vec(),
+        Ok(collected) => collected.to_bytes(),
         Err(e) => {
             return text_response(
                 DIVERGENCE_STATUS,
@@ -182,17 +182,17 @@ async fn answer(
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    let mut request = HttpRequest::new(parts.method.as_str(), format!("http://{host}{path}"));
-    request.headers = parts
-        .headers
-        .iter()
-        .map(|(n, v)| {
-            (
-                n.as_str().to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
+    let mut request =
+        match HttpRequest::parse(parts.method.as_str(), &format!("http://{host}{path}")) {
+            Ok(request) => request,
+            Err(e) => {
+                return text_response(
+                    DIVERGENCE_STATUS,
+                    format!("cannot replay this request: {e}"),
+                );
+            }
+        };
+    request.headers = parts.headers;
     request.body = body;
     match replayer.play(&request) {
         Ok(resp) => {

@@ -65,43 +65,28 @@ impl ReqwestTransport {
         self
     }
 
-    /// The reqwest request for `request`; the body is moved, not copied.
+    /// The reqwest request for `request`; the URL, headers and body are moved, not copied
+    /// or parsed again.
     fn build(&self, request: HttpRequest) -> Result<reqwest::Request, Error> {
-        let method = reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|_| {
-            Error::invalid_input(format!("'{}' is not a valid HTTP method", request.method))
-        })?;
-        let url = reqwest::Url::parse(&request.url).map_err(|e| {
-            Error::invalid_input(format!(
-                "the request URL is not valid ({e}); check the endpoint"
-            ))
-        })?;
-        let mut builder = self.client.request(method, url);
-        for (name, value) in &request.headers {
-            if COMPUTED_HEADERS
-                .iter()
-                .any(|c| name.eq_ignore_ascii_case(c))
-            {
-                continue;
-            }
-            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                Error::invalid_input(format!("'{name}' is not a valid HTTP header name"))
-            })?;
-            let value = reqwest::header::HeaderValue::from_str(value).map_err(|_| {
-                Error::invalid_input(format!(
-                    "the value of header '{name}' contains characters HTTP does not allow"
-                ))
-            })?;
-            builder = builder.header(name, value);
+        request.check()?;
+        let empty_needs_length = request.body.is_empty() && expects_body(&request.method);
+        let mut built = reqwest::Request::new(request.method, request.url);
+        let mut headers = request.headers;
+        for computed in COMPUTED_HEADERS {
+            headers.remove(computed);
         }
-        if request.body.is_empty() && expects_body(&request.method) {
+        if empty_needs_length {
             // hyper sends no length for an empty body, but Azure's front ends (HTTP.sys) refuse
             // a PUT or POST without one (411 Length Required) and the Azure SDKs always send
             // `Content-Length: 0` (Create Queue, Update Message without text, ...).
-            builder = builder.header(reqwest::header::CONTENT_LENGTH, "0");
+            headers.insert(
+                reqwest::header::CONTENT_LENGTH,
+                reqwest::header::HeaderValue::from_static("0"),
+            );
         }
-        builder.body(request.body).build().map_err(|e| {
-            Error::invalid_input(format!("could not build the request: {}", chain(&e)))
-        })
+        *built.headers_mut() = headers;
+        *built.body_mut() = Some(reqwest::Body::from(request.body));
+        Ok(built)
     }
 }
 
@@ -112,14 +97,13 @@ impl Transport for ReqwestTransport {
     /// client's default `accept` and `user-agent` unless the request sets them.
     fn implicit_headers(&self, request: &HttpRequest) -> Vec<(String, String)> {
         let mut added = Vec::new();
-        if let Ok(url) = reqwest::Url::parse(&request.url) {
-            let host = url.host_str().unwrap_or_default();
-            let host = match url.port() {
-                Some(port) => format!("{host}:{port}"),
-                None => host.to_string(),
-            };
-            added.push(("host".to_string(), host));
-        }
+        let url = &request.url;
+        let host = url.host_str().unwrap_or_default();
+        let host = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_string(),
+        };
+        added.push(("host".to_string(), host));
         if !request.body.is_empty() || expects_body(&request.method) {
             added.push(("content-length".to_string(), request.body.len().to_string()));
         }
@@ -134,7 +118,7 @@ impl Transport for ReqwestTransport {
 
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, Error> {
         let host = host_of(&request.url);
-        let method = request.method.clone();
+        let method = request.method.to_string();
         let built = self.build(request)?;
         let mut response = self
             .client
@@ -189,21 +173,21 @@ impl Transport for ReqwestTransport {
 }
 
 /// Methods whose requests carry a length even when the body is empty.
-fn expects_body(method: &str) -> bool {
-    matches!(method, "POST" | "PUT" | "PATCH")
+fn expects_body(method: &http::Method) -> bool {
+    matches!(
+        *method,
+        http::Method::POST | http::Method::PUT | http::Method::PATCH
+    )
 }
 
-/// `scheme://host:port` of a URL (no path, no query), for error messages.
-fn host_of(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(u) => format!(
-            "{}://{}{}",
-            u.scheme(),
-            u.host_str().unwrap_or_default(),
-            u.port().map(|p| format!(":{p}")).unwrap_or_default()
-        ),
-        Err(_) => "the endpoint".to_string(),
-    }
+/// `scheme://host:port` of a URL (no user info, path or query), for error messages.
+fn host_of(url: &url::Url) -> String {
+    format!(
+        "{}://{}{}",
+        url.scheme(),
+        url.host_str().unwrap_or_default(),
+        url.port().map(|p| format!(":{p}")).unwrap_or_default()
+    )
 }
 
 /// Maps a reqwest failure to our error without the URL (which may carry a SAS token).
@@ -263,7 +247,8 @@ mod tests {
         let Ok(transport) = transport else {
             panic!("client should build");
         };
-        let req = HttpRequest::new("GET", format!("http://127.0.0.1:{port}/q?sig=SECRETSIG"));
+        let req = HttpRequest::parse("GET", format!("http://127.0.0.1:{port}/q?sig=SECRETSIG"))
+            .expect("valid request");
         let err = transport.send(req).await.err();
         let Some(err) = err else {
             panic!("nothing listens on port {port}; expected an error");
@@ -288,7 +273,8 @@ mod tests {
             drop(held);
         });
         let transport = ReqwestTransport::new(Duration::from_millis(300)).expect("client");
-        let req = HttpRequest::new("GET", format!("http://127.0.0.1:{port}/q?sig=SECRETSIG"));
+        let req = HttpRequest::parse("GET", format!("http://127.0.0.1:{port}/q?sig=SECRETSIG"))
+            .expect("valid request");
         let err = transport.send(req).await.expect_err("no answer");
         assert!(matches!(err, Error::Timeout(_)), "{err:?}");
         assert!(!err.to_string().contains("SECRETSIG"), "{err}");
@@ -340,7 +326,10 @@ mod tests {
                 .expect("client")
                 .with_max_response_bytes(4096);
             let err = t
-                .send(HttpRequest::new("GET", format!("http://127.0.0.1:{port}/")))
+                .send(
+                    HttpRequest::parse("GET", format!("http://127.0.0.1:{port}/"))
+                        .expect("valid request"),
+                )
                 .await
                 .expect_err("over the cap");
             assert!(matches!(err, Error::Unexpected(_)), "{err:?}");
@@ -352,7 +341,10 @@ mod tests {
                 .expect("client")
                 .with_max_response_bytes(4096);
             let resp = t
-                .send(HttpRequest::new("GET", format!("http://127.0.0.1:{port}/")))
+                .send(
+                    HttpRequest::parse("GET", format!("http://127.0.0.1:{port}/"))
+                        .expect("valid request"),
+                )
                 .await
                 .expect("at the cap is fine");
             assert_eq!(resp.body.len(), 4096);
@@ -397,7 +389,8 @@ mod tests {
             let _ = stream.write_all(answer.as_bytes()).await;
         });
         let t = ReqwestTransport::new(Duration::from_secs(5)).expect("client");
-        let mut request = HttpRequest::new("PUT", format!("http://127.0.0.1:{origin_port}/q"));
+        let mut request = HttpRequest::parse("PUT", format!("http://127.0.0.1:{origin_port}/q"))
+            .expect("valid request");
         request.set_header("authorization", "SharedKey a:signed-for-this-host");
         let resp = t.send(request).await.expect("an answer");
         assert_eq!(resp.status, 307);
@@ -481,9 +474,10 @@ mod tests {
         let buffer = SharedBuffer::default();
         let recorder = Recorder::to_writer(transport, buffer.clone(), Redactor::new());
         for (method, body) in cases {
-            let mut request = HttpRequest::new(method, format!("http://127.0.0.1:{port}/q"));
+            let mut request = HttpRequest::parse(method, format!("http://127.0.0.1:{port}/q"))
+                .expect("valid request");
             request.set_header("x-ms-version", "2021-12-02");
-            request.body = body.to_vec();
+            request.set_body(body);
             recorder.send(request).await.expect("answered");
             let mut sent = captured.recv().await.expect("captured");
             let text = buffer
@@ -514,7 +508,7 @@ mod tests {
     #[test]
     fn invalid_header_value_is_reported_by_name_only() {
         let t = ReqwestTransport::new(Duration::from_secs(1)).expect("client");
-        let mut req = HttpRequest::new("GET", "http://127.0.0.1:1/");
+        let mut req = HttpRequest::parse("GET", "http://127.0.0.1:1/").expect("valid request");
         req.set_header("authorization", "SharedKey a:b\nSECRET");
         let err = t
             .build(req)

@@ -44,7 +44,7 @@ pub fn check_endpoint(endpoint: &str, allow_http: bool) -> Result<String, Error>
             "the endpoint contains a control character or whitespace; expected e.g. https://account.queue.core.windows.net",
         ));
     }
-    let url = reqwest::Url::parse(trimmed).map_err(|e| {
+    let url = url::Url::parse(trimmed).map_err(|e| {
         // The text may hold a SAS signature or a key pasted into the wrong place.
         let shown = Redactor::new().redact_url(trimmed);
         Error::invalid_input(format!(
@@ -78,7 +78,17 @@ pub fn check_endpoint(endpoint: &str, allow_http: bool) -> Result<String, Error>
     }
 }
 
-fn is_loopback(url: &reqwest::Url) -> bool {
+/// [`check_endpoint`], parsed: the base URL the REST clients extend by path segments.
+pub(crate) fn endpoint_url(endpoint: &str, allow_http: bool) -> Result<url::Url, Error> {
+    let checked = check_endpoint(endpoint, allow_http)?;
+    url::Url::parse(&checked).map_err(|e| {
+        Error::invalid_input(format!(
+            "the endpoint is not a valid URL ({e}); expected e.g. https://account.queue.core.windows.net"
+        ))
+    })
+}
+
+fn is_loopback(url: &url::Url) -> bool {
     let host = bare_host(url);
     host.eq_ignore_ascii_case("localhost")
         || host
@@ -87,7 +97,7 @@ fn is_loopback(url: &reqwest::Url) -> bool {
 }
 
 /// The host without IPv6 brackets.
-fn bare_host(url: &reqwest::Url) -> &str {
+fn bare_host(url: &url::Url) -> &str {
     url.host_str()
         .unwrap_or_default()
         .trim_start_matches('[')
@@ -197,7 +207,7 @@ impl StorageConnection {
 /// The account of a queue endpoint: the first path segment for loopback / IP hosts
 /// (path-style, e.g. Azurite), else the first label of the host name.
 fn account_from_endpoint(endpoint: &str) -> Result<String, Error> {
-    let url = reqwest::Url::parse(endpoint).map_err(|e| {
+    let url = url::Url::parse(endpoint).map_err(|e| {
         Error::invalid_input(format!("the queue endpoint is not a valid URL ({e})"))
     })?;
     let host = bare_host(&url);

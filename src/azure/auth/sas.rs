@@ -9,7 +9,7 @@ use super::Secret;
 use super::shared_key::SharedKeySigner;
 use crate::error::Error;
 use crate::wire::clock::http_date;
-use crate::wire::encoding::encode_uri_component;
+use crate::wire::encoding::{append_raw_query, encode_uri_component};
 use crate::wire::pipeline::Signer;
 use crate::wire::transport::HttpRequest;
 
@@ -243,12 +243,7 @@ impl Signer for SasSigner {
     /// Sets `x-ms-date` (not signed, but useful to the service's logs) and appends the token.
     fn sign(&self, request: &mut HttpRequest, now: DateTime<Utc>) -> Result<(), Error> {
         request.set_header("x-ms-date", http_date(now));
-        let separator = match request.url.find('?') {
-            None => "?",
-            Some(at) if at + 1 == request.url.len() || request.url.ends_with('&') => "",
-            Some(_) => "&",
-        };
-        request.url = format!("{}{separator}{}", request.url, self.token.expose());
+        append_raw_query(&mut request.url, self.token.expose());
         Ok(())
     }
 }
