@@ -5,8 +5,43 @@
 //! the request and activity ids and a message. `Display` says what went wrong and what to do;
 //! nothing secret is ever put into an error (callers redact before building one).
 
+use std::error::Error as StdError;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// The underlying error behind an [`Error`] (an I/O error, a JSON error, the HTTP client's
+/// error), kept whole so [`std::error::Error::source`] can walk it and callers can downcast
+/// it. Cheap to clone; compared by its text.
+#[derive(Clone)]
+pub struct Cause(Arc<dyn StdError + Send + Sync + 'static>);
+
+impl Cause {
+    /// Wraps an error. Build it only from errors whose text holds no secret (strip URLs
+    /// from HTTP client errors first).
+    pub fn new(error: impl StdError + Send + Sync + 'static) -> Self {
+        Cause(Arc::new(error))
+    }
+
+    /// The wrapped error.
+    pub fn get(&self) -> &(dyn StdError + Send + Sync + 'static) {
+        self.0.as_ref()
+    }
+}
+
+impl fmt::Debug for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl PartialEq for Cause {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl Eq for Cause {}
 
 /// Context attached to every [`Error`]: what was attempted and what the service answered.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -34,6 +69,10 @@ pub struct ErrorInfo {
     /// `x-ms-session-token` (Cosmos), when the service sent one, so a caller can keep
     /// session consistency after an error.
     pub session_token: Option<String>,
+    /// The error that caused this one, if any: what [`std::error::Error::source`] returns.
+    /// `Display` of [`Error`] also names its causes (so a plain `{err}` in a log says why),
+    /// while `message` holds only this layer's words.
+    pub source: Option<Cause>,
 }
 
 impl ErrorInfo {
@@ -61,6 +100,31 @@ impl ErrorInfo {
     pub fn with_code(mut self, code: impl Into<String>) -> Self {
         self.code = Some(code.into());
         self
+    }
+
+    /// Sets the underlying error (see [`ErrorInfo::source`]).
+    pub fn with_source(mut self, cause: impl StdError + Send + Sync + 'static) -> Self {
+        self.source = Some(Cause::new(cause));
+        self
+    }
+
+    /// The texts of the causes, outermost first, each left out when an earlier one already
+    /// says it, and redacted (a cause may quote a URL with a SAS signature).
+    fn cause_texts(&self) -> Vec<String> {
+        let redactor = crate::wire::redact::Redactor::new();
+        let mut texts: Vec<String> = Vec::new();
+        let mut next: Option<&(dyn StdError + 'static)> = self.source.as_ref().map(|c| {
+            let inner: &(dyn StdError + 'static) = c.get();
+            inner
+        });
+        while let Some(cause) = next {
+            let text = redactor.redact_text(&cause.to_string());
+            if !text.is_empty() && !texts.iter().any(|t| t.contains(&text)) {
+                texts.push(text);
+            }
+            next = cause.source();
+        }
+        texts
     }
 
     /// Sets the Cosmos sub-status.
@@ -182,6 +246,13 @@ impl Error {
         Error::Unexpected(Box::new(ErrorInfo::new(message)))
     }
 
+    /// Sets the underlying error that [`std::error::Error::source`] returns, and returns
+    /// the error.
+    pub fn with_source(mut self, cause: impl StdError + Send + Sync + 'static) -> Self {
+        self.info_mut().source = Some(Cause::new(cause));
+        self
+    }
+
     /// Adds the operation name (if none is set yet) and returns the error.
     pub fn during(mut self, operation: impl Into<String>) -> Self {
         let info = self.info_mut();
@@ -263,6 +334,9 @@ impl fmt::Display for Error {
         if !info.message.is_empty() {
             write!(f, ": {}", info.message)?;
         }
+        for cause in info.cause_texts() {
+            write!(f, ": {cause}")?;
+        }
         let mut details = Vec::new();
         if let Some(s) = info.status {
             details.push(format!("status {s}"));
@@ -296,7 +370,15 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl StdError for Error {
+    /// The underlying error (I/O, JSON, HTTP client...), when there is one.
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.info().source.as_ref().map(|c| {
+            let inner: &(dyn StdError + 'static) = c.get();
+            inner
+        })
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -314,6 +396,42 @@ mod tests {
         assert!(text.starts_with("queue get messages: not found: the queue does not exist"));
         assert!(text.contains("status 404, code QueueNotFound"));
         assert!(text.contains("create the queue"));
+    }
+
+    #[test]
+    fn the_source_chain_is_kept_walkable_and_shown_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused by peer");
+        let json = serde_json::from_str::<serde_json::Value>("{").expect_err("bad JSON");
+        let err = Error::transport("could not connect to http://h:1").with_source(io);
+        let walked: Vec<String> = std::iter::successors(err.source(), |&e| e.source())
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(walked, ["refused by peer"]);
+        let found = err
+            .source()
+            .and_then(|e| e.downcast_ref::<std::io::Error>())
+            .map(std::io::Error::kind);
+        assert_eq!(found, Some(std::io::ErrorKind::ConnectionRefused));
+        let text = err.to_string();
+        assert!(
+            text.contains("could not connect to http://h:1: refused by peer"),
+            "{text}"
+        );
+        assert_eq!(text.matches("refused by peer").count(), 1, "{text}");
+        let decoded = Error::unexpected("unreadable").with_source(json);
+        assert!(
+            decoded
+                .source()
+                .is_some_and(|e| e.downcast_ref::<serde_json::Error>().is_some())
+        );
+        assert_eq!(decoded.clone(), decoded);
+    }
+
+    #[test]
+    fn cause_texts_are_redacted() {
+        let leaky = std::io::Error::other("failed for https://a/q?sv=1&sig=SECRETSIG");
+        let err = Error::transport("send failed").with_source(leaky);
+        assert!(!err.to_string().contains("SECRETSIG"), "{err}");
     }
 
     #[test]

@@ -82,9 +82,11 @@ impl Provisioner {
             Err(Error::NotFound(_)) => return Ok(None),
             other => other?,
         };
-        serde_json::from_slice(&resp.body)
-            .map(Some)
-            .map_err(|e| Error::unexpected(format!("{operation}: the answer is not JSON: {e}")))
+        serde_json::from_slice(&resp.body).map(Some).map_err(|e| {
+            Error::unexpected("the answer is not JSON")
+                .during(operation)
+                .with_source(e)
+        })
     }
 
     /// The container's definition; `None` when it (or the database) does not exist.

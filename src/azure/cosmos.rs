@@ -515,7 +515,7 @@ impl ContainerClient {
             documents: Vec<T>,
         }
         let page: Page<T> = serde_json::from_slice(&resp.body)
-            .map_err(|e| unparseable(&resp, OP, &format!("query page: {e}")))?;
+            .map_err(|e| unparseable(&resp, OP, "query page").with_source(e))?;
         let next = resp
             .header("x-ms-continuation")
             .filter(|t| !t.is_empty())
@@ -680,7 +680,7 @@ impl ContainerClient {
 /// 2 MB. Returns the id and the body.
 fn document_body<T: Serialize>(document: &T) -> Result<(String, Vec<u8>), Error> {
     let value = serde_json::to_value(document)
-        .map_err(|e| Error::invalid_input(format!("the document cannot be serialised: {e}")))?;
+        .map_err(|e| Error::invalid_input("the document cannot be serialised").with_source(e))?;
     let id = value
         .as_object()
         .ok_or_else(|| Error::invalid_input("a Cosmos document must be a JSON object"))?
@@ -706,7 +706,7 @@ fn typed_response<T: DeserializeOwned>(
     operation: &str,
 ) -> Result<CosmosResponse<T>, Error> {
     let value = serde_json::from_slice(&resp.body)
-        .map_err(|e| unparseable(resp, operation, &format!("document: {e}")))?;
+        .map_err(|e| unparseable(resp, operation, "document").with_source(e))?;
     Ok(CosmosResponse {
         value,
         info: ResponseInfo::from_response(resp),

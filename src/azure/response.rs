@@ -68,6 +68,7 @@ pub(crate) fn error_from_response(
         activity_id: header_string(resp, "x-ms-activity-id"),
         request_charge: header_string(resp, "x-ms-request-charge"),
         session_token: header_string(resp, "x-ms-session-token"),
+        source: None,
     });
     match status {
         _ if pop_receipt_mismatch => Error::PreconditionFailed(info),

@@ -158,8 +158,9 @@ impl Exchange {
     pub fn from_json_line(line: &str, line_number: usize) -> Result<Exchange, Error> {
         serde_json::from_str(line).map_err(|e| {
             Error::invalid_input(format!(
-                "recording line {line_number} is not a valid exchange: {e}"
+                "recording line {line_number} is not a valid exchange"
             ))
+            .with_source(e)
         })
     }
 }
@@ -248,10 +249,8 @@ impl Recorder {
     ) -> Result<Self, Error> {
         let path = path.as_ref();
         let file = std::fs::File::create(path).map_err(|e| {
-            Error::invalid_input(format!(
-                "cannot create the trace file {}: {e}",
-                path.display()
-            ))
+            Error::invalid_input(format!("cannot create the trace file {}", path.display()))
+                .with_source(e)
         })?;
         Ok(Self::to_writer(
             inner,
@@ -348,12 +347,11 @@ impl Recorder {
         let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
         exchange.seq = sink.next_seq;
         let line = serde_json::to_string(&exchange)
-            .map_err(|e| Error::unexpected(format!("cannot encode an exchange: {e}")))?;
+            .map_err(|e| Error::unexpected("cannot encode an exchange").with_source(e))?;
         let written = writeln!(sink.writer, "{line}").and_then(|()| sink.writer.flush());
         written.map_err(|e| {
-            Error::unexpected(format!(
-                "cannot write the trace file: {e}; check free disk space and permissions"
-            ))
+            Error::unexpected("cannot write the trace file (check free disk space and permissions)")
+                .with_source(e)
         })?;
         sink.next_seq += 1;
         Ok(())
@@ -431,7 +429,7 @@ pub fn read_recording(text: &str) -> Result<Vec<Exchange>, Error> {
 pub fn read_recording_file(path: impl AsRef<Path>) -> Result<Vec<Exchange>, Error> {
     let path = path.as_ref();
     let text = std::fs::read_to_string(path).map_err(|e| {
-        Error::invalid_input(format!("cannot read the recording {}: {e}", path.display()))
+        Error::invalid_input(format!("cannot read the recording {}", path.display())).with_source(e)
     })?;
     read_recording(&text)
 }

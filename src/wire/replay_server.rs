@@ -63,11 +63,12 @@ impl ReplayServer {
     /// Serves `replayer` on `addr`.
     pub async fn start_on(replayer: Replayer, addr: SocketAddr) -> Result<Self, Error> {
         let listener = TcpListener::bind(addr).await.map_err(|e| {
-            Error::invalid_input(format!("cannot listen on {addr}: {e}; choose another port"))
+            Error::invalid_input(format!("cannot listen on {addr} (choose another port)"))
+                .with_source(e)
         })?;
         let addr = listener
             .local_addr()
-            .map_err(|e| Error::unexpected(format!("cannot read the listening address: {e}")))?;
+            .map_err(|e| Error::unexpected("cannot read the listening address").with_source(e))?;
         let replayer = Arc::new(replayer);
         let stop = CancellationToken::new();
         let connections = Arc::new(AtomicUsize::new(0));

@@ -7,7 +7,6 @@
 //! client buffer without bound.
 
 use async_trait::async_trait;
-use std::error::Error as _;
 use std::time::Duration;
 
 use crate::error::{Error, ErrorInfo};
@@ -51,7 +50,7 @@ impl ReqwestTransport {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| {
-                Error::unexpected(format!("could not build the HTTP client: {}", chain(&e)))
+                Error::unexpected("could not build the HTTP client").with_source(e.without_url())
             })?;
         Ok(ReqwestTransport {
             client,
@@ -124,7 +123,7 @@ impl Transport for ReqwestTransport {
             .client
             .execute(built)
             .await
-            .map_err(|e| map_error(&e, &method, &host))?;
+            .map_err(|e| map_error(e, &method, &host))?;
         let status = response.status().as_u16();
         let headers = response
             .headers()
@@ -157,7 +156,7 @@ impl Transport for ReqwestTransport {
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| map_error(&e, &method, &host))?
+            .map_err(|e| map_error(e, &method, &host))?
         {
             if body.len().saturating_add(chunk.len()) > self.max_response_bytes {
                 return Err(too_large());
@@ -190,46 +189,21 @@ fn host_of(url: &url::Url) -> String {
     )
 }
 
-/// Maps a reqwest failure to our error without the URL (which may carry a SAS token).
-fn map_error(e: &reqwest::Error, method: &str, host: &str) -> Error {
-    let detail = chain(e);
-    if e.is_timeout() {
+/// Maps a reqwest failure to our error, keeping it (without its URL, which may carry a SAS
+/// token) as the source.
+fn map_error(e: reqwest::Error, method: &str, host: &str) -> Error {
+    let err = if e.is_timeout() {
         Error::Timeout(Box::new(ErrorInfo::new(format!(
-            "{method} to {host} got no answer in time: {detail}"
+            "{method} to {host} got no answer in time"
         ))))
     } else if e.is_connect() {
         Error::Transport(Box::new(
-            ErrorInfo::new(format!("could not connect to {host}: {detail}"))
-                .with_code(NOT_SENT_CODE),
+            ErrorInfo::new(format!("could not connect to {host}")).with_code(NOT_SENT_CODE),
         ))
     } else {
-        Error::transport(format!("{method} to {host} failed: {detail}"))
-    }
-}
-
-/// The error and its causes, joined with ": ", with any URL stripped.
-fn chain(e: &reqwest::Error) -> String {
-    let mut parts = Vec::new();
-    let top = match e.url() {
-        Some(_) => {
-            let mut copy_text = e.to_string();
-            if let Some(at) = copy_text.find(" for url (") {
-                copy_text.truncate(at);
-            }
-            copy_text
-        }
-        None => e.to_string(),
+        Error::transport(format!("{method} to {host} failed"))
     };
-    parts.push(top);
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) && !text.contains("://") {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    parts.join(": ")
+    err.with_source(e.without_url())
 }
 
 #[cfg(test)]
@@ -255,9 +229,25 @@ mod tests {
         };
         assert!(matches!(err, Error::Transport(_)), "{err:?}");
         assert_eq!(err.code(), Some(NOT_SENT_CODE));
-        let text = err.to_string();
+        let text = format!("{err} {err:?}");
         assert!(!text.contains("SECRETSIG"), "{text}");
         assert!(text.contains("127.0.0.1"), "{text}");
+        // The causes are kept, not flattened: the chain reaches the OS error.
+        use std::error::Error as _;
+        let chain: Vec<&(dyn std::error::Error + 'static)> =
+            std::iter::successors(err.source(), |&e| e.source()).collect();
+        assert!(
+            chain
+                .iter()
+                .any(|e| e.downcast_ref::<reqwest::Error>().is_some()),
+            "{chain:?}"
+        );
+        let refused = chain
+            .iter()
+            .filter_map(|e| e.downcast_ref::<std::io::Error>())
+            .any(|io| io.kind() == std::io::ErrorKind::ConnectionRefused);
+        assert!(refused, "{chain:?}");
+        assert!(chain.iter().all(|e| !e.to_string().contains("SECRETSIG")));
     }
 
     #[tokio::test]

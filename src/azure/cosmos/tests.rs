@@ -722,3 +722,22 @@ proptest! {
         let _ = block_on(runs.query_page::<Value>(&Query::new("SELECT 1"), &QueryOptions::default(), None));
     }
 }
+
+#[tokio::test]
+async fn an_unreadable_answer_keeps_the_json_error_as_its_source() {
+    use std::error::Error as _;
+    let (runs, _) = container(vec![response(200, &[], "{\"id\": ")]);
+    let err = runs.read::<Value>("r1", &pk()).await.unwrap_err();
+    assert!(matches!(err, Error::Unexpected(_)), "{err:?}");
+    let json = err
+        .source()
+        .and_then(|e| e.downcast_ref::<serde_json::Error>())
+        .expect("the serde_json error is the source");
+    assert!(json.is_eof(), "{json}");
+    let text = err.to_string();
+    assert!(
+        text.contains("could not parse the response: document"),
+        "{text}"
+    );
+    assert!(text.contains(&json.to_string()), "{text}");
+}
