@@ -77,7 +77,9 @@ fn answer(data: &[u8]) -> HttpResponse {
 /// Queue Storage answers (XML) through every client operation that parses one.
 pub fn queue_xml(data: &[u8]) {
     let client = || {
-        QueueClient::new_allowing_http(pipeline(answer(data)), "http://127.0.0.1:1/a", "jobs")
+        QueueClient::builder(pipeline(answer(data)), "http://127.0.0.1:1/a", "jobs")
+            .allow_http(true)
+            .build()
             .expect("client")
     };
     let visibility = VisibilityTimeout::from_secs(30).expect("visibility");
@@ -109,7 +111,9 @@ pub fn queue_xml(data: &[u8]) {
 /// Cosmos DB answers (JSON documents, query pages, error bodies).
 pub fn cosmos_json(data: &[u8]) {
     let container = || {
-        CosmosClient::new_allowing_http(pipeline(answer(data)), "http://127.0.0.1:1")
+        CosmosClient::builder(pipeline(answer(data)), "http://127.0.0.1:1")
+            .allow_http(true)
+            .build()
             .and_then(|c| c.database("db"))
             .and_then(|d| d.container("runs"))
             .expect("container")
@@ -213,8 +217,17 @@ pub fn replay_file(data: &[u8]) {
     if let Ok(exchanges) = read_recording(&text) {
         let replayer = Replayer::new(exchanges.clone());
         for e in &exchanges {
-            let mut request = HttpRequest::new(&e.method, e.url.clone());
-            request.headers = e.request_headers.clone();
+            // A method or URL that cannot make a request is refused as a value, too.
+            let mut request = match HttpRequest::parse(&e.method, &e.url) {
+                Ok(request) => request,
+                Err(err) => {
+                    check(&err);
+                    continue;
+                }
+            };
+            for (name, value) in &e.request_headers {
+                request.set_header(name, value.as_str());
+            }
             if let Err(err) = replayer.play(&request) {
                 check(&err);
             }

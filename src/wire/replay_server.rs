@@ -184,7 +184,7 @@ async fn answer(
         .map(|p| p.as_str())
         .unwrap_or("/");
     let mut request =
-        match HttpRequest::parse(parts.method.as_str(), &format!("http://{host}{path}")) {
+        match HttpRequest::parse(parts.method.as_str(), format!("http://{host}{path}")) {
             Ok(request) => request,
             Err(e) => {
                 return text_response(

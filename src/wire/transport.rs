@@ -129,7 +129,12 @@ impl HttpRequest {
 impl fmt::Debug for HttpRequest {
     /// Debug never shows header values that could carry secrets, nor the query string.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let path = &self.url[..url::Position::AfterPath];
+        // Scheme, host, port and path: no user info, query or fragment.
+        let scheme = &self.url[..url::Position::BeforeUsername];
+        let path = format!(
+            "{scheme}{}",
+            &self.url[url::Position::BeforeHost..url::Position::AfterPath]
+        );
         let names: Vec<&str> = self.headers.keys().map(HeaderName::as_str).collect();
         f.debug_struct("HttpRequest")
             .field("method", &self.method)
@@ -229,8 +234,11 @@ mod tests {
 
     #[test]
     fn debug_output_hides_header_values_query_and_bodies() {
-        let mut request = HttpRequest::parse("put", "https://a.example/q/messages?sig=SECRETSIG")
-            .expect("valid request");
+        let mut request = HttpRequest::parse(
+            "put",
+            "https://user:PASSWORD@a.example/q/messages?sig=SECRETSIG",
+        )
+        .expect("valid request");
         request.set_header("Authorization", "SharedKey a:SECRETKEY");
         request.set_body(&b"<QueueMessage>private</QueueMessage>"[..]);
         let response = HttpResponse {
@@ -239,10 +247,17 @@ mod tests {
             body: b"private answer".to_vec(),
         };
         let shown = format!("{request:?} {response:?}");
-        for secret in ["SECRETSIG", "SECRETKEY", "private", "SESSION"] {
+        for secret in [
+            "SECRETSIG",
+            "SECRETKEY",
+            "private",
+            "SESSION",
+            "PASSWORD",
+            "user",
+        ] {
             assert!(!shown.contains(secret), "{secret} leaked into {shown}");
         }
-        assert!(shown.contains("PUT"));
+        assert!(shown.contains("PUT") && shown.contains("https://a.example/q/messages"));
         assert!(shown.contains("authorization") && shown.contains("status: 201"));
     }
 
