@@ -633,20 +633,15 @@ impl ContainerClient {
             .request()
             .header("x-ms-documentdb-partitionkey")
             .map(str::to_string);
-        let operation = request.operation_name().to_string();
         let token = self.sessions().header_for(partition_key.as_deref());
-        let resp = request
+        request
             .header_opt("x-ms-session-token", token)
-            .send_any_status()
-            .await?;
-        if let Some(token) = resp.header("x-ms-session-token") {
-            self.sessions().update(token, partition_key.as_deref());
-        }
-        if resp.is_success() {
-            Ok(resp)
-        } else {
-            Err(response_error(&resp, &operation))
-        }
+            .send_observing(|resp| {
+                if let Some(token) = resp.header("x-ms-session-token") {
+                    self.sessions().update(token, partition_key.as_deref());
+                }
+            })
+            .await
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, SessionTokens> {

@@ -116,9 +116,19 @@ impl RequestBuilder<'_> {
     /// Sends through the pipeline (signed, retried per policy) and returns the answer when
     /// it is 2xx, else the mapped [`Error`].
     pub async fn send(self) -> Result<HttpResponse, Error> {
+        self.send_observing(|_| ()).await
+    }
+
+    /// [`RequestBuilder::send`], first showing every answer (failed ones too) to `observe`,
+    /// e.g. to keep the session token a Cosmos error answer still carries.
+    pub async fn send_observing(
+        self,
+        observe: impl FnOnce(&HttpResponse),
+    ) -> Result<HttpResponse, Error> {
         let to_error = self.to_error;
         let operation = self.operation.clone();
         let resp = self.send_any_status().await?;
+        observe(&resp);
         if resp.is_success() {
             Ok(resp)
         } else {
