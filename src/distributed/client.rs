@@ -627,3 +627,51 @@ fn resume_step(state: &mut RunState, call: &ResumeCall<'_>) -> Step<Result<Resum
     state.book.commits.insert(work.key(), committed.clone());
     Step::Write(Ok(Resumption::Direct(committed)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::distributed::worker::{Worker, WorkerConfig};
+    use crate::flow::execute::Environment;
+    use crate::flow::node::NodeRegistry;
+    use crate::flow::sources::{IdSource, SeededIds};
+    use chrono::TimeZone;
+    use tokio_util::sync::CancellationToken;
+
+    #[tokio::test]
+    async fn run_ids_and_the_times_written_come_from_the_injected_sources() {
+        let client_time = chrono::Utc
+            .with_ymd_and_hms(2030, 1, 2, 3, 4, 5)
+            .single()
+            .unwrap();
+        let worker_time = client_time + chrono::Duration::hours(1);
+        let bp =
+            Blueprint::from_json(r#"{"id":"s","nodes":[{"id":"a","uses":"echo"}],"edges":[]}"#)
+                .unwrap();
+        let mut blueprints = BlueprintRegistry::new();
+        blueprints.insert(bp);
+        let backends = Backends::in_memory();
+        let client = Client::new(backends.clone(), Arc::new(blueprints.clone()))
+            .with_sources(Sources::deterministic(9, client_time));
+        let run_id = client.start_run("s", Map::new()).await.unwrap();
+        assert_eq!(run_id, SeededIds::new(9).new_id());
+        let created = backends.runs.status(&run_id).await.unwrap().unwrap();
+        assert_eq!(created.value.last_updated, client_time.timestamp());
+
+        let env = Environment::new(NodeRegistry::with_builtins())
+            .with_blueprints(blueprints)
+            .with_sources(Sources::deterministic(1, worker_time));
+        let worker = Arc::new(Worker::new(env, backends.clone(), WorkerConfig::default()));
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(worker.run(shutdown.clone()));
+        let result = client
+            .wait_for(&run_id, Duration::from_secs(10))
+            .await
+            .unwrap();
+        shutdown.cancel();
+        running.await.unwrap();
+        assert_eq!(result.status, crate::flow::runtime::RunStatus::Completed);
+        let finished = backends.runs.status(&run_id).await.unwrap().unwrap();
+        assert_eq!(finished.value.last_updated, worker_time.timestamp());
+    }
+}

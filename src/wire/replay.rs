@@ -28,6 +28,16 @@
 //! else byte for byte after redaction). The host is ignored so a recording made against one
 //! endpoint replays against any other (e.g. [`crate::wire::replay_server`]).
 //!
+//! **A fleet of workers.** Several workers on one queue interleave differently on every
+//! run, so one shared replayer would hand one worker's recorded answers to another. Record
+//! one trace per process instead (each worker's `--trace` file) and replay each worker
+//! against its own replayer: it then sees exactly the answers it saw live, whatever the
+//! others do, and behaves the same provided what it makes up itself is the same (run the
+//! engine on [`crate::flow::sources::Sources::deterministic`] when recording and replaying)
+//! and it runs one job at a time (two jobs of one worker in flight send identical reads whose
+//! answers could swap, and how many messages it asks for depends on its free slots).
+//! [`Replayer::remaining`] reaching zero is the signal to stop a replayed worker.
+//!
 //! Values the client makes up anew on every run (timestamps in documents) can be left out
 //! of the body comparison with [`Replayer::ignore_json_path`]; headers with
 //! [`Replayer::ignore_header`].
