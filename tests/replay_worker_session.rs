@@ -18,6 +18,11 @@
 //!   cancelled by the transport that served the last exchange), not after a wall-clock time;
 //!   the replay runs on tokio's paused clock, so idle pauses cost nothing.
 //!
+//! A replay on another clock than the recording's (a trace recorded on the system clock)
+//! declares the time fields the engine writes with [`Replayer::ignore_json_path`]
+//! (`/lastUpdated`, `/_flowcraft/statusTouchedAt`); its clock must stay within the status
+//! heartbeat (60 s) of the recorded one, or the engine's time-dependent decisions differ.
+//!
 //! The replay also serves the queue from a host-style production URL
 //! (`https://devstoreaccount1.queue.core.windows.net`) and Cosmos from another port than the
 //! recording's: the replayer keys requests by account and resource path, not by host.
@@ -42,7 +47,7 @@ use flowcraft_azure::flow::blueprint::Blueprint;
 use flowcraft_azure::flow::execute::{BlueprintRegistry, Environment};
 use flowcraft_azure::flow::node::{NodeError, NodeRegistry, NodeResult};
 use flowcraft_azure::flow::runtime::RunStatus;
-use flowcraft_azure::flow::sources::Sources;
+use flowcraft_azure::flow::sources::{Sources, SteppingClock};
 use flowcraft_azure::wire::record::Recorder;
 use flowcraft_azure::wire::redact::Redactor;
 use flowcraft_azure::wire::replay::Replayer;
@@ -120,10 +125,14 @@ fn sources(seed: u64) -> Sources {
     Sources::deterministic(seed, session_time())
 }
 
-fn environment(worker: usize) -> Environment {
+fn worker_seed(worker: usize) -> u64 {
+    worker as u64 + 1
+}
+
+fn environment(sources: Sources) -> Environment {
     Environment::new(registry())
         .with_blueprints(blueprints())
-        .with_sources(sources(worker as u64 + 1))
+        .with_sources(sources)
 }
 
 fn settings(storage: StorageConnection, cosmos: CosmosConnection) -> Settings {
@@ -198,7 +207,8 @@ async fn record_worker_fanout_fixture() {
     for worker in 0..WORKERS {
         let name = worker_name(worker);
         let backends = connect(&live, recorder(&name)).await.expect("connect");
-        let adapter = AzureQueueAdapter::new(environment(worker), backends, &live);
+        let env = environment(sources(worker_seed(worker)));
+        let adapter = AzureQueueAdapter::new(env, backends, &live);
         running.push(tokio::spawn(adapter.run(shutdown.clone())));
         names.push(name);
     }
@@ -235,10 +245,19 @@ struct PlayOut {
 }
 
 impl PlayOut {
-    fn new(name: &str) -> Arc<PlayOut> {
-        let replayer = Replayer::from_file(trace(name)).unwrap_or_else(|e| {
+    fn new(name: &str, clocks: Clocks) -> Arc<PlayOut> {
+        let mut replayer = Replayer::from_file(trace(name)).unwrap_or_else(|e| {
             panic!("{e}; record it with scripts/record-fixtures.sh worker-fanout")
         });
+        if let Clocks::Later {
+            declare_time_fields: true,
+        } = clocks
+        {
+            // The only times this session writes: the status item's and the run's.
+            replayer = replayer
+                .ignore_json_path("/lastUpdated")
+                .ignore_json_path("/_flowcraft/statusTouchedAt");
+        }
         Arc::new(PlayOut {
             replayer,
             stop: CancellationToken::new(),
@@ -301,25 +320,49 @@ fn replay_settings() -> Settings {
     settings(storage, cosmos)
 }
 
-/// One replay of the whole session; returns the nodes the replayed workers committed.
-async fn replay_session() -> Vec<String> {
+/// The clocks the replayed engine runs on.
+#[derive(Debug, Clone, Copy)]
+enum Clocks {
+    /// The recording's (deterministic sources, as recorded).
+    AsRecorded,
+    /// A moving clock 30 s later than the recording's (as a trace recorded on the system
+    /// clock would be replayed), with or without declaring the time fields the engine writes
+    /// as ignored. Less than the status heartbeat (60 s): the engine's time-dependent
+    /// decisions (is a status refresh due?) must come out as they did live.
+    Later { declare_time_fields: bool },
+}
+
+fn replay_sources(seed: u64, clocks: Clocks) -> Sources {
+    match clocks {
+        Clocks::AsRecorded => sources(seed),
+        Clocks::Later { .. } => sources(seed).with_clock(Arc::new(SteppingClock::new(
+            session_time() + chrono::Duration::seconds(30),
+            chrono::Duration::milliseconds(10),
+        ))),
+    }
+}
+
+/// One replay of the whole session: the nodes the replayed workers committed, or what
+/// diverged.
+async fn replay_session(clocks: Clocks) -> Result<Vec<String>, String> {
     let settings = replay_settings();
     let mut players = Vec::new();
     let mut running = Vec::new();
     let mut events = Vec::new();
     for worker in 0..WORKERS {
         let name = worker_name(worker);
-        let player = PlayOut::new(&name);
+        let player = PlayOut::new(&name, clocks);
         let backends = connect(&settings, player.clone()).await.expect("connect");
-        let adapter = AzureQueueAdapter::new(environment(worker), backends, &settings);
+        let env = environment(replay_sources(worker_seed(worker), clocks));
+        let adapter = AzureQueueAdapter::new(env, backends, &settings);
         events.push(adapter.worker().events().subscribe());
         running.push(tokio::spawn(adapter.run(player.stop.clone())));
         players.push((name, player));
     }
-    let player = PlayOut::new("client");
+    let player = PlayOut::new("client", clocks);
     let backends = connect(&settings, player.clone()).await.expect("connect");
-    let client =
-        Client::new(backends.backends, Arc::new(blueprints())).with_sources(sources(CLIENT_SEED));
+    let client = Client::new(backends.backends, Arc::new(blueprints()))
+        .with_sources(replay_sources(CLIENT_SEED, clocks));
     let result = match client.start_run(BLUEPRINT, initial()).await {
         Ok(run_id) => client
             .wait_for(&run_id, Duration::from_secs(600))
@@ -328,9 +371,12 @@ async fn replay_session() -> Vec<String> {
         Err(e) => Err(e),
     };
     if let Some(problems) = player.problems() {
-        panic!("the client diverged from its trace: {problems}");
+        for (_, worker) in &players {
+            worker.stop.cancel();
+        }
+        return Err(format!("the client diverged from its trace: {problems}"));
     }
-    let (run_id, result) = result.expect("the run finishes");
+    let (run_id, result) = result.map_err(|e| format!("the run did not finish: {e}"))?;
     assert_eq!(result.status, RunStatus::Completed, "{:?}", result.errors);
     assert_eq!(result.context["sum"], json!(expected_sum()));
     players.push(("client".to_string(), player));
@@ -344,12 +390,12 @@ async fn replay_session() -> Vec<String> {
     let finished = tokio::time::timeout(Duration::from_secs(3600), all).await;
     for (name, player) in &players {
         if let Some(problems) = player.problems() {
-            panic!("{name} diverged from its trace: {problems}");
+            return Err(format!("{name} diverged from its trace: {problems}"));
         }
         player
             .replayer
             .finish()
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+            .map_err(|e| format!("{name}: {e}"))?;
     }
     assert!(finished.is_ok(), "the replayed workers did not stop");
     let mut committed = Vec::new();
@@ -367,26 +413,50 @@ async fn replay_session() -> Vec<String> {
         }
     }
     committed.sort();
-    committed
+    Ok(committed)
+}
+
+fn every_node() -> Vec<String> {
+    let mut nodes: Vec<String> = (0..BRANCHES).map(|k| format!("b{k}")).collect();
+    nodes.extend(["start".to_string(), "sum".to_string()]);
+    nodes.sort();
+    nodes
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_fanout_session_on_three_workers_replays_offline_and_deterministically() {
-    let mut nodes: Vec<String> = (0..BRANCHES).map(|k| format!("b{k}")).collect();
-    nodes.extend(["start".to_string(), "sum".to_string()]);
-    nodes.sort();
-    let first = replay_session().await;
-    for node in &nodes {
+    let first = replay_session(Clocks::AsRecorded)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for node in every_node() {
         assert!(
-            first.contains(node),
+            first.contains(&node),
             "no replayed worker committed {node}: {first:?}"
         );
     }
     for _ in 0..4 {
-        assert_eq!(
-            replay_session().await,
-            first,
-            "a replay committed other nodes"
+        let again = replay_session(Clocks::AsRecorded).await;
+        assert_eq!(again, Ok(first.clone()), "a replay committed other nodes");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_another_clock_the_session_replays_once_the_time_fields_are_declared() {
+    let undeclared = replay_session(Clocks::Later {
+        declare_time_fields: false,
+    })
+    .await;
+    let diverged = undeclared.expect_err("the times written differ from the recorded ones");
+    assert!(diverged.contains("body: expected"), "{diverged}");
+    let declared = replay_session(Clocks::Later {
+        declare_time_fields: true,
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    for node in every_node() {
+        assert!(
+            declared.contains(&node),
+            "{node} not committed: {declared:?}"
         );
     }
 }
