@@ -482,3 +482,16 @@ fn the_recorded_run_was_spread_over_several_workers() {
         "the recording should spread the run over several workers"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_session_also_replays_with_the_workers_on_several_threads() {
+    let committed = replay_session(Clocks::AsRecorded)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for node in every_node() {
+        assert!(
+            committed.contains(&node),
+            "{node} not committed: {committed:?}"
+        );
+    }
+}
