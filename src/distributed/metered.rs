@@ -720,7 +720,7 @@ mod tests {
         let (meter, b) = metered();
         let bp = Blueprint::from_json(r#"{"id":"m","nodes":[{"id":"a","uses":"echo"}]}"#).unwrap();
         let (state, _) = new_run("run-1", &bp, serde_json::Map::new());
-        let status = status_record(&state);
+        let status = status_record(&state, 0);
         assert!(b.runs.create_run(&state, &status).await.unwrap());
         assert!(!b.runs.create_run(&state, &status).await.unwrap());
         let loaded = b.runs.load("run-1").await.unwrap().unwrap();
