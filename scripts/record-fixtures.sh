@@ -6,7 +6,9 @@
 # 400/404/409/412/413 answers, and one injected throttling answer per service with its
 # retry: Queue 503 ServerBusy, Cosmos 429; secrets redacted by the wire Recorder), then
 # replays the new fixtures offline to check them. concurrent.jsonl is 32 tasks doing queue and
-# Cosmos work at once (tests/replay_concurrent.rs). Stops the services it started on exit.
+# Cosmos work at once (tests/replay_concurrent.rs). worker-fanout is a fan-out run on three
+# workers, one trace per worker plus the client's (fixtures/wire/worker-fanout-*.jsonl,
+# tests/replay_worker_session.rs). Stops the services it started on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,7 +18,7 @@ fi
 mkdir -p fixtures/wire
 
 which=("$@")
-[ ${#which[@]} -gt 0 ] || which=(queue cosmos concurrent)
+[ ${#which[@]} -gt 0 ] || which=(queue cosmos concurrent worker-fanout)
 for fixture in "${which[@]}"; do
     case "$fixture" in
         queue | cosmos)
@@ -25,11 +27,18 @@ for fixture in "${which[@]}"; do
         concurrent)
             FLOWCRAFT_RECORD=1 cargo test --test replay_concurrent -- --ignored --exact \
                 record_concurrent_fixture ;;
-        *) echo "unknown fixture '$fixture' (queue, cosmos or concurrent)" >&2; exit 2 ;;
+        worker-fanout)
+            FLOWCRAFT_RECORD=1 cargo test --test replay_worker_session -- --ignored --exact \
+                record_worker_fanout_fixture ;;
+        *) echo "unknown fixture '$fixture' (queue, cosmos, concurrent or worker-fanout)" >&2
+           exit 2 ;;
     esac
 done
 # The fresh recordings must replay offline (no emulator needed for this step).
-cargo test --test replay_fixtures --test replay_concurrent --test wire_fixture_secrets
+cargo test --test replay_fixtures --test replay_concurrent --test replay_worker_session \
+    --test wire_fixture_secrets
 for fixture in "${which[@]}"; do
-    echo "recorded: fixtures/wire/$fixture.jsonl ($(wc -l < "fixtures/wire/$fixture.jsonl") exchanges)"
+    for file in fixtures/wire/"$fixture"*.jsonl; do
+        echo "recorded: $file ($(wc -l < "$file") exchanges)"
+    done
 done

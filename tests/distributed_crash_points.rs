@@ -119,6 +119,23 @@ impl RunStore for Lagging {
             .list_stalled(phases, older_than, limit, continuation)
             .await
     }
+    async fn put_worker_result(
+        &self,
+        result: &flowcraft_azure::distributed::ports::WorkerResult,
+    ) -> Result<bool, Error> {
+        self.inner.put_worker_result(result).await
+    }
+    async fn record_arrival(&self, run_id: &str, batch: &str, node: &str) -> Result<u64, Error> {
+        self.inner.record_arrival(run_id, batch, node).await
+    }
+    async fn worker_results(
+        &self,
+        run_id: &str,
+        batch: &str,
+        continuation: Option<&str>,
+    ) -> Result<Page<flowcraft_azure::distributed::ports::WorkerResult>, Error> {
+        self.inner.worker_results(run_id, batch, continuation).await
+    }
 }
 
 const SLEEPY: &str = r#"{"id":"sleepy","nodes":[{"id":"z","uses":"sleep","params":{"duration":1000}},

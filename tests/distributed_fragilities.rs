@@ -568,6 +568,29 @@ impl RunStore for LoadBarrier {
             .list_stalled(phases, older_than, limit, continuation)
             .await
     }
+    async fn put_worker_result(
+        &self,
+        result: &flowcraft_azure::distributed::ports::WorkerResult,
+    ) -> Result<bool, flowcraft_azure::Error> {
+        self.inner.put_worker_result(result).await
+    }
+    async fn record_arrival(
+        &self,
+        run_id: &str,
+        batch: &str,
+        node: &str,
+    ) -> Result<u64, flowcraft_azure::Error> {
+        self.inner.record_arrival(run_id, batch, node).await
+    }
+    async fn worker_results(
+        &self,
+        run_id: &str,
+        batch: &str,
+        continuation: Option<&str>,
+    ) -> Result<Page<flowcraft_azure::distributed::ports::WorkerResult>, flowcraft_azure::Error>
+    {
+        self.inner.worker_results(run_id, batch, continuation).await
+    }
 }
 
 // TS: output, deltas and routing are written in separate calls (and deltas twice), so a crash

@@ -23,7 +23,7 @@ use crate::azure::cosmos::{
     ContainerClient, CosmosClient, CosmosResponse, DatabaseClient, MAX_DOCUMENT_BYTES,
     PartitionKey, Query, QueryOptions, ResponseInfo,
 };
-use crate::distributed::ports::{Page, RunPhase, RunStore, StatusRecord, Versioned};
+use crate::distributed::ports::{Page, RunPhase, RunStore, StatusRecord, Versioned, WorkerResult};
 use crate::distributed::state::RunState;
 use crate::{Error, ErrorInfo};
 use async_trait::async_trait;
@@ -899,6 +899,30 @@ impl RunStore for CosmosDbContext {
             items,
             continuation: page.continuation,
         })
+    }
+
+    // Placeholder until the batch result items land (branch `cosmosbatch`).
+    async fn put_worker_result(&self, _result: &WorkerResult) -> Result<bool, Error> {
+        Err(Error::invalid_input(
+            "batch worker results are not stored in Cosmos yet",
+        ))
+    }
+
+    async fn record_arrival(&self, _run_id: &str, _batch: &str, _node: &str) -> Result<u64, Error> {
+        Err(Error::invalid_input(
+            "batch arrival ledgers are not stored in Cosmos yet",
+        ))
+    }
+
+    async fn worker_results(
+        &self,
+        _run_id: &str,
+        _batch: &str,
+        _continuation: Option<&str>,
+    ) -> Result<Page<WorkerResult>, Error> {
+        Err(Error::invalid_input(
+            "batch worker results are not stored in Cosmos yet",
+        ))
     }
 }
 

@@ -475,7 +475,7 @@ async fn cleanup(settings: &Settings, backends: &AzureBackends) {
             tracing::warn!(error = %e, "cannot delete a bench queue");
         }
     }
-    let database = super::azure::transport(settings, None).and_then(|transport| {
+    let database = super::azure::transport(settings, &Default::default()).and_then(|transport| {
         let pipeline = Pipeline::new(transport, settings.cosmos.signer());
         CosmosClient::new(pipeline, &settings.cosmos.endpoint)
             .and_then(|c| c.database(&settings.database))

@@ -121,7 +121,7 @@ async fn run(args: Args) -> u8 {
             return EXIT_BAD_INPUT;
         }
     };
-    let http = match transport(&settings, args.azure.trace.as_deref()) {
+    let http = match transport(&settings, &args.azure) {
         Ok(t) => t,
         Err(message) => {
             eprintln!("error: {message}");

@@ -21,6 +21,7 @@ use crate::flow::blueprint::Blueprint;
 use crate::flow::execute::BlueprintRegistry;
 use crate::flow::node::NodeResult;
 use crate::flow::runtime::{SUBFLOW_STATE_PREFIX, WorkflowResult};
+use crate::flow::sources::{Clock, IdSource, Sources};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,6 +73,7 @@ pub struct Client {
     backends: Backends,
     blueprints: Arc<BlueprintRegistry>,
     events: EventBus,
+    sources: Sources,
 }
 
 impl Client {
@@ -81,7 +83,32 @@ impl Client {
             backends,
             blueprints,
             events: EventBus::default(),
+            sources: Sources::system(),
         }
+    }
+
+    /// Makes up run ids and reads the time from `sources` (e.g. the workers' ones,
+    /// [`crate::flow::execute::Environment::sources`]) instead of the system ones.
+    pub fn with_sources(mut self, sources: Sources) -> Self {
+        self.sources = sources;
+        self
+    }
+
+    /// Makes up run ids with `ids`.
+    pub fn with_ids(mut self, ids: Arc<dyn IdSource>) -> Self {
+        self.sources = self.sources.with_ids(ids);
+        self
+    }
+
+    /// Reads the current time from `clock` (status `lastUpdated`, resume and reconcile times).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.sources = self.sources.with_clock(clock);
+        self
+    }
+
+    /// The sources the client makes up values with.
+    pub(crate) fn sources(&self) -> &Sources {
+        &self.sources
     }
 
     /// Uses `events` (e.g. shared with workers) instead of a private bus.
@@ -98,7 +125,7 @@ impl Client {
         blueprint_id: &str,
         initial: Map<String, Value>,
     ) -> Result<String, Error> {
-        let run_id = uuid::Uuid::new_v4().to_string();
+        let run_id = self.sources.new_id();
         self.start_run_with_id(&run_id, blueprint_id, initial)
             .await?;
         Ok(run_id)
@@ -121,7 +148,7 @@ impl Client {
         })?;
         let runs = self.backends.runs.as_ref();
         let (mut state, mut work) = new_run(run_id, &blueprint, initial);
-        let status = status_record(&state);
+        let status = status_record(&state, self.sources.now_epoch());
         state.book.status_touched_at = status.last_updated;
         let created = retry_transient(|| runs.create_run(&state, &status))
             .await
@@ -142,7 +169,8 @@ impl Client {
             tracing::info!(run_id, "run already exists; not starting it again");
             // The first call may have stopped between the run item and its status item:
             // write the status item if it is missing (a no-op when it is current).
-            retry_transient(|| publish_status(runs, &self.events, &existing)).await?;
+            retry_transient(|| publish_status(runs, &self.events, &existing, &self.sources))
+                .await?;
             if existing.book.revision > 0 || existing.book.status.is_terminal() {
                 return Ok(());
             }
@@ -162,7 +190,7 @@ impl Client {
         let queue = self.backends.queue.as_ref();
         enqueue_follow_ups(queue, run_id, blueprint_id, 0, &work, None).await?;
         if state.book.status.is_terminal() {
-            retry_transient(|| publish_status(runs, &self.events, &state)).await?;
+            retry_transient(|| publish_status(runs, &self.events, &state, &self.sources)).await?;
         }
         tracing::info!(run_id = %run_id, blueprint_id, start_jobs = work.len(), "run started");
         Ok(())
@@ -212,7 +240,13 @@ impl Client {
         })
         .await?;
         if changed {
-            publish_status(self.backends.runs.as_ref(), &self.events, &state).await?;
+            publish_status(
+                self.backends.runs.as_ref(),
+                &self.events,
+                &state,
+                &self.sources,
+            )
+            .await?;
         }
         Ok(changed)
     }
@@ -274,7 +308,7 @@ impl Client {
             action: &action,
             output: &output,
             key: &key,
-            now: chrono::Utc::now(),
+            now: self.sources.now(),
         };
         let mut first = Some(loaded);
         let (outcome, state) = retry_transient(|| {
@@ -292,7 +326,8 @@ impl Client {
                 send_delayed(queue, job, Duration::ZERO)
                     .await
                     .map_err(|e| e.during("enqueue subflow resume"))?;
-                retry_transient(|| publish_status(runs, &self.events, &state)).await?;
+                retry_transient(|| publish_status(runs, &self.events, &state, &self.sources))
+                    .await?;
                 tracing::info!(run_id, node_id = %work.node, "subflow resume handed to a worker");
                 Ok(vec![work])
             }
@@ -302,7 +337,8 @@ impl Client {
                     enqueue_follow_ups(queue, run_id, &blueprint_id, rev, &record.fired, None)
                         .await?;
                 }
-                retry_transient(|| publish_status(runs, &self.events, &state)).await?;
+                retry_transient(|| publish_status(runs, &self.events, &state, &self.sources))
+                    .await?;
                 tracing::info!(run_id, node_id = %record.node, fired = record.fired.len(), "run resumed");
                 Ok(record.fired)
             }
@@ -319,7 +355,7 @@ impl Client {
         let state = self.load(run_id).await?;
         let runs = self.backends.runs.as_ref();
         if state.book.status.is_terminal() {
-            retry_transient(|| publish_status(runs, &self.events, &state)).await?;
+            retry_transient(|| publish_status(runs, &self.events, &state, &self.sources)).await?;
             return Ok(Vec::new());
         }
         let Some(blueprint_id) = state.blueprint_id().map(str::to_string) else {
@@ -347,7 +383,7 @@ impl Client {
             return Ok(work);
         }
         let rev = state.book.revision;
-        let now = chrono::Utc::now();
+        let now = self.sources.now();
         let lost = |probe: &Probe<'_>| {
             matches!(
                 classify(&state, blueprint.as_deref(), probe),
@@ -590,4 +626,52 @@ fn resume_step(state: &mut RunState, call: &ResumeCall<'_>) -> Step<Result<Resum
     committed.resume_key = Some(call.key.to_string());
     state.book.commits.insert(work.key(), committed.clone());
     Step::Write(Ok(Resumption::Direct(committed)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::distributed::worker::{Worker, WorkerConfig};
+    use crate::flow::execute::Environment;
+    use crate::flow::node::NodeRegistry;
+    use crate::flow::sources::{IdSource, SeededIds};
+    use chrono::TimeZone;
+    use tokio_util::sync::CancellationToken;
+
+    #[tokio::test]
+    async fn run_ids_and_the_times_written_come_from_the_injected_sources() {
+        let client_time = chrono::Utc
+            .with_ymd_and_hms(2030, 1, 2, 3, 4, 5)
+            .single()
+            .unwrap();
+        let worker_time = client_time + chrono::Duration::hours(1);
+        let bp =
+            Blueprint::from_json(r#"{"id":"s","nodes":[{"id":"a","uses":"echo"}],"edges":[]}"#)
+                .unwrap();
+        let mut blueprints = BlueprintRegistry::new();
+        blueprints.insert(bp);
+        let backends = Backends::in_memory();
+        let client = Client::new(backends.clone(), Arc::new(blueprints.clone()))
+            .with_sources(Sources::deterministic(9, client_time));
+        let run_id = client.start_run("s", Map::new()).await.unwrap();
+        assert_eq!(run_id, SeededIds::new(9).new_id());
+        let created = backends.runs.status(&run_id).await.unwrap().unwrap();
+        assert_eq!(created.value.last_updated, client_time.timestamp());
+
+        let env = Environment::new(NodeRegistry::with_builtins())
+            .with_blueprints(blueprints)
+            .with_sources(Sources::deterministic(1, worker_time));
+        let worker = Arc::new(Worker::new(env, backends.clone(), WorkerConfig::default()));
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(worker.run(shutdown.clone()));
+        let result = client
+            .wait_for(&run_id, Duration::from_secs(10))
+            .await
+            .unwrap();
+        shutdown.cancel();
+        running.await.unwrap();
+        assert_eq!(result.status, crate::flow::runtime::RunStatus::Completed);
+        let finished = backends.runs.status(&run_id).await.unwrap().unwrap();
+        assert_eq!(finished.value.last_updated, worker_time.timestamp());
+    }
 }

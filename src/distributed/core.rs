@@ -1,5 +1,5 @@
 //! What every part of the distributed core shares: the [`Backends`] (the three ports), the
-//! clock in epoch seconds, the missing-run error and the in-process result shape of a run.
+//! missing-run error and the in-process result shape of a run.
 //! The job path's steps live in their own modules: [`super::job`] (decode),
 //! [`super::classify`], [`super::execute`], [`super::commit`], [`super::follow_ups`] and
 //! [`super::publish`].
@@ -52,11 +52,6 @@ impl Backends {
             Arc::new(MemoryCoordinationStore::new()),
         )
     }
-}
-
-/// Current time as epoch seconds.
-pub(crate) fn now_epoch() -> i64 {
-    chrono::Utc::now().timestamp()
 }
 
 /// The `NotFound` error for a run that does not exist.

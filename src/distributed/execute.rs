@@ -123,7 +123,10 @@ impl Worker {
     ) -> Result<Attempted, Error> {
         let attempt = job.attempt();
         let next = attempt + 1;
-        let due_at_ms = chrono::Utc::now()
+        let due_at_ms = self
+            .env
+            .sources
+            .now()
             .timestamp_millis()
             .saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
         let probe = Probe {

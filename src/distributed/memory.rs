@@ -10,7 +10,7 @@ use crate::Error;
 use crate::ErrorInfo;
 use crate::distributed::ports::{
     CoordinationStore, JobQueue, MAX_QUEUE_DELAY, Page, QueueMessage, RunPhase, RunStore,
-    StatusRecord, Versioned,
+    StatusRecord, Versioned, WorkerResult,
 };
 use crate::distributed::state::RunState;
 use async_trait::async_trait;
@@ -305,6 +305,10 @@ impl JobQueue for MemoryQueue {
 struct StoreInner {
     runs: HashMap<String, (Map<String, Value>, u64)>,
     statuses: BTreeMap<String, (StatusRecord, u64)>,
+    /// Batch worker results by (run, batch), then by worker node.
+    results: HashMap<(String, String), BTreeMap<String, WorkerResult>>,
+    /// Arrival ledgers by (run, batch).
+    arrivals: HashMap<(String, String), BTreeSet<String>>,
     next_etag: u64,
     loads: u64,
     commits: u64,
@@ -502,6 +506,63 @@ impl RunStore for MemoryRunStore {
         Ok(Page {
             items,
             continuation: continuation_out,
+        })
+    }
+
+    async fn put_worker_result(&self, result: &WorkerResult) -> Result<bool, Error> {
+        let mut inner = lock(&self.inner);
+        let batch = (result.run_id.clone(), result.batch.clone());
+        let results = inner.results.entry(batch).or_default();
+        if results.contains_key(&result.node) {
+            return Ok(false);
+        }
+        results.insert(result.node.clone(), result.clone());
+        Ok(true)
+    }
+
+    async fn record_arrival(&self, run_id: &str, batch: &str, node: &str) -> Result<u64, Error> {
+        let mut inner = lock(&self.inner);
+        let ledger = inner
+            .arrivals
+            .entry((run_id.to_string(), batch.to_string()))
+            .or_default();
+        ledger.insert(node.to_string());
+        Ok(ledger.len() as u64)
+    }
+
+    async fn worker_results(
+        &self,
+        run_id: &str,
+        batch: &str,
+        continuation: Option<&str>,
+    ) -> Result<Page<WorkerResult>, Error> {
+        const PAGE: usize = 100;
+        let inner = lock(&self.inner);
+        let Some(results) = inner.results.get(&(run_id.to_string(), batch.to_string())) else {
+            return Ok(Page {
+                items: Vec::new(),
+                continuation: None,
+            });
+        };
+        let start = continuation.unwrap_or("");
+        let items: Vec<WorkerResult> = results
+            .range::<str, _>((std::ops::Bound::Excluded(start), std::ops::Bound::Unbounded))
+            .take(PAGE)
+            .map(|(_, r)| r.clone())
+            .collect();
+        let more = items.last().is_some_and(|last| {
+            results
+                .range::<str, _>((
+                    std::ops::Bound::Excluded(last.node.as_str()),
+                    std::ops::Bound::Unbounded,
+                ))
+                .next()
+                .is_some()
+        });
+        let continuation = more.then(|| items.last().map(|r| r.node.clone())).flatten();
+        Ok(Page {
+            items,
+            continuation,
         })
     }
 }

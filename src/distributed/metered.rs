@@ -48,6 +48,7 @@ use crate::Error;
 use crate::distributed::core::Backends;
 use crate::distributed::ports::{
     CoordinationStore, JobQueue, Page, QueueMessage, RunPhase, RunStore, StatusRecord, Versioned,
+    WorkerResult,
 };
 use crate::distributed::state::RunState;
 use async_trait::async_trait;
@@ -123,6 +124,12 @@ pub enum Operation {
     RunsWriteStatus,
     /// [`RunStore::list_stalled`].
     RunsListStalled,
+    /// [`RunStore::put_worker_result`].
+    RunsPutWorkerResult,
+    /// [`RunStore::record_arrival`].
+    RunsRecordArrival,
+    /// [`RunStore::worker_results`].
+    RunsWorkerResults,
     /// [`CoordinationStore::increment`].
     CoordIncrement,
     /// [`CoordinationStore::set_if_not_exists`].
@@ -140,7 +147,7 @@ pub enum Operation {
 }
 
 /// How many operations there are (the length of [`Operation::ALL`]).
-const OPERATIONS: usize = 20;
+const OPERATIONS: usize = 23;
 
 impl Operation {
     /// Every operation, queue first, then run store, then coordination store.
@@ -158,6 +165,9 @@ impl Operation {
         Operation::RunsStatus,
         Operation::RunsWriteStatus,
         Operation::RunsListStalled,
+        Operation::RunsPutWorkerResult,
+        Operation::RunsRecordArrival,
+        Operation::RunsWorkerResults,
         Operation::CoordIncrement,
         Operation::CoordSetIfNotExists,
         Operation::CoordExtendTtl,
@@ -183,6 +193,9 @@ impl Operation {
             Operation::RunsStatus => "runs.status",
             Operation::RunsWriteStatus => "runs.write_status",
             Operation::RunsListStalled => "runs.list_stalled",
+            Operation::RunsPutWorkerResult => "runs.put_worker_result",
+            Operation::RunsRecordArrival => "runs.record_arrival",
+            Operation::RunsWorkerResults => "runs.worker_results",
             Operation::CoordIncrement => "coordination.increment",
             Operation::CoordSetIfNotExists => "coordination.set_if_not_exists",
             Operation::CoordExtendTtl => "coordination.extend_ttl",
@@ -213,6 +226,9 @@ impl Operation {
             Operation::RunsStatus => (Service::Cosmos, 1, "GET status item (point read)"),
             Operation::RunsWriteStatus => (Service::Cosmos, 1, "POST or PUT If-Match status item"),
             Operation::RunsListStalled => (Service::Cosmos, 1, "POST docs query (one page)"),
+            Operation::RunsPutWorkerResult => (Service::Cosmos, 1, "POST worker result item"),
+            Operation::RunsRecordArrival => (Service::Cosmos, 1, "PATCH arrival ledger item"),
+            Operation::RunsWorkerResults => (Service::Cosmos, 1, "POST docs query (one page)"),
             Operation::CoordIncrement => (Service::Redis, 1, "INCR + EXPIRE script"),
             Operation::CoordSetIfNotExists => (Service::Redis, 1, "SET NX EX"),
             Operation::CoordExtendTtl => (Service::Redis, 1, "EXPIRE"),
@@ -525,6 +541,29 @@ impl RunStore for MeteredRunStore {
         self.meter.record(Operation::RunsListStalled, &result);
         result
     }
+
+    async fn put_worker_result(&self, result: &WorkerResult) -> Result<bool, Error> {
+        let outcome = self.inner.put_worker_result(result).await;
+        self.meter.record(Operation::RunsPutWorkerResult, &outcome);
+        outcome
+    }
+
+    async fn record_arrival(&self, run_id: &str, batch: &str, node: &str) -> Result<u64, Error> {
+        let result = self.inner.record_arrival(run_id, batch, node).await;
+        self.meter.record(Operation::RunsRecordArrival, &result);
+        result
+    }
+
+    async fn worker_results(
+        &self,
+        run_id: &str,
+        batch: &str,
+        continuation: Option<&str>,
+    ) -> Result<Page<WorkerResult>, Error> {
+        let result = self.inner.worker_results(run_id, batch, continuation).await;
+        self.meter.record(Operation::RunsWorkerResults, &result);
+        result
+    }
 }
 
 /// A [`CoordinationStore`] that counts the calls it forwards.
@@ -681,7 +720,7 @@ mod tests {
         let (meter, b) = metered();
         let bp = Blueprint::from_json(r#"{"id":"m","nodes":[{"id":"a","uses":"echo"}]}"#).unwrap();
         let (state, _) = new_run("run-1", &bp, serde_json::Map::new());
-        let status = status_record(&state);
+        let status = status_record(&state, 0);
         assert!(b.runs.create_run(&state, &status).await.unwrap());
         assert!(!b.runs.create_run(&state, &status).await.unwrap());
         let loaded = b.runs.load("run-1").await.unwrap().unwrap();

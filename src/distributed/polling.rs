@@ -94,7 +94,8 @@ impl Worker {
         let abort = CancellationToken::new();
         let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         let mut tasks = JoinSet::new();
-        let mut backoff = Backoff::new(self.config.idle_backoff_min, self.config.idle_backoff_max);
+        let mut backoff = Backoff::new(self.config.idle_backoff_min, self.config.idle_backoff_max)
+            .with_sources(self.env.sources.clone());
         'polling: while !shutdown.is_cancelled() {
             while tasks.try_join_next().is_some() {}
             let free = slots.available_permits();
@@ -117,7 +118,7 @@ impl Worker {
                     tracing::warn!(error = %e, "receiving from the queue failed; backing off");
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(jitter(self.config.idle_backoff_max)) => {}
+                        _ = tokio::time::sleep(self.env.sources.jitter(self.config.idle_backoff_max)) => {}
                     }
                     continue;
                 }
@@ -346,6 +347,7 @@ impl Worker {
                 run_id,
                 self.config.status_heartbeat,
                 stop.clone(),
+                self.env.sources.clone(),
             ))
         });
         let handled = tokio::select! {
@@ -538,6 +540,7 @@ async fn keep_status_fresh(
     run_id: String,
     every: Duration,
     stop: CancellationToken,
+    sources: crate::flow::sources::Sources,
 ) {
     let every = every.max(Duration::from_secs(1));
     loop {
@@ -545,7 +548,7 @@ async fn keep_status_fresh(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
-        if let Err(e) = touch_status(runs.as_ref(), &run_id).await {
+        if let Err(e) = touch_status(runs.as_ref(), &run_id, &sources).await {
             tracing::warn!(run_id = %run_id, error = %e, "status heartbeat failed");
         }
     }
@@ -561,6 +564,8 @@ struct Backoff {
     next: Duration,
     /// A receive returned messages since the backoff last restarted as idle.
     had_work: bool,
+    /// Where the jitter comes from.
+    sources: crate::flow::sources::Sources,
 }
 
 impl Backoff {
@@ -570,7 +575,14 @@ impl Backoff {
             max: max.max(min),
             next: min,
             had_work: false,
+            sources: crate::flow::sources::Sources::system(),
         }
+    }
+
+    /// Draws the jitter from `sources`.
+    fn with_sources(mut self, sources: crate::flow::sources::Sources) -> Self {
+        self.sources = sources;
+        self
     }
 
     /// After a receive that returned `received` of the `asked` messages: `None` to receive
@@ -595,16 +607,10 @@ impl Backoff {
             self.had_work = false;
             self.next = self.min;
         }
-        let pause = jitter(self.next);
+        let pause = self.sources.jitter(self.next);
         self.next = self.next.saturating_mul(2).min(self.max);
         Some(pause)
     }
-}
-
-/// A pause between 50% and 100% of `base` (spreads idle workers apart).
-fn jitter(base: Duration) -> Duration {
-    let ms = u64::try_from(base.as_millis()).unwrap_or(u64::MAX).max(2);
-    Duration::from_millis(fastrand::u64(ms / 2..=ms))
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 
 use crate::Error;
 use crate::distributed::state::RunState;
+use crate::flow::context::ContextDelta;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -207,6 +208,35 @@ pub struct Page<T> {
     pub continuation: Option<String>,
 }
 
+/// A batch worker's settled result, kept as its own item BESIDE the run document (in the
+/// run's partition): a batch of thousands of workers then does not rewrite the whole run
+/// document once per worker. Each result is written once ([`RunStore::put_worker_result`]),
+/// counted in the batch's arrival ledger ([`RunStore::record_arrival`]), and the results are
+/// folded into the run document in ONE commit once the last worker of the batch has arrived
+/// (read back with [`RunStore::worker_results`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerResult {
+    /// The run.
+    pub run_id: String,
+    /// The batch the worker belongs to (unique within the run, e.g. the gather node and the
+    /// activation of the scatter that started the batch).
+    pub batch: String,
+    /// The worker node id.
+    pub node: String,
+    /// The worker's activation.
+    pub activation: u64,
+    /// The worker's output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    /// The worker's action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// The worker's context writes, in order; applied when the batch is folded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub writes: Vec<ContextDelta>,
+}
+
 /// Run state and status storage (Cosmos: a context container and a status container, both
 /// partitioned by run id).
 #[async_trait]
@@ -252,6 +282,29 @@ pub trait RunStore: Send + Sync {
         limit: usize,
         continuation: Option<&str>,
     ) -> Result<Page<StatusRecord>, Error>;
+
+    /// Stores a batch worker's result beside the run document, once: `Ok(true)` when this
+    /// call created it, `Ok(false)` when a result for the same run, batch and node already
+    /// exists (a redelivered job: the first result wins and is left as it is). Cosmos: one
+    /// create in the context container, in the run's partition (409 means it exists).
+    async fn put_worker_result(&self, result: &WorkerResult) -> Result<bool, Error>;
+
+    /// Records in the arrival ledger of `batch` that worker `node` has settled (a durable
+    /// set: idempotent) and returns how many DISTINCT workers of the batch have arrived so
+    /// far, this one included. Atomic per ledger, so the call that completes the set sees
+    /// the full count whatever the consistency of reads (Cosmos: one PATCH `add` of
+    /// `/arrived/<node>` on the ledger item, which answers the new item; the ledger is
+    /// created on its first arrival).
+    async fn record_arrival(&self, run_id: &str, batch: &str, node: &str) -> Result<u64, Error>;
+
+    /// The stored results of `batch`, a page at a time (in no particular order), continuing
+    /// after `continuation` (Cosmos: a query in the run's partition).
+    async fn worker_results(
+        &self,
+        run_id: &str,
+        batch: &str,
+        continuation: Option<&str>,
+    ) -> Result<Page<WorkerResult>, Error>;
 }
 
 /// Atomic coordination primitives (Redis). Keys use the `flowcraft:` prefix. `ttl: None` means

@@ -4,10 +4,10 @@
 //! run from looking stalled.
 
 use crate::Error;
-use crate::distributed::core::now_epoch;
 use crate::distributed::events::{Event, EventBus};
 use crate::distributed::ports::{RunPhase, RunStore, StatusRecord};
 use crate::distributed::state::{BLUEPRINT_VERSION_KEY, RunState};
+use crate::flow::sources::Sources;
 use serde_json::{Value, json};
 
 /// How many times a status write is retried after concurrent writes before giving up.
@@ -36,8 +36,9 @@ pub fn final_status(state: &RunState) -> Option<Value> {
 }
 
 /// The status item for the current state.
-pub(crate) fn status_record(state: &RunState) -> StatusRecord {
-    let mut record = StatusRecord::running(&state.run_id, now_epoch());
+/// `now_epoch` (seconds) becomes its `lastUpdated`.
+pub(crate) fn status_record(state: &RunState, now_epoch: i64) -> StatusRecord {
+    let mut record = StatusRecord::running(&state.run_id, now_epoch);
     record.status = state.book.status;
     record.final_status = final_status(state);
     record.blueprint_id = state.blueprint_id().map(str::to_string);
@@ -51,11 +52,13 @@ pub(crate) fn status_record(state: &RunState) -> StatusRecord {
 }
 
 /// Writes the status item for `state` unless it is already final or newer (sticky,
-/// compare-and-set). Emits `RunFinished` when this write made it final.
+/// compare-and-set), stamped by `sources`' clock. Emits `RunFinished` when this write made
+/// it final.
 pub(crate) async fn publish_status(
     runs: &dyn RunStore,
     events: &EventBus,
     state: &RunState,
+    sources: &Sources,
 ) -> Result<(), Error> {
     let (revision, status) = (state.book.revision, state.book.status);
     // Built only when a write is due: a final record carries a copy of the whole context.
@@ -75,7 +78,7 @@ pub(crate) async fn publish_status(
             }
             None => None,
         };
-        let record = record.get_or_insert_with(|| status_record(state));
+        let record = record.get_or_insert_with(|| status_record(state, sources.now_epoch()));
         match runs.write_status(record, etag).await {
             Ok(_) => {
                 if record.status.is_terminal() {
@@ -100,7 +103,11 @@ pub(crate) async fn publish_status(
 /// Refreshes `lastUpdated` of a running run's status item (heartbeat while a long node runs,
 /// so the reconciler does not take the run for stalled). Lost races are ignored: another
 /// writer just refreshed it.
-pub(crate) async fn touch_status(runs: &dyn RunStore, run_id: &str) -> Result<(), Error> {
+pub(crate) async fn touch_status(
+    runs: &dyn RunStore,
+    run_id: &str,
+    sources: &Sources,
+) -> Result<(), Error> {
     let Some(current) = runs.status(run_id).await? else {
         return Ok(());
     };
@@ -108,7 +115,7 @@ pub(crate) async fn touch_status(runs: &dyn RunStore, run_id: &str) -> Result<()
         return Ok(());
     }
     let mut record = current.value;
-    record.last_updated = now_epoch();
+    record.last_updated = sources.now_epoch();
     match runs.write_status(&record, Some(&current.etag)).await {
         Ok(_) | Err(Error::PreconditionFailed(_)) => Ok(()),
         Err(e) => Err(e.during("refresh run status")),

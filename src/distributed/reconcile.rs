@@ -5,7 +5,7 @@
 
 use crate::Error;
 use crate::distributed::client::Client;
-use crate::distributed::core::{Backends, now_epoch};
+use crate::distributed::core::Backends;
 use crate::distributed::ports::RunPhase;
 use std::time::Duration;
 
@@ -70,7 +70,7 @@ impl Reconciler {
     /// One pass over the runs stalled as of now.
     pub async fn run_once(&self) -> Result<ReconcileStats, Error> {
         let stalled = i64::try_from(self.config.stalled_after.as_secs()).unwrap_or(i64::MAX);
-        self.run_once_before(now_epoch().saturating_sub(stalled))
+        self.run_once_before(self.client.sources().now_epoch().saturating_sub(stalled))
             .await
     }
 
@@ -142,7 +142,12 @@ impl Reconciler {
             return Ok(false);
         };
         let orphan_after = i64::try_from(ORPHAN_AFTER.as_secs()).unwrap_or(i64::MAX);
-        let old = current.value.last_updated < now_epoch().saturating_sub(orphan_after);
+        let old = current.value.last_updated
+            < self
+                .client
+                .sources()
+                .now_epoch()
+                .saturating_sub(orphan_after);
         if current.value.status.is_terminal() || !old {
             return Ok(false);
         }
@@ -156,7 +161,7 @@ impl Reconciler {
         );
         let mut record = current.value;
         record.status = RunPhase::Failed;
-        record.last_updated = now_epoch();
+        record.last_updated = self.client.sources().now_epoch();
         record.final_status = Some(serde_json::json!({"status": "failed", "reason": reason}));
         match runs.write_status(&record, Some(&current.etag)).await {
             Ok(_) => Ok(true),

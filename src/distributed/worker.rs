@@ -489,7 +489,7 @@ impl Worker {
             blueprint: &blueprint,
             probe,
             plan: &plan,
-            now: chrono::Utc::now(),
+            now: self.env.sources.now(),
             heartbeat: i64::try_from(self.config.status_heartbeat.as_secs()).unwrap_or(60),
         };
         // The prepared state is still the loaded one (preparing again is a no-op), so the
@@ -514,7 +514,8 @@ impl Worker {
             }
             Committed::Reparked => {
                 tracing::info!("the resumed sub-run waits again; the node stays awaiting");
-                retry_transient(|| publish_status(runs, &self.events, &state)).await?;
+                retry_transient(|| publish_status(runs, &self.events, &state, &self.env.sources))
+                    .await?;
                 Ok(Handled::complete(false))
             }
             Committed::Classified(class) => self.dispose(job, dequeue_count, class, &state).await,
@@ -532,7 +533,8 @@ impl Worker {
         match class {
             Class::Finished(phase) => {
                 let runs = self.backends.runs.as_ref();
-                retry_transient(|| publish_status(runs, &self.events, state)).await?;
+                retry_transient(|| publish_status(runs, &self.events, state, &self.env.sources))
+                    .await?;
                 Ok(self.dropped(job, format!("the run is {}", phase.as_str())))
             }
             Class::WrongBlueprint(why) => {
@@ -636,7 +638,7 @@ impl Worker {
     /// Marks the run failed with `reason` (recorded for `node_id`, empty for run-level
     /// failures), shrinking the bookkeeping if the document no longer fits.
     async fn fail_run(&self, run_id: &str, node_id: &str, reason: &str) -> Result<(), Error> {
-        let now = chrono::Utc::now();
+        let now = self.env.sources.now();
         let mut shrink = false;
         let mut result = Err(Error::unexpected("not attempted"));
         for _ in 0..2 {
@@ -663,7 +665,8 @@ impl Worker {
         match result {
             Ok(((), state)) => {
                 let runs = self.backends.runs.as_ref();
-                retry_transient(|| publish_status(runs, &self.events, &state)).await
+                retry_transient(|| publish_status(runs, &self.events, &state, &self.env.sources))
+                    .await
             }
             Err(Error::NotFound(_)) => Ok(()),
             Err(e) => Err(e),
@@ -911,7 +914,8 @@ impl Worker {
         }
         if publish || state.book.status.is_terminal() {
             let runs = self.backends.runs.as_ref();
-            retry_transient(|| publish_status(runs, &self.events, state)).await?;
+            retry_transient(|| publish_status(runs, &self.events, state, &self.env.sources))
+                .await?;
         }
         Ok((enqueued_now, successors))
     }

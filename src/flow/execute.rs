@@ -35,6 +35,8 @@ pub struct Environment {
     pub blueprints: Arc<BlueprintRegistry>,
     /// Shared user dependencies.
     pub dependencies: super::node::Dependencies,
+    /// Where made-up values come from: ids, the clock, jitter (system ones by default).
+    pub sources: super::sources::Sources,
 }
 
 impl Environment {
@@ -44,7 +46,26 @@ impl Environment {
             registry: Arc::new(registry),
             blueprints: Arc::new(BlueprintRegistry::new()),
             dependencies: super::node::Dependencies::new(),
+            sources: super::sources::Sources::system(),
         }
+    }
+
+    /// Sets all made-up value sources at once (e.g. [`super::sources::Sources::deterministic`]).
+    pub fn with_sources(mut self, sources: super::sources::Sources) -> Self {
+        self.sources = sources;
+        self
+    }
+
+    /// Makes up ids (run ids, batch ids) with `ids`.
+    pub fn with_ids(mut self, ids: Arc<dyn super::sources::IdSource>) -> Self {
+        self.sources = self.sources.with_ids(ids);
+        self
+    }
+
+    /// Reads the current time from `clock` (timestamps in documents, due times).
+    pub fn with_clock(mut self, clock: Arc<dyn super::sources::Clock>) -> Self {
+        self.sources = self.sources.with_clock(clock);
+        self
     }
 
     /// Sets the blueprint registry.

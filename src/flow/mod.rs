@@ -12,4 +12,5 @@ pub mod node;
 pub mod routing;
 pub mod run_view;
 pub mod runtime;
+pub mod sources;
 pub mod utility;

@@ -476,7 +476,7 @@ impl Run {
         let run_id = match context.get(EXECUTION_ID_KEY).and_then(Value::as_str) {
             Some(id) => id.to_string(),
             None => {
-                let id = uuid::Uuid::new_v4().to_string();
+                let id = runtime.env.sources.new_id();
                 context.insert(EXECUTION_ID_KEY.to_string(), Value::String(id.clone()));
                 id
             }
@@ -658,7 +658,7 @@ impl Run {
     fn spawn_timer(&mut self, node_id: &str, details: &AwaitingDetails, result: NodeResult) {
         let delay = details
             .wake_up_at
-            .and_then(|at| (at - chrono::Utc::now()).to_std().ok())
+            .and_then(|at| (at - self.env.sources.now()).to_std().ok())
             .unwrap_or_default();
         let halt = self.halt.clone();
         let handle = self.tasks.spawn(async move {

@@ -4,7 +4,7 @@
 //! readable diff (expected vs sent).
 //!
 //! **Concurrent sessions.** Requests are matched on a key, not on arrival order: each
-//! (method, URL path) has its own queue of recorded exchanges in recorded order, and a
+//! (method, account, resource path) has its own queue of recorded exchanges in recorded order, and a
 //! request gets the earliest unplayed one of its queue that matches it under the rules below
 //! (so two tasks' puts to one queue, told apart by their bodies, each get their own answer,
 //! and identical requests get the recorded answers in recorded order). A recording of a
@@ -12,13 +12,31 @@
 //! arrive in. In this mode `x-ms-session-token` is not compared (it depends on which answers
 //! arrived first). [`Replayer::in_recorded_order`] restores strict arrival order.
 //!
-//! Matching rules ([`diff_request`]): same method; same URL path; same query parameters
+//! **Accounts, not hosts.** The key holds the account and the path inside it, taken from the
+//! host for production URLs (`acct.queue.core.windows.net`, `acct.documents.azure.com`) and
+//! from the first path segment for Azurite's path-style URLs on a loopback address
+//! (`127.0.0.1:10001/acct/...`), so a recording made against either endpoint style replays
+//! against the other, and two accounts in one recording stay apart. The Cosmos emulator's
+//! URLs name no account; such a request matches the one account recorded for its path (and
+//! a recording without one matches a request of any single account).
+//!
+//! Matching rules ([`diff_request`]): same method; same account and resource path; same query parameters
 //! (any order; `sig` and recorded `REDACTED` values ignored); same headers except those that
 //! change every run (`x-ms-date`, `date`, `authorization`, `x-ms-client-request-id`,
 //! `user-agent`, `content-length`, `host`, `accept`, `accept-encoding`, `connection`) and
 //! recorded `REDACTED` values; same body (compared as JSON when both sides are JSON,
 //! else byte for byte after redaction). The host is ignored so a recording made against one
 //! endpoint replays against any other (e.g. [`crate::wire::replay_server`]).
+//!
+//! **A fleet of workers.** Several workers on one queue interleave differently on every
+//! run, so one shared replayer would hand one worker's recorded answers to another. Record
+//! one trace per process instead (each worker's `--trace` file) and replay each worker
+//! against its own replayer: it then sees exactly the answers it saw live, whatever the
+//! others do, and behaves the same provided what it makes up itself is the same (run the
+//! engine on [`crate::flow::sources::Sources::deterministic`] when recording and replaying)
+//! and it runs one job at a time (two jobs of one worker in flight send identical reads whose
+//! answers could swap, and how many messages it asks for depends on its free slots).
+//! [`Replayer::remaining`] reaching zero is the signal to stop a replayed worker.
 //!
 //! Values the client makes up anew on every run (timestamps in documents) can be left out
 //! of the body comparison with [`Replayer::ignore_json_path`]; headers with
@@ -45,9 +63,11 @@ use crate::wire::redact::Redactor;
 use crate::wire::transport::{HttpRequest, HttpResponse, Transport};
 
 mod diff;
+mod key;
 
 pub use diff::diff_request;
 use diff::{diff_request_ignoring, path_and_query};
+use key::{Resource, resource_of};
 
 /// Headers not compared when requests are matched by key (concurrent replay): their value
 /// depends on the order in which earlier answers arrived.
@@ -65,8 +85,8 @@ pub struct Replayer {
     ignored_json_paths: Vec<String>,
 }
 
-/// (method, URL path): the queue a recorded exchange waits in.
-type RequestKey = (String, String);
+/// (method, account, resource path): the queue a recorded exchange waits in.
+type RequestKey = (String, Resource);
 
 #[derive(Debug, Default)]
 struct ReplayState {
@@ -109,14 +129,34 @@ impl ReplayState {
     }
 }
 
-/// The matching key of a request: upper-case method and URL path (the whole URL without its
-/// query when it does not parse).
+/// The matching key of a request: upper-case method, account and resource path (see
+/// [`key`]), so host-style and path-style URLs of one account share a queue.
 fn request_key(method: &str, url: &str) -> RequestKey {
-    let path = match reqwest::Url::parse(url) {
-        Ok(u) => u.path().to_string(),
-        Err(_) => url.split('?').next().unwrap_or_default().to_string(),
-    };
-    (method.to_ascii_uppercase(), path)
+    (method.to_ascii_uppercase(), resource_of(url))
+}
+
+impl ReplayState {
+    /// The unplayed exchanges for `key`. When none were recorded under it and one side names
+    /// no account (the Cosmos emulator on a loopback address names none in its URLs), the
+    /// queue of the one account recorded for that method and path, if there is exactly one:
+    /// a production recording replays against a loopback endpoint and vice versa, while two
+    /// named accounts never stand in for each other.
+    fn candidates(&self, key: &RequestKey) -> Vec<usize> {
+        if let Some(queue) = self.queues.get(key).filter(|q| !q.is_empty()) {
+            return queue.clone();
+        }
+        let (method, resource) = key;
+        let mut others = self.queues.iter().filter(|((m, r), queue)| {
+            m == method
+                && r.path == resource.path
+                && !queue.is_empty()
+                && (r.account.is_empty() || resource.account.is_empty())
+        });
+        match (others.next(), others.next()) {
+            (Some((_, queue)), None) => queue.clone(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 impl fmt::Debug for Replayer {
@@ -237,7 +277,7 @@ impl Replayer {
         let candidates: Vec<usize> = if self.in_order {
             vec![state.cursor]
         } else {
-            state.queues.get(&key).cloned().unwrap_or_default()
+            state.candidates(&key)
         };
         let mut ignored = self.ignored_headers.clone();
         if !self.in_order {
@@ -376,4 +416,207 @@ fn response_of(exchange: &Exchange) -> Result<HttpResponse, Error> {
         Some("Auth") => Error::Auth(info),
         Some(_) => Error::Unexpected(info),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::record::Body;
+
+    fn exchange(seq: u64, method: &str, url: &str, answer: &str) -> Exchange {
+        Exchange {
+            seq,
+            method: method.to_string(),
+            url: url.to_string(),
+            request_headers: vec![("x-ms-version".into(), "2021-12-02".into())],
+            request_body: Body::default(),
+            status: Some(200),
+            response_headers: Vec::new(),
+            response_body: Body::Text(answer.to_string()),
+            error: None,
+            error_kind: None,
+            error_code: None,
+            duration_ms: 1,
+            attempt: 1,
+            signature_sha256: None,
+            payloads_masked: false,
+        }
+    }
+
+    fn request(method: &str, url: &str) -> HttpRequest {
+        let mut request = HttpRequest::new(method, url);
+        request.set_header("x-ms-version", "2021-12-02");
+        request
+    }
+
+    fn answer(replayer: &Replayer, method: &str, url: &str) -> String {
+        let response = replayer
+            .play(&request(method, url))
+            .unwrap_or_else(|e| panic!("{method} {url} did not replay: {e}"));
+        String::from_utf8(response.body).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_host_style_recording_replays_against_a_path_style_client_and_back() {
+        let host_style = Replayer::new(vec![
+            exchange(
+                1,
+                "GET",
+                "https://acct.queue.core.windows.net/jobs/messages?numofmessages=1",
+                "a",
+            ),
+            exchange(
+                2,
+                "DELETE",
+                "https://acct.queue.core.windows.net/jobs/messages/m1?popreceipt=p",
+                "b",
+            ),
+        ]);
+        assert_eq!(
+            answer(
+                &host_style,
+                "GET",
+                "http://127.0.0.1:11001/acct/jobs/messages?numofmessages=1"
+            ),
+            "a"
+        );
+        assert_eq!(
+            answer(
+                &host_style,
+                "DELETE",
+                "http://127.0.0.1:11001/acct/jobs/messages/m1?popreceipt=p"
+            ),
+            "b"
+        );
+        assert!(host_style.finish().is_ok());
+
+        let path_style = Replayer::new(vec![exchange(
+            1,
+            "GET",
+            "http://127.0.0.1:11001/acct/jobs?comp=metadata",
+            "c",
+        )])
+        .in_recorded_order();
+        assert_eq!(
+            answer(
+                &path_style,
+                "GET",
+                "https://acct.queue.core.windows.net/jobs?comp=metadata"
+            ),
+            "c"
+        );
+    }
+
+    #[test]
+    fn the_same_recording_replays_whatever_host_serves_it() {
+        let recording = || {
+            Replayer::new(vec![exchange(
+                1,
+                "GET",
+                "http://127.0.0.1:11001/devstoreaccount1/jobs?comp=metadata",
+                "m",
+            )])
+        };
+        for served_from in [
+            "http://127.0.0.1:40123/devstoreaccount1",
+            "http://azurite:10001/devstoreaccount1",
+            "https://devstoreaccount1.queue.core.windows.net",
+        ] {
+            let replayer = recording();
+            assert_eq!(
+                answer(
+                    &replayer,
+                    "GET",
+                    &format!("{served_from}/jobs?comp=metadata")
+                ),
+                "m"
+            );
+        }
+    }
+
+    #[test]
+    fn two_accounts_in_one_recording_are_kept_apart() {
+        let replayer = Replayer::new(vec![
+            exchange(
+                1,
+                "GET",
+                "https://one.queue.core.windows.net/jobs/messages",
+                "from one",
+            ),
+            exchange(
+                2,
+                "GET",
+                "https://two.queue.core.windows.net/jobs/messages",
+                "from two",
+            ),
+        ]);
+        // Account two asks first: it gets its own answer, not the first one recorded.
+        assert_eq!(
+            answer(&replayer, "GET", "http://127.0.0.1:1/two/jobs/messages"),
+            "from two"
+        );
+        let third = replayer.play(&request(
+            "GET",
+            "https://three.queue.core.windows.net/jobs/messages",
+        ));
+        let diff = third.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(diff.contains("account: expected one, sent three"), "{diff}");
+        assert_eq!(
+            answer(
+                &replayer,
+                "GET",
+                "https://one.queue.core.windows.net/jobs/messages"
+            ),
+            "from one"
+        );
+        assert!(replayer.finish().is_ok());
+    }
+
+    #[test]
+    fn the_cosmos_emulator_without_an_account_matches_the_one_recorded_account() {
+        let docs = "/dbs/d/colls/c/docs/r1";
+        let replayer = Replayer::new(vec![exchange(
+            1,
+            "GET",
+            &format!("https://acct.documents.azure.com{docs}"),
+            "doc",
+        )]);
+        assert_eq!(
+            answer(&replayer, "GET", &format!("http://127.0.0.1:18081{docs}")),
+            "doc"
+        );
+        let loopback = Replayer::new(vec![exchange(
+            1,
+            "GET",
+            &format!("http://127.0.0.1:18081{docs}"),
+            "doc",
+        )]);
+        assert_eq!(
+            answer(
+                &loopback,
+                "GET",
+                &format!("https://acct.documents.azure.com{docs}")
+            ),
+            "doc"
+        );
+        let two = Replayer::new(vec![
+            exchange(
+                1,
+                "GET",
+                &format!("https://one.documents.azure.com{docs}"),
+                "1",
+            ),
+            exchange(
+                2,
+                "GET",
+                &format!("https://two.documents.azure.com{docs}"),
+                "2",
+            ),
+        ]);
+        assert!(
+            two.play(&request("GET", &format!("http://127.0.0.1:18081{docs}")))
+                .is_err(),
+            "ambiguous: two accounts recorded"
+        );
+    }
 }

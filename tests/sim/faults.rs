@@ -8,7 +8,7 @@ use flowcraft_azure::Error;
 use flowcraft_azure::distributed::memory::{MemoryCoordinationStore, MemoryQueue, MemoryRunStore};
 use flowcraft_azure::distributed::ports::{
     CoordinationStore, JobQueue, MAX_QUEUE_DELAY, Page, QueueMessage, RunPhase, RunStore,
-    StatusRecord, Versioned,
+    StatusRecord, Versioned, WorkerResult,
 };
 use flowcraft_azure::distributed::state::RunState;
 use std::collections::{BTreeMap, BTreeSet};
@@ -699,6 +699,35 @@ impl RunStore for FaultyRunStore {
             items,
             continuation: None,
         })
+    }
+
+    async fn put_worker_result(&self, result: &WorkerResult) -> Result<bool, Error> {
+        faulted!(
+            self.chaos,
+            "put worker result",
+            self.inner.put_worker_result(result).await
+        )
+    }
+
+    async fn record_arrival(&self, run_id: &str, batch: &str, node: &str) -> Result<u64, Error> {
+        faulted!(
+            self.chaos,
+            "record arrival",
+            self.inner.record_arrival(run_id, batch, node).await
+        )
+    }
+
+    async fn worker_results(
+        &self,
+        run_id: &str,
+        batch: &str,
+        continuation: Option<&str>,
+    ) -> Result<Page<WorkerResult>, Error> {
+        self.chaos.latency().await;
+        if let CallFault::Before = self.chaos.call() {
+            return Err(lost("list worker results", false));
+        }
+        self.inner.worker_results(run_id, batch, continuation).await
     }
 }
 

@@ -50,7 +50,7 @@ pub async fn scatter(ctx: NodeContext) -> Result<NodeResult, NodeError> {
     };
     let worker_uses = required_str(&ctx, "workerUsesKey")?;
     let gather_id = required_str(&ctx, "gatherNodeId")?;
-    let batch = uuid::Uuid::new_v4().simple().to_string();
+    let batch = ctx.environment().sources.new_id().replace('-', "");
     let scatter_id = ctx.node_id().to_string();
     let mut workers = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {

@@ -65,7 +65,7 @@ pub async fn sleep(ctx: NodeContext) -> Result<NodeResult, NodeError> {
         .map_err(|e| NodeError::fatal(format!("sleep node '{}': {e}", ctx.node_id())))?;
     let wake_up_at = chrono::Duration::from_std(duration)
         .ok()
-        .and_then(|d| chrono::Utc::now().checked_add_signed(d))
+        .and_then(|d| ctx.environment().sources.now().checked_add_signed(d))
         .ok_or_else(|| {
             NodeError::fatal(format!(
                 "sleep node '{}': the duration {raw} is too long",

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use super::key::resource_of;
 use crate::wire::mask::mask_payload;
 use crate::wire::record::Exchange;
 use crate::wire::redact::{REDACTED, Redactor};
@@ -71,8 +72,16 @@ pub(super) fn diff_request_ignoring(
         reqwest::Url::parse(&sent_url),
     ) {
         (Ok(e), Ok(s)) => {
-            if e.path() != s.path() {
-                diffs.push(format!("path: expected {}, sent {}", e.path(), s.path()));
+            // Host-style and path-style URLs of one account name the same resource.
+            let (want, got) = (resource_of(&expected.url), resource_of(&sent_url));
+            if want.path != got.path {
+                diffs.push(format!("path: expected {}, sent {}", want.path, got.path));
+            }
+            if want.account != got.account && !want.account.is_empty() && !got.account.is_empty() {
+                diffs.push(format!(
+                    "account: expected {}, sent {}",
+                    want.account, got.account
+                ));
             }
             diff_maps("query", &query_map(&e), &query_map(&s), &mut diffs);
         }
