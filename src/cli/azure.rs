@@ -130,10 +130,11 @@ mod tests {
             };
             let transport = transport(&settings, &args).unwrap();
             let mut request =
-                HttpRequest::new("POST", "http://127.0.0.1:9/devstoreaccount1/q/messages");
-            request.body =
-                b"<QueueMessage><MessageText>private-order-42</MessageText></QueueMessage>"
-                    .to_vec();
+                HttpRequest::parse("POST", "http://127.0.0.1:9/devstoreaccount1/q/messages")
+                    .unwrap();
+            request.set_body(
+                &b"<QueueMessage><MessageText>private-order-42</MessageText></QueueMessage>"[..],
+            );
             // Nothing listens there: the failed attempt is recorded all the same.
             let _ = transport.send(request).await;
             drop(transport);

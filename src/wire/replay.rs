@@ -444,7 +444,7 @@ mod tests {
     }
 
     fn request(method: &str, url: &str) -> HttpRequest {
-        let mut request = HttpRequest::new(method, url);
+        let mut request = HttpRequest::parse(method, url).expect("valid request");
         request.set_header("x-ms-version", "2021-12-02");
         request
     }
