@@ -65,6 +65,10 @@ pub struct Replayer {
     ignored_json_paths: Vec<String>,
 }
 
+/// A request's signature fingerprint re-signed at a recorded date (keyed by the recorded
+/// `x-ms-date` text), or why it could not be re-signed.
+type Resigned = HashMap<String, Result<Option<String>, String>>;
+
 /// (method, URL path): the queue a recorded exchange waits in.
 type RequestKey = (String, String);
 
@@ -228,14 +232,68 @@ impl Replayer {
     /// Finds the recorded exchange for `request` (the earliest unplayed one with its key that
     /// matches; in recorded-order mode only the next one), marks it played and returns its
     /// answer, or the diff against the closest candidate.
-    pub fn play(&self, request: &HttpRequest) -> Result<HttpResponse, Error> {
-        let mut state = self.lock();
-        let key = request_key(&request.method, &Redactor::new().redact_url(&request.url));
-        let candidates: Vec<usize> = if self.in_order {
+    pub async fn play(&self, request: &HttpRequest) -> Result<HttpResponse, Error> {
+        let resigned = self.resign_at_recorded_dates(request).await;
+        self.play_resigned(request, &resigned)
+    }
+
+    /// The unplayed exchanges `request` may match: the next one in recorded-order mode, else
+    /// those of its key.
+    fn candidates(&self, state: &ReplayState, request: &HttpRequest) -> Vec<usize> {
+        if self.in_order {
             vec![state.cursor]
         } else {
+            let key = request_key(&request.method, &Redactor::new().redact_url(&request.url));
             state.queues.get(&key).cloned().unwrap_or_default()
+        }
+    }
+
+    /// With a signer: `request` re-signed at each recorded date among its candidates (the
+    /// signer may be async, so this runs before the state is locked), as the signature
+    /// fingerprint per recorded `x-ms-date` text.
+    async fn resign_at_recorded_dates(&self, request: &HttpRequest) -> Resigned {
+        let mut resigned = Resigned::new();
+        let Some(signer) = &self.signer else {
+            return resigned;
         };
+        let mut dates: Vec<String> = {
+            let state = self.lock();
+            self.candidates(&state, request)
+                .into_iter()
+                .filter_map(|index| self.exchanges.get(index))
+                .filter(|e| e.signature_sha256.is_some())
+                .filter_map(|e| e.request_header("x-ms-date").map(str::to_string))
+                .collect()
+        };
+        dates.sort();
+        dates.dedup();
+        for text in dates {
+            let Some(date) = parse_http_date(&text) else {
+                continue;
+            };
+            let mut again = request.clone();
+            again
+                .headers
+                .retain(|(n, _)| !n.eq_ignore_ascii_case("authorization"));
+            let fingerprint = match signer.sign(&mut again, date).await {
+                Ok(()) => Ok(signature_fingerprint(&again)),
+                Err(e) => Err(format!(
+                    "cannot re-sign the request for the recorded date: {e}"
+                )),
+            };
+            resigned.insert(text, fingerprint);
+        }
+        resigned
+    }
+
+    /// [`Replayer::play`] once the re-signed fingerprints are known.
+    fn play_resigned(
+        &self,
+        request: &HttpRequest,
+        resigned: &Resigned,
+    ) -> Result<HttpResponse, Error> {
+        let mut state = self.lock();
+        let candidates = self.candidates(&state, request);
         let mut ignored = self.ignored_headers.clone();
         if !self.in_order {
             ignored.extend(ORDER_DEPENDENT_HEADERS.iter().map(|h| h.to_string()));
@@ -248,7 +306,7 @@ impl Replayer {
             let mut diffs =
                 diff_request_ignoring(expected, request, &ignored, &self.ignored_json_paths);
             if diffs.is_empty() {
-                match self.check_signature(expected, request) {
+                match self.check_signature(expected, request, resigned) {
                     Ok(verified) => {
                         state.mark_played(index, &request_key(&expected.method, &expected.url));
                         if verified {
@@ -295,7 +353,12 @@ impl Replayer {
     /// Ok(true) when the signature was checked and matched, Ok(false) when it could not be
     /// checked (nothing recorded, or no way to reproduce the recorded date), Err(diff) when
     /// it differs.
-    fn check_signature(&self, expected: &Exchange, request: &HttpRequest) -> Result<bool, String> {
+    fn check_signature(
+        &self,
+        expected: &Exchange,
+        request: &HttpRequest,
+        resigned: &Resigned,
+    ) -> Result<bool, String> {
         let Some(recorded) = &expected.signature_sha256 else {
             return Ok(false);
         };
@@ -311,17 +374,8 @@ impl Replayer {
         let actual = if is_signed && (!has_auth || same_date) {
             // A SAS `sig` does not depend on the date; an Authorization does.
             sent
-        } else if let (Some(signer), Some(date)) =
-            (&self.signer, recorded_date.and_then(parse_http_date))
-        {
-            let mut resigned = request.clone();
-            resigned
-                .headers
-                .retain(|(n, _)| !n.eq_ignore_ascii_case("authorization"));
-            signer
-                .sign(&mut resigned, date)
-                .map_err(|e| format!("cannot re-sign the request for the recorded date: {e}"))?;
-            signature_fingerprint(&resigned)
+        } else if let Some(again) = recorded_date.and_then(|d| resigned.get(d)) {
+            again.clone()?
         } else if self.require_signatures {
             return Err(format!(
                 "signature: cannot check it (sent for another date than the recorded {shown_date}, and no signer to re-sign with)"
@@ -342,7 +396,7 @@ impl Replayer {
 #[async_trait]
 impl Transport for Replayer {
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, Error> {
-        self.play(&request)
+        self.play(&request).await
     }
 }
 
