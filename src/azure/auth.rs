@@ -20,6 +20,7 @@ mod shared_key;
 
 use std::fmt;
 
+pub(crate) use connection::account_from_endpoint;
 pub use connection::{
     ConnectionOptions, CosmosConnection, CosmosCredential, StorageConnection, StorageCredential,
     check_endpoint,
