@@ -550,6 +550,72 @@ async fn app_service_managed_identity_uses_the_identity_header_and_epoch_expiry(
     }
 }
 
+#[tokio::test]
+async fn an_unreachable_managed_identity_endpoint_says_where_it_works() {
+    // Bind then drop a listener to get a port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let clock = Arc::new(FixedClock::new(start_time()));
+    let flow = ManagedIdentityCredential::imds(token_http(&clock))
+        .with_imds_endpoint(&format!(
+            "http://127.0.0.1:{port}/metadata/identity/oauth2/token"
+        ))
+        .expect("endpoint");
+    let err = flow.token(STORAGE).await.expect_err("nothing listens");
+    assert!(matches!(err, Error::Transport(_)), "{err:?}");
+    assert!(err.to_string().contains("running on Azure"), "{err}");
+}
+
+/// The settings path: endpoints without keys plus `FLOWCRAFT_AZURE_CREDENTIAL` give
+/// connections whose signers send bearer tokens from the (fake) authority.
+#[tokio::test]
+async fn settings_with_a_credential_kind_sign_both_services_with_tokens() {
+    let fake = Fake::start(ok_token(3600)).await;
+    let vars = HashMap::from([
+        ("AZURE_QUEUE_ENDPOINT", format!("{}/svc/acct", fake.base)),
+        ("COSMOS_ENDPOINT", format!("{}/svc", fake.base)),
+        ("FLOWCRAFT_COSMOS_SCOPE", COSMOS.to_string()),
+        ("FLOWCRAFT_AZURE_CREDENTIAL", "client-secret".to_string()),
+        ("AZURE_TENANT_ID", TENANT.to_string()),
+        ("AZURE_CLIENT_ID", CLIENT.to_string()),
+        ("AZURE_CLIENT_SECRET", SECRET.to_string()),
+        ("AZURE_AUTHORITY_HOST", fake.base.clone()),
+    ]);
+    let settings =
+        flowcraft_azure::adapter::settings::Settings::from_lookup(|name| vars.get(name).cloned())
+            .expect("settings");
+    assert_eq!(
+        settings.storage.account, "svc",
+        "path-style: the first path segment"
+    );
+    let clock = Arc::new(FixedClock::new(start_time()));
+    call(&fake, settings.storage.signer(), &clock)
+        .await
+        .expect("signed");
+    call(&fake, settings.cosmos.signer(), &clock)
+        .await
+        .expect("signed");
+    call(&fake, settings.storage.signer(), &clock)
+        .await
+        .expect("signed");
+    assert_eq!(
+        fake.service_auth(),
+        vec![
+            "Bearer eyJ0eXAi.token-1.sig".to_string(),
+            "type%3Daad%26ver%3D1.0%26sig%3DeyJ0eXAi.token-2.sig".to_string(),
+            "Bearer eyJ0eXAi.token-1.sig".to_string(),
+        ],
+        "one credential, one cached token per scope"
+    );
+    let shown = format!("{settings:?} {:?} {:?}", settings.storage, settings.cosmos);
+    assert!(
+        !shown.contains("client+secret") && !shown.contains("token-"),
+        "{shown}"
+    );
+}
+
 /// A fresh directory under the system temp dir.
 fn temp_dir(name: &str) -> std::path::PathBuf {
     static NEXT: AtomicUsize = AtomicUsize::new(0);

@@ -15,6 +15,25 @@
 //! Token requests go through a [`TokenHttp`] (a [`Transport`] of their own: they are never
 //! recorded with the service traffic). Tokens are [`Secret`]s: they never reach `Debug`,
 //! logs or errors.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), flowcraft_azure::Error> {
+//! use std::{sync::Arc, time::Duration};
+//! use flowcraft_azure::azure::auth::{
+//!     CachedCredential, ManagedIdentityCredential, StorageBearerSigner, TokenHttp,
+//! };
+//! use flowcraft_azure::wire::{pipeline::Pipeline, reqwest_transport::ReqwestTransport};
+//!
+//! // Token requests get their own client; the service traffic may be recorded.
+//! let tokens = TokenHttp::new(Arc::new(ReqwestTransport::new(Duration::from_secs(30))?));
+//! let identity = ManagedIdentityCredential::imds(tokens);
+//! let credential = Arc::new(CachedCredential::new(Arc::new(identity)));
+//! let signer = Arc::new(StorageBearerSigner::new(credential));
+//! let service = Arc::new(ReqwestTransport::new(Duration::from_secs(30))?);
+//! let pipeline = Pipeline::new(service, signer);
+//! # let _ = pipeline;
+//! # Ok(()) }
+//! ```
 
 mod azure_cli;
 mod bearer;

@@ -126,6 +126,23 @@ impl TokenCredential for ManagedIdentityCredential {
                 redactor = redactor.with_secret(header.expose());
             }
         }
-        self.http.fetch(request, source, hint, &redactor).await
+        self.http
+            .fetch(request, source, hint, &redactor)
+            .await
+            .map_err(|e| match e {
+                Error::Transport(_) | Error::Timeout(_) => not_reachable(e),
+                other => other,
+            })
     }
+}
+
+/// Says what an unreachable managed identity endpoint usually means.
+fn not_reachable(mut e: Error) -> Error {
+    let info = e.info_mut();
+    info.message = format!(
+        "{}; the managed identity endpoint did not answer: is this running on Azure with a \
+         managed identity turned on? Elsewhere pick another FLOWCRAFT_AZURE_CREDENTIAL",
+        info.message
+    );
+    e
 }
