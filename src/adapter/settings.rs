@@ -184,10 +184,7 @@ impl Settings {
                 RootCertificates::from_pem_file(path).map_err(|e| naming("FLOWCRAFT_CA_CERT", e))
             })
             .transpose()?;
-        let mut tokens = Tokens {
-            ca_cert: ca_cert.as_ref(),
-            built: None,
-        };
+        let mut tokens = Tokens::new(&env, ca_cert.as_ref())?;
         let storage = storage_from(&env, &mut tokens)?;
         let cosmos = cosmos_from(&env, &mut tokens)?;
         let mut settings = Settings::new(storage, cosmos);
@@ -364,27 +361,46 @@ fn naming(name: &str, e: Error) -> Error {
 /// The Entra ID credential of `FLOWCRAFT_AZURE_CREDENTIAL`, built once for both services
 /// when the first endpoint without a key needs it.
 struct Tokens<'a> {
+    /// The kind asked for (and its text, for messages), checked even when no endpoint
+    /// ends up needing it.
+    kind: Option<(CredentialKind, String)>,
     ca_cert: Option<&'a RootCertificates>,
     built: Option<Arc<CachedCredential>>,
 }
 
-impl Tokens<'_> {
+const CREDENTIAL_KIND: &str = "FLOWCRAFT_AZURE_CREDENTIAL";
+
+impl<'a> Tokens<'a> {
+    fn new(env: &Lookup<'_>, ca_cert: Option<&'a RootCertificates>) -> Result<Self, Error> {
+        let kind = match env.get(CREDENTIAL_KIND) {
+            None => None,
+            Some(text) => {
+                let kind = CredentialKind::parse(&text).ok_or_else(|| {
+                    Error::invalid_input(format!(
+                        "{CREDENTIAL_KIND} must be one of {} (got `{}`)",
+                        CredentialKind::NAMES,
+                        shorten(&text)
+                    ))
+                })?;
+                Some((kind, text))
+            }
+        };
+        Ok(Tokens {
+            kind,
+            ca_cert,
+            built: None,
+        })
+    }
+
     /// The credential, when `FLOWCRAFT_AZURE_CREDENTIAL` is set.
     fn get(&mut self, env: &Lookup<'_>) -> Result<Option<Arc<CachedCredential>>, Error> {
-        const KIND: &str = "FLOWCRAFT_AZURE_CREDENTIAL";
+        const KIND: &str = CREDENTIAL_KIND;
         if let Some(built) = &self.built {
             return Ok(Some(built.clone()));
         }
-        let Some(text) = env.get(KIND) else {
+        let Some((kind, text)) = self.kind.clone() else {
             return Ok(None);
         };
-        let kind = CredentialKind::parse(&text).ok_or_else(|| {
-            Error::invalid_input(format!(
-                "{KIND} must be one of {} (got `{}`)",
-                CredentialKind::NAMES,
-                shorten(&text)
-            ))
-        })?;
         let transport = ReqwestTransport::with_roots(TOKEN_REQUEST_TIMEOUT, self.ca_cert)?;
         let lookup = |name: &str| env.get(name);
         let credential = credential_from_lookup(kind, &lookup, TokenHttp::new(Arc::new(transport)))
@@ -725,6 +741,15 @@ mod tests {
             (vec![], "FLOWCRAFT_AZURE_CREDENTIAL"),
             (
                 vec![("FLOWCRAFT_AZURE_CREDENTIAL", "password")],
+                "FLOWCRAFT_AZURE_CREDENTIAL must be one of",
+            ),
+            (
+                vec![
+                    ("FLOWCRAFT_AZURE_CREDENTIAL", "manged-identity"),
+                    ("AZURE_STORAGE_ACCOUNT", "acct"),
+                    ("AZURE_STORAGE_KEY", KEY),
+                    ("COSMOS_KEY", KEY),
+                ],
                 "FLOWCRAFT_AZURE_CREDENTIAL must be one of",
             ),
             (

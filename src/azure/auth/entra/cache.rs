@@ -167,7 +167,15 @@ impl TokenCredential for CachedCredential {
                 let Ok(_refreshing) = slot.refresh.try_lock() else {
                     return Ok(token);
                 };
-                self.refresh(&slot, scope).await
+                // A refresh may have finished between the check and the lock.
+                let again = {
+                    let state = slot.state.lock().unwrap_or_else(|p| p.into_inner());
+                    state.usable(self.clock.now())
+                };
+                match again {
+                    Use::Fresh(token) => Ok(token),
+                    Use::Due(_) | Use::Missing => self.refresh(&slot, scope).await,
+                }
             }
             Use::Missing => {
                 let _refreshing = slot.refresh.lock().await;
