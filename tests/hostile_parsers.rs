@@ -714,7 +714,7 @@ fn replay_case(text: &str) -> bool {
                 let mut request = HttpRequest::new(&e.method, e.url.clone());
                 request.headers = e.request_headers.clone();
                 request.body = e.request_body.to_bytes().unwrap_or_default();
-                if let Err(err) = replayer.play(&request) {
+                if let Err(err) = block_on(replayer.play(&request)) {
                     says_something(&err);
                 }
             }

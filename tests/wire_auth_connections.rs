@@ -128,28 +128,28 @@ fn cosmos_string_parses_key_and_resource_token() {
     ))));
 }
 
-#[test]
-fn sas_signer_appends_token_to_existing_or_missing_query() {
+#[tokio::test]
+async fn sas_signer_appends_token_to_existing_or_missing_query() {
     let signer = SasSigner::new("?sv=2021-12-02&sig=abc%3D").expect("valid token");
     let now = Utc
         .with_ymd_and_hms(2026, 11, 26, 0, 0, 0)
         .single()
         .expect("date");
     let mut with_query = HttpRequest::new("GET", "http://127.0.0.1:1/a/q/messages?numofmessages=1");
-    signer.sign(&mut with_query, now).expect("signs");
+    signer.sign(&mut with_query, now).await.expect("signs");
     assert_eq!(
         with_query.url,
         "http://127.0.0.1:1/a/q/messages?numofmessages=1&sv=2021-12-02&sig=abc%3D"
     );
     let mut bare = HttpRequest::new("PUT", "http://127.0.0.1:1/a/q");
-    signer.sign(&mut bare, now).expect("signs");
+    signer.sign(&mut bare, now).await.expect("signs");
     assert_eq!(bare.url, "http://127.0.0.1:1/a/q?sv=2021-12-02&sig=abc%3D");
     assert!(bare.header("authorization").is_none());
     assert!(is_invalid_input(&SasSigner::new("sv=2021-12-02&sp=r")));
 }
 
-#[test]
-fn resource_token_is_sent_url_encoded_once() {
+#[tokio::test]
+async fn resource_token_is_sent_url_encoded_once() {
     let now = Utc
         .with_ymd_and_hms(2026, 11, 26, 0, 0, 0)
         .single()
@@ -160,7 +160,7 @@ fn resource_token_is_sent_url_encoded_once() {
     ] {
         let signer = CosmosResourceTokenSigner::new(token).expect("valid");
         let mut req = HttpRequest::new("GET", "http://127.0.0.1:18081/dbs/d");
-        signer.sign(&mut req, now).expect("signs");
+        signer.sign(&mut req, now).await.expect("signs");
         assert_eq!(
             req.header("authorization"),
             Some("type%3Dresource%26ver%3D1.0%26sig%3Da%2Bb")

@@ -194,7 +194,7 @@ async fn answer(
         })
         .collect();
     request.body = body;
-    match replayer.play(&request) {
+    match replayer.play(&request).await {
         Ok(resp) => {
             let mut builder = hyper::Response::builder().status(resp.status);
             for (name, value) in &resp.headers {
