@@ -476,3 +476,68 @@ async fn connect_builds_the_backends_from_the_settings() {
         assert_eq!(redis.get(&key).await.unwrap().as_deref(), Some("1"));
     }
 }
+
+/// `FLOWCRAFT_QUEUE_MESSAGE_ENCODING=raw`: jobs go on the queue as their JSON (not base64),
+/// and a worker still runs them: a chain completes over the raw queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_encoded_jobs_are_sent_as_json_and_run_by_a_worker() {
+    if !emulators_enabled("raw_encoded_jobs_are_sent_as_json_and_run_by_a_worker") {
+        return;
+    }
+    let queue_name = unique("raw");
+    let settings = Settings::from_lookup(|name| match name {
+        "FLOWCRAFT_QUEUE" => Some(queue_name.clone()),
+        "FLOWCRAFT_QUEUE_MESSAGE_ENCODING" => Some("raw".to_string()),
+        "FLOWCRAFT_POLL_MAX_MS" => Some("200".to_string()),
+        "REDIS_URL" => None,
+        _ => std::env::var(name).ok(),
+    })
+    .unwrap();
+    let azure = flowcraft_azure::adapter::connect(&settings, support::transport())
+        .await
+        .unwrap();
+    azure.queue.ensure_resources().await.unwrap();
+    let backends = Backends::new(
+        azure.queue.clone(),
+        Arc::new(MemoryRunStore::new()),
+        Arc::new(flowcraft_azure::distributed::memory::MemoryCoordinationStore::new()),
+    );
+    let blueprint = chain_blueprint(&unique("raw-bp"), 4);
+    let mut registry = BlueprintRegistry::new();
+    registry.insert(blueprint.clone());
+    let env = Environment::new(NodeRegistry::with_builtins()).with_blueprints(registry);
+    let client = Client::new(backends.clone(), env.blueprints.clone());
+    let run_id = client
+        .start_run(blueprint.id(), serde_json::Map::new())
+        .await
+        .unwrap();
+    // The first job is on the queue as JSON text.
+    let peeked = support::peek_all(azure.queue.client()).await;
+    assert_eq!(peeked.len(), 1, "{peeked:?}");
+    let job: Value = serde_json::from_str(&peeked[0].text).expect("raw JSON on the queue");
+    assert_eq!(job["runId"], json!(run_id));
+    assert_eq!(job["nodeId"], json!("n0"));
+
+    let adapter = AzureQueueAdapter::from_parts(env, backends, None, &settings);
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(adapter.run(shutdown.clone()));
+    let result = client
+        .wait_for(&run_id, Duration::from_secs(120))
+        .await
+        .unwrap();
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+    assert_eq!(result.status, RunStatus::Completed, "{result:?}");
+    for i in 0..4 {
+        assert!(
+            result.context.contains_key(&format!("_outputs.n{i}")),
+            "n{i} missing: {result:?}"
+        );
+    }
+    assert!(support::peek_all(azure.queue.client()).await.is_empty());
+    assert!(
+        support::peek_all(azure.queue.poison_client())
+            .await
+            .is_empty()
+    );
+}

@@ -728,7 +728,7 @@ fn replay_case(text: &str) -> bool {
                     request.set_header(name, value.as_str());
                 }
                 request.set_body(e.request_body.to_bytes().unwrap_or_default());
-                if let Err(err) = replayer.play(&request) {
+                if let Err(err) = block_on(replayer.play(&request)) {
                     says_something(&err);
                 }
             }

@@ -146,12 +146,13 @@ impl Default for ByService {
     }
 }
 
+#[async_trait::async_trait]
 impl Signer for ByService {
-    fn sign(&self, request: &mut HttpRequest, now: DateTime<Utc>) -> Result<(), Error> {
+    async fn sign(&self, request: &mut HttpRequest, now: DateTime<Utc>) -> Result<(), Error> {
         if request.url.as_str().starts_with(COSMOS_ENDPOINT) {
-            self.cosmos.sign(request, now)
+            self.cosmos.sign(request, now).await
         } else {
-            self.storage.sign(request, now)
+            self.storage.sign(request, now).await
         }
     }
 }

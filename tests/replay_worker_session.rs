@@ -287,7 +287,7 @@ impl PlayOut {
 #[async_trait]
 impl Transport for PlayOut {
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, Error> {
-        let answer = self.replayer.play(&request);
+        let answer = self.replayer.play(&request).await;
         if let Err(e) = &answer {
             let text = e.to_string();
             if !text.contains("recorded failure") {

@@ -128,8 +128,8 @@ fn cosmos_string_parses_key_and_resource_token() {
     ))));
 }
 
-#[test]
-fn sas_signer_appends_token_to_existing_or_missing_query() {
+#[tokio::test]
+async fn sas_signer_appends_token_to_existing_or_missing_query() {
     let signer = SasSigner::new("?sv=2021-12-02&sig=abc%3D").expect("valid token");
     let now = Utc
         .with_ymd_and_hms(2026, 11, 26, 0, 0, 0)
@@ -138,13 +138,13 @@ fn sas_signer_appends_token_to_existing_or_missing_query() {
     let mut with_query =
         HttpRequest::parse("GET", "http://127.0.0.1:1/a/q/messages?numofmessages=1")
             .expect("valid request");
-    signer.sign(&mut with_query, now).expect("signs");
+    signer.sign(&mut with_query, now).await.expect("signs");
     assert_eq!(
         with_query.url.as_str(),
         "http://127.0.0.1:1/a/q/messages?numofmessages=1&sv=2021-12-02&sig=abc%3D"
     );
     let mut bare = HttpRequest::parse("PUT", "http://127.0.0.1:1/a/q").expect("valid request");
-    signer.sign(&mut bare, now).expect("signs");
+    signer.sign(&mut bare, now).await.expect("signs");
     assert_eq!(
         bare.url.as_str(),
         "http://127.0.0.1:1/a/q?sv=2021-12-02&sig=abc%3D"
@@ -153,8 +153,8 @@ fn sas_signer_appends_token_to_existing_or_missing_query() {
     assert!(is_invalid_input(&SasSigner::new("sv=2021-12-02&sp=r")));
 }
 
-#[test]
-fn resource_token_is_sent_url_encoded_once() {
+#[tokio::test]
+async fn resource_token_is_sent_url_encoded_once() {
     let now = Utc
         .with_ymd_and_hms(2026, 11, 26, 0, 0, 0)
         .single()
@@ -166,7 +166,7 @@ fn resource_token_is_sent_url_encoded_once() {
         let signer = CosmosResourceTokenSigner::new(token).expect("valid");
         let mut req =
             HttpRequest::parse("GET", "http://127.0.0.1:18081/dbs/d").expect("valid request");
-        signer.sign(&mut req, now).expect("signs");
+        signer.sign(&mut req, now).await.expect("signs");
         assert_eq!(
             req.header("authorization"),
             Some("type%3Dresource%26ver%3D1.0%26sig%3Da%2Bb")

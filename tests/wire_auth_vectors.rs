@@ -44,7 +44,12 @@ fn own_date() -> DateTime<Utc> {
 }
 
 fn signed(signer: &dyn Signer, mut request: HttpRequest, at: DateTime<Utc>) -> HttpRequest {
-    signer.sign(&mut request, at).expect("signing succeeds");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a test runtime");
+    runtime
+        .block_on(signer.sign(&mut request, at))
+        .expect("signing succeeds");
     request
 }
 

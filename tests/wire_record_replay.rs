@@ -637,7 +637,7 @@ async fn transport_failures_replay_as_the_same_error_kind_and_are_retried_alike(
         .in_recorded_order();
     let mut first = requests().remove(0).0;
     first.set_header("x-ms-date", "Thu, 26 Nov 2026 21:09:10 GMT");
-    let err = replayer.play(&first).expect_err("recorded refusal");
+    let err = replayer.play(&first).await.expect_err("recorded refusal");
     assert!(matches!(err, Error::Transport(_)), "{err:?}");
     assert_eq!(err.code(), Some(NOT_SENT_CODE));
     let _ = std::fs::remove_file(&path);

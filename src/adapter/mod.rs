@@ -99,7 +99,8 @@ pub async fn connect(
         &settings.storage.queue_endpoint,
         &settings.queue,
     )?;
-    let mut queue = AzureJobQueue::new(queue_client)?;
+    let mut queue =
+        AzureJobQueue::new(queue_client)?.with_message_encoding(settings.queue_message_encoding);
     let cosmos_pipeline = Pipeline::new(transport, settings.cosmos.signer());
     let cosmos = CosmosClient::new(cosmos_pipeline, &settings.cosmos.endpoint)?;
     let store = Arc::new(CosmosDbContext::new(

@@ -9,6 +9,14 @@
 //! | `AZURE_QUEUE_ENDPOINT`, `AZURE_STORAGE_ACCOUNT`, `AZURE_STORAGE_KEY` | queue endpoint, account, key | |
 //! | `COSMOS_CONNECTION_STRING` | Cosmos DB connection string (or the two below) | required |
 //! | `COSMOS_ENDPOINT`, `COSMOS_KEY` | Cosmos DB endpoint and master key | |
+//! | `FLOWCRAFT_AZURE_CREDENTIAL` | Entra ID for an endpoint given without a key: `client-secret`, `managed-identity`, `workload-identity` or `azure-cli` | none |
+//! | `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET` | the app (client secret, workload identity; `AZURE_CLIENT_ID` also picks a user-assigned managed identity) | |
+//! | `AZURE_FEDERATED_TOKEN_FILE` | workload identity's token file (read on each fetch) | |
+//! | `IDENTITY_ENDPOINT`, `IDENTITY_HEADER` | App Service / Functions managed identity (else IMDS) | |
+//! | `AZURE_AUTHORITY_HOST` | Entra ID authority | `https://login.microsoftonline.com` |
+//! | `FLOWCRAFT_COSMOS_SCOPE` | token scope for a Cosmos endpoint that is not `<account>.documents.azure.com` (an emulator) | from the endpoint |
+//! | `FLOWCRAFT_CA_CERT` | PEM file of extra root certificates to trust (HTTPS emulator, TLS-inspecting proxy) | none |
+//! | `FLOWCRAFT_QUEUE_MESSAGE_ENCODING` | job message text on the queue: `base64` (Azure Functions triggers, the TypeScript adapter) or `raw` JSON | `base64` |
 //! | `REDIS_URL` | `redis://` or `rediss://` (TLS) URL; wake-ups and the reconciler lease | none |
 //! | `FLOWCRAFT_QUEUE` | job queue (the poison queue is `<queue>-poison`) | `flowcraft-jobs` |
 //! | `FLOWCRAFT_DATABASE` | Cosmos database | `flowcraft` |
@@ -24,18 +32,28 @@
 //! | `FLOWCRAFT_VERSION_DEFER_SECS` | first delay of a job for another blueprint version (grows to 10 min) | 30 |
 //! | `FLOWCRAFT_VERSION_WINDOW_SECS` | how long such a job is deferred before its run fails | 3600 |
 //!
+//! Credentials: a connection string, or an endpoint with its key, is used as given; an
+//! endpoint without a key needs `FLOWCRAFT_AZURE_CREDENTIAL` (one Entra ID identity, its
+//! tokens cached and shared by the queue and Cosmos DB). Token requests use their own HTTP
+//! client (never the `--trace` recorder).
+//!
 //! A missing or malformed value is an [`Error::InvalidInput`] that names the variable and
 //! never shows a key, a connection string or a Redis URL (they can carry passwords); `Debug`
 //! redacts them too.
 
 use crate::Error;
+use crate::adapter::queue_adapter::MessageEncoding;
 use crate::azure::auth::{
-    CosmosConnection, CosmosCredential, CosmosMasterKeySigner, REDACTED, Secret, SharedKeySigner,
-    StorageConnection, StorageCredential, check_endpoint,
+    CachedCredential, CosmosBearerSigner, CosmosConnection, CosmosCredential,
+    CosmosMasterKeySigner, CredentialKind, REDACTED, Secret, SharedKeySigner, StorageBearerSigner,
+    StorageConnection, StorageCredential, TokenHttp, account_from_endpoint, check_endpoint,
+    cosmos_scope, credential_from_lookup,
 };
 use crate::distributed::reconcile::ReconcilerConfig;
 use crate::distributed::worker::WorkerConfig;
+use crate::wire::reqwest_transport::{ReqwestTransport, RootCertificates};
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Default job queue name.
@@ -46,6 +64,9 @@ pub const DEFAULT_DATABASE: &str = "flowcraft";
 pub const DEFAULT_CONTEXT_CONTAINER: &str = "contexts";
 /// Default status container name.
 pub const DEFAULT_STATUS_CONTAINER: &str = "statuses";
+/// How long one token request may take.
+const TOKEN_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Longest idle pause with Redis wake-ups: an idle worker polls every 5-10 s (at most 0.2
 /// queue requests per second) and still starts new work at once when woken.
 pub const DEFAULT_POLL_MAX_WITH_REDIS: Duration = Duration::from_secs(10);
@@ -91,6 +112,10 @@ pub struct Settings {
     pub version_defer: Duration,
     /// How long a job for another blueprint version is deferred before its run fails.
     pub version_window: Duration,
+    /// Extra root certificates every HTTP client trusts (`FLOWCRAFT_CA_CERT`).
+    pub ca_cert: Option<RootCertificates>,
+    /// How job texts are written to the queue.
+    pub queue_message_encoding: MessageEncoding,
 }
 
 impl fmt::Debug for Settings {
@@ -113,6 +138,8 @@ impl fmt::Debug for Settings {
             .field("stalled_after", &self.stalled_after)
             .field("version_defer", &self.version_defer)
             .field("version_window", &self.version_window)
+            .field("ca_cert", &self.ca_cert)
+            .field("queue_message_encoding", &self.queue_message_encoding)
             .finish()
     }
 }
@@ -138,6 +165,8 @@ impl Settings {
             stalled_after: ReconcilerConfig::default().stalled_after,
             version_defer: worker.defer_delay,
             version_window: worker.version_window,
+            ca_cert: None,
+            queue_message_encoding: MessageEncoding::default(),
         }
     }
 
@@ -149,7 +178,25 @@ impl Settings {
     /// Reads the settings through `lookup` (variable name to value; empty counts as unset).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
         let env = Lookup(&lookup);
-        let mut settings = Settings::new(storage_from(&env)?, cosmos_from(&env)?);
+        let ca_cert = env
+            .get("FLOWCRAFT_CA_CERT")
+            .map(|path| {
+                RootCertificates::from_pem_file(path).map_err(|e| naming("FLOWCRAFT_CA_CERT", e))
+            })
+            .transpose()?;
+        let mut tokens = Tokens::new(&env, ca_cert.as_ref())?;
+        let storage = storage_from(&env, &mut tokens)?;
+        let cosmos = cosmos_from(&env, &mut tokens)?;
+        let mut settings = Settings::new(storage, cosmos);
+        settings.ca_cert = ca_cert;
+        if let Some(text) = env.get("FLOWCRAFT_QUEUE_MESSAGE_ENCODING") {
+            settings.queue_message_encoding = MessageEncoding::parse(&text).ok_or_else(|| {
+                Error::invalid_input(format!(
+                    "FLOWCRAFT_QUEUE_MESSAGE_ENCODING must be `base64` or `raw` (got `{}`)",
+                    shorten(&text)
+                ))
+            })?;
+        }
         settings.redis_url = env
             .get("REDIS_URL")
             .map(|url| redis_url(&url))
@@ -206,6 +253,12 @@ impl Settings {
             settings.version_window = Duration::from_secs(secs);
         }
         Ok(settings)
+    }
+
+    /// An HTTP transport whose requests time out after `timeout`, trusting the extra root
+    /// certificates of `FLOWCRAFT_CA_CERT` when set.
+    pub fn http_transport(&self, timeout: Duration) -> Result<ReqwestTransport, Error> {
+        ReqwestTransport::with_roots(timeout, self.ca_cert.as_ref())
     }
 
     /// The longest idle pause in effect (explicit, else the default for with or without Redis).
@@ -305,18 +358,85 @@ fn naming(name: &str, e: Error) -> Error {
     e
 }
 
-fn storage_from(env: &Lookup<'_>) -> Result<StorageConnection, Error> {
+/// The Entra ID credential of `FLOWCRAFT_AZURE_CREDENTIAL`, built once for both services
+/// when the first endpoint without a key needs it.
+struct Tokens<'a> {
+    /// The kind asked for (and its text, for messages), checked even when no endpoint
+    /// ends up needing it.
+    kind: Option<(CredentialKind, String)>,
+    ca_cert: Option<&'a RootCertificates>,
+    built: Option<Arc<CachedCredential>>,
+}
+
+const CREDENTIAL_KIND: &str = "FLOWCRAFT_AZURE_CREDENTIAL";
+
+impl<'a> Tokens<'a> {
+    fn new(env: &Lookup<'_>, ca_cert: Option<&'a RootCertificates>) -> Result<Self, Error> {
+        let kind = match env.get(CREDENTIAL_KIND) {
+            None => None,
+            Some(text) => {
+                let kind = CredentialKind::parse(&text).ok_or_else(|| {
+                    Error::invalid_input(format!(
+                        "{CREDENTIAL_KIND} must be one of {} (got `{}`)",
+                        CredentialKind::NAMES,
+                        shorten(&text)
+                    ))
+                })?;
+                Some((kind, text))
+            }
+        };
+        Ok(Tokens {
+            kind,
+            ca_cert,
+            built: None,
+        })
+    }
+
+    /// The credential, when `FLOWCRAFT_AZURE_CREDENTIAL` is set.
+    fn get(&mut self, env: &Lookup<'_>) -> Result<Option<Arc<CachedCredential>>, Error> {
+        const KIND: &str = CREDENTIAL_KIND;
+        if let Some(built) = &self.built {
+            return Ok(Some(built.clone()));
+        }
+        let Some((kind, text)) = self.kind.clone() else {
+            return Ok(None);
+        };
+        let transport = ReqwestTransport::with_roots(TOKEN_REQUEST_TIMEOUT, self.ca_cert)?;
+        let lookup = |name: &str| env.get(name);
+        let credential = credential_from_lookup(kind, &lookup, TokenHttp::new(Arc::new(transport)))
+            .map_err(|e| naming(&format!("{KIND}={text}"), e))?;
+        self.built = Some(credential.clone());
+        Ok(Some(credential))
+    }
+}
+
+fn storage_from(env: &Lookup<'_>, tokens: &mut Tokens<'_>) -> Result<StorageConnection, Error> {
     const CS: &str = "AZURE_STORAGE_CONNECTION_STRING";
     if let Some(conn) = env.get(CS) {
         return StorageConnection::parse(&conn).map_err(|e| naming(CS, e));
     }
     let hint = "set AZURE_STORAGE_CONNECTION_STRING, or AZURE_QUEUE_ENDPOINT + \
-                AZURE_STORAGE_ACCOUNT + AZURE_STORAGE_KEY";
+                AZURE_STORAGE_ACCOUNT + AZURE_STORAGE_KEY, or AZURE_QUEUE_ENDPOINT + \
+                FLOWCRAFT_AZURE_CREDENTIAL (Entra ID)";
     let endpoint = env.required("AZURE_QUEUE_ENDPOINT", hint)?;
-    let account = env.required("AZURE_STORAGE_ACCOUNT", hint)?;
-    let key = env.required("AZURE_STORAGE_KEY", hint)?;
     let queue_endpoint =
         check_endpoint(&endpoint, false).map_err(|e| naming("AZURE_QUEUE_ENDPOINT", e))?;
+    if env.get("AZURE_STORAGE_KEY").is_none()
+        && let Some(credential) = tokens.get(env)?
+    {
+        let account = match env.get("AZURE_STORAGE_ACCOUNT") {
+            Some(account) => account,
+            None => account_from_endpoint(&queue_endpoint)
+                .map_err(|e| naming("AZURE_STORAGE_ACCOUNT", e))?,
+        };
+        return Ok(StorageConnection {
+            queue_endpoint,
+            account,
+            credential: StorageCredential::Token(StorageBearerSigner::new(credential)),
+        });
+    }
+    let account = env.required("AZURE_STORAGE_ACCOUNT", hint)?;
+    let key = env.required("AZURE_STORAGE_KEY", hint)?;
     let signer =
         SharedKeySigner::new(account.clone(), &key).map_err(|e| naming("AZURE_STORAGE_KEY", e))?;
     Ok(StorageConnection {
@@ -326,15 +446,36 @@ fn storage_from(env: &Lookup<'_>) -> Result<StorageConnection, Error> {
     })
 }
 
-fn cosmos_from(env: &Lookup<'_>) -> Result<CosmosConnection, Error> {
+fn cosmos_from(env: &Lookup<'_>, tokens: &mut Tokens<'_>) -> Result<CosmosConnection, Error> {
     const CS: &str = "COSMOS_CONNECTION_STRING";
     if let Some(conn) = env.get(CS) {
         return CosmosConnection::parse(&conn).map_err(|e| naming(CS, e));
     }
-    let hint = "set COSMOS_CONNECTION_STRING, or COSMOS_ENDPOINT + COSMOS_KEY";
+    let hint = "set COSMOS_CONNECTION_STRING, or COSMOS_ENDPOINT + COSMOS_KEY, or \
+                COSMOS_ENDPOINT + FLOWCRAFT_AZURE_CREDENTIAL (Entra ID)";
     let endpoint = env.required("COSMOS_ENDPOINT", hint)?;
-    let key = env.required("COSMOS_KEY", hint)?;
     let endpoint = check_endpoint(&endpoint, false).map_err(|e| naming("COSMOS_ENDPOINT", e))?;
+    if env.get("COSMOS_KEY").is_none()
+        && let Some(credential) = tokens.get(env)?
+    {
+        const SCOPE: &str = "FLOWCRAFT_COSMOS_SCOPE";
+        let scope = env
+            .get(SCOPE)
+            .or_else(|| cosmos_scope(&endpoint))
+            .ok_or_else(|| {
+                Error::invalid_input(format!(
+                    "{SCOPE} is not set; the Cosmos DB endpoint is not an \
+                     <account>.documents.azure.com host, so give the token scope \
+                     (e.g. https://<account>.documents.azure.com/.default)"
+                ))
+            })?;
+        let signer = CosmosBearerSigner::new(credential, &scope).map_err(|e| naming(SCOPE, e))?;
+        return Ok(CosmosConnection {
+            endpoint,
+            credential: CosmosCredential::Token(signer),
+        });
+    }
+    let key = env.required("COSMOS_KEY", hint)?;
     let signer = CosmosMasterKeySigner::new(&key).map_err(|e| naming("COSMOS_KEY", e))?;
     Ok(CosmosConnection {
         endpoint,
@@ -546,6 +687,155 @@ mod tests {
         v.insert("FLOWCRAFT_POLL_MAX_MS", "100".into());
         let err = error_of(&v);
         assert!(err.contains("FLOWCRAFT_POLL_MAX_MS"), "{err}");
+    }
+
+    fn endpoints_without_keys() -> HashMap<&'static str, String> {
+        HashMap::from([
+            (
+                "AZURE_QUEUE_ENDPOINT",
+                "https://acct.queue.core.windows.net".to_string(),
+            ),
+            (
+                "COSMOS_ENDPOINT",
+                "https://acct.documents.azure.com:443/".to_string(),
+            ),
+        ])
+    }
+
+    #[test]
+    fn endpoints_without_keys_use_one_entra_credential() {
+        let mut v = endpoints_without_keys();
+        v.insert("FLOWCRAFT_AZURE_CREDENTIAL", "client-secret".into());
+        v.insert("AZURE_TENANT_ID", "contoso.onmicrosoft.com".into());
+        v.insert(
+            "AZURE_CLIENT_ID",
+            "00000000-0000-0000-0000-000000000001".into(),
+        );
+        v.insert("AZURE_CLIENT_SECRET", "SECRETVALUE~1".into());
+        let s = parse(&v).unwrap();
+        assert_eq!(s.storage.account, "acct");
+        let StorageCredential::Token(storage) = &s.storage.credential else {
+            panic!("expected a token credential: {:?}", s.storage.credential);
+        };
+        assert_eq!(storage.scope(), "https://storage.azure.com/.default");
+        let CosmosCredential::Token(cosmos) = &s.cosmos.credential else {
+            panic!("expected a token credential: {:?}", s.cosmos.credential);
+        };
+        assert_eq!(cosmos.scope(), "https://acct.documents.azure.com/.default");
+        let shown = format!("{s:?} {:?} {:?}", s.storage, s.cosmos);
+        assert!(!shown.contains("SECRETVALUE"), "{shown}");
+        // A key wins over the credential kind.
+        v.insert("AZURE_STORAGE_ACCOUNT", "acct".into());
+        v.insert("AZURE_STORAGE_KEY", KEY.into());
+        let s = parse(&v).unwrap();
+        assert!(matches!(
+            s.storage.credential,
+            StorageCredential::SharedKey(_)
+        ));
+    }
+
+    #[test]
+    fn entra_settings_errors_name_the_missing_piece_without_secrets() {
+        let cases: Vec<(Vec<(&'static str, &'static str)>, &str)> = vec![
+            (vec![], "AZURE_STORAGE_KEY"),
+            (vec![], "FLOWCRAFT_AZURE_CREDENTIAL"),
+            (
+                vec![("FLOWCRAFT_AZURE_CREDENTIAL", "password")],
+                "FLOWCRAFT_AZURE_CREDENTIAL must be one of",
+            ),
+            (
+                vec![
+                    ("FLOWCRAFT_AZURE_CREDENTIAL", "manged-identity"),
+                    ("AZURE_STORAGE_ACCOUNT", "acct"),
+                    ("AZURE_STORAGE_KEY", KEY),
+                    ("COSMOS_KEY", KEY),
+                ],
+                "FLOWCRAFT_AZURE_CREDENTIAL must be one of",
+            ),
+            (
+                vec![
+                    ("FLOWCRAFT_AZURE_CREDENTIAL", "client-secret"),
+                    ("AZURE_TENANT_ID", "t"),
+                    ("AZURE_CLIENT_ID", "c"),
+                ],
+                "AZURE_CLIENT_SECRET is not set",
+            ),
+            (
+                vec![
+                    ("FLOWCRAFT_AZURE_CREDENTIAL", "workload-identity"),
+                    ("AZURE_TENANT_ID", "t"),
+                    ("AZURE_CLIENT_ID", "c"),
+                ],
+                "AZURE_FEDERATED_TOKEN_FILE is not set",
+            ),
+            (
+                vec![
+                    ("FLOWCRAFT_AZURE_CREDENTIAL", "managed-identity"),
+                    ("COSMOS_ENDPOINT", "http://127.0.0.1:18081"),
+                ],
+                "FLOWCRAFT_COSMOS_SCOPE is not set",
+            ),
+            (
+                vec![
+                    ("FLOWCRAFT_AZURE_CREDENTIAL", "client-secret"),
+                    ("AZURE_TENANT_ID", "t/../x"),
+                    ("AZURE_CLIENT_ID", "c"),
+                    ("AZURE_CLIENT_SECRET", "SECRETVALUE"),
+                ],
+                "AZURE_TENANT_ID",
+            ),
+        ];
+        for (extra, named) in cases {
+            let mut v = endpoints_without_keys();
+            for (name, value) in extra {
+                v.insert(name, value.to_string());
+            }
+            let err = error_of(&v);
+            assert!(err.contains(named), "{named}: {err}");
+            assert!(!err.contains("SECRETVALUE"), "{err}");
+        }
+        // The emulator gets an explicit scope.
+        let mut v = endpoints_without_keys();
+        v.insert("COSMOS_ENDPOINT", "http://127.0.0.1:18081".into());
+        v.insert("FLOWCRAFT_AZURE_CREDENTIAL", "azure-cli".into());
+        v.insert(
+            "FLOWCRAFT_COSMOS_SCOPE",
+            "https://localhost/.default".into(),
+        );
+        let s = parse(&v).unwrap();
+        assert!(matches!(s.cosmos.credential, CosmosCredential::Token(_)));
+    }
+
+    #[test]
+    fn ca_cert_and_message_encoding_are_read_and_checked() {
+        let mut v = base();
+        assert_eq!(
+            parse(&v).unwrap().queue_message_encoding,
+            MessageEncoding::Base64
+        );
+        v.insert("FLOWCRAFT_QUEUE_MESSAGE_ENCODING", "RAW".into());
+        v.insert(
+            "FLOWCRAFT_CA_CERT",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tls/test-root-ca.pem").into(),
+        );
+        let s = parse(&v).unwrap();
+        assert_eq!(s.queue_message_encoding, MessageEncoding::Raw);
+        assert_eq!(s.ca_cert.as_ref().map(|c| c.len()), Some(1));
+        assert!(s.http_transport(Duration::from_secs(5)).is_ok());
+        for (name, value, says) in [
+            (
+                "FLOWCRAFT_QUEUE_MESSAGE_ENCODING",
+                "utf16",
+                "`base64` or `raw`",
+            ),
+            ("FLOWCRAFT_CA_CERT", "/nonexistent/ca.pem", "cannot read"),
+            ("FLOWCRAFT_CA_CERT", file!(), "no certificate"),
+        ] {
+            let mut v = base();
+            v.insert(name, value.to_string());
+            let err = error_of(&v);
+            assert!(err.contains(name) && err.contains(says), "{err}");
+        }
     }
 
     #[test]

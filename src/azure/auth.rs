@@ -5,6 +5,8 @@
 //! - [`SasSigner`], [`account_sas`], [`queue_service_sas`]: shared access signatures;
 //! - [`CosmosMasterKeySigner`], [`CosmosResourceTokenSigner`]: Cosmos `type=master` / resource
 //!   tokens;
+//! - Entra ID bearer tokens ([`entra`]): [`TokenCredential`] and its flows, the
+//!   [`CachedCredential`], [`StorageBearerSigner`] and [`CosmosBearerSigner`];
 //! - [`StorageConnection`], [`CosmosConnection`]: connection-string parsing, with HTTPS
 //!   required except for loopback emulators (or when [`ConnectionOptions::allow_http`] says so).
 //!
@@ -12,18 +14,24 @@
 
 mod connection;
 mod cosmos;
+pub mod entra;
 mod sas;
 mod shared_key;
 
 use std::fmt;
 
-pub(crate) use connection::endpoint_url;
 pub use connection::{
     ConnectionOptions, CosmosConnection, CosmosCredential, StorageConnection, StorageCredential,
     check_endpoint,
 };
+pub(crate) use connection::{account_from_endpoint, endpoint_url};
 pub use cosmos::{
     CosmosMasterKeySigner, CosmosResourceTokenSigner, cosmos_resource, master_key_authorization,
+};
+pub use entra::{
+    AccessToken, AzureCliCredential, CachedCredential, ClientSecretCredential, CosmosBearerSigner,
+    CredentialKind, ManagedIdentityCredential, STORAGE_SCOPE, StorageBearerSigner, TokenCredential,
+    TokenHttp, WorkloadIdentityCredential, cosmos_scope, credential_from_lookup,
 };
 pub use sas::{AccountSasOptions, SasSigner, ServiceSasOptions, account_sas, queue_service_sas};
 pub use shared_key::{SharedKeySigner, shared_key_string_to_sign};

@@ -8,7 +8,6 @@ use crate::flow::blueprint::LoadOptions;
 use crate::flow::execute::{BlueprintRegistry, Environment};
 use crate::flow::node::NodeRegistry;
 use crate::wire::record::Recorder;
-use crate::wire::reqwest_transport::ReqwestTransport;
 use crate::wire::transport::Transport;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,8 +36,11 @@ pub fn settings() -> Result<Settings, String> {
 /// The HTTP transport, wrapped in a recorder when `args.trace` is given (masking payloads
 /// with `args.trace_mask`).
 pub fn transport(settings: &Settings, args: &AzureArgs) -> Result<Arc<dyn Transport>, String> {
-    let http: Arc<dyn Transport> =
-        Arc::new(ReqwestTransport::new(REQUEST_TIMEOUT).map_err(|e| e.to_string())?);
+    let http: Arc<dyn Transport> = Arc::new(
+        settings
+            .http_transport(REQUEST_TIMEOUT)
+            .map_err(|e| e.to_string())?,
+    );
     match &args.trace {
         None => Ok(http),
         Some(path) => {

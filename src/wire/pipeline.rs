@@ -6,6 +6,7 @@
 //! delays; the clock and the jitter seed are injectable ([`Pipeline::with_clock`],
 //! [`Pipeline::with_seed`]).
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -16,18 +17,21 @@ use crate::wire::clock::{Clock, SystemClock};
 use crate::wire::retry::{Idempotency, RetryPolicy};
 use crate::wire::transport::{HttpRequest, HttpResponse, Transport};
 
-/// Adds authentication to one attempt of a request.
+/// Adds authentication to one attempt of a request. Async, so a signer can fetch (or wait
+/// for) a bearer token before it signs.
+#[async_trait]
 pub trait Signer: Send + Sync + std::fmt::Debug {
     /// Adds date + auth headers (or SAS query) to the request for this attempt.
-    fn sign(&self, request: &mut HttpRequest, now: DateTime<Utc>) -> Result<(), Error>;
+    async fn sign(&self, request: &mut HttpRequest, now: DateTime<Utc>) -> Result<(), Error>;
 }
 
 /// A signer that adds nothing (anonymous access, or a recorded exchange replayed as is).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoAuth;
 
+#[async_trait]
 impl Signer for NoAuth {
-    fn sign(&self, _request: &mut HttpRequest, _now: DateTime<Utc>) -> Result<(), Error> {
+    async fn sign(&self, _request: &mut HttpRequest, _now: DateTime<Utc>) -> Result<(), Error> {
         Ok(())
     }
 }
@@ -122,7 +126,7 @@ impl Pipeline {
         loop {
             let mut this_try = request.clone();
             this_try.attempt = attempt;
-            self.signer.sign(&mut this_try, self.clock.now())?;
+            self.signer.sign(&mut this_try, self.clock.now()).await?;
             let outcome = self.send_once(this_try).await;
             let wait = {
                 let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());

@@ -3,6 +3,8 @@
 //! - the values of `Authorization`-like headers;
 //! - SAS `sig` query parameters, and `sig=...` / `sig%3D...` anywhere in text;
 //! - `AccountKey=...` anywhere in text (connection strings in bodies or messages);
+//! - OAuth token traffic: `client_secret=`, `client_assertion=` (form bodies) and
+//!   `"access_token":"..."` / `"accessToken":"..."` (token answers);
 //! - every occurrence of a known secret it was given ([`Redactor::with_secret`]), also in
 //!   its URL-encoded form;
 //! - any header or query parameter on the user's deny list.
@@ -18,11 +20,25 @@ use crate::wire::encoding::{encode_unreserved, percent_decode};
 pub const REDACTED: &str = "REDACTED";
 
 /// Headers whose values are always credentials.
-const SECRET_HEADERS: [&str; 4] = [
+const SECRET_HEADERS: [&str; 5] = [
     "authorization",
+    "x-identity-header",
     "proxy-authorization",
     "x-ms-copy-source-authorization",
     "ocp-apim-subscription-key",
+];
+
+/// Markers (lower case) after which a value is always a secret, anywhere in text.
+const TEXT_MARKERS: [&str; 9] = [
+    "accountkey=",
+    "sig=",
+    "sig%3d",
+    "client_secret=",
+    "client_assertion=",
+    "\"access_token\":\"",
+    "\"access_token\": \"",
+    "\"accesstoken\":\"",
+    "\"accesstoken\": \"",
 ];
 
 /// Well-known public keys that must never appear in committed fixtures: Azurite's dev key,
@@ -120,7 +136,7 @@ impl Redactor {
                 out = out.replace(secret.as_str(), REDACTED);
             }
         }
-        for marker in ["accountkey=", "sig=", "sig%3d"] {
+        for marker in TEXT_MARKERS {
             out = redact_after(&out, marker);
         }
         out
@@ -268,6 +284,32 @@ mod tests {
         );
         // Not at a word boundary: left alone.
         assert_eq!(r.redact_text("mysig=value"), "mysig=value");
+    }
+
+    #[test]
+    fn oauth_secrets_and_tokens_are_scrubbed_in_forms_and_answers() {
+        let r = Redactor::new();
+        assert_eq!(
+            r.redact_text(
+                "grant_type=client_credentials&client_id=c&client_secret=s3cr%2Bt&scope=x"
+            ),
+            "grant_type=client_credentials&client_id=c&client_secret=REDACTED&scope=x"
+        );
+        assert_eq!(
+            r.redact_text("client_assertion_type=urn&client_assertion=eyJ.a-b_c.d"),
+            "client_assertion_type=urn&client_assertion=REDACTED"
+        );
+        assert_eq!(
+            r.redact_text(
+                r#"{"token_type":"Bearer","access_token":"eyJ0.x_y-z.q","expires_in":1}"#
+            ),
+            r#"{"token_type":"Bearer","access_token":"REDACTED","expires_in":1}"#
+        );
+        assert_eq!(
+            r.redact_text(r#"{"accessToken": "eyJ0.x_y-z.q"}"#),
+            r#"{"accessToken": "REDACTED"}"#
+        );
+        assert!(r.is_secret_header("X-IDENTITY-HEADER"));
     }
 
     #[test]

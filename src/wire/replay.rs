@@ -85,6 +85,10 @@ pub struct Replayer {
     ignored_json_paths: Vec<String>,
 }
 
+/// A request's signature fingerprint re-signed at a recorded date (keyed by the recorded
+/// `x-ms-date` text), or why it could not be re-signed.
+type Resigned = HashMap<String, Result<Option<String>, String>>;
+
 /// (method, account, resource path): the queue a recorded exchange waits in.
 type RequestKey = (String, Resource);
 
@@ -268,17 +272,69 @@ impl Replayer {
     /// Finds the recorded exchange for `request` (the earliest unplayed one with its key that
     /// matches; in recorded-order mode only the next one), marks it played and returns its
     /// answer, or the diff against the closest candidate.
-    pub fn play(&self, request: &HttpRequest) -> Result<HttpResponse, Error> {
-        let mut state = self.lock();
-        let key = request_key(
-            request.method.as_str(),
-            &Redactor::new().redact_url(request.url.as_str()),
-        );
-        let candidates: Vec<usize> = if self.in_order {
+    pub async fn play(&self, request: &HttpRequest) -> Result<HttpResponse, Error> {
+        let resigned = self.resign_at_recorded_dates(request).await;
+        self.play_resigned(request, &resigned)
+    }
+
+    /// The unplayed exchanges `request` may match: the next one in recorded-order mode, else
+    /// those of its key.
+    fn candidates(&self, state: &ReplayState, request: &HttpRequest) -> Vec<usize> {
+        if self.in_order {
             vec![state.cursor]
         } else {
+            let key = request_key(
+                request.method.as_str(),
+                &Redactor::new().redact_url(request.url.as_str()),
+            );
             state.candidates(&key)
+        }
+    }
+
+    /// With a signer: `request` re-signed at each recorded date among its candidates (the
+    /// signer may be async, so this runs before the state is locked), as the signature
+    /// fingerprint per recorded `x-ms-date` text.
+    async fn resign_at_recorded_dates(&self, request: &HttpRequest) -> Resigned {
+        let mut resigned = Resigned::new();
+        let Some(signer) = &self.signer else {
+            return resigned;
         };
+        let mut dates: Vec<String> = {
+            let state = self.lock();
+            self.candidates(&state, request)
+                .into_iter()
+                .filter_map(|index| self.exchanges.get(index))
+                .filter(|e| e.signature_sha256.is_some())
+                .filter_map(|e| e.request_header("x-ms-date").map(str::to_string))
+                .collect()
+        };
+        dates.sort();
+        dates.dedup();
+        for text in dates {
+            let Some(date) = parse_http_date(&text) else {
+                continue;
+            };
+            let mut again = request.clone();
+            again.headers.remove(http::header::AUTHORIZATION);
+            let fingerprint = match signer.sign(&mut again, date).await {
+                Ok(()) => Ok(signature_fingerprint(&again)),
+                Err(e) => Err(format!(
+                    "cannot re-sign the request for the recorded date: {e}"
+                )),
+            };
+            resigned.insert(text, fingerprint);
+        }
+        resigned
+    }
+
+    /// [`Replayer::play`] once the re-signed fingerprints are known.
+    fn play_resigned(
+        &self,
+        request: &HttpRequest,
+        resigned: &Resigned,
+    ) -> Result<HttpResponse, Error> {
+        let mut state = self.lock();
+        let candidates = self.candidates(&state, request);
         let mut ignored = self.ignored_headers.clone();
         if !self.in_order {
             ignored.extend(ORDER_DEPENDENT_HEADERS.iter().map(|h| h.to_string()));
@@ -291,7 +347,7 @@ impl Replayer {
             let mut diffs =
                 diff_request_ignoring(expected, request, &ignored, &self.ignored_json_paths);
             if diffs.is_empty() {
-                match self.check_signature(expected, request) {
+                match self.check_signature(expected, request, resigned) {
                     Ok(verified) => {
                         state.mark_played(index, &request_key(&expected.method, &expected.url));
                         if verified {
@@ -338,7 +394,12 @@ impl Replayer {
     /// Ok(true) when the signature was checked and matched, Ok(false) when it could not be
     /// checked (nothing recorded, or no way to reproduce the recorded date), Err(diff) when
     /// it differs.
-    fn check_signature(&self, expected: &Exchange, request: &HttpRequest) -> Result<bool, String> {
+    fn check_signature(
+        &self,
+        expected: &Exchange,
+        request: &HttpRequest,
+        resigned: &Resigned,
+    ) -> Result<bool, String> {
         let Some(recorded) = &expected.signature_sha256 else {
             return Ok(false);
         };
@@ -354,15 +415,8 @@ impl Replayer {
         let actual = if is_signed && (!has_auth || same_date) {
             // A SAS `sig` does not depend on the date; an Authorization does.
             sent
-        } else if let (Some(signer), Some(date)) =
-            (&self.signer, recorded_date.and_then(parse_http_date))
-        {
-            let mut resigned = request.clone();
-            resigned.headers.remove(http::header::AUTHORIZATION);
-            signer
-                .sign(&mut resigned, date)
-                .map_err(|e| format!("cannot re-sign the request for the recorded date: {e}"))?;
-            signature_fingerprint(&resigned)
+        } else if let Some(again) = recorded_date.and_then(|d| resigned.get(d)) {
+            again.clone()?
         } else if self.require_signatures {
             return Err(format!(
                 "signature: cannot check it (sent for another date than the recorded {shown_date}, and no signer to re-sign with)"
@@ -383,7 +437,7 @@ impl Replayer {
 #[async_trait]
 impl Transport for Replayer {
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, Error> {
-        self.play(&request)
+        self.play(&request).await
     }
 }
 
@@ -449,9 +503,16 @@ mod tests {
         request
     }
 
+    /// Plays `request` to completion (the replayer is async; these tests are not).
+    fn play_now(replayer: &Replayer, request: &HttpRequest) -> Result<HttpResponse, Error> {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a current-thread runtime")
+            .block_on(replayer.play(request))
+    }
+
     fn answer(replayer: &Replayer, method: &str, url: &str) -> String {
-        let response = replayer
-            .play(&request(method, url))
+        let response = play_now(replayer, &request(method, url))
             .unwrap_or_else(|e| panic!("{method} {url} did not replay: {e}"));
         String::from_utf8(response.body).unwrap_or_default()
     }
@@ -555,10 +616,10 @@ mod tests {
             answer(&replayer, "GET", "http://127.0.0.1:1/two/jobs/messages"),
             "from two"
         );
-        let third = replayer.play(&request(
-            "GET",
-            "https://three.queue.core.windows.net/jobs/messages",
-        ));
+        let third = play_now(
+            &replayer,
+            &request("GET", "https://three.queue.core.windows.net/jobs/messages"),
+        );
         let diff = third.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(diff.contains("account: expected one, sent three"), "{diff}");
         assert_eq!(
@@ -614,8 +675,11 @@ mod tests {
             ),
         ]);
         assert!(
-            two.play(&request("GET", &format!("http://127.0.0.1:18081{docs}")))
-                .is_err(),
+            play_now(
+                &two,
+                &request("GET", &format!("http://127.0.0.1:18081{docs}"))
+            )
+            .is_err(),
             "ambiguous: two accounts recorded"
         );
     }

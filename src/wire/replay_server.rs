@@ -195,7 +195,7 @@ async fn answer(
         };
     request.headers = parts.headers;
     request.body = body;
-    match replayer.play(&request) {
+    match replayer.play(&request).await {
         Ok(resp) => {
             let mut builder = hyper::Response::builder().status(resp.status);
             for (name, value) in &resp.headers {

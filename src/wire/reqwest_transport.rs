@@ -4,9 +4,12 @@
 //! [`Error::Transport`] / [`Error::Timeout`]; errors name the host but never the query string
 //! (which may hold a SAS signature) nor any header value. Response bodies are read in chunks
 //! up to a cap ([`DEFAULT_MAX_RESPONSE_BYTES`]), so a broken or hostile server cannot make the
-//! client buffer without bound.
+//! client buffer without bound. Extra trusted roots ([`RootCertificates`], e.g. for the
+//! HTTPS Cosmos emulator or a TLS-inspecting proxy) are added to the built-in web PKI roots.
 
 use async_trait::async_trait;
+use std::fmt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{Error, ErrorInfo};
@@ -27,6 +30,77 @@ pub const USER_AGENT: &str = concat!("flowcraft-azure/", env!("CARGO_PKG_VERSION
 /// Error code of the [`Error::Unexpected`] returned when a response body exceeds the cap.
 pub const RESPONSE_TOO_LARGE_CODE: &str = "ResponseTooLarge";
 
+/// Root certificates read from a PEM file, to trust besides the built-in web PKI roots.
+/// `Debug` shows the file and the count.
+#[derive(Clone)]
+pub struct RootCertificates {
+    certs: Vec<reqwest::Certificate>,
+    source: PathBuf,
+}
+
+impl fmt::Debug for RootCertificates {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RootCertificates")
+            .field("source", &self.source)
+            .field("count", &self.certs.len())
+            .finish()
+    }
+}
+
+impl RootCertificates {
+    /// Reads one or more `-----BEGIN CERTIFICATE-----` blocks from `path`. A missing file, a
+    /// file without a certificate, or one that is not a valid X.509 certificate is an
+    /// [`Error::InvalidInput`] naming the file.
+    pub fn from_pem_file(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| {
+            Error::invalid_input(format!(
+                "cannot read the root certificate file {}",
+                path.display()
+            ))
+            .with_source(e)
+        })?;
+        Self::from_pem(&bytes, path)
+    }
+
+    /// Parses PEM text; `source` names it in errors.
+    pub fn from_pem(pem: &[u8], source: impl Into<PathBuf>) -> Result<Self, Error> {
+        let source = source.into();
+        let bad = |why: &str| {
+            Error::invalid_input(format!(
+                "the root certificate file {} {why}; expected PEM `-----BEGIN CERTIFICATE-----` \
+                 blocks (the CA's certificate, not a private key)",
+                source.display()
+            ))
+        };
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|_| bad("has a certificate block that is not valid PEM"))?;
+        if certs.is_empty() {
+            return Err(bad("holds no certificate"));
+        }
+        // The certificates are only parsed as X.509 when a client is built: build one now so
+        // a bad file is reported when the settings are read, not on the first request.
+        let mut check = reqwest::Client::builder();
+        for cert in &certs {
+            check = check.add_root_certificate(cert.clone());
+        }
+        check
+            .build()
+            .map_err(|_| bad("holds a block that is not a valid X.509 certificate"))?;
+        Ok(RootCertificates { certs, source })
+    }
+
+    /// How many certificates were read.
+    pub fn len(&self) -> usize {
+        self.certs.len()
+    }
+
+    /// Never true for a value built by [`RootCertificates::from_pem`].
+    pub fn is_empty(&self) -> bool {
+        self.certs.is_empty()
+    }
+}
+
 /// Sends requests with a pooled reqwest client. Cheap to clone (the pool is shared).
 #[derive(Debug, Clone)]
 pub struct ReqwestTransport {
@@ -37,7 +111,19 @@ pub struct ReqwestTransport {
 impl ReqwestTransport {
     /// A transport whose requests time out after `timeout` (connect + send + full body).
     pub fn new(timeout: Duration) -> Result<Self, Error> {
-        let client = reqwest::Client::builder()
+        Self::with_roots(timeout, None)
+    }
+
+    /// [`ReqwestTransport::new`], also trusting `roots` (when given) besides the built-in
+    /// roots.
+    pub fn with_roots(timeout: Duration, roots: Option<&RootCertificates>) -> Result<Self, Error> {
+        let mut builder = reqwest::Client::builder();
+        if let Some(roots) = roots {
+            for cert in &roots.certs {
+                builder = builder.add_root_certificate(cert.clone());
+            }
+        }
+        let client = builder
             .http1_only()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
@@ -209,6 +295,48 @@ fn map_error(e: reqwest::Error, method: &str, host: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const TEST_ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tls/test-root-ca.pem");
+
+    #[test]
+    fn a_root_certificate_file_is_read_and_trusted() {
+        let roots = RootCertificates::from_pem_file(TEST_ROOT).expect("the test root loads");
+        assert_eq!(roots.len(), 1);
+        assert!(format!("{roots:?}").contains("test-root-ca.pem"));
+        assert!(ReqwestTransport::with_roots(Duration::from_secs(5), Some(&roots)).is_ok());
+        // A bundle of two is two roots.
+        let pem = std::fs::read_to_string(TEST_ROOT).unwrap_or_default();
+        let two = RootCertificates::from_pem(format!("{pem}{pem}").as_bytes(), "bundle.pem");
+        assert_eq!(two.map(|r| r.len()).ok(), Some(2));
+    }
+
+    #[test]
+    fn bad_root_certificate_files_are_clear_errors_naming_the_file() {
+        let missing = RootCertificates::from_pem_file("/nonexistent/ca.pem").expect_err("missing");
+        assert!(
+            missing.to_string().contains("/nonexistent/ca.pem"),
+            "{missing}"
+        );
+        let pem = std::fs::read_to_string(TEST_ROOT).unwrap_or_default();
+        let not_x509 = "-----BEGIN CERTIFICATE-----\nAAECAwQFBgcICQ==\n-----END CERTIFICATE-----\n";
+        let broken_base64 = pem.replacen('M', "*", 3);
+        let key_only = "-----BEGIN PRIVATE KEY-----\nAAECAwQFBgcICQ==\n-----END PRIVATE KEY-----\n";
+        for (text, why) in [
+            ("", "holds no certificate"),
+            ("hello", "holds no certificate"),
+            (key_only, "holds no certificate"),
+            (not_x509, "not a valid X.509"),
+            (broken_base64.as_str(), "not valid PEM"),
+        ] {
+            let err = RootCertificates::from_pem(text.as_bytes(), "ca.pem").expect_err(why);
+            let shown = err.to_string();
+            assert!(matches!(err, Error::InvalidInput(_)), "{shown}");
+            assert!(
+                shown.contains("ca.pem") && shown.contains(why),
+                "{why}: {shown}"
+            );
+        }
+    }
 
     #[tokio::test]
     async fn connection_refused_is_a_not_sent_transport_error_without_query() {

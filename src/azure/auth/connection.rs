@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::cosmos::{CosmosMasterKeySigner, CosmosResourceTokenSigner};
+use super::entra::{CosmosBearerSigner, StorageBearerSigner};
 use super::sas::SasSigner;
 use super::shared_key::SharedKeySigner;
 use crate::error::Error;
@@ -125,6 +126,8 @@ pub enum StorageCredential {
     SharedKey(SharedKeySigner),
     /// A SAS token appended to each request.
     Sas(SasSigner),
+    /// An Entra ID bearer token (accounts with shared key access turned off).
+    Token(StorageBearerSigner),
 }
 
 /// A parsed Storage connection: the queue endpoint (no trailing `/`), the account and how to
@@ -192,6 +195,8 @@ impl StorageConnection {
         match &self.credential {
             StorageCredential::SharedKey(s) => Redactor::new().with_secret(s.key_text()),
             StorageCredential::Sas(s) => Redactor::new().with_secret(s.sig_text()),
+            // The token is only ever in the `Authorization` header, which is always redacted.
+            StorageCredential::Token(_) => Redactor::new(),
         }
     }
 
@@ -200,13 +205,14 @@ impl StorageConnection {
         match &self.credential {
             StorageCredential::SharedKey(s) => Arc::new(s.clone()),
             StorageCredential::Sas(s) => Arc::new(s.clone()),
+            StorageCredential::Token(s) => Arc::new(s.clone()),
         }
     }
 }
 
 /// The account of a queue endpoint: the first path segment for loopback / IP hosts
 /// (path-style, e.g. Azurite), else the first label of the host name.
-fn account_from_endpoint(endpoint: &str) -> Result<String, Error> {
+pub(crate) fn account_from_endpoint(endpoint: &str) -> Result<String, Error> {
     let url = url::Url::parse(endpoint).map_err(|e| {
         Error::invalid_input(format!("the queue endpoint is not a valid URL ({e})"))
     })?;
@@ -239,6 +245,8 @@ pub enum CosmosCredential {
     MasterKey(CosmosMasterKeySigner),
     /// A resource token passed through.
     ResourceToken(CosmosResourceTokenSigner),
+    /// An Entra ID bearer token (accounts with local authentication turned off).
+    Token(CosmosBearerSigner),
 }
 
 /// A parsed Cosmos connection. `Debug` hides the key / token.
@@ -289,6 +297,8 @@ impl CosmosConnection {
         match &self.credential {
             CosmosCredential::MasterKey(s) => Redactor::new().with_secret(s.key_text()),
             CosmosCredential::ResourceToken(s) => Redactor::new().with_secret(s.token_text()),
+            // The token is only in the `authorization` header, which is always redacted.
+            CosmosCredential::Token(_) => Redactor::new(),
         }
     }
 
@@ -297,6 +307,7 @@ impl CosmosConnection {
         match &self.credential {
             CosmosCredential::MasterKey(s) => Arc::new(s.clone()),
             CosmosCredential::ResourceToken(s) => Arc::new(s.clone()),
+            CosmosCredential::Token(s) => Arc::new(s.clone()),
         }
     }
 }

@@ -99,9 +99,10 @@ impl CosmosMasterKeySigner {
     }
 }
 
+#[async_trait::async_trait]
 impl Signer for CosmosMasterKeySigner {
     /// Sets `x-ms-date` to `now` and `authorization` for the method and URL path.
-    fn sign(&self, request: &mut HttpRequest, now: DateTime<Utc>) -> Result<(), Error> {
+    async fn sign(&self, request: &mut HttpRequest, now: DateTime<Utc>) -> Result<(), Error> {
         let (kind, link) = cosmos_resource(request.url.path());
         let date = http_date(now);
         let auth = master_key_authorization(self, request.method.as_str(), &kind, &link, &date);
@@ -152,9 +153,10 @@ impl CosmosResourceTokenSigner {
     }
 }
 
+#[async_trait::async_trait]
 impl Signer for CosmosResourceTokenSigner {
     /// Sets `x-ms-date` to `now` and `authorization` to the token.
-    fn sign(&self, request: &mut HttpRequest, now: DateTime<Utc>) -> Result<(), Error> {
+    async fn sign(&self, request: &mut HttpRequest, now: DateTime<Utc>) -> Result<(), Error> {
         request.set_header("x-ms-date", http_date(now));
         request.set_header("authorization", self.token.expose());
         Ok(())

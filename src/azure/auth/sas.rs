@@ -239,9 +239,10 @@ impl SasSigner {
     }
 }
 
+#[async_trait::async_trait]
 impl Signer for SasSigner {
     /// Sets `x-ms-date` (not signed, but useful to the service's logs) and appends the token.
-    fn sign(&self, request: &mut HttpRequest, now: DateTime<Utc>) -> Result<(), Error> {
+    async fn sign(&self, request: &mut HttpRequest, now: DateTime<Utc>) -> Result<(), Error> {
         request.set_header("x-ms-date", http_date(now));
         append_raw_query(&mut request.url, self.token.expose());
         Ok(())

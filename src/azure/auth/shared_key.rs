@@ -83,9 +83,10 @@ impl SharedKeySigner {
     }
 }
 
+#[async_trait::async_trait]
 impl Signer for SharedKeySigner {
     /// Sets `x-ms-date` to `now` and `Authorization` to the SharedKey signature.
-    fn sign(&self, request: &mut HttpRequest, now: DateTime<Utc>) -> Result<(), Error> {
+    async fn sign(&self, request: &mut HttpRequest, now: DateTime<Utc>) -> Result<(), Error> {
         request.set_header("x-ms-date", http_date(now));
         let auth = self.authorization(request)?;
         request.set_header("Authorization", auth);
