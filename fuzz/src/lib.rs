@@ -228,7 +228,7 @@ pub fn replay_file(data: &[u8]) {
             for (name, value) in &e.request_headers {
                 request.set_header(name, value.as_str());
             }
-            if let Err(err) = replayer.play(&request) {
+            if let Err(err) = block_on(replayer.play(&request)) {
                 check(&err);
             }
         }
