@@ -4,7 +4,8 @@
 //! - [`queue_adapter`]: [`AzureJobQueue`] (the job queue on Queue Storage) and
 //!   [`AzureQueueAdapter`] (the worker process: polling loop, reconciler, serverless entry);
 //! - [`cosmos_context`]: [`CosmosDbContext`] (run state and status on Cosmos DB), with
-//!   [`cosmos_spill`] laying out run states larger than one Cosmos item;
+//!   [`cosmos_spill`] laying out run states larger than one Cosmos item and [`cosmos_batch`]
+//!   keeping batch worker results and arrival ledgers beside the run item;
 //! - [`redis_store`]: [`RedisCoordinationStore`] (coordination, leader lease, wake-ups);
 //! - [`reconciler`]: the periodic stalled-run reconciler under the leader lease;
 //! - [`settings`]: [`Settings`] from the environment;
@@ -37,6 +38,7 @@
 //! # }
 //! ```
 
+pub mod cosmos_batch;
 pub mod cosmos_context;
 pub mod cosmos_spill;
 pub mod provisioning;
