@@ -13,6 +13,7 @@ use flowcraft_azure::adapter::cosmos_batch;
 use flowcraft_azure::adapter::cosmos_context::CosmosDbContext;
 use flowcraft_azure::adapter::cosmos_spill::{MANIFEST_KEY, SpillLimits};
 use flowcraft_azure::azure::cosmos::{MAX_DOCUMENT_BYTES, PartitionKey, Query, QueryOptions};
+use flowcraft_azure::cli::ops::Ops;
 use flowcraft_azure::distributed::client::Client;
 use flowcraft_azure::distributed::core::Backends;
 use flowcraft_azure::distributed::memory::{MemoryCoordinationStore, MemoryQueue};
@@ -1206,4 +1207,125 @@ async fn an_arrival_whose_answer_was_lost_is_counted_once() {
         "the answer was dropped once"
     );
     assert_eq!(store.record_arrival(&run, "g", "c").await.unwrap(), 3);
+}
+
+// ---- The ordered run listing ----
+
+/// Writes status items: `(run id, phase, lastUpdated)`.
+async fn write_statuses(store: &CosmosDbContext, rows: &[(&str, RunPhase, i64)]) {
+    for (run, phase, at) in rows {
+        let mut record = StatusRecord::running(run, *at);
+        record.status = *phase;
+        record.started_at = Some(at - 5);
+        store.write_status(&record, None).await.unwrap();
+    }
+}
+
+const LISTED: [(&str, RunPhase, i64); 7] = [
+    ("r-a", RunPhase::Running, 100),
+    ("r-b", RunPhase::Completed, 400),
+    ("r-c", RunPhase::Running, 300),
+    ("r-d", RunPhase::Failed, 500),
+    ("r-e", RunPhase::Running, 300),
+    ("r-f", RunPhase::Awaiting, 200),
+    ("r-g", RunPhase::Running, 900),
+];
+
+#[tokio::test]
+async fn list_recent_answers_newest_first_with_since_before_and_limit() {
+    if !emulators_enabled("list_recent_answers_newest_first_with_since_before_and_limit") {
+        return;
+    }
+    let store = fresh_store().await;
+    write_statuses(&store, &LISTED).await;
+    let ids = |rows: Option<Vec<StatusRecord>>| -> Vec<String> {
+        rows.expect("the emulator serves ORDER BY")
+            .into_iter()
+            .map(|r| r.run_id)
+            .collect()
+    };
+    let phases = [RunPhase::Running, RunPhase::Completed, RunPhase::Awaiting];
+    let all = store.list_recent(&phases, None, 1000, 100).await.unwrap();
+    assert_eq!(ids(all), ["r-g", "r-b", "r-c", "r-e", "r-f", "r-a"]);
+    let window = store
+        .list_recent(&phases, Some(200), 900, 100)
+        .await
+        .unwrap();
+    assert_eq!(ids(window), ["r-b", "r-c", "r-e", "r-f"]);
+    let top = store.list_recent(&phases, None, 1000, 2).await.unwrap();
+    assert_eq!(ids(top), ["r-g", "r-b"]);
+    let running = store
+        .list_recent(&[RunPhase::Running], None, 1000, 100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(running.iter().all(|r| r.status == RunPhase::Running));
+    assert_eq!(running[0].started_at, Some(895));
+    assert!(
+        store
+            .list_recent(&[], None, 1000, 10)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Answers queries with `ORDER BY` like the real gateway without a query plan: 400 / 1004.
+#[derive(Debug)]
+struct NoQueryPlan {
+    inner: Arc<dyn Transport>,
+    refused: Mutex<u32>,
+}
+
+#[async_trait::async_trait]
+impl Transport for NoQueryPlan {
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, Error> {
+        if String::from_utf8_lossy(&request.body).contains("ORDER BY") {
+            *self.refused.lock().unwrap() += 1;
+            return Ok(HttpResponse {
+                status: 400,
+                headers: vec![("x-ms-substatus".into(), "1004".into())],
+                body: br#"{"code":"BadRequest","message":"The provided cross partition query can not be directly served by the gateway."}"#.to_vec(),
+            });
+        }
+        self.inner.send(request).await
+    }
+}
+
+#[tokio::test]
+async fn a_refused_ordered_listing_falls_back_to_sorting_here() {
+    if !emulators_enabled("a_refused_ordered_listing_falls_back_to_sorting_here") {
+        return;
+    }
+    let refusing = Arc::new(NoQueryPlan {
+        inner: support::transport(),
+        refused: Mutex::new(0),
+    });
+    let client =
+        CosmosClient::new(cosmos_pipeline_with(refusing.clone()), &cosmos_endpoint()).unwrap();
+    let store =
+        Arc::new(CosmosDbContext::new(client, &unique("db"), "contexts", "statuses").unwrap());
+    store.ensure_resources().await.unwrap();
+    write_statuses(&store, &LISTED).await;
+    assert_eq!(
+        store
+            .list_recent(&[RunPhase::Running], None, 1000, 10)
+            .await
+            .unwrap(),
+        None
+    );
+    let backends = Backends::new(
+        Arc::new(MemoryQueue::new()),
+        store.clone(),
+        Arc::new(MemoryCoordinationStore::new()),
+    );
+    let ops = Ops::new(backends, Arc::new(BlueprintRegistry::new())).with_cosmos_listing(store);
+    let phases = [RunPhase::Running, RunPhase::Completed, RunPhase::Awaiting];
+    let rows = ops.list(&phases, Some(200), Some(900), 3).await.unwrap();
+    let ids: Vec<&str> = rows.iter().map(|r| r.run_id.as_str()).collect();
+    assert_eq!(ids, ["r-b", "r-c", "r-e"]);
+    assert_eq!(rows[0].started_at.as_deref(), Some("1970-01-01T00:06:35Z"));
+    // The store remembers the refusal: no second doomed query.
+    assert_eq!(*refusing.refused.lock().unwrap(), 1);
 }

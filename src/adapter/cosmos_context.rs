@@ -21,8 +21,8 @@
 //! ([`CosmosDbContext::request_charge_total`]) next to a request counter, so a benchmark can
 //! report RU and requests per job.
 
-use crate::adapter::cosmos_batch;
 use crate::adapter::cosmos_spill::{self, Entry, MANIFEST_KEY, Manifest, SpillLimits, json_len};
+use crate::adapter::{cosmos_batch, cosmos_listing};
 use crate::azure::cosmos::{
     ContainerClient, CosmosClient, CosmosResponse, DatabaseClient, MAX_DOCUMENT_BYTES,
     PartitionKey, Query, QueryOptions, QueryPage, ResponseInfo,
@@ -36,7 +36,7 @@ use serde::de::{Deserializer, IgnoredAny};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value, json};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The partition key path of both containers.
@@ -250,6 +250,8 @@ pub struct CosmosDbContext {
     limits: SpillLimits,
     meter: Meter,
     cache: Mutex<Cache>,
+    /// Set once the service refused the ordered run listing (it needs a query plan).
+    ordered_listing_refused: AtomicBool,
 }
 
 impl std::fmt::Debug for CosmosDbContext {
@@ -286,6 +288,7 @@ impl CosmosDbContext {
             limits: SpillLimits::default(),
             meter: Meter::default(),
             cache: Mutex::new(Cache::default()),
+            ordered_listing_refused: AtomicBool::new(false),
         })
     }
 
@@ -348,6 +351,35 @@ impl CosmosDbContext {
     /// Requests sent so far (each logical request once; transport retries are not counted).
     pub fn request_count(&self) -> u64 {
         self.meter.requests.load(Ordering::Relaxed)
+    }
+
+    /// Runs whose status is in `phases`, updated at or after `since` and before `before`
+    /// (epoch seconds), newest first, at most `limit` (up to
+    /// [`cosmos_listing::MAX_LISTED`]): one ordered query on the status container. `None`
+    /// when the service cannot serve it (a cross-partition `ORDER BY` needs a query plan on
+    /// the real gateway; then, and on every later call of this store, list with
+    /// [`RunStore::list_stalled`] and sort on the client).
+    pub async fn list_recent(
+        &self,
+        phases: &[RunPhase],
+        since: Option<i64>,
+        before: i64,
+        limit: usize,
+    ) -> Result<Option<Vec<StatusRecord>>, Error> {
+        if self.ordered_listing_refused.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let rows =
+            cosmos_listing::list_recent(&self.statuses, &self.meter, phases, since, before, limit)
+                .await?;
+        if rows.is_none() {
+            tracing::info!(
+                "the Cosmos gateway refused the ordered run listing (it needs a query plan); \
+                 listing runs unordered and sorting them here"
+            );
+            self.ordered_listing_refused.store(true, Ordering::Relaxed);
+        }
+        Ok(rows)
     }
 
     /// The context container (for tools that inspect the stored items).
@@ -728,7 +760,7 @@ fn status_item(record: &StatusRecord) -> Result<Value, Error> {
 
 /// Parses a status item, also the TypeScript client's (no `runId`, `lastUpdated` as an ISO
 /// string).
-fn parse_status(mut item: Value) -> Result<StatusRecord, Error> {
+pub(crate) fn parse_status(mut item: Value) -> Result<StatusRecord, Error> {
     if let Some(obj) = item.as_object_mut() {
         if !obj.contains_key("runId")
             && let Some(id) = obj.get("id").cloned()

@@ -9,7 +9,10 @@
 //! - [`redis_store`]: [`RedisCoordinationStore`] (coordination, leader lease, wake-ups);
 //! - [`reconciler`]: the periodic stalled-run reconciler under the leader lease;
 //! - [`settings`]: [`Settings`] from the environment;
-//! - [`provisioning`]: reading and adjusting the container definitions for `setup`.
+//! - [`provisioning`]: reading and adjusting the container definitions for `setup`;
+//! - [`cosmos_listing`]: the newest-first run listing of `runs` on the status container;
+//! - [`keep_started_at`]: [`KeepStartedAt`], which keeps a run's `startedAt` on its status
+//!   item across the core's status rewrites ([`connect`] puts it around the run store).
 //!
 //! [`connect`] builds all backends from [`Settings`] over one HTTP [`Transport`] (so a
 //! `--trace` recorder can wrap it), and [`AzureBackends::ensure_resources`] creates the
@@ -40,7 +43,9 @@
 
 pub mod cosmos_batch;
 pub mod cosmos_context;
+pub mod cosmos_listing;
 pub mod cosmos_spill;
+pub mod keep_started_at;
 pub mod provisioning;
 pub mod queue_adapter;
 pub mod reconciler;
@@ -48,6 +53,7 @@ pub mod redis_store;
 pub mod settings;
 
 pub use cosmos_context::CosmosDbContext;
+pub use keep_started_at::KeepStartedAt;
 pub use queue_adapter::{AzureJobQueue, AzureQueueAdapter, LocalWakeups, WakeSignal};
 pub use redis_store::{RedisCoordinationStore, WithLocalFallback};
 pub use settings::Settings;
@@ -125,7 +131,11 @@ pub async fn connect(
     };
     let queue = Arc::new(queue);
     Ok(AzureBackends {
-        backends: Backends::new(queue.clone(), store.clone(), coordination),
+        backends: Backends::new(
+            queue.clone(),
+            Arc::new(KeepStartedAt::new(store.clone())),
+            coordination,
+        ),
         queue,
         store,
         redis,

@@ -9,6 +9,7 @@ use super::demo::{demo_blueprint, demo_environment};
 use super::http_api::Api;
 use super::ops::Ops;
 use super::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK};
+use crate::adapter::KeepStartedAt;
 use crate::distributed::core::Backends;
 use crate::distributed::polling::shutdown_on_signals;
 use crate::distributed::worker::{Worker, WorkerConfig};
@@ -130,10 +131,11 @@ async fn run(args: Args) -> u8 {
             return EXIT_FAILED;
         }
     };
-    let backends = if args.memory {
-        let backends = Backends::in_memory();
+    let (backends, cosmos) = if args.memory {
+        let mut backends = Backends::in_memory();
+        backends.runs = Arc::new(KeepStartedAt::new(backends.runs));
         spawn_workers(&env, &backends, args.workers, &shutdown);
-        backends
+        (backends, None)
     } else {
         match connect_from_env(&args.azure).await {
             Ok((_settings, azure)) => {
@@ -141,7 +143,7 @@ async fn run(args: Args) -> u8 {
                     eprintln!("error: cannot create the queues and containers: {e}");
                     return EXIT_FAILED;
                 }
-                azure.backends
+                (azure.backends, Some(azure.store))
             }
             Err(message) => {
                 eprintln!("error: {message}");
@@ -167,7 +169,11 @@ async fn run(args: Args) -> u8 {
         }
     };
     let addr = listener.local_addr().unwrap_or(args.listen);
-    let api = Api::new(Ops::new(backends, env.blueprints.clone()), token, loopback);
+    let mut ops = Ops::new(backends, env.blueprints.clone());
+    if let Some(store) = cosmos {
+        ops = ops.with_cosmos_listing(store);
+    }
+    let api = Api::new(ops, token, loopback);
     println!("listening on http://{addr}");
     let _ = std::io::stdout().flush();
     serve(listener, api, shutdown).await;
