@@ -6,9 +6,10 @@
 //!
 //! The query spans partitions (one per run). The Cosmos gateway serves a cross-partition
 //! `ORDER BY` / `TOP` only with a query plan, which this client does not build: it answers
-//! 400 / sub-status 1004 ([`Error::needs_query_plan`](crate::ErrorInfo::needs_query_plan)).
-//! [`list_recent`] then answers `None` and the caller falls back to the unordered stalled-run
-//! query with a sort on the client ([`crate::cli::ops::Ops::list`]).
+//! 400 / sub-status 1004 ([`ErrorInfo::needs_query_plan`](crate::ErrorInfo::needs_query_plan)).
+//! [`CosmosDbContext::list_recent`](super::CosmosDbContext::list_recent) then answers `None`
+//! and the caller falls back to the unordered stalled-run query with a sort on the client
+//! ([`crate::cli::ops::Ops::list`]).
 
 use crate::Error;
 use crate::adapter::cosmos_context::{Meter, parse_status};
