@@ -497,3 +497,37 @@ pub fn report_text(report: &RunReport) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::distributed::state::Bookkeeping;
+
+    fn state() -> RunState {
+        RunState {
+            run_id: "r1".into(),
+            context: Map::new(),
+            book: Bookkeeping::default(),
+        }
+    }
+
+    #[test]
+    fn the_start_time_is_shown_or_unknown() {
+        let mut status = StatusRecord::running("r1", 1_700_000_100);
+        status.started_at = Some(1_700_000_000);
+        let report = build_report(&state(), None, Some(&status));
+        assert_eq!(report.started_at.as_deref(), Some("2023-11-14T22:13:20Z"));
+        assert!(report_text(&report).contains("started    2023-11-14T22:13:20Z\n"));
+        let row = RunRow::from(&status);
+        assert_eq!(row.started_at, report.started_at);
+
+        // A status item written by the TypeScript client (or none at all) has no start time.
+        let typescript = StatusRecord::running("r1", 1_700_000_100);
+        let report = build_report(&state(), None, Some(&typescript));
+        assert_eq!(report.started_at, None);
+        assert!(report_text(&report).contains("started    unknown\n"));
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["startedAt"], Value::Null);
+        assert!(build_report(&state(), None, None).started_at.is_none());
+    }
+}
