@@ -9,19 +9,23 @@ mod support;
 
 use flowcraft_azure::CosmosClient;
 use flowcraft_azure::Error;
+use flowcraft_azure::adapter::cosmos_batch;
 use flowcraft_azure::adapter::cosmos_context::CosmosDbContext;
 use flowcraft_azure::adapter::cosmos_spill::{MANIFEST_KEY, SpillLimits};
 use flowcraft_azure::azure::cosmos::{MAX_DOCUMENT_BYTES, PartitionKey, Query, QueryOptions};
+use flowcraft_azure::cli::ops::Ops;
 use flowcraft_azure::distributed::client::Client;
 use flowcraft_azure::distributed::core::Backends;
 use flowcraft_azure::distributed::memory::{MemoryCoordinationStore, MemoryQueue};
-use flowcraft_azure::distributed::ports::{RunPhase, RunStore, StatusRecord};
+use flowcraft_azure::distributed::ports::{RunPhase, RunStore, StatusRecord, WorkerResult};
 use flowcraft_azure::distributed::state::{Bookkeeping, CommitKind, CommitRecord, RunState};
 use flowcraft_azure::distributed::worker::{Worker, WorkerConfig};
+use flowcraft_azure::flow::context::ContextDelta;
 use flowcraft_azure::flow::execute::{BlueprintRegistry, Environment};
 use flowcraft_azure::flow::node::{NodeContext, NodeError, NodeResult};
 use flowcraft_azure::flow::runtime::{RunStatus, WorkflowResult};
 use flowcraft_azure::wire::transport::{HttpRequest, HttpResponse, Transport};
+use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
@@ -864,4 +868,462 @@ async fn the_core_completes_a_batch_whose_state_outgrows_one_item() {
         fleet.requests()
     );
     fleet.stop().await;
+}
+
+// ---- Batch worker results and arrival ledgers ----
+
+fn worker_result(run: &str, batch: &str, node: &str, output: Value) -> WorkerResult {
+    WorkerResult {
+        run_id: run.to_string(),
+        batch: batch.to_string(),
+        node: node.to_string(),
+        activation: 1,
+        output: Some(output),
+        action: None,
+        writes: vec![ContextDelta::Set {
+            key: format!("seen.{node}"),
+            value: json!(true),
+        }],
+    }
+}
+
+/// Every stored result of `batch`, following the continuations; also returns the page count.
+async fn all_results(
+    store: &CosmosDbContext,
+    run: &str,
+    batch: &str,
+) -> (Vec<WorkerResult>, usize) {
+    let mut results = Vec::new();
+    let mut continuation: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let page = store
+            .worker_results(run, batch, continuation.as_deref())
+            .await
+            .unwrap();
+        pages += 1;
+        assert!(
+            page.items.len() <= 100,
+            "{} results on a page",
+            page.items.len()
+        );
+        results.extend(page.items);
+        match page.continuation {
+            Some(token) => continuation = Some(token),
+            None => return (results, pages),
+        }
+        assert!(pages < 100, "paging does not end");
+    }
+}
+
+#[tokio::test]
+async fn a_worker_result_is_stored_once_and_the_first_wins() {
+    if !emulators_enabled("a_worker_result_is_stored_once_and_the_first_wins") {
+        return;
+    }
+    let store = fresh_store().await;
+    let run = unique("run");
+    let first = worker_result(&run, "g:1", "w1", json!("first"));
+    assert!(store.put_worker_result(&first).await.unwrap());
+    // A redelivered job whose rerun produced another output.
+    let second = worker_result(&run, "g:1", "w1", json!("second"));
+    assert!(!store.put_worker_result(&second).await.unwrap());
+    // Even the very same result, written again by another call, is not "created" again.
+    assert!(!store.put_worker_result(&first).await.unwrap());
+    let (results, _) = all_results(&store, &run, "g:1").await;
+    assert_eq!(results, vec![first.clone()]);
+    // The same node in another batch is another result.
+    let other = worker_result(&run, "g:2", "w1", json!("other batch"));
+    assert!(store.put_worker_result(&other).await.unwrap());
+    assert_eq!(all_results(&store, &run, "g:1").await.0, vec![first]);
+    assert_eq!(all_results(&store, &run, "g:2").await.0, vec![other]);
+    assert!(all_results(&store, &run, "g:3").await.0.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_concurrent_arrivals_each_see_a_distinct_count() {
+    if !emulators_enabled("sixty_four_concurrent_arrivals_each_see_a_distinct_count") {
+        return;
+    }
+    let store = Arc::new(fresh_store().await);
+    let run = unique("run");
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let (store, run) = (store.clone(), run.clone());
+            tokio::spawn(async move {
+                store
+                    .record_arrival(&run, "gather:0", &format!("echo_items_{i}"))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut counts = Vec::new();
+    for task in tasks {
+        counts.push(task.await.unwrap());
+    }
+    counts.sort_unstable();
+    assert_eq!(counts, (1..=64).collect::<Vec<u64>>());
+    // A repeated arrival (a redelivered job) does not grow the count.
+    assert_eq!(
+        store
+            .record_arrival(&run, "gather:0", "echo_items_7")
+            .await
+            .unwrap(),
+        64
+    );
+    // Another batch of the same run has its own ledger.
+    assert_eq!(
+        store
+            .record_arrival(&run, "gather:1", "echo_items_7")
+            .await
+            .unwrap(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn worker_results_page_through_250_results() {
+    if !emulators_enabled("worker_results_page_through_250_results") {
+        return;
+    }
+    let store = fresh_store().await;
+    let run = unique("run");
+    let other_run = unique("run");
+    let expected: Vec<WorkerResult> = (0..250)
+        .map(|i| {
+            worker_result(
+                &run,
+                "gather:3",
+                &format!("kib_b_{i}"),
+                json!(format!("{i}:{}", "k".repeat(64))),
+            )
+        })
+        .collect();
+    let created = futures_util::stream::iter(expected.iter())
+        .map(|r| store.put_worker_result(r))
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    assert!(created.into_iter().all(|c| c.unwrap()));
+    // Neighbours the query must leave out: another batch, and the same batch id in another
+    // run (the emulator ignores the partition scope, so the runId filter is what counts).
+    store
+        .put_worker_result(&worker_result(&run, "gather:4", "kib_b_0", json!(0)))
+        .await
+        .unwrap();
+    store
+        .put_worker_result(&worker_result(&other_run, "gather:3", "kib_b_0", json!(0)))
+        .await
+        .unwrap();
+    store
+        .record_arrival(&run, "gather:3", "kib_b_0")
+        .await
+        .unwrap();
+    let (mut results, pages) = all_results(&store, &run, "gather:3").await;
+    assert!(pages >= 3, "{pages} pages");
+    results.sort_by_key(|r| r.node[6..].parse::<usize>().unwrap());
+    assert_eq!(results, expected);
+}
+
+#[tokio::test]
+async fn worker_results_with_odd_ids_round_trip() {
+    if !emulators_enabled("worker_results_with_odd_ids_round_trip") {
+        return;
+    }
+    let store = fresh_store().await;
+    let run = unique("run");
+    let long = format!("gather/{}", "x".repeat(300));
+    let cases = [
+        ("a/b?c#d\\e", "n ü/1"),
+        ("a:b", "c"),
+        ("a", "b:c"),
+        ("~41", "%2F"),
+        (long.as_str(), "w"),
+        ("plain", &*"y".repeat(260)),
+    ];
+    for (batch, node) in cases {
+        let result = worker_result(&run, batch, node, json!({"batch": batch, "node": node}));
+        assert!(
+            store.put_worker_result(&result).await.unwrap(),
+            "{batch} / {node}"
+        );
+        assert_eq!(
+            all_results(&store, &run, batch).await.0,
+            vec![result.clone()],
+            "{batch} / {node}"
+        );
+        assert_eq!(store.record_arrival(&run, batch, node).await.unwrap(), 1);
+        assert_eq!(store.record_arrival(&run, batch, node).await.unwrap(), 1);
+        assert_eq!(
+            store
+                .record_arrival(&run, batch, "other/node")
+                .await
+                .unwrap(),
+            2
+        );
+        // The stored item is addressable by its id (the id rules held).
+        let id = cosmos_batch::result_id(&run, batch, node);
+        let item = store
+            .context_container()
+            .read::<Value>(&id, &PartitionKey::from(run.as_str()))
+            .await
+            .unwrap()
+            .value;
+        assert_eq!(
+            (item["batch"].as_str(), item["node"].as_str()),
+            (Some(batch), Some(node))
+        );
+        assert_eq!(item["kind"], json!(cosmos_batch::RESULT_KIND));
+    }
+    // `a:b`/`c` and `a`/`b:c` are two items, not one.
+    assert_eq!(all_results(&store, &run, "a:b").await.0.len(), 1);
+    assert_eq!(all_results(&store, &run, "a").await.0.len(), 1);
+}
+
+#[tokio::test]
+async fn batch_items_never_show_up_as_runs() {
+    if !emulators_enabled("batch_items_never_show_up_as_runs") {
+        return;
+    }
+    let db = unique("db");
+    let store = store_on(&db, tiny_limits());
+    store.ensure_resources().await.unwrap();
+    let run = unique("run");
+    // A spilled run: its partition holds the run item, buckets, results and a ledger.
+    let s = big_state(&run, 40);
+    store
+        .create_run(&s, &StatusRecord::running(&run, 100))
+        .await
+        .unwrap();
+    for i in 0..5 {
+        let r = worker_result(&run, "gather:0", &format!("w{i}"), json!(i));
+        assert!(store.put_worker_result(&r).await.unwrap());
+        store
+            .record_arrival(&run, "gather:0", &r.node)
+            .await
+            .unwrap();
+    }
+    let all = [
+        RunPhase::Running,
+        RunPhase::Awaiting,
+        RunPhase::Completed,
+        RunPhase::Failed,
+        RunPhase::Cancelled,
+    ];
+    let listed = store.list_stalled(&all, i64::MAX, 100, None).await.unwrap();
+    let ids: Vec<&str> = listed.items.iter().map(|r| r.run_id.as_str()).collect();
+    assert_eq!(ids, vec![run.as_str()]);
+    // The run still loads as it was, from a cold cache too.
+    assert_eq!(store.load(&run).await.unwrap().unwrap().value, s);
+    let cold = store_on(&db, tiny_limits());
+    assert_eq!(cold.load(&run).await.unwrap().unwrap().value, s);
+    let kinds: BTreeMap<String, usize> =
+        partition_items(&store, &run)
+            .await
+            .values()
+            .fold(BTreeMap::new(), |mut m, item| {
+                let kind = item["kind"].as_str().unwrap_or("-").to_string();
+                *m.entry(kind).or_default() += 1;
+                m
+            });
+    assert_eq!(kinds[cosmos_batch::RESULT_KIND], 5);
+    assert_eq!(kinds[cosmos_batch::LEDGER_KIND], 1);
+}
+
+/// Loses the answer of the first request that `matches`, after it took effect.
+#[derive(Debug)]
+struct LoseFirstAnswer {
+    inner: Arc<dyn Transport>,
+    matches: fn(&HttpRequest) -> bool,
+    lost: Mutex<u32>,
+}
+
+#[async_trait::async_trait]
+impl Transport for LoseFirstAnswer {
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, Error> {
+        let hit = (self.matches)(&request);
+        let resp = self.inner.send(request).await?;
+        let mut lost = self.lost.lock().unwrap();
+        if hit && resp.status < 300 && *lost == 0 {
+            *lost += 1;
+            return Err(Error::transport(
+                "the connection dropped before the answer arrived",
+            ));
+        }
+        Ok(resp)
+    }
+}
+
+fn lossy_store(matches: fn(&HttpRequest) -> bool) -> (CosmosDbContext, Arc<LoseFirstAnswer>) {
+    let lossy = Arc::new(LoseFirstAnswer {
+        inner: support::transport(),
+        matches,
+        lost: Mutex::new(0),
+    });
+    let client =
+        CosmosClient::new(cosmos_pipeline_with(lossy.clone()), &cosmos_endpoint()).unwrap();
+    let store = CosmosDbContext::new(client, &unique("db"), "contexts", "statuses").unwrap();
+    (store, lossy)
+}
+
+#[tokio::test]
+async fn a_worker_result_whose_answer_was_lost_is_recognised_as_ours() {
+    if !emulators_enabled("a_worker_result_whose_answer_was_lost_is_recognised_as_ours") {
+        return;
+    }
+    let (store, lossy) = lossy_store(|r| {
+        r.method == "POST" && String::from_utf8_lossy(&r.body).contains(cosmos_batch::RESULT_KIND)
+    });
+    store.ensure_resources().await.unwrap();
+    let run = unique("run");
+    let result = worker_result(&run, "g", "w", json!("mine"));
+    assert!(store.put_worker_result(&result).await.unwrap());
+    assert_eq!(
+        *lossy.lost.lock().unwrap(),
+        1,
+        "the answer was dropped once"
+    );
+    assert_eq!(all_results(&store, &run, "g").await.0, vec![result.clone()]);
+    assert!(!store.put_worker_result(&result).await.unwrap());
+}
+
+#[tokio::test]
+async fn an_arrival_whose_answer_was_lost_is_counted_once() {
+    if !emulators_enabled("an_arrival_whose_answer_was_lost_is_counted_once") {
+        return;
+    }
+    let (store, lossy) = lossy_store(|r| r.method == "PATCH");
+    store.ensure_resources().await.unwrap();
+    let run = unique("run");
+    assert_eq!(store.record_arrival(&run, "g", "a").await.unwrap(), 1);
+    // The PATCH of `b` lands, its answer is lost, the retry answers the same count.
+    assert_eq!(store.record_arrival(&run, "g", "b").await.unwrap(), 2);
+    assert_eq!(
+        *lossy.lost.lock().unwrap(),
+        1,
+        "the answer was dropped once"
+    );
+    assert_eq!(store.record_arrival(&run, "g", "c").await.unwrap(), 3);
+}
+
+// ---- The ordered run listing ----
+
+/// Writes status items: `(run id, phase, lastUpdated)`.
+async fn write_statuses(store: &CosmosDbContext, rows: &[(&str, RunPhase, i64)]) {
+    for (run, phase, at) in rows {
+        let mut record = StatusRecord::running(run, *at);
+        record.status = *phase;
+        record.started_at = Some(at - 5);
+        store.write_status(&record, None).await.unwrap();
+    }
+}
+
+const LISTED: [(&str, RunPhase, i64); 7] = [
+    ("r-a", RunPhase::Running, 100),
+    ("r-b", RunPhase::Completed, 400),
+    ("r-c", RunPhase::Running, 300),
+    ("r-d", RunPhase::Failed, 500),
+    ("r-e", RunPhase::Running, 300),
+    ("r-f", RunPhase::Awaiting, 200),
+    ("r-g", RunPhase::Running, 900),
+];
+
+#[tokio::test]
+async fn list_recent_answers_newest_first_with_since_before_and_limit() {
+    if !emulators_enabled("list_recent_answers_newest_first_with_since_before_and_limit") {
+        return;
+    }
+    let store = fresh_store().await;
+    write_statuses(&store, &LISTED).await;
+    let ids = |rows: Option<Vec<StatusRecord>>| -> Vec<String> {
+        rows.expect("the emulator serves ORDER BY")
+            .into_iter()
+            .map(|r| r.run_id)
+            .collect()
+    };
+    let phases = [RunPhase::Running, RunPhase::Completed, RunPhase::Awaiting];
+    let all = store.list_recent(&phases, None, 1000, 100).await.unwrap();
+    assert_eq!(ids(all), ["r-g", "r-b", "r-c", "r-e", "r-f", "r-a"]);
+    let window = store
+        .list_recent(&phases, Some(200), 900, 100)
+        .await
+        .unwrap();
+    assert_eq!(ids(window), ["r-b", "r-c", "r-e", "r-f"]);
+    let top = store.list_recent(&phases, None, 1000, 2).await.unwrap();
+    assert_eq!(ids(top), ["r-g", "r-b"]);
+    let running = store
+        .list_recent(&[RunPhase::Running], None, 1000, 100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(running.iter().all(|r| r.status == RunPhase::Running));
+    assert_eq!(running[0].started_at, Some(895));
+    assert!(
+        store
+            .list_recent(&[], None, 1000, 10)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Answers queries with `ORDER BY` like the real gateway without a query plan: 400 / 1004.
+#[derive(Debug)]
+struct NoQueryPlan {
+    inner: Arc<dyn Transport>,
+    refused: Mutex<u32>,
+}
+
+#[async_trait::async_trait]
+impl Transport for NoQueryPlan {
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, Error> {
+        if String::from_utf8_lossy(&request.body).contains("ORDER BY") {
+            *self.refused.lock().unwrap() += 1;
+            return Ok(HttpResponse {
+                status: 400,
+                headers: vec![("x-ms-substatus".into(), "1004".into())],
+                body: br#"{"code":"BadRequest","message":"The provided cross partition query can not be directly served by the gateway."}"#.to_vec(),
+            });
+        }
+        self.inner.send(request).await
+    }
+}
+
+#[tokio::test]
+async fn a_refused_ordered_listing_falls_back_to_sorting_here() {
+    if !emulators_enabled("a_refused_ordered_listing_falls_back_to_sorting_here") {
+        return;
+    }
+    let refusing = Arc::new(NoQueryPlan {
+        inner: support::transport(),
+        refused: Mutex::new(0),
+    });
+    let client =
+        CosmosClient::new(cosmos_pipeline_with(refusing.clone()), &cosmos_endpoint()).unwrap();
+    let store =
+        Arc::new(CosmosDbContext::new(client, &unique("db"), "contexts", "statuses").unwrap());
+    store.ensure_resources().await.unwrap();
+    write_statuses(&store, &LISTED).await;
+    assert_eq!(
+        store
+            .list_recent(&[RunPhase::Running], None, 1000, 10)
+            .await
+            .unwrap(),
+        None
+    );
+    let backends = Backends::new(
+        Arc::new(MemoryQueue::new()),
+        store.clone(),
+        Arc::new(MemoryCoordinationStore::new()),
+    );
+    let ops = Ops::new(backends, Arc::new(BlueprintRegistry::new())).with_cosmos_listing(store);
+    let phases = [RunPhase::Running, RunPhase::Completed, RunPhase::Awaiting];
+    let rows = ops.list(&phases, Some(200), Some(900), 3).await.unwrap();
+    let ids: Vec<&str> = rows.iter().map(|r| r.run_id.as_str()).collect();
+    assert_eq!(ids, ["r-b", "r-c", "r-e"]);
+    assert_eq!(rows[0].started_at.as_deref(), Some("1970-01-01T00:06:35Z"));
+    // The store remembers the refusal: no second doomed query.
+    assert_eq!(*refusing.refused.lock().unwrap(), 1);
 }

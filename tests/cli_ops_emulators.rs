@@ -226,14 +226,25 @@ fn runs_are_managed_from_submit_to_resume_and_cancel() {
     );
     assert!(text.contains("  done         request (set)"), "{text}");
 
+    // The start time survives the worker's status rewrites (running -> awaiting).
+    let started_at = report["startedAt"].as_str().expect("startedAt").to_string();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(&started_at).is_ok(),
+        "{report}"
+    );
+    assert!(text.contains(&format!("started    {started_at}")), "{text}");
+
     let listed = cli.json(
         0,
         &["runs", "--status", "awaiting", "--since", "1h", "--json"],
     );
     assert!(listed.to_string().contains(&run_id), "{listed}");
+    assert_eq!(listed[0]["startedAt"], started_at.as_str(), "{listed}");
     let table = cli.expect(0, &["runs", "--limit", "5"]);
     assert!(table.starts_with("RUN "), "{table}");
+    assert!(table.lines().next().unwrap().contains("STARTED"), "{table}");
     assert!(table.contains(&run_id), "{table}");
+    assert!(table.contains(&started_at), "{table}");
     cli.expect(2, &["runs", "--status", "sideways"]);
     cli.expect(2, &["runs", "--since", "soon"]);
 
@@ -271,6 +282,7 @@ fn runs_are_managed_from_submit_to_resume_and_cancel() {
     assert_eq!(resumed["ready"], serde_json::json!(["approved"]));
     let report = cli.settled(&run_id);
     assert_eq!(report["status"], "completed", "{report}");
+    assert_eq!(report["startedAt"], started_at.as_str(), "{report}");
     cli.expect(
         2,
         &[
@@ -539,4 +551,60 @@ fn serve_on_azure_starts_lists_and_resumes_runs_run_by_a_worker() {
         }
         assert_eq!(report["status"], "completed", "{report}");
     });
+}
+
+#[test]
+fn runs_list_newest_first_and_a_typescript_status_item_shows_an_unknown_start() {
+    if !support::emulators_enabled("runs_list_newest_first") {
+        return;
+    }
+    let cli = Cli::new("opslist");
+    cli.expect(0, &["setup"]);
+    // Status items as the TypeScript client writes them (no startedAt), and one of ours.
+    let now = chrono::Utc::now();
+    let items = [
+        serde_json::json!({"id": "ts-old", "runId": "ts-old", "status": "running",
+            "lastUpdated": now.timestamp() - 1800}),
+        serde_json::json!({"id": "ts-new", "runId": "ts-new", "status": "running",
+            "lastUpdated": now.timestamp() - 60}),
+        serde_json::json!({"id": "ours", "runId": "ours", "status": "completed",
+            "lastUpdated": now.timestamp() - 600, "startedAt": now.timestamp() - 900}),
+    ];
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let statuses = support::cosmos_client()
+            .database(&cli.database)
+            .unwrap()
+            .container(flowcraft_azure::adapter::settings::DEFAULT_STATUS_CONTAINER)
+            .unwrap();
+        for item in &items {
+            let pk =
+                flowcraft_azure::azure::cosmos::PartitionKey::from(item["id"].as_str().unwrap());
+            statuses.create(&pk, item).await.unwrap();
+        }
+    });
+    let listed = cli.json(0, &["runs", "--json"]);
+    let order: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["runId"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, ["ts-new", "ours", "ts-old"], "{listed}");
+    assert_eq!(listed[0]["startedAt"], Value::Null, "{listed}");
+    let ours = chrono::DateTime::from_timestamp(now.timestamp() - 900, 0)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    assert_eq!(listed[1]["startedAt"], ours.as_str(), "{listed}");
+    let limited = cli.json(0, &["runs", "--limit", "1", "--json"]);
+    assert_eq!(limited.as_array().unwrap().len(), 1, "{limited}");
+    assert_eq!(limited[0]["runId"], "ts-new");
+    let recent = cli.json(0, &["runs", "--since", "20m", "--json"]);
+    assert_eq!(recent.as_array().unwrap().len(), 2, "{recent}");
+    let table = cli.expect(0, &["runs"]);
+    let ts_line = table
+        .lines()
+        .find(|l| l.starts_with("ts-new"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(ts_line.contains("unknown"), "{table}");
 }

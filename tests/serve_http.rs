@@ -19,6 +19,12 @@ async fn a_fan_out_run_completes_and_is_listed_with_every_node_done() {
     let report = settled(&http, &server, &run_id).await;
     assert_eq!(report["status"], "completed", "{report}");
     assert_eq!(report["nodesDone"], 5);
+    // The start time, recorded when the run was created, survives every status rewrite.
+    let started_at = report["startedAt"].as_str().expect("startedAt").to_string();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(&started_at).is_ok(),
+        "{report}"
+    );
     let states: Vec<(&str, &str)> = report["nodes"]
         .as_array()
         .unwrap()
@@ -43,7 +49,9 @@ async fn a_fan_out_run_completes_and_is_listed_with_every_node_done() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|r| r["runId"] == run_id.as_str() && r["blueprintId"] == "fan-out-fan-in"),
+            .any(|r| r["runId"] == run_id.as_str()
+                && r["blueprintId"] == "fan-out-fan-in"
+                && r["startedAt"] == started_at.as_str()),
         "{listed}"
     );
     let (_, awaiting) = get(&http, &server.url("/runs?status=awaiting")).await;

@@ -14,14 +14,18 @@
 //!   `If-Match`; the reconciler finds stalled runs with
 //!   `SELECT * FROM c WHERE c.status IN (...) AND c.lastUpdated < @t`, paged.
 //!
+//! Batch worker results and the batches' arrival ledgers are items of the context container
+//! too (see [`super::cosmos_batch`]).
+//!
 //! Every response's request charge (`x-ms-request-charge`) is added to a counter
 //! ([`CosmosDbContext::request_charge_total`]) next to a request counter, so a benchmark can
 //! report RU and requests per job.
 
 use crate::adapter::cosmos_spill::{self, Entry, MANIFEST_KEY, Manifest, SpillLimits, json_len};
+use crate::adapter::{cosmos_batch, cosmos_listing};
 use crate::azure::cosmos::{
     ContainerClient, CosmosClient, CosmosResponse, DatabaseClient, MAX_DOCUMENT_BYTES,
-    PartitionKey, Query, QueryOptions, ResponseInfo,
+    PartitionKey, Query, QueryOptions, QueryPage, ResponseInfo,
 };
 use crate::distributed::ports::{Page, RunPhase, RunStore, StatusRecord, Versioned, WorkerResult};
 use crate::distributed::state::RunState;
@@ -32,7 +36,7 @@ use serde::de::{Deserializer, IgnoredAny};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value, json};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The partition key path of both containers.
@@ -64,20 +68,22 @@ pub(crate) fn status_indexing_policy() -> Value {
     })
 }
 
-/// The indexing policy of the context container: nothing (items are read by id; `id` and the
-/// partition key need no index).
+/// The indexing policy of the context container: only `/kind` and `/batch` (scalar values),
+/// which the batch-result query filters on ([`super::cosmos_batch`]); run items and spilled
+/// parts are read by id and carry neither property (a context key of that name costs one
+/// index term per commit, and only when its value is a scalar).
 pub(crate) fn context_indexing_policy() -> Value {
     json!({
         "indexingMode": "consistent",
         "automatic": true,
-        "includedPaths": [],
-        "excludedPaths": [{"path": "/*"}]
+        "includedPaths": [{"path": "/kind/?"}, {"path": "/batch/?"}],
+        "excludedPaths": [{"path": "/*"}, {"path": "/\"_etag\"/?"}]
     })
 }
 
 /// A JSON body sent as is, whose echo in the answer is not parsed (saves parsing large
 /// items the service sends back).
-struct Blob(Value);
+pub(crate) struct Blob(pub(crate) Value);
 
 impl Serialize for Blob {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -94,13 +100,13 @@ impl<'de> Deserialize<'de> for Blob {
 
 /// Request units and requests, summed over every answer (failed ones are billed too).
 #[derive(Debug, Default)]
-struct Meter {
+pub(crate) struct Meter {
     milli_ru: AtomicU64,
     requests: AtomicU64,
 }
 
 impl Meter {
-    fn add(&self, charge: f64) {
+    pub(crate) fn add(&self, charge: f64) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         if charge.is_finite() && charge > 0.0 {
             // Rounded to 1/1000 RU; the service reports at most two decimals.
@@ -109,21 +115,39 @@ impl Meter {
         }
     }
 
-    fn track<T>(
+    pub(crate) fn track<T>(
         &self,
         result: Result<CosmosResponse<T>, Error>,
     ) -> Result<CosmosResponse<T>, Error> {
         match &result {
             Ok(resp) => self.add(resp.info.request_charge),
-            Err(e) => self.add(
-                e.info()
-                    .request_charge
-                    .as_deref()
-                    .and_then(|c| c.trim().parse::<f64>().ok())
-                    .unwrap_or(0.0),
-            ),
+            Err(e) => self.add_error(e),
         }
         result
+    }
+
+    /// [`Meter::track`] for one query page.
+    pub(crate) fn track_page<T>(
+        &self,
+        result: Result<QueryPage<T>, Error>,
+    ) -> Result<QueryPage<T>, Error> {
+        match &result {
+            Ok(page) => self.add(page.info.request_charge),
+            Err(e) => self.add_error(e),
+        }
+        result
+    }
+
+    /// Counts a failed request with the charge its answer carried, if any.
+    fn add_error(&self, error: &Error) {
+        self.add(
+            error
+                .info()
+                .request_charge
+                .as_deref()
+                .and_then(|c| c.trim().parse::<f64>().ok())
+                .unwrap_or(0.0),
+        );
     }
 }
 
@@ -226,6 +250,8 @@ pub struct CosmosDbContext {
     limits: SpillLimits,
     meter: Meter,
     cache: Mutex<Cache>,
+    /// Set once the service refused the ordered run listing (it needs a query plan).
+    ordered_listing_refused: AtomicBool,
 }
 
 impl std::fmt::Debug for CosmosDbContext {
@@ -262,6 +288,7 @@ impl CosmosDbContext {
             limits: SpillLimits::default(),
             meter: Meter::default(),
             cache: Mutex::new(Cache::default()),
+            ordered_listing_refused: AtomicBool::new(false),
         })
     }
 
@@ -291,7 +318,7 @@ impl CosmosDbContext {
             (
                 &self.contexts,
                 context_indexing_policy(),
-                "run contexts, nothing indexed",
+                "run contexts, /kind and /batch indexed",
             ),
             (
                 &self.statuses,
@@ -324,6 +351,35 @@ impl CosmosDbContext {
     /// Requests sent so far (each logical request once; transport retries are not counted).
     pub fn request_count(&self) -> u64 {
         self.meter.requests.load(Ordering::Relaxed)
+    }
+
+    /// Runs whose status is in `phases`, updated at or after `since` and before `before`
+    /// (epoch seconds), newest first, at most `limit` (up to
+    /// [`cosmos_listing::MAX_LISTED`]): one ordered query on the status container. `None`
+    /// when the service cannot serve it (a cross-partition `ORDER BY` needs a query plan on
+    /// the real gateway; then, and on every later call of this store, list with
+    /// [`RunStore::list_stalled`] and sort on the client).
+    pub async fn list_recent(
+        &self,
+        phases: &[RunPhase],
+        since: Option<i64>,
+        before: i64,
+        limit: usize,
+    ) -> Result<Option<Vec<StatusRecord>>, Error> {
+        if self.ordered_listing_refused.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let rows =
+            cosmos_listing::list_recent(&self.statuses, &self.meter, phases, since, before, limit)
+                .await?;
+        if rows.is_none() {
+            tracing::info!(
+                "the Cosmos gateway refused the ordered run listing (it needs a query plan); \
+                 listing runs unordered and sorting them here"
+            );
+            self.ordered_listing_refused.store(true, Ordering::Relaxed);
+        }
+        Ok(rows)
     }
 
     /// The context container (for tools that inspect the stored items).
@@ -704,7 +760,7 @@ fn status_item(record: &StatusRecord) -> Result<Value, Error> {
 
 /// Parses a status item, also the TypeScript client's (no `runId`, `lastUpdated` as an ISO
 /// string).
-fn parse_status(mut item: Value) -> Result<StatusRecord, Error> {
+pub(crate) fn parse_status(mut item: Value) -> Result<StatusRecord, Error> {
     if let Some(obj) = item.as_object_mut() {
         if !obj.contains_key("runId")
             && let Some(id) = obj.get("id").cloned()
@@ -901,28 +957,21 @@ impl RunStore for CosmosDbContext {
         })
     }
 
-    // Placeholder until the batch result items land (branch `cosmosbatch`).
-    async fn put_worker_result(&self, _result: &WorkerResult) -> Result<bool, Error> {
-        Err(Error::invalid_input(
-            "batch worker results are not stored in Cosmos yet",
-        ))
+    async fn put_worker_result(&self, result: &WorkerResult) -> Result<bool, Error> {
+        cosmos_batch::put_worker_result(&self.contexts, &self.meter, result).await
     }
 
-    async fn record_arrival(&self, _run_id: &str, _batch: &str, _node: &str) -> Result<u64, Error> {
-        Err(Error::invalid_input(
-            "batch arrival ledgers are not stored in Cosmos yet",
-        ))
+    async fn record_arrival(&self, run_id: &str, batch: &str, node: &str) -> Result<u64, Error> {
+        cosmos_batch::record_arrival(&self.contexts, &self.meter, run_id, batch, node).await
     }
 
     async fn worker_results(
         &self,
-        _run_id: &str,
-        _batch: &str,
-        _continuation: Option<&str>,
+        run_id: &str,
+        batch: &str,
+        continuation: Option<&str>,
     ) -> Result<Page<WorkerResult>, Error> {
-        Err(Error::invalid_input(
-            "batch worker results are not stored in Cosmos yet",
-        ))
+        cosmos_batch::worker_results(&self.contexts, &self.meter, run_id, batch, continuation).await
     }
 }
 

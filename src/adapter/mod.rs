@@ -4,11 +4,13 @@
 //! - [`queue_adapter`]: [`AzureJobQueue`] (the job queue on Queue Storage) and
 //!   [`AzureQueueAdapter`] (the worker process: polling loop, reconciler, serverless entry);
 //! - [`cosmos_context`]: [`CosmosDbContext`] (run state and status on Cosmos DB), with
-//!   [`cosmos_spill`] laying out run states larger than one Cosmos item;
+//!   [`cosmos_spill`] laying out run states larger than one Cosmos item and [`cosmos_batch`]
+//!   keeping batch worker results and arrival ledgers beside the run item;
 //! - [`redis_store`]: [`RedisCoordinationStore`] (coordination, leader lease, wake-ups);
 //! - [`reconciler`]: the periodic stalled-run reconciler under the leader lease;
 //! - [`settings`]: [`Settings`] from the environment;
-//! - [`provisioning`]: reading and adjusting the container definitions for `setup`.
+//! - [`provisioning`]: reading and adjusting the container definitions for `setup`;
+//! - [`cosmos_listing`]: the newest-first run listing of `runs` on the status container;
 //!
 //! [`connect`] builds all backends from [`Settings`] over one HTTP [`Transport`] (so a
 //! `--trace` recorder can wrap it), and [`AzureBackends::ensure_resources`] creates the
@@ -37,7 +39,9 @@
 //! # }
 //! ```
 
+pub mod cosmos_batch;
 pub mod cosmos_context;
+pub mod cosmos_listing;
 pub mod cosmos_spill;
 pub mod provisioning;
 pub mod queue_adapter;

@@ -51,7 +51,7 @@ impl Provisioner {
                 (
                     settings.context_container.clone(),
                     context_indexing_policy(),
-                    Vec::new(),
+                    vec!["/kind", "/batch"],
                 ),
                 (
                     settings.status_container.clone(),
@@ -97,8 +97,8 @@ impl Provisioner {
     }
 
     /// Verifies the deployment without changing it: the database and both containers exist,
-    /// partitioned by `/runId`, with the status container indexing what the reconciler and
-    /// `runs` filter on. Returns one line per problem (empty when all is well) and one line
+    /// partitioned by `/runId`, each indexing what its queries filter on (the status container
+    /// `/status` and `/lastUpdated`, the context container `/kind` and `/batch`). Returns one line per problem (empty when all is well) and one line
     /// per fact checked.
     pub async fn check(&self) -> Result<(Vec<String>, Vec<String>), Error> {
         let mut problems = Vec::new();
@@ -295,7 +295,7 @@ pub fn container_problems(def: &Value, filtered: &[&str]) -> Vec<String> {
             && !excluded.iter().any(|p| exact.contains(p) || p == "/*");
         if mode == "none" || !(explicitly || by_default || default_policy) {
             problems.push(format!(
-                "`{path}` is not indexed (the stalled-run and `runs` queries filter on it); \
+                "`{path}` is not indexed (the stalled-run, `runs` or batch-result queries filter on it); \
                  include `{path}/?` in the indexing policy"
             ));
         }

@@ -4,7 +4,7 @@
 //! input: arguments, unknown run or node).
 
 use super::azure::{AzureArgs, connect_from_env, environment};
-use super::ops::{ALL_PHASES, Ops, RunReport, parse_phase, report_text};
+use super::ops::{ALL_PHASES, Ops, RunReport, UNKNOWN, parse_phase, report_text};
 use super::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK};
 use crate::Error;
 use crate::flow::execute::BlueprintRegistry;
@@ -35,7 +35,9 @@ pub(crate) async fn connect_ops(azure: &AzureArgs, blueprints: &BlueprintsArg) -
         None => Arc::new(BlueprintRegistry::new()),
     };
     match connect_from_env(azure).await {
-        Ok((_settings, backends)) => Ok(Ops::new(backends.backends, registry)),
+        Ok((_settings, azure)) => {
+            Ok(Ops::new(azure.backends, registry).with_cosmos_listing(azure.store))
+        }
         Err(message) => {
             eprintln!("error: {message}");
             Err(EXIT_FAILED)
@@ -198,14 +200,15 @@ async fn runs(args: RunsArgs) -> u8 {
         return EXIT_OK;
     }
     println!(
-        "{:<36}  {:<9}  {:<20}  BLUEPRINT",
-        "RUN", "STATUS", "UPDATED"
+        "{:<36}  {:<9}  {:<20}  {:<20}  BLUEPRINT",
+        "RUN", "STATUS", "STARTED", "UPDATED"
     );
     for row in &rows {
         println!(
-            "{:<36}  {:<9}  {:<20}  {}",
+            "{:<36}  {:<9}  {:<20}  {:<20}  {}",
             row.run_id,
             row.status,
+            row.started_at.as_deref().unwrap_or(UNKNOWN),
             row.last_updated,
             row.blueprint_id.as_deref().unwrap_or("")
         );

@@ -3,6 +3,8 @@
 //! `status`, `GET /runs/{id}` and the web run view show, and the run listing.
 
 use crate::Error;
+use crate::adapter::CosmosDbContext;
+use crate::adapter::cosmos_listing::{MAX_LISTED, sort_newest_first};
 use crate::distributed::client::Client;
 use crate::distributed::core::{Backends, to_result};
 use crate::distributed::ports::{RunPhase, StatusRecord};
@@ -105,6 +107,9 @@ pub struct RunReport {
     /// Seconds since that last update, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub updated_secs_ago: Option<i64>,
+    /// When the run was created (RFC 3339); `null` when unknown (a run started by the
+    /// TypeScript client or by an older version records none).
+    pub started_at: Option<String>,
 }
 
 /// One row of `runs`.
@@ -122,6 +127,9 @@ pub struct RunRow {
     /// Last change, epoch seconds.
     #[serde(skip)]
     pub last_updated_epoch: i64,
+    /// When the run was created (RFC 3339); `null` when unknown (see
+    /// [`RunReport::started_at`]).
+    pub started_at: Option<String>,
 }
 
 impl From<&StatusRecord> for RunRow {
@@ -132,9 +140,13 @@ impl From<&StatusRecord> for RunRow {
             blueprint_id: record.blueprint_id.clone(),
             last_updated: epoch_to_rfc3339(record.last_updated),
             last_updated_epoch: record.last_updated,
+            started_at: record.started_at.map(epoch_to_rfc3339),
         }
     }
 }
+
+/// What `status` and `runs` show for a start time the status item does not record.
+pub const UNKNOWN: &str = "unknown";
 
 fn epoch_to_rfc3339(secs: i64) -> String {
     chrono::DateTime::from_timestamp(secs, 0)
@@ -148,6 +160,7 @@ pub struct Ops {
     backends: Backends,
     blueprints: Arc<BlueprintRegistry>,
     client: Client,
+    cosmos: Option<Arc<CosmosDbContext>>,
 }
 
 impl Ops {
@@ -159,7 +172,16 @@ impl Ops {
             backends,
             blueprints,
             client,
+            cosmos: None,
         }
+    }
+
+    /// Lists runs with `store`'s ordered query (newest first, served by the status index)
+    /// instead of paging every matching status item and sorting here. `store` must be the
+    /// Cosmos store behind `backends`.
+    pub fn with_cosmos_listing(mut self, store: Arc<CosmosDbContext>) -> Self {
+        self.cosmos = Some(store);
+        self
     }
 
     /// The blueprints this facade knows.
@@ -205,7 +227,9 @@ impl Ops {
     }
 
     /// Runs whose status is in `phases` and whose last update is at or after `since` (epoch
-    /// seconds) and before `before`, newest first, at most `limit`.
+    /// seconds) and before `before`, newest first, at most `limit`: with the Cosmos listing
+    /// query when set ([`Ops::with_cosmos_listing`]) and the service serves it, else by
+    /// paging the stalled-run query (up to 10,000 runs) and sorting here.
     pub async fn list(
         &self,
         phases: &[RunPhase],
@@ -214,7 +238,13 @@ impl Ops {
         limit: usize,
     ) -> Result<Vec<RunRow>, Error> {
         let before = before.unwrap_or_else(|| chrono::Utc::now().timestamp() + 86_400);
-        let mut rows = Vec::new();
+        let limit = limit.max(1);
+        if let Some(store) = &self.cosmos
+            && let Some(records) = store.list_recent(phases, since, before, limit).await?
+        {
+            return Ok(records.iter().map(RunRow::from).collect());
+        }
+        let mut records = Vec::new();
         let mut continuation: Option<String> = None;
         loop {
             let page = self
@@ -222,24 +252,19 @@ impl Ops {
                 .runs
                 .list_stalled(phases, before, 200, continuation.as_deref())
                 .await?;
-            rows.extend(
+            records.extend(
                 page.items
-                    .iter()
-                    .filter(|r| since.is_none_or(|s| r.last_updated >= s))
-                    .map(RunRow::from),
+                    .into_iter()
+                    .filter(|r| since.is_none_or(|s| r.last_updated >= s)),
             );
             match page.continuation {
-                Some(next) if rows.len() < 10_000 => continuation = Some(next),
+                Some(next) if records.len() < MAX_LISTED => continuation = Some(next),
                 _ => break,
             }
         }
-        rows.sort_by(|a, b| {
-            b.last_updated_epoch
-                .cmp(&a.last_updated_epoch)
-                .then_with(|| a.run_id.cmp(&b.run_id))
-        });
-        rows.truncate(limit.max(1));
-        Ok(rows)
+        sort_newest_first(&mut records);
+        records.truncate(limit);
+        Ok(records.iter().map(RunRow::from).collect())
     }
 
     /// The report of one run; `None` when it does not exist.
@@ -362,6 +387,7 @@ pub fn build_report(
         errors,
         last_updated: last_updated.map(epoch_to_rfc3339),
         updated_secs_ago: last_updated.map(|t| (chrono::Utc::now().timestamp() - t).max(0)),
+        started_at: status.and_then(|s| s.started_at).map(epoch_to_rfc3339),
     }
 }
 
@@ -435,6 +461,11 @@ pub fn report_text(report: &RunReport) -> String {
         report.nodes_pending,
         report.nodes.len()
     );
+    let _ = writeln!(
+        out,
+        "started    {}",
+        report.started_at.as_deref().unwrap_or(UNKNOWN)
+    );
     if let Some(t) = &report.last_updated {
         let ago = report
             .updated_secs_ago
@@ -465,4 +496,38 @@ pub fn report_text(report: &RunReport) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::distributed::state::Bookkeeping;
+
+    fn state() -> RunState {
+        RunState {
+            run_id: "r1".into(),
+            context: Map::new(),
+            book: Bookkeeping::default(),
+        }
+    }
+
+    #[test]
+    fn the_start_time_is_shown_or_unknown() {
+        let mut status = StatusRecord::running("r1", 1_700_000_100);
+        status.started_at = Some(1_700_000_000);
+        let report = build_report(&state(), None, Some(&status));
+        assert_eq!(report.started_at.as_deref(), Some("2023-11-14T22:13:20Z"));
+        assert!(report_text(&report).contains("started    2023-11-14T22:13:20Z\n"));
+        let row = RunRow::from(&status);
+        assert_eq!(row.started_at, report.started_at);
+
+        // A status item written by the TypeScript client (or none at all) has no start time.
+        let typescript = StatusRecord::running("r1", 1_700_000_100);
+        let report = build_report(&state(), None, Some(&typescript));
+        assert_eq!(report.started_at, None);
+        assert!(report_text(&report).contains("started    unknown\n"));
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["startedAt"], Value::Null);
+        assert!(build_report(&state(), None, None).started_at.is_none());
+    }
 }

@@ -130,10 +130,10 @@ async fn run(args: Args) -> u8 {
             return EXIT_FAILED;
         }
     };
-    let backends = if args.memory {
+    let (backends, cosmos) = if args.memory {
         let backends = Backends::in_memory();
         spawn_workers(&env, &backends, args.workers, &shutdown);
-        backends
+        (backends, None)
     } else {
         match connect_from_env(&args.azure).await {
             Ok((_settings, azure)) => {
@@ -141,7 +141,7 @@ async fn run(args: Args) -> u8 {
                     eprintln!("error: cannot create the queues and containers: {e}");
                     return EXIT_FAILED;
                 }
-                azure.backends
+                (azure.backends, Some(azure.store))
             }
             Err(message) => {
                 eprintln!("error: {message}");
@@ -167,7 +167,11 @@ async fn run(args: Args) -> u8 {
         }
     };
     let addr = listener.local_addr().unwrap_or(args.listen);
-    let api = Api::new(Ops::new(backends, env.blueprints.clone()), token, loopback);
+    let mut ops = Ops::new(backends, env.blueprints.clone());
+    if let Some(store) = cosmos {
+        ops = ops.with_cosmos_listing(store);
+    }
+    let api = Api::new(ops, token, loopback);
     println!("listening on http://{addr}");
     let _ = std::io::stdout().flush();
     serve(listener, api, shutdown).await;

@@ -4,7 +4,7 @@
 //! its state, its errors, and a resume form for awaiting nodes (a few lines of inline script
 //! post it as JSON).
 
-use super::ops::{RunReport, RunRow};
+use super::ops::{RunReport, RunRow, UNKNOWN};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -64,14 +64,14 @@ pub fn index(rows: &[RunRow]) -> String {
         body.push_str("<p id=\"no-runs\">No runs yet. Start one with <code>POST /runs</code>.</p>");
     } else {
         body.push_str(
-            "<table id=\"runs\"><tr><th>Run</th><th>Status</th><th>Blueprint</th><th>Updated</th></tr>",
+            "<table id=\"runs\"><tr><th>Run</th><th>Status</th><th>Blueprint</th><th>Started</th><th>Updated</th></tr>",
         );
         for row in rows {
             let id = escape(&row.run_id);
             let _ = write!(
                 body,
                 "<tr class=\"run\" data-run=\"{id}\" data-status=\"{status}\"><td><a href=\"/?run={id}\">{id}</a></td>\
-                 <td style=\"color:{colour}\">{status}</td><td>{bp}</td><td>{updated}</td></tr>",
+                 <td style=\"color:{colour}\">{status}</td><td>{bp}</td><td>{started}</td><td>{updated}</td></tr>",
                 status = row.status,
                 colour = state_colour(match row.status {
                     "completed" => "done",
@@ -79,6 +79,7 @@ pub fn index(rows: &[RunRow]) -> String {
                     s => s,
                 }),
                 bp = escape(row.blueprint_id.as_deref().unwrap_or("")),
+                started = escape(row.started_at.as_deref().unwrap_or(UNKNOWN)),
                 updated = escape(&row.last_updated),
             );
         }
@@ -310,6 +311,7 @@ mod tests {
             }],
             last_updated: None,
             updated_secs_ago: None,
+            started_at: None,
         };
         let html = run_view(&report);
         for (id, state) in [

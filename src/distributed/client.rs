@@ -148,7 +148,8 @@ impl Client {
         })?;
         let runs = self.backends.runs.as_ref();
         let (mut state, mut work) = new_run(run_id, &blueprint, initial);
-        let status = status_record(&state, self.sources.now_epoch());
+        let mut status = status_record(&state, self.sources.now_epoch());
+        status.started_at = Some(status.last_updated);
         state.book.status_touched_at = status.last_updated;
         let created = retry_transient(|| runs.create_run(&state, &status))
             .await

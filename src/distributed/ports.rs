@@ -181,6 +181,10 @@ pub struct StatusRecord {
     /// is skipped, so concurrent workers never roll the status back.
     #[serde(default)]
     pub revision: u64,
+    /// When the run was created, epoch seconds (`None` for status items written by the
+    /// TypeScript adapter or by older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<i64>,
 }
 
 impl StatusRecord {
@@ -195,6 +199,7 @@ impl StatusRecord {
             blueprint_id: None,
             blueprint_version: None,
             revision: 0,
+            started_at: None,
         }
     }
 }

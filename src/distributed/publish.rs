@@ -79,6 +79,8 @@ pub(crate) async fn publish_status(
             None => None,
         };
         let record = record.get_or_insert_with(|| status_record(state, sources.now_epoch()));
+        // The start time is set once, when the run is created; every later write keeps it.
+        record.started_at = current.as_ref().and_then(|cur| cur.value.started_at);
         match runs.write_status(record, etag).await {
             Ok(_) => {
                 if record.status.is_terminal() {
