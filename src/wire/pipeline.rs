@@ -37,21 +37,29 @@ impl Signer for NoAuth {
 }
 
 /// Transport + signer + retry policy + clock + jitter source. Cheap to clone (shared parts
-/// are reference counted); `Debug` shows no secrets.
+/// are reference counted); `Debug` shows no secrets. Requests are usually built and sent with
+/// [`Pipeline::request`] (see [`crate::wire::request`]); [`Pipeline::send`] takes a finished
+/// [`HttpRequest`].
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), flowcraft_azure::Error> {
 /// use std::{sync::Arc, time::Duration};
 /// use flowcraft_azure::azure::auth::StorageConnection;
 /// use flowcraft_azure::wire::{pipeline::Pipeline, reqwest_transport::ReqwestTransport};
-/// use flowcraft_azure::wire::{retry::Idempotency, transport::HttpRequest};
+/// use flowcraft_azure::wire::request::Method;
 ///
 /// let conn = StorageConnection::parse("UseDevelopmentStorage=true")?;
 /// let transport = Arc::new(ReqwestTransport::new(Duration::from_secs(30))?);
 /// let pipeline = Pipeline::new(transport, conn.signer());
-/// let mut request = HttpRequest::parse("GET", &format!("{}/jobs?comp=metadata", conn.queue_endpoint))?;
-/// request.set_header("x-ms-version", "2021-12-02");
-/// let answer = pipeline.send(request, Idempotency::Idempotent).await?;
+/// let url = format!("{}/jobs?comp=metadata", conn.queue_endpoint)
+///     .parse()
+///     .map_err(|e| flowcraft_azure::Error::invalid_input(format!("bad URL: {e}")))?;
+/// let answer = pipeline
+///     .request(Method::GET, url)
+///     .header("x-ms-version", "2021-12-02")
+///     .idempotent(true)
+///     .send_any_status()
+///     .await?;
 /// println!("status {}", answer.status);
 /// # Ok(()) }
 /// ```
