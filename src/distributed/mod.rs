@@ -70,6 +70,7 @@
 //! `flowcraft:blueprint:<run>` key; joins do not need it because they live in the run
 //! document's atomic commit.
 
+mod batch_fold;
 pub mod classify;
 pub mod client;
 pub mod commit;
