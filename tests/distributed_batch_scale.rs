@@ -89,13 +89,19 @@ async fn a_5000_item_batch_of_1_kib_outputs_completes_and_folds_once() {
     for (i, value) in gathered.iter().enumerate() {
         assert_eq!(value, &json!(payload(i as u64)), "item {i}");
     }
-    assert_eq!(result.context["count"].as_array().map(Vec::len), Some(n as usize));
+    assert_eq!(
+        result.context["count"].as_array().map(Vec::len),
+        Some(n as usize)
+    );
     let worker_outputs = result
         .context
         .keys()
         .filter(|k| k.starts_with("_outputs.kib_"))
         .count();
-    assert_eq!(worker_outputs as u64, n, "every worker's output is in the context");
+    assert_eq!(
+        worker_outputs as u64, n,
+        "every worker's output is in the context"
+    );
     let commits = runs.commits();
     eprintln!(
         "batch of {n} x 1 KiB: {:.1} s, {commits} run document commits ({:.4} per worker), \

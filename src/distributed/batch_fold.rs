@@ -204,7 +204,10 @@ pub(crate) fn still_outstanding(state: &RunState, fold: &FoldRecord) -> Vec<Work
 }
 
 /// The work of `job` and the fold of its batch, when the job is a worker of a folded batch.
-pub(crate) fn folded_batch_of(state: &RunState, job: &JobMessage) -> Option<(WorkItem, FoldRecord)> {
+pub(crate) fn folded_batch_of(
+    state: &RunState,
+    job: &JobMessage,
+) -> Option<(WorkItem, FoldRecord)> {
     let work = WorkItem {
         node: job.node_id.clone(),
         activation: job.activation?,
@@ -409,7 +412,14 @@ impl Worker {
         };
         let size = batch.size;
         let more = self
-            .arrive(job, &work, &blueprint, (&key, size), dequeue_count, hand_off)
+            .arrive(
+                job,
+                &work,
+                &blueprint,
+                (&key, size),
+                dequeue_count,
+                hand_off,
+            )
             .await?;
         handled.disposition = more.disposition;
         handled.enqueued_now |= more.enqueued_now;
@@ -476,8 +486,12 @@ impl Worker {
             .await?;
         match folded {
             Folded::Fresh { fold, publish } => {
-                tracing::info!(batch = key, workers = results.len(), fired = fold.fired.len(),
-                    "batch folded into the run");
+                tracing::info!(
+                    batch = key,
+                    workers = results.len(),
+                    fired = fold.fired.len(),
+                    "batch folded into the run"
+                );
                 let record = fold_record(work, &fold, fold.fired.clone());
                 let (enqueued_now, successors) = self
                     .follow_up_handing_off(job, &state, &record, publish, hand_off)
@@ -507,7 +521,10 @@ impl Worker {
         fold: &FoldRecord,
     ) -> Result<Handled, Error> {
         let fired = still_outstanding(state, fold);
-        tracing::info!(resent = fired.len(), "batch already folded; replaying the fold's follow-ups");
+        tracing::info!(
+            resent = fired.len(),
+            "batch already folded; replaying the fold's follow-ups"
+        );
         let record = fold_record(work, fold, fired);
         let publish = state.book.status != RunPhase::Running;
         let enqueued_now = self.follow_up(job, state, &record, publish).await?;
@@ -596,7 +613,10 @@ mod tests {
         assert_eq!(fold.fired.len(), 1);
         assert_eq!(fold.fired[0].node, "g");
         for w in &workers {
-            assert_eq!(state.context[&format!("_outputs.{}", w.node)], json!(w.node));
+            assert_eq!(
+                state.context[&format!("_outputs.{}", w.node)],
+                json!(w.node)
+            );
             assert!(!state.book.outstanding.contains_key(&w.key()));
             assert!(!state.book.commits.contains_key(&w.key()));
         }

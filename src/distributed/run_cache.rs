@@ -140,7 +140,11 @@ impl RunCache {
 
     /// The context of the remembered state of `run_id` as a shared map, when the
     /// remembered state is the one tagged `etag` (copied from it once, then shared).
-    pub(crate) fn shared_context(&self, run_id: &str, etag: &str) -> Option<Arc<Map<String, Value>>> {
+    pub(crate) fn shared_context(
+        &self,
+        run_id: &str,
+        etag: &str,
+    ) -> Option<Arc<Map<String, Value>>> {
         let state = {
             let mut inner = self.lock();
             let entry = inner.entries.get_mut(run_id)?;

@@ -25,8 +25,8 @@
 
 use crate::distributed::ports::RunPhase;
 use crate::distributed::state::{
-    AwaitingRecord, BLUEPRINT_ID_KEY, BLUEPRINT_VERSION_KEY, BatchRecord, CommitKind, CommitRecord, RunError,
-    RunState, TakenEdge, WorkItem,
+    AwaitingRecord, BLUEPRINT_ID_KEY, BLUEPRINT_VERSION_KEY, BatchRecord, CommitKind, CommitRecord,
+    RunError, RunState, TakenEdge, WorkItem,
 };
 use crate::flow::blueprint::Blueprint;
 use crate::flow::context::{AwaitReason, AwaitingDetails, ContextDelta, apply_deltas};

@@ -25,6 +25,7 @@
 //! [`Worker::run`] lives in [`super::polling`].
 
 use crate::Error;
+use crate::distributed::batch_fold::{BatchWorker, folded_batch_of};
 use crate::distributed::classify::{Class, Probe, Ready, Request, classify};
 use crate::distributed::commit::{Step, commit_versioned};
 use crate::distributed::core::Backends;
@@ -38,7 +39,6 @@ use crate::distributed::ports::{QueueMessage, RunPhase, Versioned};
 use crate::distributed::publish::publish_status;
 use crate::distributed::run_cache::RunCache;
 use crate::distributed::state::{CommitRecord, RetryRecord, RunState, WorkItem};
-use crate::distributed::batch_fold::{BatchWorker, folded_batch_of};
 use crate::distributed::transition::{
     Settlement, fail_run, needs_prepare, prepare, settle, shrink_finished, update_status,
 };
@@ -751,7 +751,12 @@ impl Worker {
     /// whose creation is not visible yet) for another try after a short, growing delay;
     /// poisoned (and the run failed) only when it is still unknown after `max_dequeue`
     /// deliveries.
-    pub(crate) async fn not_yet(&self, job: &JobMessage, dequeue_count: u32, why: String) -> Handled {
+    pub(crate) async fn not_yet(
+        &self,
+        job: &JobMessage,
+        dequeue_count: u32,
+        why: String,
+    ) -> Handled {
         if dequeue_count >= self.config.max_dequeue {
             let reason = format!(
                 "job for node '{}' is still unknown to its run after {dequeue_count} \
