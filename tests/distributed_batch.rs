@@ -144,6 +144,10 @@ struct Rig {
 }
 
 fn rig(blueprint: Value) -> Rig {
+    rig_with(blueprint, WorkerConfig::default().status_heartbeat)
+}
+
+fn rig_with(blueprint: Value, status_heartbeat: Duration) -> Rig {
     let mut blueprints = BlueprintRegistry::new();
     blueprints.insert(Blueprint::from_json(&blueprint.to_string()).unwrap());
     let deps = Dependencies::new().with(Counter::default());
@@ -166,6 +170,7 @@ fn rig(blueprint: Value) -> Rig {
         error_delay: Duration::ZERO,
         stale_read_delay: Duration::ZERO,
         max_dequeue: 50,
+        status_heartbeat,
         ..WorkerConfig::default()
     };
     let client = Client::new(backends.clone(), env.blueprints.clone());
@@ -402,4 +407,32 @@ async fn waiting_workers_resumed_by_a_client_arrive_and_the_last_one_fires_the_g
     gathered.sort();
     assert_eq!(gathered, vec![0, 10, 20]);
     assert_eq!(rig.counter.get("after"), 1);
+}
+
+/// Batch workers do not commit, so no commit refreshes the status item while they run:
+/// they refresh it themselves, at most once per `status_heartbeat` from each worker.
+#[tokio::test]
+async fn batch_workers_refresh_the_status_item_at_most_once_per_heartbeat() {
+    let items: Vec<u64> = (0..40).collect();
+    let blueprint = json!({"id": "hb", "nodes": [
+        {"id": "load", "uses": "set", "params": {"values": {"items": items}}},
+        {"id": "s", "uses": "batch-scatter", "inputs": "items",
+         "params": {"workerUsesKey": "count", "gatherNodeId": "g"}},
+        {"id": "g", "uses": "batch-gather"}],
+      "edges": [{"source": "load", "target": "s"}, {"source": "s", "target": "g"}]});
+    let mut writes = Vec::new();
+    for heartbeat in [Duration::from_secs(3600), Duration::ZERO] {
+        let rig = rig_with(blueprint.clone(), heartbeat);
+        let run_id = start(&rig, "hb").await;
+        rig.drain(false).await;
+        assert_eq!(rig.result(&run_id).await.status, RunStatus::Completed);
+        writes.push(rig.runs.inner.status_writes());
+    }
+    let (amortised, every_time) = (writes[0], writes[1]);
+    assert!(amortised < 10, "{amortised} status writes for 40 workers");
+    assert!(
+        every_time >= amortised + 39,
+        "{every_time} status writes with a zero heartbeat: each worker after the first \
+         refreshes it"
+    );
 }

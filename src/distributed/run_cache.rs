@@ -283,6 +283,44 @@ mod tests {
         assert!(cache.len() <= 2);
     }
 
+    #[test]
+    fn a_read_state_is_kept_only_when_newer_and_its_context_is_shared_once() {
+        let cache = RunCache::new(4);
+        let mut newer = state("r", "2");
+        newer.value.book.revision = 5;
+        cache.put(&newer);
+        cache.offer(Arc::new(state("r", "1")));
+        assert_eq!(
+            cache.get("r").unwrap().etag,
+            "2",
+            "an older read is not kept"
+        );
+        let first = cache.shared_context("r", "2").unwrap();
+        let again = cache.shared_context("r", "2").unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "copied once, then shared");
+        assert!(cache.shared_context("r", "1").is_none(), "another version");
+        let mut newest = state("r", "3");
+        newest.value.book.revision = 6;
+        cache.offer(Arc::new(newest));
+        assert_eq!(cache.get("r").unwrap().etag, "3");
+        assert!(
+            cache.shared_context("r", "2").is_none(),
+            "reset with the state"
+        );
+    }
+
+    #[test]
+    fn the_batch_heartbeat_is_due_once_per_interval() {
+        let cache = RunCache::new(4);
+        assert!(
+            !cache.heartbeat_due("r", 100, 60),
+            "the first ask starts the interval"
+        );
+        assert!(!cache.heartbeat_due("r", 159, 60));
+        assert!(cache.heartbeat_due("r", 160, 60));
+        assert!(!cache.heartbeat_due("r", 161, 60));
+    }
+
     #[tokio::test]
     async fn commits_of_one_run_take_turns() {
         let cache = RunCache::default();
