@@ -13,7 +13,9 @@
 //! 4. **execute** ([`super::execute`]): one attempt (a retryable failure records and queues
 //!    the next attempt), or a sub-run resume;
 //! 5. **commit** ([`super::commit`]): ONE conditional write of the settlement (re-classified
-//!    on every try, so a lost answer turns into a replay);
+//!    on every try, so a lost answer turns into a replay); a batch worker's success is
+//!    stored beside the run document instead, and the batch's last arrival folds every
+//!    result into it in one commit (the `batch_fold` module);
 //! 6. **follow-ups** ([`super::follow_ups`]): enqueue the fired work and wake-ups (the
 //!    polling loop has the fired work left to it instead, and runs it in this worker under
 //!    guard messages: see [`super::polling`]);
