@@ -21,7 +21,7 @@ use flowcraft_azure::distributed::state::RunState;
 use flowcraft_azure::distributed::worker::{Disposition, Worker, WorkerConfig};
 use flowcraft_azure::flow::blueprint::Blueprint;
 use flowcraft_azure::flow::execute::{BlueprintRegistry, Environment};
-use flowcraft_azure::flow::node::Dependencies;
+use flowcraft_azure::flow::node::{Dependencies, NodeContext, NodeError, NodeResult};
 use flowcraft_azure::flow::runtime::{RunStatus, WorkflowResult};
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -152,7 +152,9 @@ fn rig_with(blueprint: Value, status_heartbeat: Duration) -> Rig {
     blueprints.insert(Blueprint::from_json(&blueprint.to_string()).unwrap());
     let deps = Dependencies::new().with(Counter::default());
     let counter = deps.get::<Counter>().unwrap();
-    let env = Environment::new(registry())
+    let mut registry = registry();
+    registry.register("flaky-scatter", flaky_scatter);
+    let env = Environment::new(registry)
         .with_blueprints(blueprints)
         .with_dependencies(deps);
     let queue = Arc::new(MemoryQueue::new());
@@ -237,6 +239,25 @@ impl Rig {
         assert_eq!(ids.len(), n, "{ids:?}");
         ids.iter().map(|id| self.counter.get(id)).collect()
     }
+}
+
+/// A scatter of three `flaky` workers that fail their first attempt and may retry once.
+async fn flaky_scatter(ctx: NodeContext) -> Result<NodeResult, NodeError> {
+    let ids: Vec<String> = (0..3).map(|i| format!("fw_{i}")).collect();
+    let workers = ids
+        .iter()
+        .map(|id| {
+            serde_json::from_value(json!({"id": id, "uses": "flaky",
+                "params": {"succeedOn": 2}, "config": {"maxRetries": 2}}))
+            .unwrap()
+        })
+        .collect();
+    ctx.context().set("g_allWorkerIds", json!(ids));
+    Ok(NodeResult {
+        output: Some(json!({"gatherNodeId": "g"})),
+        action: None,
+        dynamic_nodes: workers,
+    })
 }
 
 fn batch_blueprint() -> Value {
@@ -435,4 +456,26 @@ async fn batch_workers_refresh_the_status_item_at_most_once_per_heartbeat() {
         "{every_time} status writes with a zero heartbeat: each worker after the first \
          refreshes it"
     );
+}
+
+#[tokio::test]
+async fn workers_that_fail_and_retry_commit_their_retries_and_still_fold_once() {
+    let rig = rig(json!({"id": "batch-retry", "nodes": [
+        {"id": "s", "uses": "flaky-scatter"},
+        {"id": "g", "uses": "batch-gather"},
+        {"id": "after", "uses": "count", "inputs": "g"}],
+      "edges": [{"source": "s", "target": "g"}, {"source": "g", "target": "after"}]}));
+    let run_id = start(&rig, "batch-retry").await;
+    rig.drain(false).await;
+    let result = rig.result(&run_id).await;
+    assert_eq!(result.status, RunStatus::Completed, "{:?}", result.errors);
+    assert_eq!(
+        result.context["g"],
+        json!(["ok on 2", "ok on 2", "ok on 2"])
+    );
+    for i in 0..3 {
+        assert_eq!(rig.counter.get(&format!("fw_{i}")), 2, "two attempts each");
+    }
+    assert_eq!(rig.counter.get("after"), 1);
+    assert_eq!(rig.runs.folds.load(Ordering::SeqCst), 1);
 }
