@@ -8,6 +8,7 @@
 use flowcraft_azure::distributed::client::Client;
 use flowcraft_azure::distributed::core::Backends;
 use flowcraft_azure::distributed::memory::{MemoryCoordinationStore, MemoryQueue, MemoryRunStore};
+use flowcraft_azure::distributed::metered::{Meter, Operation};
 use flowcraft_azure::distributed::ports::{CoordinationStore, JobQueue, RunStore};
 use flowcraft_azure::distributed::worker::{Worker, WorkerConfig};
 use flowcraft_azure::flow::blueprint::Blueprint;
@@ -54,11 +55,12 @@ async fn a_5000_item_batch_of_1_kib_outputs_completes_and_folds_once() {
     let env = Environment::new(registry).with_blueprints(blueprints);
     // The run grows far past one Cosmos item (the Cosmos store spreads it over several).
     let runs = Arc::new(MemoryRunStore::with_document_limit(256 * 1024 * 1024));
-    let backends = Backends::new(
+    let meter = Meter::new();
+    let backends = meter.wrap(&Backends::new(
         Arc::new(MemoryQueue::new()) as Arc<dyn JobQueue>,
         runs.clone() as Arc<dyn RunStore>,
         Arc::new(MemoryCoordinationStore::new()) as Arc<dyn CoordinationStore>,
-    );
+    ));
     let config = WorkerConfig {
         idle_backoff_max: Duration::from_millis(50),
         ..WorkerConfig::default()
@@ -103,6 +105,22 @@ async fn a_5000_item_batch_of_1_kib_outputs_completes_and_folds_once() {
         "every worker's output is in the context"
     );
     let commits = runs.commits();
+    let calls = meter.snapshot();
+    let per_worker = |op: Operation| calls.calls(op) as f64 / n as f64;
+    eprintln!(
+        "per worker: {:.3} requests in all, {:.4} loads, {:.4} commits, {:.3} result puts, \
+         {:.3} arrivals, {:.4} result pages, {:.4} status writes",
+        calls.http_requests() as f64 / n as f64,
+        per_worker(Operation::RunsLoad),
+        per_worker(Operation::RunsCommit),
+        per_worker(Operation::RunsPutWorkerResult),
+        per_worker(Operation::RunsRecordArrival),
+        per_worker(Operation::RunsWorkerResults),
+        per_worker(Operation::RunsWriteStatus),
+    );
+    // Each worker stores its result and records its arrival once (no redelivery here).
+    assert_eq!(calls.calls(Operation::RunsPutWorkerResult), n);
+    assert_eq!(calls.calls(Operation::RunsRecordArrival), n);
     eprintln!(
         "batch of {n} x 1 KiB: {:.1} s, {commits} run document commits ({:.4} per worker), \
          {} MB committed, {} loads",
