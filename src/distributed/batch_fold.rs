@@ -125,17 +125,16 @@ pub(crate) fn apply_fold(
         (batch.first..=batch.last).contains(&work.activation)
             && state.book.joins.gather_of(&work.node) == Some(batch.gather.as_str())
     };
-    let settled_by_results = |state: &RunState, work: &WorkItem| {
+    let has_result = |work: &WorkItem| {
         results
             .binary_search_by_key(&work.activation, |r| r.activation)
             .is_ok_and(|i| results[i].node == work.node)
-            && state.book.outstanding.contains_key(&work.key())
     };
     let missing = state
         .book
         .outstanding
         .values()
-        .filter(|w| in_batch(state, w) && !settled_by_results(state, w))
+        .filter(|w| in_batch(state, w) && !has_result(w))
         .count();
     if missing > 0 {
         return Step::Skip(Folded::Incomplete(format!(

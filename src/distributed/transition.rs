@@ -427,11 +427,16 @@ fn complete(
 /// Records the batch that `workers` (just scheduled, consecutive activations) form when they
 /// report to a gather node, so that they settle beside the run document and are folded into
 /// it at once (see [`super::batch_fold`]). The folded batches of the same gather (earlier
-/// passes of a loop) are forgotten.
+/// passes of a loop) are forgotten. Workers with repeated ids (a custom scatter) form no
+/// such batch: they commit one by one, as any other node.
 fn open_batch(state: &mut RunState, workers: &[WorkItem]) {
     let (Some(first), Some(last)) = (workers.first(), workers.last()) else {
         return;
     };
+    let distinct: BTreeSet<&str> = workers.iter().map(|w| w.node.as_str()).collect();
+    if distinct.len() != workers.len() {
+        return;
+    }
     let Some(gather) = state.book.joins.gather_of(&first.node).map(str::to_string) else {
         return;
     };
