@@ -479,3 +479,33 @@ async fn workers_that_fail_and_retry_commit_their_retries_and_still_fold_once() 
     assert_eq!(rig.counter.get("after"), 1);
     assert_eq!(rig.runs.folds.load(Ordering::SeqCst), 1);
 }
+
+/// The reconciler re-sends every outstanding worker of a batch that is not folded yet
+/// (the run looked stalled): workers whose result is stored keep their first result, and
+/// the batch still folds once with every output.
+#[tokio::test]
+async fn a_reconcile_in_the_middle_of_a_batch_keeps_the_first_results_and_folds_once() {
+    let rig = rig(batch_blueprint());
+    let run_id = start(&rig, "batch").await;
+    // `load`, the scatter, then two of the four workers.
+    let mut handled = 0;
+    while handled < 4 {
+        let m = rig.queue.receive(1, Duration::from_secs(60)).await.unwrap();
+        let m = m.into_iter().next().expect("a queued job");
+        assert_eq!(rig.worker.handle_message(&m).await, Disposition::Complete);
+        rig.queue.complete(&m.id, &m.receipt).await.unwrap();
+        handled += 1;
+    }
+    let resent = rig.client.reconcile(&run_id).await.unwrap();
+    assert_eq!(
+        resent.len(),
+        4,
+        "every worker is still outstanding: {resent:?}"
+    );
+    rig.drain(false).await;
+    let result = rig.result(&run_id).await;
+    assert_eq!(result.status, RunStatus::Completed, "{:?}", result.errors);
+    assert_eq!(result.context["g"], json!([1, 2, 3, 4]));
+    assert_eq!(rig.counter.get("after"), 1, "the gather fired once");
+    assert_eq!(rig.runs.folds.load(Ordering::SeqCst), 1, "folded once");
+}
