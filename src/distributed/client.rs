@@ -4,6 +4,7 @@
 
 use crate::Error;
 use crate::ErrorInfo;
+use crate::distributed::batch_fold::arrive_after_commit;
 use crate::distributed::classify::{Class, Probe, Ready, Request, classify};
 use crate::distributed::commit::{Step, commit_from, commit_with};
 use crate::distributed::core::{Backends, run_not_found, to_result};
@@ -341,7 +342,13 @@ impl Client {
                 retry_transient(|| publish_status(runs, &self.events, &state, &self.sources))
                     .await?;
                 tracing::info!(run_id, node_id = %record.node, fired = record.fired.len(), "run resumed");
-                Ok(record.fired)
+                let mut fired = record.fired.clone();
+                // A waiting batch worker completed here: it arrives in its batch too.
+                fired.extend(
+                    arrive_after_commit(&self.backends, &self.events, &blueprint, &state, &record)
+                        .await?,
+                );
+                Ok(fired)
             }
         }
     }

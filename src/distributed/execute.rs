@@ -16,7 +16,8 @@ use crate::flow::blueprint::Blueprint;
 use crate::flow::builtins::subflow;
 use crate::flow::context::ContextDelta;
 use crate::flow::execute::{
-    AttemptOutcome, AttemptRequest, execute_attempt, max_attempts, node_definition, retry_delay,
+    AttemptOutcome, AttemptRequest, execute_attempt, execute_attempt_shared, max_attempts,
+    node_definition, retry_delay,
 };
 use crate::flow::node::NodeResult;
 use crate::flow::runtime::{FlowRuntime, RunStatus, SUBFLOW_STATE_PREFIX};
@@ -53,12 +54,15 @@ pub(crate) enum SubflowResume {
 
 impl Worker {
     /// Runs one attempt: the settlement to commit, or the retry it recorded and queued.
+    /// `shared`: `state.context` as a shared map, which the node then reads instead of a
+    /// copy of its own.
     pub(crate) async fn attempt(
         &self,
         job: &JobMessage,
         work: &WorkItem,
         blueprint: &Arc<Blueprint>,
         state: &RunState,
+        shared: Option<Arc<Map<String, Value>>>,
         cancel: CancellationToken,
     ) -> Result<Attempted, Error> {
         let attempt = job.attempt();
@@ -67,7 +71,7 @@ impl Worker {
             node_id: job.node_id.clone(),
             attempt,
         });
-        let outcome = execute_attempt(AttemptRequest {
+        let request = AttemptRequest {
             env: &self.env,
             blueprint,
             node_id: &job.node_id,
@@ -76,8 +80,11 @@ impl Worker {
             attempt,
             cancel: cancel.clone(),
             input: None,
-        })
-        .await;
+        };
+        let outcome = match shared {
+            Some(snapshot) => execute_attempt_shared(request, snapshot).await,
+            None => execute_attempt(request).await,
+        };
         if cancel.is_cancelled() {
             // The lease was lost while the node ran: another delivery owns the job now, so
             // neither this result nor a retry may be recorded.

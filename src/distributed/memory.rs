@@ -4,7 +4,8 @@
 //! message until they expire or are renewed (receipts change on every renewal), the dequeue
 //! count goes up on each receive, delays and TTLs follow tokio time (so tests can
 //! `tokio::time::pause()`), run commits are ETag-guarded, stored documents go through the same
-//! JSON shape as the Cosmos item and are refused above 2 MB. All are thread-safe.
+//! JSON shape as the Cosmos item and are refused above 2 MB (or a limit set with
+//! [`MemoryRunStore::with_document_limit`]). All are thread-safe.
 
 use crate::Error;
 use crate::ErrorInfo;
@@ -310,6 +311,10 @@ struct StoreInner {
     /// Arrival ledgers by (run, batch).
     arrivals: HashMap<(String, String), BTreeSet<String>>,
     next_etag: u64,
+    /// The document size limit; `None` = [`MAX_DOCUMENT_BYTES`].
+    document_limit: Option<usize>,
+    /// Bytes of JSON written by commits so far.
+    committed_bytes: u64,
     loads: u64,
     commits: u64,
     conflicts: u64,
@@ -351,6 +356,20 @@ impl MemoryRunStore {
         lock(&self.inner).commits
     }
 
+    /// Bytes of run document JSON written by successful commits so far.
+    pub fn committed_bytes(&self) -> u64 {
+        lock(&self.inner).committed_bytes
+    }
+
+    /// A store that accepts run documents up to `bytes` of JSON instead of 2 MB: a store
+    /// that spreads a large run over several items (like the Cosmos run store) has no
+    /// single-item limit for the run as a whole.
+    pub fn with_document_limit(bytes: usize) -> Self {
+        let store = MemoryRunStore::default();
+        lock(&store.inner).document_limit = Some(bytes);
+        store
+    }
+
     /// Commits refused because of a stale ETag so far.
     pub fn conflicts(&self) -> u64 {
         lock(&self.inner).conflicts
@@ -365,24 +384,33 @@ impl MemoryRunStore {
     }
 }
 
-fn encode_document(state: &RunState) -> Result<Map<String, Value>, Error> {
+/// The stored document of `state` and its size in bytes of JSON; `TooLarge` above `limit`.
+fn encode_document(state: &RunState, limit: usize) -> Result<(Map<String, Value>, usize), Error> {
     let doc = state.to_document()?;
     let size = serde_json::to_vec(&doc)
         .map(|v| v.len())
         .unwrap_or(usize::MAX);
-    if size > MAX_DOCUMENT_BYTES {
+    if size > limit {
         return Err(Error::TooLarge(Box::new(ErrorInfo::new(format!(
-            "run {} document is {size} bytes; the limit is {MAX_DOCUMENT_BYTES}",
+            "run {} document is {size} bytes; the limit is {limit}",
             state.run_id
         )))));
     }
-    Ok(doc)
+    Ok((doc, size))
+}
+
+impl MemoryRunStore {
+    fn document_limit(&self) -> usize {
+        lock(&self.inner)
+            .document_limit
+            .unwrap_or(MAX_DOCUMENT_BYTES)
+    }
 }
 
 #[async_trait]
 impl RunStore for MemoryRunStore {
     async fn create_run(&self, state: &RunState, status: &StatusRecord) -> Result<bool, Error> {
-        let doc = encode_document(state)?;
+        let (doc, _) = encode_document(state, self.document_limit())?;
         let mut inner = lock(&self.inner);
         if inner.runs.contains_key(&state.run_id) {
             return Ok(false);
@@ -414,7 +442,7 @@ impl RunStore for MemoryRunStore {
     }
 
     async fn commit(&self, state: &RunState, etag: &str) -> Result<String, Error> {
-        let doc = encode_document(state)?;
+        let (doc, size) = encode_document(state, self.document_limit())?;
         let mut inner = lock(&self.inner);
         let current = match inner.runs.get(&state.run_id) {
             None => return Err(not_found(format!("run {} does not exist", state.run_id))),
@@ -429,6 +457,7 @@ impl RunStore for MemoryRunStore {
         }
         let tag = inner.etag();
         inner.commits += 1;
+        inner.committed_bytes += size as u64;
         inner.runs.insert(state.run_id.clone(), (doc, tag));
         Ok(tag.to_string())
     }
@@ -518,6 +547,20 @@ impl RunStore for MemoryRunStore {
         }
         results.insert(result.node.clone(), result.clone());
         Ok(true)
+    }
+
+    async fn worker_result(
+        &self,
+        run_id: &str,
+        batch: &str,
+        node: &str,
+    ) -> Result<Option<WorkerResult>, Error> {
+        let inner = lock(&self.inner);
+        Ok(inner
+            .results
+            .get(&(run_id.to_string(), batch.to_string()))
+            .and_then(|results| results.get(node))
+            .cloned())
     }
 
     async fn record_arrival(&self, run_id: &str, batch: &str, node: &str) -> Result<u64, Error> {

@@ -126,6 +126,8 @@ pub enum Operation {
     RunsListStalled,
     /// [`RunStore::put_worker_result`].
     RunsPutWorkerResult,
+    /// [`RunStore::worker_result`].
+    RunsWorkerResult,
     /// [`RunStore::record_arrival`].
     RunsRecordArrival,
     /// [`RunStore::worker_results`].
@@ -147,7 +149,7 @@ pub enum Operation {
 }
 
 /// How many operations there are (the length of [`Operation::ALL`]).
-const OPERATIONS: usize = 23;
+const OPERATIONS: usize = 24;
 
 impl Operation {
     /// Every operation, queue first, then run store, then coordination store.
@@ -166,6 +168,7 @@ impl Operation {
         Operation::RunsWriteStatus,
         Operation::RunsListStalled,
         Operation::RunsPutWorkerResult,
+        Operation::RunsWorkerResult,
         Operation::RunsRecordArrival,
         Operation::RunsWorkerResults,
         Operation::CoordIncrement,
@@ -194,6 +197,7 @@ impl Operation {
             Operation::RunsWriteStatus => "runs.write_status",
             Operation::RunsListStalled => "runs.list_stalled",
             Operation::RunsPutWorkerResult => "runs.put_worker_result",
+            Operation::RunsWorkerResult => "runs.worker_result",
             Operation::RunsRecordArrival => "runs.record_arrival",
             Operation::RunsWorkerResults => "runs.worker_results",
             Operation::CoordIncrement => "coordination.increment",
@@ -227,6 +231,7 @@ impl Operation {
             Operation::RunsWriteStatus => (Service::Cosmos, 1, "POST or PUT If-Match status item"),
             Operation::RunsListStalled => (Service::Cosmos, 1, "POST docs query (one page)"),
             Operation::RunsPutWorkerResult => (Service::Cosmos, 1, "POST worker result item"),
+            Operation::RunsWorkerResult => (Service::Cosmos, 1, "GET result item"),
             Operation::RunsRecordArrival => (Service::Cosmos, 1, "PATCH arrival ledger item"),
             Operation::RunsWorkerResults => (Service::Cosmos, 1, "POST docs query (one page)"),
             Operation::CoordIncrement => (Service::Redis, 1, "INCR + EXPIRE script"),
@@ -546,6 +551,17 @@ impl RunStore for MeteredRunStore {
         let outcome = self.inner.put_worker_result(result).await;
         self.meter.record(Operation::RunsPutWorkerResult, &outcome);
         outcome
+    }
+
+    async fn worker_result(
+        &self,
+        run_id: &str,
+        batch: &str,
+        node: &str,
+    ) -> Result<Option<WorkerResult>, Error> {
+        let result = self.inner.worker_result(run_id, batch, node).await;
+        self.meter.record(Operation::RunsWorkerResult, &result);
+        result
     }
 
     async fn record_arrival(&self, run_id: &str, batch: &str, node: &str) -> Result<u64, Error> {

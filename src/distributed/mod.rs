@@ -23,6 +23,10 @@
 //!   `_inputs.<target>`, the node's context writes, join arrivals, outstanding work, the
 //!   awaiting record and the run status are ONE ETag-guarded write of the run document; a
 //!   conflict reloads and re-applies the transition (never re-runs the node).
+//!   The one exception is a batch worker that succeeds: it stores its result beside the
+//!   run document and the last worker to arrive folds the whole batch into it in ONE
+//!   commit (the `batch_fold` module), so a batch of N workers costs a few run document
+//!   writes instead of N rewrites of a document that grows with every worker.
 //! - **Idempotent redelivery**: a commit record keyed by (node, activation) stores output,
 //!   action, taken edges and the work it fired; a redelivered job replays the follow-ups
 //!   (enqueue fired work, publish status). Successors are enqueued only after the commit.
@@ -70,6 +74,7 @@
 //! `flowcraft:blueprint:<run>` key; joins do not need it because they live in the run
 //! document's atomic commit.
 
+mod batch_fold;
 pub mod classify;
 pub mod client;
 pub mod commit;

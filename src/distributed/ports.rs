@@ -294,6 +294,21 @@ pub trait RunStore: Send + Sync {
     /// create in the context container, in the run's partition (409 means it exists).
     async fn put_worker_result(&self, result: &WorkerResult) -> Result<bool, Error>;
 
+    /// The stored result of worker `node` in `batch`, if any: a redelivered worker job
+    /// checks it before running its node again. ADDITIVE, with a default that answers
+    /// `None` ("not known"): the job then runs the node again and
+    /// [`RunStore::put_worker_result`] keeps the first result, which is correct, only not
+    /// as cheap (Cosmos: one point read of the result item).
+    async fn worker_result(
+        &self,
+        run_id: &str,
+        batch: &str,
+        node: &str,
+    ) -> Result<Option<WorkerResult>, Error> {
+        let _ = (run_id, batch, node);
+        Ok(None)
+    }
+
     /// Records in the arrival ledger of `batch` that worker `node` has settled (a durable
     /// set: idempotent) and returns how many DISTINCT workers of the batch have arrived so
     /// far, this one included. Atomic per ledger, so the call that completes the set sees

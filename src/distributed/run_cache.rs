@@ -10,11 +10,18 @@
 //!   guards every write, and the worker never drops or defers a job on a cached state
 //!   without reading the run again (see [`super::worker`]).
 //!
+//! - **Shared context**: the remembered state's context as one shared map, built at most once
+//!   per remembered state, so the many batch workers that run on one state do not each copy
+//!   the whole run context (see [`super::batch_fold`]).
+//! - **Heartbeat**: when this worker last refreshed the run's status item on behalf of batch
+//!   workers (which do not commit, so no commit refreshes it).
+//!
 //! Bounded: at most `capacity` runs are remembered; the least recently used run whose gate
 //! nobody holds is forgotten first. A finished run is forgotten at once.
 
 use crate::distributed::ports::Versioned;
 use crate::distributed::state::RunState;
+use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -24,7 +31,11 @@ pub(crate) const DEFAULT_CAPACITY: usize = 32;
 #[derive(Debug)]
 struct Entry {
     gate: Arc<tokio::sync::Mutex<()>>,
-    state: Option<Versioned<RunState>>,
+    state: Option<Arc<Versioned<RunState>>>,
+    /// The context of `state`, shared (built on first use; reset with `state`).
+    context: Option<Arc<Map<String, Value>>>,
+    /// When batch workers last refreshed the status item (epoch seconds).
+    beat: Option<i64>,
     used: u64,
 }
 
@@ -80,14 +91,16 @@ impl RunCache {
             .or_insert_with(|| Entry {
                 gate: Arc::default(),
                 state: None,
+                context: None,
+                beat: None,
                 used: tick,
             });
         entry.used = tick;
         entry
     }
 
-    /// A copy of the last state of `run_id` this worker committed (or read to commit).
-    pub(crate) fn get(&self, run_id: &str) -> Option<Versioned<RunState>> {
+    /// The last state of `run_id` this worker committed (or read to commit), shared.
+    pub(crate) fn get(&self, run_id: &str) -> Option<Arc<Versioned<RunState>>> {
         let mut inner = self.lock();
         inner.tick += 1;
         let tick = inner.tick;
@@ -99,13 +112,76 @@ impl RunCache {
     /// Remembers `state` as the run's latest (a finished run is forgotten instead: no job
     /// needs it any more).
     pub(crate) fn put(&self, state: &Versioned<RunState>) {
+        self.keep(Arc::new(state.clone()), false);
+    }
+
+    /// Remembers a state this worker READ (not committed) when it is newer than the one
+    /// remembered, or nothing is: the batch workers of a run then share one read.
+    pub(crate) fn offer(&self, state: Arc<Versioned<RunState>>) {
+        self.keep(state, true);
+    }
+
+    fn keep(&self, state: Arc<Versioned<RunState>>, only_newer: bool) {
         let run_id = state.value.run_id.as_str();
         if state.value.book.status.is_terminal() {
             self.forget(run_id);
             return;
         }
         let mut inner = self.lock();
-        self.touch(&mut inner, run_id).state = Some(state.clone());
+        let entry = self.touch(&mut inner, run_id);
+        let older = |cached: &Arc<Versioned<RunState>>| {
+            cached.value.book.revision < state.value.book.revision
+        };
+        if !only_newer || entry.state.as_ref().is_none_or(older) {
+            entry.state = Some(state);
+            entry.context = None;
+        }
+    }
+
+    /// The context of the remembered state of `run_id` as a shared map, when the
+    /// remembered state is the one tagged `etag` (copied from it once, then shared).
+    pub(crate) fn shared_context(
+        &self,
+        run_id: &str,
+        etag: &str,
+    ) -> Option<Arc<Map<String, Value>>> {
+        let state = {
+            let mut inner = self.lock();
+            let entry = inner.entries.get_mut(run_id)?;
+            let state = entry.state.clone().filter(|s| s.etag == etag)?;
+            if let Some(context) = &entry.context {
+                return Some(context.clone());
+            }
+            state
+        };
+        // Copied outside the lock (it may be large); a concurrent copy is merely wasted.
+        let context = Arc::new(state.value.context.clone());
+        let mut inner = self.lock();
+        if let Some(entry) = inner.entries.get_mut(run_id)
+            && entry.state.as_ref().is_some_and(|s| s.etag == etag)
+        {
+            entry.context = Some(context.clone());
+        }
+        Some(context)
+    }
+
+    /// Whether the run's status item is due for a heartbeat from this worker's batch workers
+    /// (`every_s` seconds since the last one, or since the first ask); `true` records it as
+    /// refreshed now.
+    pub(crate) fn heartbeat_due(&self, run_id: &str, now_s: i64, every_s: i64) -> bool {
+        let mut inner = self.lock();
+        let entry = self.touch(&mut inner, run_id);
+        match entry.beat {
+            Some(last) if now_s - last < every_s => false,
+            Some(_) => {
+                entry.beat = Some(now_s);
+                true
+            }
+            None => {
+                entry.beat = Some(now_s);
+                false
+            }
+        }
     }
 
     /// Forgets the run's state (its gate stays while someone holds it).
@@ -114,6 +190,7 @@ impl RunCache {
         let in_use = match inner.entries.get_mut(run_id) {
             Some(entry) => {
                 entry.state = None;
+                entry.context = None;
                 Arc::strong_count(&entry.gate) > 1
             }
             None => return,
@@ -204,6 +281,44 @@ mod tests {
         drop(gate);
         cache.put(&state("c", "1"));
         assert!(cache.len() <= 2);
+    }
+
+    #[test]
+    fn a_read_state_is_kept_only_when_newer_and_its_context_is_shared_once() {
+        let cache = RunCache::new(4);
+        let mut newer = state("r", "2");
+        newer.value.book.revision = 5;
+        cache.put(&newer);
+        cache.offer(Arc::new(state("r", "1")));
+        assert_eq!(
+            cache.get("r").unwrap().etag,
+            "2",
+            "an older read is not kept"
+        );
+        let first = cache.shared_context("r", "2").unwrap();
+        let again = cache.shared_context("r", "2").unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "copied once, then shared");
+        assert!(cache.shared_context("r", "1").is_none(), "another version");
+        let mut newest = state("r", "3");
+        newest.value.book.revision = 6;
+        cache.offer(Arc::new(newest));
+        assert_eq!(cache.get("r").unwrap().etag, "3");
+        assert!(
+            cache.shared_context("r", "2").is_none(),
+            "reset with the state"
+        );
+    }
+
+    #[test]
+    fn the_batch_heartbeat_is_due_once_per_interval() {
+        let cache = RunCache::new(4);
+        assert!(
+            !cache.heartbeat_due("r", 100, 60),
+            "the first ask starts the interval"
+        );
+        assert!(!cache.heartbeat_due("r", 159, 60));
+        assert!(cache.heartbeat_due("r", 160, 60));
+        assert!(!cache.heartbeat_due("r", 161, 60));
     }
 
     #[tokio::test]

@@ -171,6 +171,45 @@ pub struct RetryRecord {
     pub delay_ms: u64,
 }
 
+/// A batch whose workers settle beside the run document (see the `batch_fold` module): the
+/// workers the scatter scheduled (consecutive activations `first..=last`), and once their
+/// results were folded into the run, what the fold fired.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchRecord {
+    /// The gather node the workers report to.
+    pub gather: String,
+    /// The activation of the first worker.
+    pub first: u64,
+    /// The activation of the last worker.
+    pub last: u64,
+    /// How many workers the batch has.
+    pub size: u64,
+    /// Set by the fold: the work it fired (the gather) and the revision it produced, so a
+    /// redelivered worker job re-sends what a crashed folder may not have sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folded: Option<FoldRecord>,
+}
+
+/// What a batch's fold fired (see [`BatchRecord::folded`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FoldRecord {
+    /// The work the fold made ready (the gather node, once every worker arrived).
+    #[serde(default)]
+    pub fired: Vec<WorkItem>,
+    /// The run revision the fold produced (the fired jobs carry it).
+    pub revision: u64,
+}
+
+impl BatchRecord {
+    /// The batch's key, unique within the run: `<gather>@<first worker activation>` (a batch
+    /// inside a loop gets a fresh key on every pass).
+    pub fn key(&self) -> String {
+        format!("{}@{}", self.gather, self.first)
+    }
+}
+
 /// An error recorded for the run (the user's message survives).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -219,6 +258,10 @@ pub struct Bookkeeping {
     /// Outstanding work waiting out a `retryDelay`, by work key (dropped when it settles).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub retries: BTreeMap<String, RetryRecord>,
+    /// Batches whose workers settle beside the run document, by batch key (see
+    /// [`BatchRecord`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub batches: BTreeMap<String, BatchRecord>,
     /// Errors, in order.
     #[serde(default)]
     pub errors: Vec<RunError>,
@@ -250,6 +293,7 @@ impl Default for Bookkeeping {
             executions: BTreeMap::new(),
             awaiting: BTreeMap::new(),
             retries: BTreeMap::new(),
+            batches: BTreeMap::new(),
             errors: Vec::new(),
             reason: None,
             status_touched_at: 0,
@@ -275,6 +319,15 @@ impl Bookkeeping {
         self.commits
             .values()
             .find(|r| r.resume_key.as_deref() == Some(key))
+    }
+
+    /// The batch `work` is a worker of, if any: `(key, record)`.
+    pub fn batch_of(&self, work: &WorkItem) -> Option<(String, &BatchRecord)> {
+        let gather = self.joins.gather_of(&work.node)?;
+        self.batches
+            .values()
+            .find(|b| b.gather == gather && (b.first..=b.last).contains(&work.activation))
+            .map(|b| (b.key(), b))
     }
 
     /// The awaiting record of `work`'s node, if that node waits in this very activation.

@@ -25,8 +25,8 @@
 
 use crate::distributed::ports::RunPhase;
 use crate::distributed::state::{
-    AwaitingRecord, BLUEPRINT_ID_KEY, BLUEPRINT_VERSION_KEY, CommitKind, CommitRecord, RunError,
-    RunState, TakenEdge, WorkItem,
+    AwaitingRecord, BLUEPRINT_ID_KEY, BLUEPRINT_VERSION_KEY, BatchRecord, CommitKind, CommitRecord,
+    RunError, RunState, TakenEdge, WorkItem,
 };
 use crate::flow::blueprint::Blueprint;
 use crate::flow::context::{AwaitReason, AwaitingDetails, ContextDelta, apply_deltas};
@@ -123,6 +123,13 @@ pub fn prepare(state: &mut RunState, blueprint: &Blueprint) -> Vec<WorkItem> {
         .iter()
         .map(|id| fire(state, blueprint, id))
         .collect()
+}
+
+/// Whether [`prepare`] would change `state` (a foreign run, or a pin that is missing).
+pub fn needs_prepare(state: &RunState) -> bool {
+    !state.book.initialized
+        || !state.context.contains_key(BLUEPRINT_VERSION_KEY)
+        || !state.context.contains_key(BLUEPRINT_ID_KEY)
 }
 
 /// The nodes a run starts with: start nodes that are not fallback-only (F19).
@@ -351,6 +358,7 @@ pub fn shrink_finished(state: &mut RunState) {
     book.retries.clear();
     book.joins.clear();
     book.executions.clear();
+    book.batches.clear();
 }
 
 /// Records that `source` activated `target`; returns the work when the join fires.
@@ -383,9 +391,13 @@ fn complete(
         .book
         .joins
         .start_batch(blueprint, &state.context, node, &result);
-    for dynamic in &result.dynamic_nodes {
-        record.fired.push(fire(state, blueprint, &dynamic.id));
-    }
+    let workers: Vec<WorkItem> = result
+        .dynamic_nodes
+        .iter()
+        .map(|dynamic| fire(state, blueprint, &dynamic.id))
+        .collect();
+    open_batch(state, &workers);
+    record.fired.extend(workers);
     for activation in route(blueprint, node, &result, &state.context) {
         deliver_input(&mut state.context, &activation.target, activation.input);
         record.taken.push(TakenEdge {
@@ -410,6 +422,36 @@ fn complete(
     state.book.joins.finished(blueprint, &state.context, node);
     record.output = result.output;
     record.action = result.action;
+}
+
+/// Records the batch that `workers` (just scheduled, consecutive activations) form when they
+/// report to a gather node, so that they settle beside the run document and are folded into
+/// it at once (see [`super::batch_fold`]). The folded batches of the same gather (earlier
+/// passes of a loop) are forgotten. Workers with repeated ids (a custom scatter) form no
+/// such batch: they commit one by one, as any other node.
+fn open_batch(state: &mut RunState, workers: &[WorkItem]) {
+    let (Some(first), Some(last)) = (workers.first(), workers.last()) else {
+        return;
+    };
+    let distinct: BTreeSet<&str> = workers.iter().map(|w| w.node.as_str()).collect();
+    if distinct.len() != workers.len() {
+        return;
+    }
+    let Some(gather) = state.book.joins.gather_of(&first.node).map(str::to_string) else {
+        return;
+    };
+    state
+        .book
+        .batches
+        .retain(|_, b| b.gather != gather || b.folded.is_none());
+    let batch = BatchRecord {
+        gather,
+        first: first.activation,
+        last: last.activation,
+        size: workers.len() as u64,
+        folded: None,
+    };
+    state.book.batches.insert(batch.key(), batch);
 }
 
 /// How long after `now` a timer wait wakes up, in milliseconds (0 when already due or

@@ -13,7 +13,9 @@
 //! 4. **execute** ([`super::execute`]): one attempt (a retryable failure records and queues
 //!    the next attempt), or a sub-run resume;
 //! 5. **commit** ([`super::commit`]): ONE conditional write of the settlement (re-classified
-//!    on every try, so a lost answer turns into a replay);
+//!    on every try, so a lost answer turns into a replay); a batch worker's success is
+//!    stored beside the run document instead, and the batch's last arrival folds every
+//!    result into it in one commit (the `batch_fold` module);
 //! 6. **follow-ups** ([`super::follow_ups`]): enqueue the fired work and wake-ups (the
 //!    polling loop has the fired work left to it instead, and runs it in this worker under
 //!    guard messages: see [`super::polling`]);
@@ -25,6 +27,7 @@
 //! [`Worker::run`] lives in [`super::polling`].
 
 use crate::Error;
+use crate::distributed::batch_fold::{BatchWorker, folded_batch_of};
 use crate::distributed::classify::{Class, Probe, Ready, Request, classify};
 use crate::distributed::commit::{Step, commit_versioned};
 use crate::distributed::core::Backends;
@@ -39,7 +42,7 @@ use crate::distributed::publish::publish_status;
 use crate::distributed::run_cache::RunCache;
 use crate::distributed::state::{CommitRecord, RetryRecord, RunState, WorkItem};
 use crate::distributed::transition::{
-    Settlement, fail_run, prepare, settle, shrink_finished, update_status,
+    Settlement, fail_run, needs_prepare, prepare, settle, shrink_finished, update_status,
 };
 use crate::flow::blueprint::Blueprint;
 use crate::flow::execute::Environment;
@@ -425,12 +428,12 @@ impl Worker {
         // The state this worker committed last, when it already knows the job; anything but
         // "go ahead" on it is checked again on a fresh read (it may lag behind other workers).
         let mut cached = self.cached_for(job);
-        let (etag, state, work, ready) = loop {
+        let (loaded, work, ready) = loop {
             let from_cache = cached.is_some();
-            let loaded = match cached.take() {
+            let mut loaded = match cached.take() {
                 Some(loaded) => loaded,
                 None => match retry_transient(|| runs.load(&job.run_id)).await? {
-                    Some(loaded) => loaded,
+                    Some(loaded) => Arc::new(loaded),
                     None => {
                         let why =
                             format!("run {} does not exist (or is not visible yet)", job.run_id);
@@ -438,30 +441,65 @@ impl Worker {
                     }
                 },
             };
-            let Versioned {
-                value: mut state,
-                etag,
-            } = loaded;
-            prepare(&mut state, &blueprint);
-            let Some(work) = resolve_work(&state, job) else {
+            if needs_prepare(&loaded.value) {
+                prepare(&mut Arc::make_mut(&mut loaded).value, &blueprint);
+            }
+            let state = &loaded.value;
+            let Some(work) = resolve_work(state, job) else {
                 if from_cache {
                     continue;
                 }
                 return Ok(self.dropped(job, "no outstanding work for this node"));
             };
-            match classify(&state, Some(&blueprint), &probe_of(job, &work)) {
-                Class::Ready(ready) => break (etag, state, work, ready),
+            match classify(state, Some(&blueprint), &probe_of(job, &work)) {
+                Class::Ready(ready) => {
+                    if !from_cache && state.book.batch_of(&work).is_some() {
+                        // The run does not change while its batch runs: the other workers
+                        // of the batch that this worker runs share this read.
+                        self.cache.offer(loaded.clone());
+                    }
+                    break (loaded, work, ready);
+                }
                 _ if from_cache => continue,
-                other => return self.dispose(job, dequeue_count, other, &state).await,
+                other => return self.dispose(job, dequeue_count, other, state).await,
             }
+        };
+        let batch = match ready {
+            Ready::Execute => loaded
+                .value
+                .book
+                .batch_of(&work)
+                .map(|(key, record)| (key, record.size)),
+            _ => None,
         };
         let probe = probe_of(job, &work);
         let plan = match ready {
             Ready::Execute => {
-                match self
-                    .attempt(job, &work, &blueprint, &state, cancel.clone())
-                    .await?
-                {
+                let attempted = match &batch {
+                    Some((key, size)) => {
+                        let ran = self
+                            .run_batch_worker(
+                                job,
+                                dequeue_count,
+                                &work,
+                                &blueprint,
+                                &loaded,
+                                (key, *size),
+                                cancel.clone(),
+                                hand_off,
+                            )
+                            .await?;
+                        match ran {
+                            BatchWorker::Handled(handled) => return Ok(handled),
+                            BatchWorker::Attempted(attempted) => attempted,
+                        }
+                    }
+                    None => {
+                        self.attempt(job, &work, &blueprint, &loaded.value, None, cancel.clone())
+                            .await?
+                    }
+                };
+                match attempted {
                     Attempted::Settle(settlement) => Plan::Execute(*settlement),
                     Attempted::RetryQueued { visible_now } => {
                         return Ok(Handled::complete(visible_now));
@@ -478,7 +516,7 @@ impl Worker {
             }
             Ready::Wake(_) => Plan::Wake,
             Ready::Resume(pending) => Plan::Resume(
-                self.resume_subflow(&blueprint, &state, &work, pending)
+                self.resume_subflow(&blueprint, &loaded.value, &work, pending)
                     .await,
             ),
             Ready::ClientResume(_) => {
@@ -494,7 +532,7 @@ impl Worker {
         };
         // The prepared state is still the loaded one (preparing again is a no-op), so the
         // first commit try needs no second read.
-        let loaded = Versioned { value: state, etag };
+        let loaded = Arc::unwrap_or_clone(loaded);
         let (committed, state) = self
             .commit_run(&job.run_id, Some(loaded), |state| decide(state, &decision))
             .await?;
@@ -510,7 +548,8 @@ impl Worker {
                 });
                 let mut handled = Handled::complete(enqueued_now);
                 handled.successors = successors;
-                Ok(handled)
+                self.arrive_if_batch_worker(job, &state, &record, dequeue_count, handled, hand_off)
+                    .await
             }
             Committed::Reparked => {
                 tracing::info!("the resumed sub-run waits again; the node stays awaiting");
@@ -544,9 +583,14 @@ impl Worker {
             }
             Class::VersionMismatch(why) => self.defer(job, why).await,
             Class::NotYet(why) => Ok(self.not_yet(job, dequeue_count, why).await),
-            Class::Replay(record) => self.replay(job, state, record).await,
+            Class::Replay(record) => self.replay(job, state, record, dequeue_count).await,
             Class::RetryRecorded(retry) => self.resend_retry(job, state, retry).await,
-            Class::Stale(why) => Ok(self.dropped(job, format!("stale job: {why}"))),
+            Class::Stale(why) => {
+                if let Some((work, fold)) = folded_batch_of(state, job) {
+                    return self.replay_fold(job, &work, state, &fold).await;
+                }
+                Ok(self.dropped(job, format!("stale job: {why}")))
+            }
             Class::Ready(_) => Ok(self.dropped(job, "nothing left to do")),
         }
     }
@@ -712,7 +756,12 @@ impl Worker {
     /// whose creation is not visible yet) for another try after a short, growing delay;
     /// poisoned (and the run failed) only when it is still unknown after `max_dequeue`
     /// deliveries.
-    async fn not_yet(&self, job: &JobMessage, dequeue_count: u32, why: String) -> Handled {
+    pub(crate) async fn not_yet(
+        &self,
+        job: &JobMessage,
+        dequeue_count: u32,
+        why: String,
+    ) -> Handled {
         if dequeue_count >= self.config.max_dequeue {
             let reason = format!(
                 "job for node '{}' is still unknown to its run after {dequeue_count} \
@@ -732,7 +781,7 @@ impl Worker {
     }
 
     /// Drops the job (logged, `JobDropped`): its message is completed, nothing is sent.
-    fn dropped(&self, job: &JobMessage, reason: impl Into<String>) -> Handled {
+    pub(crate) fn dropped(&self, job: &JobMessage, reason: impl Into<String>) -> Handled {
         let reason = reason.into();
         tracing::info!(run_id = %job.run_id, node_id = %job.node_id, reason = %reason, "dropping job");
         self.events.emit(Event::JobDropped {
@@ -775,6 +824,7 @@ impl Worker {
         job: &JobMessage,
         state: &RunState,
         record: CommitRecord,
+        dequeue_count: u32,
     ) -> Result<Handled, Error> {
         tracing::info!("job already committed; replaying its follow-ups");
         self.events.emit(Event::JobReplayed {
@@ -783,13 +833,15 @@ impl Worker {
         });
         let publish = state.book.status != RunPhase::Running;
         let enqueued_now = self.follow_up(job, state, &record, publish).await?;
-        Ok(Handled::complete(enqueued_now))
+        let handled = Handled::complete(enqueued_now);
+        self.arrive_if_batch_worker(job, state, &record, dequeue_count, handled, false)
+            .await
     }
 
     /// The state this worker committed last for the job's run, when it is at least as new
     /// as the commit that scheduled the job (a job without a revision, e.g. a TypeScript
     /// client's, always reads the run).
-    fn cached_for(&self, job: &JobMessage) -> Option<Versioned<RunState>> {
+    fn cached_for(&self, job: &JobMessage) -> Option<Arc<Versioned<RunState>>> {
         let rev = job.rev?;
         job.activation?;
         self.cache
@@ -815,9 +867,11 @@ impl Worker {
         let newest = |loaded: Option<Versioned<RunState>>| {
             let cached = self.cache.get(run_id);
             let pick = match (loaded, cached) {
-                (Some(l), Some(c)) if c.value.book.revision > l.value.book.revision => Some(c),
+                (Some(l), Some(c)) if c.value.book.revision > l.value.book.revision => {
+                    Some(Arc::unwrap_or_clone(c))
+                }
                 (Some(l), _) => return Some(l),
-                (None, c) => c,
+                (None, c) => c.map(Arc::unwrap_or_clone),
             };
             cached_start.store(pick.is_some(), Ordering::Relaxed);
             pick
@@ -854,7 +908,7 @@ impl Worker {
     /// Enqueues the work `record` fired and its wake-up (unless the run is over) and
     /// publishes the status when asked or final. Returns whether a message visible at once
     /// was sent.
-    async fn follow_up(
+    pub(crate) async fn follow_up(
         &self,
         job: &JobMessage,
         state: &RunState,
@@ -869,7 +923,7 @@ impl Worker {
     /// [`Worker::follow_up`]; with `hand_off`, the executions fired by a commit of a
     /// running run that set no wake-up are not sent but returned, for the caller to run
     /// them itself under guard messages.
-    async fn follow_up_handing_off(
+    pub(crate) async fn follow_up_handing_off(
         &self,
         job: &JobMessage,
         state: &RunState,

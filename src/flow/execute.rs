@@ -242,6 +242,21 @@ pub async fn execute_attempt(mut req: AttemptRequest<'_>) -> AttemptOutcome {
     run_prepared(&req, prepared, context).await
 }
 
+/// [`execute_attempt`] over a shared snapshot of the run context: the node reads `snapshot`
+/// (`req.context` is ignored) instead of a private copy of the context, so running one node
+/// of a large run does not copy the whole run context.
+pub async fn execute_attempt_shared(
+    mut req: AttemptRequest<'_>,
+    snapshot: Arc<Map<String, Value>>,
+) -> AttemptOutcome {
+    let input = req.input.take();
+    let prepared = match prepare(req.env, req.blueprint, req.node_id, &snapshot, input) {
+        Ok(prepared) => prepared,
+        Err(error) => return failed(error, false),
+    };
+    run_prepared(&req, prepared, ContextHandle::from_shared(snapshot)).await
+}
+
 /// [`execute_attempt`] for the in-process runtime: the node reads the run's live committed
 /// context instead of a private copy of it (so a run does not copy its whole context for
 /// every node). `req.context` is ignored; `shared` is read briefly to prepare the node.

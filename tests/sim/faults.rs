@@ -709,6 +709,19 @@ impl RunStore for FaultyRunStore {
         )
     }
 
+    async fn worker_result(
+        &self,
+        run_id: &str,
+        batch: &str,
+        node: &str,
+    ) -> Result<Option<WorkerResult>, Error> {
+        self.chaos.latency().await;
+        if let CallFault::Before = self.chaos.call() {
+            return Err(lost("read worker result", false));
+        }
+        self.inner.worker_result(run_id, batch, node).await
+    }
+
     async fn record_arrival(&self, run_id: &str, batch: &str, node: &str) -> Result<u64, Error> {
         faulted!(
             self.chaos,
