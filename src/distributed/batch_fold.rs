@@ -12,9 +12,12 @@
 //! 2. it stores its result beside the run document, once
 //!    ([`RunStore::put_worker_result`]; a redelivered job finds the first result there and
 //!    does not run the node again);
-//! 3. it records its arrival in the batch's ledger ([`RunStore::record_arrival`]), which
-//!    answers how many distinct workers have arrived, atomically: exactly the worker whose
-//!    arrival completes the batch (and any redelivery after it) sees the full count;
+//! 3. it records its arrival in the batch's ledgers ([`RunStore::record_arrival`]), which
+//!    answer how many distinct members have arrived, atomically: exactly the worker whose
+//!    arrival completes the batch (and any redelivery after it) sees the full count. The
+//!    workers are split into about √N shards, each with its own ledger, and the arrival that
+//!    completes a shard arrives in the batch's top ledger, so no ledger (and no answer, which
+//!    is the whole ledger item on Cosmos) grows past about √N entries;
 //! 4. that worker FOLDS the batch into the run document in ONE ordinary commit: every
 //!    stored result, in worker order, is applied as the worker's own commit would have
 //!    applied it (outputs, context writes, arrival at the gather, outstanding work removed;
@@ -35,19 +38,22 @@
 
 use crate::Error;
 use crate::distributed::commit::{Step, commit_with};
-use crate::distributed::core::{Backends, now_epoch};
+use crate::distributed::core::Backends;
 use crate::distributed::events::{Event, EventBus};
 use crate::distributed::execute::Attempted;
 use crate::distributed::follow_ups::{enqueue_follow_ups, retry_transient};
 use crate::distributed::job::JobMessage;
 use crate::distributed::ports::{RunPhase, RunStore, Versioned, WorkerResult};
 use crate::distributed::publish::{publish_status, touch_status};
-use crate::distributed::state::{CommitKind, CommitRecord, FoldRecord, RunState, WorkItem};
+use crate::distributed::state::{
+    BatchRecord, CommitKind, CommitRecord, FoldRecord, RunState, WorkItem,
+};
 use crate::distributed::transition::{Settlement, prepare, settle};
 use crate::distributed::worker::{Disposition, Handled, Worker};
 use crate::flow::blueprint::Blueprint;
 use crate::flow::execute::NodeCompletion;
 use crate::flow::node::NodeResult;
+use crate::flow::sources::Sources;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -238,6 +244,7 @@ fn fold_record(work: &WorkItem, fold: &FoldRecord, fired: Vec<WorkItem>) -> Comm
 pub(crate) async fn arrive_after_commit(
     backends: &Backends,
     events: &EventBus,
+    sources: &Sources,
     blueprint: &Blueprint,
     state: &RunState,
     record: &CommitRecord,
@@ -257,14 +264,11 @@ pub(crate) async fn arrive_after_commit(
     }
     let runs = backends.runs.as_ref();
     let run_id = state.run_id.as_str();
-    let count = retry_transient(|| runs.record_arrival(run_id, &key, &work.node))
-        .await
-        .map_err(|e| e.during("record batch arrival"))?;
-    if count < batch.size {
+    if !record_arrival(runs, run_id, &key, batch, &work).await? {
         return Ok(Vec::new());
     }
     let results = collect_results(runs, run_id, &key).await?;
-    let now = Utc::now();
+    let now = sources.now();
     let (folded, state) = retry_transient(|| {
         commit_with(runs, run_id, |state| {
             apply_fold(state, blueprint, &key, &results, now, 0)
@@ -288,8 +292,51 @@ pub(crate) async fn arrive_after_commit(
         )
         .await?;
     }
-    retry_transient(|| publish_status(runs, events, &state)).await?;
+    retry_transient(|| publish_status(runs, events, &state, sources)).await?;
     Ok(fired)
+}
+
+/// The number of workers per arrival shard of a batch of `size`: about its square root, so
+/// that neither a shard's ledger nor the batch's top ledger grows past that.
+fn shard_width(size: u64) -> u64 {
+    size.isqrt().max(1) + u64::from(size.isqrt().pow(2) < size)
+}
+
+/// Records `work`'s arrival in `batch` (key `key`) and says whether that completed the
+/// batch. A ledger answers its whole item, so one ledger of N workers would cost O(N) per
+/// arrival and O(N²) per batch. The workers are therefore split by activation into shards
+/// of about √N: a worker arrives in its shard's ledger (`<key>#<shard>`), and the arrival
+/// that completes a shard arrives, as `s<shard>`, in the batch's top ledger (`key`). Every
+/// ledger counts atomically, so exactly the arrival that completes the last shard (and any
+/// redelivery after it) sees the batch complete; a redelivered arrival repeats both steps
+/// harmlessly (a ledger is a set).
+async fn record_arrival(
+    runs: &dyn RunStore,
+    run_id: &str,
+    key: &str,
+    batch: &BatchRecord,
+    work: &WorkItem,
+) -> Result<bool, Error> {
+    let width = shard_width(batch.size);
+    let shards = batch.size.div_ceil(width);
+    let index = work
+        .activation
+        .saturating_sub(batch.first)
+        .min(batch.size.saturating_sub(1));
+    let shard = index / width;
+    let shard_size = width.min(batch.size - shard * width);
+    let shard_key = format!("{key}#{shard}");
+    let arrived = retry_transient(|| runs.record_arrival(run_id, &shard_key, &work.node))
+        .await
+        .map_err(|e| e.during("record batch arrival"))?;
+    if arrived < shard_size {
+        return Ok(false);
+    }
+    let member = format!("s{shard}");
+    let complete = retry_transient(|| runs.record_arrival(run_id, key, &member))
+        .await
+        .map_err(|e| e.during("record batch shard arrival"))?;
+    Ok(complete >= shards)
 }
 
 /// What running a batch worker's job came to.
@@ -302,8 +349,8 @@ pub(crate) enum BatchWorker {
     Attempted(Attempted),
 }
 
-/// Which batch a worker belongs to: its key and its number of workers.
-pub(crate) type BatchId<'a> = (&'a str, u64);
+/// Which batch a worker belongs to: its key and its record.
+pub(crate) type BatchId<'a> = (&'a str, &'a BatchRecord);
 
 impl Worker {
     /// Runs a batch worker's job on `loaded` (see the module documentation): a redelivered
@@ -409,13 +456,12 @@ impl Worker {
         let Some(blueprint) = self.env.blueprints.get(&job.blueprint_id) else {
             return Ok(handled);
         };
-        let size = batch.size;
         let more = self
             .arrive(
                 job,
                 &work,
                 &blueprint,
-                (&key, size),
+                (&key, batch),
                 dequeue_count,
                 hand_off,
             )
@@ -438,12 +484,10 @@ impl Worker {
         hand_off: bool,
     ) -> Result<Handled, Error> {
         let runs = self.backends.runs.as_ref();
-        let (key, size) = batch;
-        let count = retry_transient(|| runs.record_arrival(&job.run_id, key, &work.node))
-            .await
-            .map_err(|e| e.during("record batch arrival"))?;
+        let (key, record) = batch;
+        let complete = record_arrival(runs, &job.run_id, key, record, work).await?;
         self.batch_heartbeat(&job.run_id).await;
-        if count < size {
+        if !complete {
             return Ok(Handled::new(Disposition::Complete, false));
         }
         self.fold(job, work, blueprint, key, dequeue_count, hand_off)
@@ -454,10 +498,13 @@ impl Worker {
     /// per `status_heartbeat` from this worker (best effort: a failure is only logged).
     async fn batch_heartbeat(&self, run_id: &str) {
         let every = i64::try_from(self.config.status_heartbeat.as_secs()).unwrap_or(60);
-        if !self.cache.heartbeat_due(run_id, now_epoch(), every) {
+        if !self
+            .cache
+            .heartbeat_due(run_id, self.env.sources.now_epoch(), every)
+        {
             return;
         }
-        if let Err(e) = touch_status(self.backends.runs.as_ref(), run_id).await {
+        if let Err(e) = touch_status(self.backends.runs.as_ref(), run_id, &self.env.sources).await {
             tracing::warn!(run_id, error = %e, "batch status heartbeat failed");
         }
     }
@@ -476,7 +523,7 @@ impl Worker {
     ) -> Result<Handled, Error> {
         let runs = self.backends.runs.as_ref();
         let results = collect_results(runs, &job.run_id, key).await?;
-        let now = Utc::now();
+        let now = self.env.sources.now();
         let heartbeat = i64::try_from(self.config.status_heartbeat.as_secs()).unwrap_or(60);
         let (folded, state) = self
             .commit_run(&job.run_id, None, |state| {
@@ -504,7 +551,8 @@ impl Worker {
                 Ok(self.not_yet(job, dequeue_count, why).await)
             }
             Folded::Finished(phase) => {
-                retry_transient(|| publish_status(runs, &self.events, &state)).await?;
+                retry_transient(|| publish_status(runs, &self.events, &state, &self.env.sources))
+                    .await?;
                 Ok(self.dropped(job, format!("the run is {}", phase.as_str())))
             }
         }

@@ -345,8 +345,15 @@ impl Client {
                 let mut fired = record.fired.clone();
                 // A waiting batch worker completed here: it arrives in its batch too.
                 fired.extend(
-                    arrive_after_commit(&self.backends, &self.events, &blueprint, &state, &record)
-                        .await?,
+                    arrive_after_commit(
+                        &self.backends,
+                        &self.events,
+                        &self.sources,
+                        &blueprint,
+                        &state,
+                        &record,
+                    )
+                    .await?,
                 );
                 Ok(fired)
             }

@@ -465,18 +465,14 @@ impl Worker {
             }
         };
         let batch = match ready {
-            Ready::Execute => loaded
-                .value
-                .book
-                .batch_of(&work)
-                .map(|(key, record)| (key, record.size)),
+            Ready::Execute => loaded.value.book.batch_of(&work),
             _ => None,
         };
         let probe = probe_of(job, &work);
         let plan = match ready {
             Ready::Execute => {
                 let attempted = match &batch {
-                    Some((key, size)) => {
+                    Some((key, record)) => {
                         let ran = self
                             .run_batch_worker(
                                 job,
@@ -484,7 +480,7 @@ impl Worker {
                                 &work,
                                 &blueprint,
                                 &loaded,
-                                (key, *size),
+                                (key, record),
                                 cancel.clone(),
                                 hand_off,
                             )
