@@ -932,6 +932,10 @@ async fn a_worker_result_is_stored_once_and_the_first_wins() {
     assert!(!store.put_worker_result(&first).await.unwrap());
     let (results, _) = all_results(&store, &run, "g:1").await;
     assert_eq!(results, vec![first.clone()]);
+    // A redelivered job reads it back with one point read.
+    let stored = store.worker_result(&run, "g:1", "w1").await.unwrap();
+    assert_eq!(stored, Some(first.clone()));
+    assert_eq!(store.worker_result(&run, "g:1", "w9").await.unwrap(), None);
     // The same node in another batch is another result.
     let other = worker_result(&run, "g:2", "w1", json!("other batch"));
     assert!(store.put_worker_result(&other).await.unwrap());

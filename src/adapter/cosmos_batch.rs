@@ -304,23 +304,42 @@ pub(crate) async fn worker_results(
     let items = page
         .items
         .into_iter()
-        .map(|item| {
-            let id = item
-                .get("id")
-                .and_then(Value::as_str)
-                .unwrap_or("?")
-                .to_string();
-            serde_json::from_value::<WorkerResult>(item).map_err(|e| {
-                Error::unexpected(format!(
-                    "run {run_id}: the stored batch worker result `{id}` is unreadable ({e}); \
-                     delete or repair that item"
-                ))
-            })
-        })
+        .map(|item| parse_result(run_id, item))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Page {
         items,
         continuation: page.continuation,
+    })
+}
+
+/// [`crate::distributed::ports::RunStore::worker_result`]: one point read of the result item.
+pub(crate) async fn worker_result(
+    contexts: &ContainerClient,
+    meter: &Meter,
+    run_id: &str,
+    batch: &str,
+    node: &str,
+) -> Result<Option<WorkerResult>, Error> {
+    let id = result_id(run_id, batch, node);
+    match meter.track(contexts.read::<Value>(&id, &pk(run_id)).await) {
+        Ok(stored) => parse_result(run_id, stored.value).map(Some),
+        Err(Error::NotFound(_)) => Ok(None),
+        Err(e) => Err(e.during("read batch worker result")),
+    }
+}
+
+/// A stored result item as a [`WorkerResult`]; an unreadable one is an error naming the item.
+fn parse_result(run_id: &str, item: Value) -> Result<WorkerResult, Error> {
+    let id = item
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or("?")
+        .to_string();
+    serde_json::from_value::<WorkerResult>(item).map_err(|e| {
+        Error::unexpected(format!(
+            "run {run_id}: the stored batch worker result `{id}` is unreadable ({e}); \
+             delete or repair that item"
+        ))
     })
 }
 

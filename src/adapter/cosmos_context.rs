@@ -961,6 +961,15 @@ impl RunStore for CosmosDbContext {
         cosmos_batch::put_worker_result(&self.contexts, &self.meter, result).await
     }
 
+    async fn worker_result(
+        &self,
+        run_id: &str,
+        batch: &str,
+        node: &str,
+    ) -> Result<Option<WorkerResult>, Error> {
+        cosmos_batch::worker_result(&self.contexts, &self.meter, run_id, batch, node).await
+    }
+
     async fn record_arrival(&self, run_id: &str, batch: &str, node: &str) -> Result<u64, Error> {
         cosmos_batch::record_arrival(&self.contexts, &self.meter, run_id, batch, node).await
     }
