@@ -256,6 +256,7 @@ impl PlayOut {
             // The only times this session writes: the status item's and the run's.
             replayer = replayer
                 .ignore_json_path("/lastUpdated")
+                .ignore_json_path("/startedAt")
                 .ignore_json_path("/_flowcraft/statusTouchedAt");
         }
         Arc::new(PlayOut {
