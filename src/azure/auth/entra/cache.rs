@@ -152,42 +152,39 @@ impl CachedCredential {
     }
 }
 
+impl CachedCredential {
+    /// What the cache holds for `slot` right now.
+    fn usable(&self, slot: &Slot) -> Use {
+        let state = slot.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.usable(self.clock.now())
+    }
+
+    /// Refreshes `slot` while holding its refresh lock, unless a refresh that finished
+    /// while this caller waited for the lock left a fresh token.
+    async fn refresh_unless_fresh(&self, slot: &Slot, scope: &str) -> Result<AccessToken, Error> {
+        match self.usable(slot) {
+            Use::Fresh(token) => Ok(token),
+            Use::Due(_) | Use::Missing => self.refresh(slot, scope).await,
+        }
+    }
+}
+
 #[async_trait]
 impl TokenCredential for CachedCredential {
     async fn token(&self, scope: &str) -> Result<AccessToken, Error> {
         let slot = self.slot(scope);
-        let usable = {
-            let state = slot.state.lock().unwrap_or_else(|p| p.into_inner());
-            state.usable(self.clock.now())
-        };
-        match usable {
+        match self.usable(&slot) {
             Use::Fresh(token) => Ok(token),
             Use::Due(token) => {
                 // One caller refreshes; the others keep using the valid token.
                 let Ok(_refreshing) = slot.refresh.try_lock() else {
                     return Ok(token);
                 };
-                // A refresh may have finished between the check and the lock.
-                let again = {
-                    let state = slot.state.lock().unwrap_or_else(|p| p.into_inner());
-                    state.usable(self.clock.now())
-                };
-                match again {
-                    Use::Fresh(token) => Ok(token),
-                    Use::Due(_) | Use::Missing => self.refresh(&slot, scope).await,
-                }
+                self.refresh_unless_fresh(&slot, scope).await
             }
             Use::Missing => {
                 let _refreshing = slot.refresh.lock().await;
-                // Someone else may have refreshed while this caller waited.
-                let again = {
-                    let state = slot.state.lock().unwrap_or_else(|p| p.into_inner());
-                    state.usable(self.clock.now())
-                };
-                match again {
-                    Use::Fresh(token) => Ok(token),
-                    Use::Due(_) | Use::Missing => self.refresh(&slot, scope).await,
-                }
+                self.refresh_unless_fresh(&slot, scope).await
             }
         }
     }
