@@ -58,7 +58,8 @@ pub(crate) async fn commit_versioned<T>(
             Some(current) => current,
             None => runs
                 .load(run_id)
-                .await?
+                .await
+                .map_err(|e| e.during("read run document"))?
                 .ok_or_else(|| run_not_found(run_id))?,
         };
         let Versioned {
