@@ -25,10 +25,18 @@ use serde_json::{Map, Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// A run store whose next loads fail with the queued errors (before reading anything).
+/// A run store whose next loads and status writes fail with the queued errors (before
+/// reading or writing anything).
 struct FlakyLoads {
     inner: Arc<MemoryRunStore>,
     load_errors: Mutex<Vec<Error>>,
+    status_errors: Mutex<Vec<Error>>,
+}
+
+/// The first of `errors`, taken out.
+fn next_error(errors: &Mutex<Vec<Error>>) -> Option<Error> {
+    let mut errors = errors.lock().unwrap();
+    (!errors.is_empty()).then(|| errors.remove(0))
 }
 
 #[async_trait]
@@ -37,11 +45,7 @@ impl RunStore for FlakyLoads {
         self.inner.create_run(state, status).await
     }
     async fn load(&self, run_id: &str) -> Result<Option<Versioned<RunState>>, Error> {
-        let next = {
-            let mut errors = self.load_errors.lock().unwrap();
-            (!errors.is_empty()).then(|| errors.remove(0))
-        };
-        match next {
+        match next_error(&self.load_errors) {
             Some(e) => Err(e),
             None => self.inner.load(run_id).await,
         }
@@ -53,7 +57,10 @@ impl RunStore for FlakyLoads {
         self.inner.status(run_id).await
     }
     async fn write_status(&self, r: &StatusRecord, etag: Option<&str>) -> Result<String, Error> {
-        self.inner.write_status(r, etag).await
+        match next_error(&self.status_errors) {
+            Some(e) => Err(e),
+            None => self.inner.write_status(r, etag).await,
+        }
     }
     async fn list_stalled(
         &self,
@@ -113,6 +120,7 @@ impl Rig {
         let store = Arc::new(FlakyLoads {
             inner: runs.clone(),
             load_errors: Mutex::new(Vec::new()),
+            status_errors: Mutex::new(Vec::new()),
         });
         let backends = Backends::new(
             queue.clone() as Arc<dyn JobQueue>,
@@ -291,6 +299,37 @@ async fn an_unreadable_run_document_is_poisoned_at_once_but_a_transient_load_err
     let result = rig.client.status(&run_id).await.unwrap().unwrap();
     assert_eq!(result.status, RunStatus::Completed, "{:?}", result.errors);
     assert_eq!(rig.status_item(&run_id).await.status, RunPhase::Completed);
+}
+
+/// Nothing is lost when marking the run failed meets an outage: the message is released
+/// rather than poisoned with the status item still `running`, and the next delivery poisons
+/// it and marks the status item.
+#[tokio::test(start_paused = true)]
+async fn an_unreadable_run_is_poisoned_only_once_its_status_item_says_failed() {
+    let rig = Rig::new(&[CHAIN], MemoryRunStore::new());
+    let run_id = rig.start("chain").await;
+    let doc = rig.runs.load(&run_id).await.unwrap().unwrap();
+    let mut raw = doc.value.to_document().unwrap();
+    edits()[0].1(&mut raw);
+    rig.runs.put_raw_document(&run_id, raw);
+    *rig.store.status_errors.lock().unwrap() = (0..20)
+        .map(|_| Error::transport("connection reset"))
+        .collect();
+    let (_, first) = rig.deliver().await.expect("the start job");
+    assert!(matches!(first, Disposition::Release(_)), "{first:?}");
+    assert!(rig.queue.poisoned().is_empty());
+    assert_eq!(rig.status_item(&run_id).await.status, RunPhase::Running);
+
+    rig.store.status_errors.lock().unwrap().clear();
+    let (m, second) = rig.deliver().await.expect("the redelivery");
+    assert_eq!(m.dequeue_count, 2);
+    let Disposition::Poison(reason) = second else {
+        panic!("not poisoned: {second:?}")
+    };
+    let status = rig.status_item(&run_id).await;
+    assert_eq!(status.status, RunPhase::Failed);
+    assert_eq!(final_reason(&status), reason);
+    assert_eq!(rig.queue.poisoned().len(), 1);
 }
 
 /// (b) A node whose output pushes the run document past the store's limit: no retry can

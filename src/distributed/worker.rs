@@ -623,18 +623,18 @@ impl Worker {
                     Err(_) => Disposition::Release(delay),
                 }
             }
-            // The same job would grow the run document past the store's item limit on
-            // every retry, so fail the run now instead of re-running the node.
-            ErrorClass::Permanent if matches!(e, Error::TooLarge(_)) => {
-                self.fail_too_large(job, &e).await
-            }
+            // The same job would fail the same way on every delivery (and re-run its node
+            // each time): fail the run now.
             ErrorClass::Permanent => {
-                let reason = format!(
-                    "job for node '{}' cannot be processed: {e}. Retrying cannot help, so the \
-                     job is poisoned and the run failed",
-                    job.node_id
-                );
-                self.poison(Some(job.run_id.clone()), reason).await
+                let reason = match e {
+                    Error::TooLarge(_) => too_large_reason(job, &e),
+                    _ => format!(
+                        "job for node '{}' cannot be processed: {e}. Retrying cannot help, so \
+                         the job is poisoned and the run failed",
+                        job.node_id
+                    ),
+                };
+                self.fail_permanently(job, reason).await
             }
             ErrorClass::Unsure if dequeue_count >= self.config.max_dequeue => {
                 let reason = format!(
@@ -651,25 +651,21 @@ impl Worker {
         }
     }
 
-    /// A job whose commit is larger than the store accepts: marks the run failed with a
-    /// reason naming the node and the size (recorded for the node) and poisons the message
-    /// with the same reason. Only when recording the failure fails on infrastructure is the
-    /// message released (and poisoned after `max_dequeue` deliveries).
-    async fn fail_too_large(&self, job: &JobMessage, error: &Error) -> Disposition {
-        let reason = format!(
-            "the commit of node '{}' makes the run document too large: {error}. No retry can \
-             cure that, so the run fails: keep large values out of node outputs and the \
-             context (store them elsewhere and pass a reference), or spread large work over \
-             a batch",
-            job.node_id
-        );
-        self.events.emit(Event::JobFailed {
-            run_id: job.run_id.clone(),
-            node_id: job.node_id.clone(),
-            message: reason.clone(),
-        });
+    /// A job that hit a permanent error: marks the run failed with `reason` (recorded for
+    /// the job's node; only the status item when the run document cannot record it) and
+    /// poisons the message with the same reason. Only when recording the failure fails on
+    /// infrastructure is the message released instead (the next delivery meets the same
+    /// error and tries again; poisoned after `max_dequeue` deliveries).
+    async fn fail_permanently(&self, job: &JobMessage, reason: String) -> Disposition {
         match self.fail_run(&job.run_id, &job.node_id, &reason).await {
-            Ok(()) => self.poisoned(Some(job.run_id.clone()), reason),
+            Ok(()) => {
+                self.events.emit(Event::JobFailed {
+                    run_id: job.run_id.clone(),
+                    node_id: job.node_id.clone(),
+                    message: reason.clone(),
+                });
+                self.poisoned(Some(job.run_id.clone()), reason)
+            }
             Err(e) => {
                 tracing::warn!(run_id = %job.run_id, error = %e,
                     "could not mark the run failed; the job will be retried");
@@ -1060,4 +1056,15 @@ impl ErrorClass {
             ErrorClass::Unsure
         }
     }
+}
+
+/// The reason a run fails when the commit of `job` is larger than the store accepts
+/// (`error` says how large, and the limit).
+fn too_large_reason(job: &JobMessage, error: &Error) -> String {
+    format!(
+        "the commit of node '{}' makes the run document too large: {error}. No retry can cure \
+         that, so the run fails: keep large values out of node outputs and the context (store \
+         them elsewhere and pass a reference), or spread large work over a batch",
+        job.node_id
+    )
 }
