@@ -33,7 +33,7 @@
 use crate::Error;
 use crate::distributed::batch_fold::{BatchWorker, folded_batch_of};
 use crate::distributed::classify::{Class, Probe, Ready, Request, classify};
-use crate::distributed::commit::{Step, commit_versioned};
+use crate::distributed::commit::{Step, commit_versioned, load_run};
 use crate::distributed::core::Backends;
 use crate::distributed::events::{Event, EventBus};
 use crate::distributed::execute::{Attempted, SubflowResume};
@@ -436,10 +436,7 @@ impl Worker {
             let from_cache = cached.is_some();
             let mut loaded = match cached.take() {
                 Some(loaded) => loaded,
-                None => match retry_transient(|| runs.load(&job.run_id))
-                    .await
-                    .map_err(|e| e.during("read run document"))?
-                {
+                None => match retry_transient(|| load_run(runs, &job.run_id)).await? {
                     Some(loaded) => Arc::new(loaded),
                     None => {
                         let why =
