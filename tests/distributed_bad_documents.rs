@@ -158,7 +158,7 @@ impl Rig {
                 .await
                 .unwrap();
             let Some(m) = batch.pop() else {
-                if self.queue.len() == 0 {
+                if self.queue.is_empty() {
                     return None;
                 }
                 tokio::time::advance(Duration::from_millis(500)).await;
@@ -194,8 +194,11 @@ fn final_reason(status: &StatusRecord) -> String {
         .to_string()
 }
 
+/// A hand-edit of a stored run document.
+type Edit = fn(&mut Map<String, Value>);
+
 /// Hand-edits of a started run's document that `RunState::from_document` refuses.
-fn edits() -> Vec<(&'static str, fn(&mut Map<String, Value>))> {
+fn edits() -> Vec<(&'static str, Edit)> {
     vec![
         ("a sequence counter past 2^53", |doc| {
             doc["_flowcraft"]["seq"] = json!(1_u64 << 60);
