@@ -1331,3 +1331,97 @@ async fn a_refused_ordered_listing_falls_back_to_sorting_here() {
     // The store remembers the refusal: no second doomed query.
     assert_eq!(*refusing.refused.lock().unwrap(), 1);
 }
+
+/// Permanent errors over Cosmos: a commit over the 2 MB item limit (spilling switched off,
+/// so the run item itself is too large) and a run item whose bookkeeping was edited by hand
+/// each poison the job on its FIRST delivery with a reason, and the status item says
+/// `failed` with that reason (for the unreadable item, the status item alone records it).
+#[tokio::test]
+async fn a_too_large_or_unreadable_run_item_poisons_the_job_at_once_over_cosmos() {
+    use flowcraft_azure::distributed::ports::JobQueue;
+    use flowcraft_azure::distributed::worker::Disposition;
+    if !emulators_enabled("a_too_large_or_unreadable_run_item_poisons_the_job_at_once_over_cosmos")
+    {
+        return;
+    }
+    let no_spill = SpillLimits {
+        spill_above: usize::MAX,
+        ..SpillLimits::default()
+    };
+    let store = Arc::new(fresh_store_with(no_spill).await);
+    let huge = "x".repeat(1_200_000); // stored twice (`_outputs.a` and `a`): over 2 MB
+    let big = json!({"id": "big", "nodes": [
+        {"id": "a", "uses": "count", "params": {"output": huge}}, {"id": "b", "uses": "count"}],
+      "edges": [{"source": "a", "target": "b"}]})
+    .to_string();
+    let chain = r#"{"id":"chain","nodes":[{"id":"a","uses":"count"},{"id":"b","uses":"count"}],
+      "edges":[{"source":"a","target":"b"}]}"#;
+    let mut loaded = BlueprintRegistry::new();
+    loaded.insert(distributed_common::blueprint(&big));
+    loaded.insert(distributed_common::blueprint(chain));
+    let env = Environment::new(distributed_common::registry()).with_blueprints(loaded);
+    let queue = Arc::new(MemoryQueue::new());
+    let backends = Backends::new(
+        queue.clone(),
+        store.clone(),
+        Arc::new(MemoryCoordinationStore::new()),
+    );
+    let client = Client::new(backends.clone(), env.blueprints.clone());
+    let worker = Worker::new(env, backends, WorkerConfig::default());
+    let first_delivery = || async {
+        let m = queue
+            .receive(1, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(m.dequeue_count, 1);
+        match worker.handle_message(&m).await {
+            Disposition::Poison(reason) => {
+                queue.move_to_poison(&m, &reason).await.unwrap();
+                reason
+            }
+            other => panic!("not poisoned on the first delivery: {other:?}"),
+        }
+    };
+    let failed_with = |run_id: String| {
+        let store = store.clone();
+        async move {
+            let status = store.status(&run_id).await.unwrap().unwrap().value;
+            assert_eq!(status.status, RunPhase::Failed);
+            status.final_status.unwrap()["reason"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+
+    let run_id = client.start_run("big", Map::new()).await.unwrap();
+    let reason = first_delivery().await;
+    assert!(
+        reason.contains("node 'a'") && reason.contains(" bytes"),
+        "{reason}"
+    );
+    assert_eq!(failed_with(run_id.clone()).await, reason);
+    let result = client.status(&run_id).await.unwrap().unwrap();
+    assert_eq!(result.status, RunStatus::Failed);
+    assert_eq!(result.errors[0].node_id, "a");
+
+    let run_id = client.start_run("chain", Map::new()).await.unwrap();
+    let (mut item, _) = run_item(&store, &run_id).await;
+    item["_flowcraft"]["seq"] = json!(1_u64 << 60);
+    store
+        .context_container()
+        .replace(
+            &run_id,
+            &PartitionKey::from(run_id.as_str()),
+            &Value::Object(item),
+            None,
+        )
+        .await
+        .unwrap();
+    let reason = first_delivery().await;
+    assert!(reason.contains("edited by hand"), "{reason}");
+    assert_eq!(failed_with(run_id).await, reason);
+    assert!(queue.is_empty());
+    assert_eq!(queue.poisoned().len(), 2);
+}

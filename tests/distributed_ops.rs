@@ -546,8 +546,9 @@ async fn a_chain_node_costs_one_state_read_one_commit_and_one_enqueue() {
 }
 
 /// A node whose output would grow the run document past the store's 2 MB item limit fails
-/// the run at once with a reason saying so: the job is not retried like a transient
-/// conflict (which would re-run the node on every delivery until the poison limit).
+/// the run at once with a reason saying so, and its message is poisoned with that reason:
+/// the job is not retried like a transient conflict (which would re-run the node on every
+/// delivery until the poison limit).
 #[tokio::test(start_paused = true)]
 async fn a_commit_larger_than_the_store_allows_fails_the_run_at_once_without_retrying() {
     let huge = "x".repeat(1_200_000); // stored twice (`_outputs.a` and `a`): > 2 MB
@@ -559,18 +560,17 @@ async fn a_commit_larger_than_the_store_allows_fails_the_run_at_once_without_ret
     let h = Harness::new(&[&bp]);
     let run_id = h.start("huge", json!({})).await;
     let m = h.receive_one().await;
-    assert_eq!(h.worker().handle_message(&m).await, Disposition::Complete);
-    h.queue.complete(&m.id, &m.receipt).await.unwrap();
+    let Disposition::Poison(reason) = h.worker().handle_message(&m).await else {
+        panic!("the job is poisoned on its first delivery")
+    };
+    h.queue.move_to_poison(&m, &reason).await.unwrap();
     assert_eq!(h.counter.get("a"), 1);
     let result = h.client.status(&run_id).await.unwrap().unwrap();
     assert_eq!(result.status, RunStatus::Failed);
     assert_eq!(result.errors.len(), 1, "{:?}", result.errors);
     assert_eq!(result.errors[0].node_id, "a");
-    assert!(
-        result.errors[0].message.contains("size limit"),
-        "{:?}",
-        result.errors
-    );
+    assert_eq!(result.errors[0].message, reason);
+    assert!(reason.contains("too large"), "{reason}");
     let status = h.runs.status(&run_id).await.unwrap().unwrap().value;
     assert_eq!(status.status, RunPhase::Failed);
     tokio::time::advance(Duration::from_secs(3600)).await;

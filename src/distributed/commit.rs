@@ -12,6 +12,28 @@ use std::time::Duration;
 /// How many times a commit is re-applied after ETag conflicts before giving up.
 const MAX_COMMIT_TRIES: u32 = 200;
 
+/// Loads the run document of `run_id` (`None` when it does not exist). A document that
+/// cannot be read, or that names another run (edited by hand), is an
+/// [`Error::InvalidInput`] saying so: no retry can cure it.
+pub(crate) async fn load_run(
+    runs: &dyn RunStore,
+    run_id: &str,
+) -> Result<Option<Versioned<RunState>>, Error> {
+    let loaded = runs
+        .load(run_id)
+        .await
+        .map_err(|e| e.during("read run document"))?;
+    if let Some(found) = loaded.as_ref().filter(|l| l.value.run_id != run_id) {
+        return Err(Error::invalid_input(format!(
+            "run {run_id}: its document names run '{}'; the run document was edited by hand \
+             and cannot be processed",
+            found.value.run_id
+        ))
+        .during("read run document"));
+    }
+    Ok(loaded)
+}
+
 /// What a commit closure decides after looking at the freshly loaded state.
 pub(crate) enum Step<T> {
     /// Write the (modified) state, then return the value.
@@ -56,8 +78,7 @@ pub(crate) async fn commit_versioned<T>(
     for tries in 0..MAX_COMMIT_TRIES {
         let current = match loaded.take() {
             Some(current) => current,
-            None => runs
-                .load(run_id)
+            None => load_run(runs, run_id)
                 .await?
                 .ok_or_else(|| run_not_found(run_id))?,
         };

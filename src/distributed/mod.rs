@@ -45,8 +45,12 @@
 //!   outstanding or awaiting; `completed`, `failed`, `cancelled` and `stalled` are sticky in
 //!   the run document and in the status item (compare-and-set, ordered by revision).
 //! - **Permanent errors are not retried**: a commit that would make the run document larger
-//!   than the store accepts (Cosmos: 2 MB) fails the run at once with the reason, instead of
-//!   re-running the node until the poison limit.
+//!   than the store accepts (Cosmos: 2 MB) fails the run with a reason naming the node and
+//!   the size, and a run document that cannot be read (e.g. bookkeeping edited by hand) or
+//!   any other malformed request fails it with that reason: either way on the job's first
+//!   delivery, the message going to the poison queue with the same reason. A document that
+//!   cannot record the failure is left as it is and its status item alone is marked
+//!   `failed` (sticky), so clients and the reconciler see the reason.
 //! - **Versions and blueprints**: a run pins `blueprintVersion` at start (a run without one
 //!   adopts the worker's version in its first commit); a job for another version is deferred
 //!   for a worker that has it (a delayed copy with a growing delay, not counted toward

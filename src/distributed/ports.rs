@@ -257,7 +257,10 @@ pub trait RunStore: Send + Sync {
 
     /// Loads the run state with its version tag; `None` when the run does not exist. The
     /// read may lag behind other writers (Cosmos session consistency): the core recognises a
-    /// state older than the job it handles (the job's `rev`) and tries again later.
+    /// state older than the job it handles (the job's `rev`) and tries again later. A stored
+    /// document that cannot be parsed ([`RunState::from_document`] refuses it) is an
+    /// [`Error::InvalidInput`]: the worker takes that as permanent (the job is poisoned at
+    /// once and the run's status item marked failed), so report only that as such.
     async fn load(&self, run_id: &str) -> Result<Option<Versioned<RunState>>, Error>;
 
     /// Replaces the run state in ONE conditional write, only if its version tag still equals

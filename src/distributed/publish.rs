@@ -102,6 +102,43 @@ pub(crate) async fn publish_status(
     )))))
 }
 
+/// Marks the status item of `run_id` `failed` with `reason` WITHOUT the run document: for a
+/// run whose document cannot record the failure (it is unreadable, or cannot be written) or
+/// that was never created. Compare-and-set like [`publish_status`], and sticky: a final
+/// status is kept, and once `failed` no later write changes it (every status write skips a
+/// final item), so a client or reconciler reading the item sees the reason for good. Only an
+/// item for which `may_close` holds is changed (checked again after a concurrent write).
+/// Returns whether this call made it `failed` (`false`: no item, already final, or
+/// `may_close` refused).
+pub(crate) async fn fail_status_item(
+    runs: &dyn RunStore,
+    run_id: &str,
+    reason: &str,
+    now_epoch: i64,
+    may_close: impl Fn(&StatusRecord) -> bool,
+) -> Result<bool, Error> {
+    for _ in 0..MAX_STATUS_TRIES {
+        let Some(current) = runs.status(run_id).await? else {
+            return Ok(false);
+        };
+        if current.value.status.is_terminal() || !may_close(&current.value) {
+            return Ok(false);
+        }
+        let mut record = current.value;
+        record.status = RunPhase::Failed;
+        record.last_updated = now_epoch;
+        record.final_status = Some(json!({"status": "failed", "reason": reason}));
+        match runs.write_status(&record, Some(&current.etag)).await {
+            Ok(_) => return Ok(true),
+            Err(Error::PreconditionFailed(_) | Error::Conflict(_)) => continue,
+            Err(e) => return Err(e.during("mark run status failed")),
+        }
+    }
+    Err(Error::Conflict(Box::new(crate::ErrorInfo::new(format!(
+        "status of run {run_id}: too many concurrent writers"
+    )))))
+}
+
 /// Refreshes `lastUpdated` of a running run's status item (heartbeat while a long node runs,
 /// so the reconciler does not take the run for stalled). Lost races are ignored: another
 /// writer just refreshed it.

@@ -7,6 +7,7 @@ use crate::Error;
 use crate::distributed::client::Client;
 use crate::distributed::core::Backends;
 use crate::distributed::ports::RunPhase;
+use crate::distributed::publish::fail_status_item;
 use std::time::Duration;
 
 /// How old the status item of a run without a run item must be before the reconciler
@@ -137,36 +138,24 @@ impl Reconciler {
     /// [`ORPHAN_AFTER`] (a lagging read cannot be the cause any more) it is marked `failed`
     /// with the reason, so it is no longer listed. Returns whether it was closed.
     async fn close_orphan(&self, run_id: &str) -> Result<bool, Error> {
-        let runs = self.backends.runs.as_ref();
-        let Some(current) = runs.status(run_id).await? else {
-            return Ok(false);
-        };
         let orphan_after = i64::try_from(ORPHAN_AFTER.as_secs()).unwrap_or(i64::MAX);
-        let old = current.value.last_updated
-            < self
-                .client
-                .sources()
-                .now_epoch()
-                .saturating_sub(orphan_after);
-        if current.value.status.is_terminal() || !old {
-            return Ok(false);
-        }
+        let now = self.client.sources().now_epoch();
+        let cutoff = now.saturating_sub(orphan_after);
         let reason = format!(
             "run {run_id} was never created: its creation stopped after the status item was \
              written; start the run again"
         );
-        tracing::warn!(
-            run_id,
-            "closing the status item of a run that was never created"
-        );
-        let mut record = current.value;
-        record.status = RunPhase::Failed;
-        record.last_updated = self.client.sources().now_epoch();
-        record.final_status = Some(serde_json::json!({"status": "failed", "reason": reason}));
-        match runs.write_status(&record, Some(&current.etag)).await {
-            Ok(_) => Ok(true),
-            Err(Error::PreconditionFailed(_)) => Ok(false),
-            Err(e) => Err(e.during("close orphan status")),
+        let runs = self.backends.runs.as_ref();
+        let closed = fail_status_item(runs, run_id, &reason, now, |current| {
+            current.last_updated < cutoff
+        })
+        .await?;
+        if closed {
+            tracing::warn!(
+                run_id,
+                "closed the status item of a run that was never created"
+            );
         }
+        Ok(closed)
     }
 }

@@ -395,7 +395,8 @@ impl RunState {
             None | Some(Value::Null | Value::String(_)) => {}
             Some(other) => {
                 return Err(Error::invalid_input(format!(
-                    "run {run_id}: `{BLUEPRINT_VERSION_KEY}` is {other}, not a version string or                      null; no worker can ever match it (the run document was edited by hand)"
+                    "run {run_id}: `{BLUEPRINT_VERSION_KEY}` is {other}, not a version string or \
+                     null; no worker can ever match it (the run document was edited by hand)"
                 )));
             }
         }

@@ -22,14 +22,18 @@
 //! 7. **publish** ([`super::publish`]): the status item.
 //!
 //! A crash anywhere is redone by redelivery: the commit record makes the redo a replay.
-//! Transient infrastructure errors are retried in place with backoff, then the message is
-//! released (never poisoned for them); only permanent causes fail a run. The polling loop
-//! [`Worker::run`] lives in [`super::polling`].
+//! Errors are handled by their class (`ErrorClass`, the policy in one place): transient
+//! infrastructure errors are retried in place with backoff, then the message is released
+//! (never poisoned for them); permanent ones (a run document over the store's size limit or
+//! unreadable, a malformed request) poison the message on its first delivery and fail the
+//! run with the reason (only the status item, when the document cannot record it); other
+//! errors are retried by redelivery and poisoned after `max_dequeue` deliveries. The
+//! polling loop [`Worker::run`] lives in [`super::polling`].
 
 use crate::Error;
 use crate::distributed::batch_fold::{BatchWorker, folded_batch_of};
 use crate::distributed::classify::{Class, Probe, Ready, Request, classify};
-use crate::distributed::commit::{Step, commit_versioned};
+use crate::distributed::commit::{Step, commit_versioned, load_run};
 use crate::distributed::core::Backends;
 use crate::distributed::events::{Event, EventBus};
 use crate::distributed::execute::{Attempted, SubflowResume};
@@ -38,7 +42,7 @@ use crate::distributed::follow_ups::{
 };
 use crate::distributed::job::{JobKind, JobMessage};
 use crate::distributed::ports::{QueueMessage, RunPhase, Versioned};
-use crate::distributed::publish::publish_status;
+use crate::distributed::publish::{fail_status_item, publish_status};
 use crate::distributed::run_cache::RunCache;
 use crate::distributed::state::{CommitRecord, RetryRecord, RunState, WorkItem};
 use crate::distributed::transition::{
@@ -432,7 +436,7 @@ impl Worker {
             let from_cache = cached.is_some();
             let mut loaded = match cached.take() {
                 Some(loaded) => loaded,
-                None => match retry_transient(|| runs.load(&job.run_id)).await? {
+                None => match retry_transient(|| load_run(runs, &job.run_id)).await? {
                     Some(loaded) => Arc::new(loaded),
                     None => {
                         let why =
@@ -591,21 +595,19 @@ impl Worker {
         }
     }
 
-    /// The disposition of a job that hit an error. Transient errors (transport, timeout,
-    /// throttling, 5xx) are released with a growing delay and never poison the message (at
-    /// the delivery limit a fresh copy replaces it); a run document or message over the
-    /// service's limit fails the run at once; other errors poison after `max_dequeue`.
+    /// The disposition of a job that hit an error, by [`ErrorClass`]: a transient error is
+    /// released with a growing delay and never poisons the message (at the delivery limit a
+    /// fresh copy replaces it); a permanent one poisons the message at once and fails the
+    /// run with the reason; any other is retried by redelivery and poisoned after
+    /// `max_dequeue` deliveries.
     async fn after_error(&self, job: &JobMessage, dequeue_count: u32, e: Error) -> Disposition {
         let delay = self
             .config
             .error_delay
             .saturating_mul(dequeue_count.max(1))
             .min(MAX_RETRY_DELAY);
-        match e {
-            // Permanent: the same job would grow the run document past the store's item
-            // limit on every retry, so fail the run now instead of re-running the node.
-            e @ Error::TooLarge(_) => self.fail_too_large(job, &e).await,
-            e if e.is_transient() => {
+        match ErrorClass::of(&e) {
+            ErrorClass::Transient => {
                 tracing::warn!(run_id = %job.run_id, node_id = %job.node_id, error = %e,
                     "job hit a transient infrastructure error; it will be retried");
                 if dequeue_count < self.config.max_dequeue {
@@ -618,14 +620,27 @@ impl Worker {
                     Err(_) => Disposition::Release(delay),
                 }
             }
-            e if dequeue_count >= self.config.max_dequeue => {
+            // The same job would fail the same way on every delivery (and re-run its node
+            // each time): fail the run now.
+            ErrorClass::Permanent => {
+                let reason = match e {
+                    Error::TooLarge(_) => too_large_reason(job, &e),
+                    _ => format!(
+                        "job for node '{}' cannot be processed: {e}. Retrying cannot help, so \
+                         the job is poisoned and the run failed",
+                        job.node_id
+                    ),
+                };
+                self.fail_permanently(job, reason).await
+            }
+            ErrorClass::Unsure if dequeue_count >= self.config.max_dequeue => {
                 let reason = format!(
                     "job for node '{}' failed {} times; last error: {e}",
                     job.node_id, dequeue_count
                 );
                 self.poison(Some(job.run_id.clone()), reason).await
             }
-            e => {
+            ErrorClass::Unsure => {
                 tracing::warn!(run_id = %job.run_id, node_id = %job.node_id, error = %e,
                     "job hit an infrastructure error; it will be retried");
                 Disposition::Release(delay)
@@ -633,25 +648,21 @@ impl Worker {
         }
     }
 
-    /// A job whose commit (or follow-up) is larger than the backends accept: marks the run
-    /// failed with the reason and drops the message. Only when recording the failure itself
-    /// fails is the message released (and poisoned after `max_dequeue` deliveries).
-    async fn fail_too_large(&self, job: &JobMessage, error: &Error) -> Disposition {
-        let reason = format!(
-            "node '{}' cannot be committed: {error}. The run document (or a message) would \
-             exceed the store's size limit, which no retry can cure, so the run fails; keep \
-             large values out of the context (store them elsewhere and pass a reference)",
-            job.node_id
-        );
-        tracing::error!(run_id = %job.run_id, node_id = %job.node_id, reason = %reason,
-            "failing the run: its state is too large");
-        self.events.emit(Event::JobFailed {
-            run_id: job.run_id.clone(),
-            node_id: job.node_id.clone(),
-            message: reason.clone(),
-        });
+    /// A job that hit a permanent error: marks the run failed with `reason` (recorded for
+    /// the job's node; only the status item when the run document cannot record it) and
+    /// poisons the message with the same reason. Only when recording the failure fails on
+    /// infrastructure is the message released instead (the next delivery meets the same
+    /// error and tries again; poisoned after `max_dequeue` deliveries).
+    async fn fail_permanently(&self, job: &JobMessage, reason: String) -> Disposition {
         match self.fail_run(&job.run_id, &job.node_id, &reason).await {
-            Ok(()) => Disposition::Complete,
+            Ok(()) => {
+                self.events.emit(Event::JobFailed {
+                    run_id: job.run_id.clone(),
+                    node_id: job.node_id.clone(),
+                    message: reason.clone(),
+                });
+                self.poisoned(Some(job.run_id.clone()), reason)
+            }
             Err(e) => {
                 tracing::warn!(run_id = %job.run_id, error = %e,
                     "could not mark the run failed; the job will be retried");
@@ -662,12 +673,18 @@ impl Worker {
 
     /// Marks the run failed (best effort) and returns the poison disposition.
     async fn poison(&self, run_id: Option<String>, reason: String) -> Disposition {
-        tracing::error!(run_id = ?run_id, reason = %reason, "moving message to the poison queue");
         if let Some(run_id) = &run_id
             && let Err(e) = self.fail_run(run_id, "", &reason).await
         {
             tracing::warn!(run_id = %run_id, error = %e, "could not mark the poisoned run failed");
         }
+        self.poisoned(run_id, reason)
+    }
+
+    /// Logs and announces (`JobPoisoned`) a message going to the poison queue with `reason`,
+    /// and returns that disposition.
+    fn poisoned(&self, run_id: Option<String>, reason: String) -> Disposition {
+        tracing::error!(run_id = ?run_id, reason = %reason, "moving message to the poison queue");
         self.events.emit(Event::JobPoisoned {
             run_id,
             reason: reason.clone(),
@@ -676,7 +693,10 @@ impl Worker {
     }
 
     /// Marks the run failed with `reason` (recorded for `node_id`, empty for run-level
-    /// failures), shrinking the bookkeeping if the document no longer fits.
+    /// failures), shrinking the bookkeeping if the document no longer fits. A document that
+    /// cannot record the failure at all (unreadable, or refused even shrunk) is left as it
+    /// is and the status item alone is marked failed, so clients and the reconciler see the
+    /// reason (and the reconciler stops listing the run).
     async fn fail_run(&self, run_id: &str, node_id: &str, reason: &str) -> Result<(), Error> {
         let now = self.env.sources.now();
         let mut shrink = false;
@@ -709,6 +729,22 @@ impl Worker {
                     .await
             }
             Err(Error::NotFound(_)) => Ok(()),
+            Err(e) if ErrorClass::of(&e) == ErrorClass::Permanent => {
+                tracing::warn!(run_id, error = %e,
+                    "the run document cannot record the failure; marking its status item failed");
+                let runs = self.backends.runs.as_ref();
+                let now = self.env.sources.now_epoch();
+                let closed =
+                    retry_transient(|| fail_status_item(runs, run_id, reason, now, |_| true))
+                        .await?;
+                if closed {
+                    self.events.emit(Event::RunFinished {
+                        run_id: run_id.to_string(),
+                        status: RunPhase::Failed,
+                    });
+                }
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }
@@ -986,4 +1022,46 @@ fn resolve_work(state: &RunState, job: &JobMessage) -> Option<WorkItem> {
         .values()
         .find(|w| w.node == job.node_id)
         .cloned()
+}
+
+/// How the job path treats an infrastructure error: the retry policy, in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ErrorClass {
+    /// A retry may cure it ([`Error::is_transient`]: transport, timeout, 429, 5xx, the
+    /// Cosmos retry table): retried in place, then by redelivery; never poisons a message
+    /// or fails a run.
+    Transient,
+    /// The same request is refused the same way on every retry: the run document (or the
+    /// commit) is over the store's size limit (`TooLarge`), or the request or what it read
+    /// is malformed (`InvalidInput`: e.g. a run document whose bookkeeping was edited by
+    /// hand, refused by [`RunState::from_document`]). Poisons the message on its first
+    /// delivery and fails the run with the reason.
+    Permanent,
+    /// Anything else (a run not visible yet, endless conflicts, authentication, an
+    /// unexpected answer): retried by redelivery, poisoned after `max_dequeue` deliveries.
+    Unsure,
+}
+
+impl ErrorClass {
+    /// The class of `error`.
+    fn of(error: &Error) -> Self {
+        if error.is_transient() {
+            ErrorClass::Transient
+        } else if matches!(error, Error::TooLarge(_) | Error::InvalidInput(_)) {
+            ErrorClass::Permanent
+        } else {
+            ErrorClass::Unsure
+        }
+    }
+}
+
+/// The reason a run fails when the commit of `job` is larger than the store accepts
+/// (`error` says how large, and the limit).
+fn too_large_reason(job: &JobMessage, error: &Error) -> String {
+    format!(
+        "the commit of node '{}' makes the run document too large: {error}. No retry can cure \
+         that, so the run fails: keep large values out of node outputs and the context (store \
+         them elsewhere and pass a reference), or spread large work over a batch",
+        job.node_id
+    )
 }
