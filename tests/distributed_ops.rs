@@ -721,3 +721,27 @@ async fn wait_for_accepts_a_timeout_too_long_to_represent() {
     assert_eq!(result.status, RunStatus::Completed);
     h.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn waiting_for_a_run_polls_its_status_item_and_reads_the_document_rarely() {
+    let bp = r#"{"id":"long","nodes":[{"id":"a","uses":"slow","params":{"ms":60000}}]}"#;
+    let mut h = Harness::new(&[bp]);
+    let run_id = h.start("long", json!({})).await;
+    h.spawn_workers(1);
+    let meter = Meter::new();
+    let client = flowcraft_azure::distributed::client::Client::new(
+        meter.wrap(&h.backends),
+        h.env.blueprints.clone(),
+    );
+    let result = client
+        .wait_for(&run_id, Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_eq!(result.status, RunStatus::Completed);
+    let s = meter.snapshot();
+    // About 300 polls in 60 s: each reads the small status item; the run document (which
+    // can be megabytes) is read every 10 s and once the status item says the run stopped.
+    assert!(s.calls(Operation::RunsStatus) >= 250, "{s:?}");
+    assert!(s.calls(Operation::RunsLoad) <= 8, "{s:?}");
+    h.stop().await;
+}

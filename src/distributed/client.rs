@@ -35,6 +35,10 @@ const BLUEPRINT_KEY_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// failed attempt whose retry was never sent re-sends it itself when it is redelivered).
 const RETRY_LOST_AFTER: Duration = Duration::from_secs(60);
 
+/// How often [`Client::wait_for`] reads the run document while the status item still says
+/// `running`.
+pub const DOCUMENT_CHECK_EVERY: Duration = Duration::from_secs(10);
+
 /// Starts and steers distributed runs.
 ///
 /// ```
@@ -207,14 +211,24 @@ impl Client {
 
     /// Waits until the run is no longer `running` (finished or awaiting) and returns its
     /// result; `Error::Timeout` after `timeout` (a timeout too long to represent waits for
-    /// good).
+    /// good). It polls the small status item and reads the run document (which can be large)
+    /// only when the status item says the run stopped running, and every
+    /// [`DOCUMENT_CHECK_EVERY`] in case the status item lags behind (a worker that stopped
+    /// between its commit and the status write).
     pub async fn wait_for(&self, run_id: &str, timeout: Duration) -> Result<WorkflowResult, Error> {
         let deadline = tokio::time::Instant::now().checked_add(timeout);
         let mut pause = Duration::from_millis(5);
+        let mut next_document_check = tokio::time::Instant::now();
         loop {
-            let state = self.load(run_id).await?;
-            if state.book.status != RunPhase::Running {
-                return Ok(to_result(&state));
+            let now = tokio::time::Instant::now();
+            let status = self.backends.runs.status(run_id).await?;
+            let stopped = status.is_none_or(|s| s.value.status != RunPhase::Running);
+            if stopped || now >= next_document_check {
+                let state = self.load(run_id).await?;
+                if state.book.status != RunPhase::Running {
+                    return Ok(to_result(&state));
+                }
+                next_document_check = now + DOCUMENT_CHECK_EVERY;
             }
             let left = deadline.map(|d| d.saturating_duration_since(tokio::time::Instant::now()));
             if left.is_some_and(|left| left.is_zero()) {
