@@ -7,10 +7,13 @@
 
 mod distributed_common;
 
+use async_trait::async_trait;
 use distributed_common::Harness;
+use flowcraft_azure::Error;
 use flowcraft_azure::distributed::job::JobMessage;
+use flowcraft_azure::distributed::memory::MemoryQueue;
 use flowcraft_azure::distributed::metered::{Meter, Operation};
-use flowcraft_azure::distributed::ports::JobQueue;
+use flowcraft_azure::distributed::ports::{JobQueue, QueueMessage};
 use flowcraft_azure::flow::runtime::RunStatus;
 use serde_json::json;
 use std::sync::Arc;
@@ -216,5 +219,76 @@ async fn a_long_chain_goes_back_to_the_queue_after_the_local_hop_limit() {
     assert_eq!(s.received_messages(), 2, "and received like any job");
     assert_eq!(s.calls(Operation::QueueRewrite), n as u64 - 2);
     assert_eq!(s.calls(Operation::QueueComplete), 2);
+    h.stop().await;
+}
+
+/// A memory queue whose sends take `SEND_TIME` each (a busy queue service).
+struct SlowSends(Arc<MemoryQueue>);
+
+const SEND_TIME: Duration = Duration::from_millis(300);
+
+#[async_trait]
+impl JobQueue for SlowSends {
+    async fn send(&self, text: &str, delay: Duration) -> Result<(), Error> {
+        tokio::time::sleep(SEND_TIME).await;
+        self.0.send(text, delay).await
+    }
+    async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<QueueMessage>, Error> {
+        self.0.receive(max, visibility).await
+    }
+    async fn renew(&self, id: &str, receipt: &str, v: Duration) -> Result<String, Error> {
+        self.0.renew(id, receipt, v).await
+    }
+    async fn send_leased(&self, text: &str, lease: Duration) -> Result<QueueMessage, Error> {
+        self.0.send_leased(text, lease).await
+    }
+    async fn rewrite(&self, id: &str, r: &str, text: &str, v: Duration) -> Result<String, Error> {
+        self.0.rewrite(id, r, text, v).await
+    }
+    async fn complete(&self, id: &str, receipt: &str) -> Result<(), Error> {
+        self.0.complete(id, receipt).await
+    }
+    async fn release(&self, id: &str, receipt: &str, delay: Duration) -> Result<(), Error> {
+        self.0.release(id, receipt, delay).await
+    }
+    async fn move_to_poison(&self, m: &QueueMessage, reason: &str) -> Result<(), Error> {
+        self.0.move_to_poison(m, reason).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wide_fan_out_keeps_its_lease_while_sending_successors_and_sends_each_once() {
+    const FAN: usize = 64;
+    let mut nodes = vec![json!({"id": "start", "uses": "count"})];
+    let mut edges = Vec::new();
+    for k in 0..FAN {
+        let id = format!("b{k}");
+        nodes.push(json!({"id": id, "uses": "count"}));
+        edges.push(json!({"source": "start", "target": id}));
+    }
+    let bp = json!({"id": "wide", "nodes": nodes, "edges": edges}).to_string();
+    let wrap = |q: Arc<MemoryQueue>| Arc::new(SlowSends(q)) as Arc<dyn JobQueue>;
+    let mut h = Harness::with_queue(&[&bp], Some(&wrap));
+    // Few free slots: most successors are sent for any worker, which takes longer than
+    // one lease (60 sends of 300 ms, a few at a time, against a 3 s lease).
+    h.config.concurrency = 4;
+    h.config.visibility = Duration::from_secs(3);
+    let meter = Meter::new();
+    h.backends = meter.wrap(&h.backends);
+    let run_id = h.start("wide", json!({})).await;
+    h.spawn_workers(2);
+    assert_eq!(h.wait(&run_id).await.status, RunStatus::Completed);
+    assert_eq!(h.counter.get("start"), 1);
+    let s = meter.snapshot();
+    // Guards and plain sends; one successor took over the start job's message.
+    assert_eq!(
+        s.calls(Operation::QueueSend),
+        FAN as u64 - 1,
+        "every successor is sent once: the start job's message was not redelivered and \
+         replayed"
+    );
+    for k in 0..FAN {
+        assert_eq!(h.counter.get(&format!("b{k}")), 1, "b{k} ran once");
+    }
     h.stop().await;
 }

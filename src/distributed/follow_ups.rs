@@ -7,6 +7,8 @@ use crate::Error;
 use crate::distributed::job::{JobKind, JobMessage};
 use crate::distributed::ports::{JobQueue, MAX_QUEUE_DELAY};
 use crate::distributed::state::WorkItem;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use std::future::Future;
 use std::time::Duration;
 
@@ -27,6 +29,10 @@ pub(crate) fn resume_job(
     job.resume_seq = Some(seq);
     job
 }
+
+/// How many successors of one commit are sent at once: a batch scatter fires thousands, and
+/// sent one by one they would hold the scatter's job (and its lease) for minutes.
+const SENDS_IN_FLIGHT: usize = 4;
 
 /// How many times a transient infrastructure error is retried in place before the job gives
 /// up for now (its message is then released with a backoff and redelivered later).
@@ -82,8 +88,27 @@ pub(crate) async fn send_delayed(
     Ok(now.is_zero())
 }
 
-/// Enqueues the work a commit fired and, for a timer wait, the wake-up; the jobs carry `rev`,
-/// the revision of that commit. Safe to redo. Returns whether it sent a message that is
+/// Sends `jobs`, visible at once, up to [`SENDS_IN_FLIGHT`] at a time (in no particular
+/// order), retrying transient errors; stops at the first error.
+pub(crate) async fn send_all(queue: &dyn JobQueue, jobs: Vec<JobMessage>) -> Result<(), Error> {
+    let mut jobs = jobs.into_iter();
+    let mut in_flight = FuturesUnordered::new();
+    loop {
+        while in_flight.len() < SENDS_IN_FLIGHT {
+            let Some(job) = jobs.next() else { break };
+            in_flight.push(send_delayed(queue, job, Duration::ZERO));
+        }
+        match in_flight.next().await {
+            Some(sent) => {
+                sent?;
+            }
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Enqueues the work a commit fired (up to [`SENDS_IN_FLIGHT`] sends at once) and, for a
+/// timer wait, the wake-up; the jobs carry `rev`, the revision of that commit. Safe to redo. Returns whether it sent a message that is
 /// visible at once (a successor, or a wake-up without delay); a delayed wake-up alone is not.
 pub(crate) async fn enqueue_follow_ups(
     queue: &dyn JobQueue,
@@ -93,12 +118,13 @@ pub(crate) async fn enqueue_follow_ups(
     fired: &[WorkItem],
     wake: Option<(&WorkItem, u64)>,
 ) -> Result<bool, Error> {
-    for item in fired {
-        let job = execute_job(run_id, blueprint_id, item).at_revision(rev);
-        send_delayed(queue, job, Duration::ZERO)
-            .await
-            .map_err(|e| e.during("enqueue successor"))?;
-    }
+    let jobs = fired
+        .iter()
+        .map(|item| execute_job(run_id, blueprint_id, item).at_revision(rev))
+        .collect();
+    send_all(queue, jobs)
+        .await
+        .map_err(|e| e.during("enqueue successor"))?;
     let mut visible_now = !fired.is_empty();
     if let Some((item, ms)) = wake {
         let mut job = execute_job(run_id, blueprint_id, item).at_revision(rev);

@@ -1,5 +1,5 @@
 //! The worker's polling loop: batched receives bounded by free concurrency slots, a receive
-//! policy that does not poll the queue pointlessly, lease renewal at half the visibility while
+//! policy that does not poll the queue pointlessly, lease renewal every third of the visibility while
 //! a job runs, a status heartbeat for long nodes, and graceful shutdown (stop receiving, let
 //! the jobs in flight finish within `shutdown_grace`, then stop the rest and release their
 //! messages at once).
@@ -65,7 +65,7 @@
 //! from the state it committed last (see the `run_cache` module), so the branches of a
 //! fan-out that it runs do not conflict with each other.
 
-use crate::distributed::follow_ups::send_delayed;
+use crate::distributed::follow_ups::send_all;
 use crate::distributed::job::JobMessage;
 use crate::distributed::ports::QueueMessage;
 use crate::distributed::publish::touch_status;
@@ -227,7 +227,8 @@ impl Worker {
         let mut alongside = JoinSet::new();
         let result = loop {
             let hand_off = hops < MAX_LOCAL_HOPS && !shutdown.is_cancelled();
-            let Some((handled, receipt)) = self.run_leased(&message, &abort, hand_off).await else {
+            let Some((handled, mut lease)) = self.run_leased(&message, &abort, hand_off).await
+            else {
                 tracing::warn!(message_id = %message.id,
                     "the lease was lost; the job stopped and is left to the next delivery");
                 // It may have sent successors before it stopped.
@@ -265,21 +266,37 @@ impl Worker {
                     }
                 }
                 // The others first: while any may be unsent, the job's own message must
-                // stay (its redelivery replays the commit and sends them all again).
+                // stay (its redelivery replays the commit and sends them all again), so its
+                // lease is renewed while they are sent (a batch scatter sends thousands).
                 let queue = self.backends.queue.as_ref();
-                let mut sent = enqueue_all(queue, plain).await;
+                let mut sent = Ok(());
+                if !plain.is_empty() {
+                    let (result, current) = self
+                        .renewing(&message.id, lease, send_all(queue, plain))
+                        .await;
+                    sent = result;
+                    match current {
+                        Some(current) => lease = current,
+                        None => {
+                            tracing::warn!(message_id = %message.id,
+                                "the lease was lost while sending the successors; the job's \
+                                 next delivery replays it");
+                            break true;
+                        }
+                    }
+                }
                 if sent.is_ok() {
                     let handed = if stopping {
                         None
                     } else {
-                        self.hand_over(&message, &receipt, &first).await
+                        self.hand_over(&message, &lease.receipt, &first).await
                     };
                     if let Some(handed) = handed {
                         message = handed;
                         hops += 1;
                         continue;
                     }
-                    sent = enqueue_all(queue, vec![first]).await;
+                    sent = send_all(queue, vec![first]).await;
                 }
                 match sent {
                     Ok(()) => enqueued = true,
@@ -290,7 +307,9 @@ impl Worker {
                     }
                 }
             }
-            break self.settle(&message, &receipt, disposition, enqueued).await;
+            break self
+                .settle(&message, &lease.receipt, disposition, enqueued)
+                .await;
         };
         let mut any = result;
         while let Some(run) = alongside.join_next().await {
@@ -318,14 +337,17 @@ impl Worker {
     }
 
     /// Runs one message's job under a renewed lease (and the status heartbeat). Returns what
-    /// the job came to and the message's current receipt, or `None` when the lease was lost.
+    /// the job came to and the message's current lease, or `None` when the lease was lost.
     async fn run_leased(
         &self,
         message: &QueueMessage,
         abort: &CancellationToken,
         hand_off: bool,
-    ) -> Option<(Handled, String)> {
-        let receipt = Arc::new(Mutex::new(message.receipt.clone()));
+    ) -> Option<(Handled, Lease)> {
+        let lease = Arc::new(Mutex::new(Lease {
+            receipt: message.receipt.clone(),
+            expires: tokio::time::Instant::now() + self.config.visibility,
+        }));
         let stop = CancellationToken::new();
         // Fired by the renewal when the lease is lost: the job stops where it is (the node
         // sees the token) and the message is left alone (another worker may hold it now).
@@ -336,7 +358,7 @@ impl Worker {
         let renewer = tokio::spawn(renew_lease(
             self.backends.queue.clone(),
             message.id.clone(),
-            receipt.clone(),
+            lease.clone(),
             self.config.visibility,
             stop.clone(),
             lease_lost.clone(),
@@ -366,11 +388,34 @@ impl Worker {
             let _ = heartbeat.await;
         }
         let handled = handled.filter(|_| !lease_lost.is_cancelled())?;
-        let current = receipt
-            .lock()
-            .map(|r| r.clone())
-            .unwrap_or_else(|p| p.into_inner().clone());
+        let current = lease.lock().unwrap_or_else(|p| p.into_inner()).clone();
         Some((handled, current))
+    }
+
+    /// Runs `work` while renewing `lease` on message `id`. Returns what `work` came to and
+    /// the lease now held; `None` when it was lost meanwhile.
+    async fn renewing<T>(
+        &self,
+        id: &str,
+        lease: Lease,
+        work: impl Future<Output = T>,
+    ) -> (T, Option<Lease>) {
+        let held = Arc::new(Mutex::new(lease));
+        let (stop, lost) = (CancellationToken::new(), CancellationToken::new());
+        let _stop_renewal = stop.clone().drop_guard();
+        let renewer = tokio::spawn(renew_lease(
+            self.backends.queue.clone(),
+            id.to_string(),
+            held.clone(),
+            self.config.visibility,
+            stop.clone(),
+            lost.clone(),
+        ));
+        let out = work.await;
+        stop.cancel();
+        let _ = renewer.await;
+        let lease = held.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        (out, (!lost.is_cancelled()).then_some(lease))
     }
 
     /// Hands a job's message over to its successor `next`: ONE request replaces the
@@ -435,17 +480,6 @@ impl Worker {
     }
 }
 
-/// Sends `jobs` to the queue, visible at once.
-async fn enqueue_all(
-    queue: &dyn crate::distributed::ports::JobQueue,
-    jobs: Vec<JobMessage>,
-) -> Result<(), crate::Error> {
-    for job in jobs {
-        send_delayed(queue, job, Duration::ZERO).await?;
-    }
-    Ok(())
-}
-
 /// A token that fires on SIGINT (Ctrl-C) or SIGTERM, for [`Worker::run`]'s graceful
 /// shutdown (stop receiving, finish or release the jobs in flight). The handlers are installed
 /// before this returns; call it inside a tokio runtime. Errors when they cannot be installed.
@@ -479,44 +513,59 @@ pub fn shutdown_on_signals() -> Result<CancellationToken, crate::Error> {
     Ok(token)
 }
 
-/// Renews the lease every half visibility until `stop` fires; keeps the latest receipt.
-/// Transient failures are retried with short pauses for as long as the current lease lasts;
-/// a lost lease (a stale receipt: `PreconditionFailed`, or `NotFound` as Azure answers for a
-/// stale pop receipt too), another error, or a lease that ran out while retrying fires
-/// `lost`.
+/// A message's lease as its holder knows it: the receipt of the last renewal and when the
+/// lease runs out.
+#[derive(Debug, Clone)]
+struct Lease {
+    receipt: String,
+    expires: tokio::time::Instant,
+}
+
+/// Renews `lease` until `stop` fires, each time when a third of the visibility has passed
+/// since the last renewal (so a slow or failed renewal still has two thirds of the lease to
+/// be retried in), and keeps it up to date. Transient failures are retried with short
+/// pauses for as long as the current lease lasts (a renewal that has not answered when the
+/// lease runs out counts as failed); a lost lease (a stale receipt: `PreconditionFailed`,
+/// or `NotFound` as Azure answers for a stale pop receipt too), another error, or a lease
+/// that ran out while retrying fires `lost`.
 async fn renew_lease(
     queue: Arc<dyn crate::distributed::ports::JobQueue>,
     id: String,
-    receipt: Arc<Mutex<String>>,
+    lease: Arc<Mutex<Lease>>,
     visibility: Duration,
     stop: CancellationToken,
     lost: CancellationToken,
 ) {
-    let every = visibility / 2;
-    let mut expires = tokio::time::Instant::now() + visibility;
-    let mut pause = every;
+    let every = visibility / 3;
+    let held = || lease.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let left = |expires: tokio::time::Instant| {
+        expires.saturating_duration_since(tokio::time::Instant::now())
+    };
+    let mut pause = left(held().expires).saturating_sub(visibility - every);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(pause) => {}
         }
-        let current = match receipt.lock() {
-            Ok(r) => r.clone(),
-            Err(p) => p.into_inner().clone(),
+        let current = held();
+        let renewal = queue.renew(&id, &current.receipt, visibility);
+        let renewed = match tokio::time::timeout(left(current.expires), renewal).await {
+            Ok(answer) => answer,
+            Err(_) => Err(crate::Error::Timeout(Box::new(crate::ErrorInfo::new(
+                "the lease ran out before its renewal answered",
+            )))),
         };
-        match queue.renew(&id, &current, visibility).await {
+        match renewed {
             Ok(fresh) => {
-                expires = tokio::time::Instant::now() + visibility;
+                *lease.lock().unwrap_or_else(|p| p.into_inner()) = Lease {
+                    receipt: fresh,
+                    expires: tokio::time::Instant::now() + visibility,
+                };
                 pause = every;
-                match receipt.lock() {
-                    Ok(mut r) => *r = fresh,
-                    Err(p) => *p.into_inner() = fresh,
-                }
             }
             Err(e) if e.is_transient() => {
-                let left = expires.saturating_duration_since(tokio::time::Instant::now());
                 let retry_in = (every / 8).max(Duration::from_millis(50));
-                if left <= retry_in {
+                if left(current.expires) <= retry_in {
                     tracing::warn!(message_id = %id, error = %e,
                         "lease renewal kept failing until the lease ran out");
                     lost.cancel();
