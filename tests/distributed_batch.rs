@@ -12,6 +12,7 @@ use distributed_common::{Counter, registry};
 use flowcraft_azure::Error;
 use flowcraft_azure::distributed::client::Client;
 use flowcraft_azure::distributed::core::Backends;
+use flowcraft_azure::distributed::job::JobMessage;
 use flowcraft_azure::distributed::memory::{MemoryCoordinationStore, MemoryQueue, MemoryRunStore};
 use flowcraft_azure::distributed::ports::{
     CoordinationStore, JobQueue, Page, QueueMessage, RunPhase, RunStore, StatusRecord, Versioned,
@@ -47,6 +48,8 @@ struct Crashy {
     inner: MemoryRunStore,
     faults: Faults,
     folds: AtomicU32,
+    /// Run document reads.
+    loads: AtomicU32,
 }
 
 fn crash(what: &str) -> Error {
@@ -59,6 +62,7 @@ impl RunStore for Crashy {
         self.inner.create_run(state, status).await
     }
     async fn load(&self, run_id: &str) -> Result<Option<Versioned<RunState>>, Error> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
         self.inner.load(run_id).await
     }
     async fn commit(&self, state: &RunState, etag: &str) -> Result<String, Error> {
@@ -136,6 +140,8 @@ impl RunStore for Crashy {
 }
 
 struct Rig {
+    /// The text of every message handled.
+    seen: Mutex<Vec<String>>,
     queue: Arc<MemoryQueue>,
     runs: Arc<Crashy>,
     client: Client,
@@ -162,6 +168,7 @@ fn rig_with(blueprint: Value, status_heartbeat: Duration) -> Rig {
         inner: MemoryRunStore::new(),
         faults: Faults::default(),
         folds: AtomicU32::new(0),
+        loads: AtomicU32::new(0),
     });
     let backends = Backends::new(
         queue.clone() as Arc<dyn JobQueue>,
@@ -178,6 +185,7 @@ fn rig_with(blueprint: Value, status_heartbeat: Duration) -> Rig {
     let client = Client::new(backends.clone(), env.blueprints.clone());
     let worker = Worker::new(env, backends, config);
     Rig {
+        seen: Mutex::default(),
         queue,
         runs,
         client,
@@ -200,6 +208,7 @@ impl Rig {
                 return;
             }
             for m in messages {
+                self.seen.lock().unwrap().push(m.text.clone());
                 let mut disposition = self.worker.handle_message(&m).await;
                 if twice && disposition == Disposition::Complete {
                     let again = QueueMessage {
@@ -296,6 +305,61 @@ async fn every_delivery_handled_twice_runs_each_worker_once_and_folds_once() {
     assert_batch_done(&rig, &result);
     // The scatter, the fold, the gather and `after`, plus `load`: never one per worker.
     assert_eq!(rig.runs.inner.commits(), 5);
+}
+
+#[tokio::test]
+async fn duplicated_worker_jobs_after_the_fold_are_completed_without_reading_the_run() {
+    // The run waits after the gather, so the worker still holds it (a finished run is
+    // forgotten, and its jobs are dropped after one read anyway).
+    let mut blueprint = batch_blueprint();
+    blueprint["nodes"][3] = json!({"id": "after", "uses": "wait"});
+    let rig = rig(blueprint);
+    let run_id = start(&rig, "batch").await;
+    rig.drain(false).await;
+    assert_eq!(rig.runs.folds.load(Ordering::SeqCst), 1);
+    let loads = rig.runs.loads.load(Ordering::SeqCst);
+    // A scatter whose job was redelivered sends its workers' jobs again, as fresh messages.
+    let workers: Vec<String> = rig
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|text| {
+            JobMessage::decode(text)
+                .unwrap()
+                .node_id
+                .starts_with("count_")
+        })
+        .cloned()
+        .collect();
+    assert_eq!(workers.len(), 4);
+    for (i, text) in workers.into_iter().enumerate() {
+        let duplicate = QueueMessage {
+            id: format!("dup-{i}"),
+            receipt: "r".into(),
+            text,
+            dequeue_count: 1,
+        };
+        let handled = rig.worker.handle_message(&duplicate).await;
+        assert_eq!(handled, Disposition::Complete);
+    }
+    assert_eq!(
+        rig.runs.loads.load(Ordering::SeqCst),
+        loads,
+        "no read of the run"
+    );
+    assert!(
+        rig.queue
+            .receive(32, Duration::from_secs(1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let result = rig.result(&run_id).await;
+    assert_eq!(result.status, RunStatus::Awaiting, "{:?}", result.errors);
+    assert_eq!(result.context["g"], json!([1, 2, 3, 4]));
+    assert_eq!(rig.worker_runs(4, &result.context), vec![1, 1, 1, 1]);
+    assert_eq!(rig.runs.folds.load(Ordering::SeqCst), 1, "folded once");
 }
 
 #[tokio::test]

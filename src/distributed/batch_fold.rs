@@ -37,7 +37,7 @@
 //! does not take a busy batch for a stalled run.
 
 use crate::Error;
-use crate::distributed::commit::{Step, commit_with};
+use crate::distributed::commit::{Step, commit_with, load_run};
 use crate::distributed::core::Backends;
 use crate::distributed::events::{Event, EventBus};
 use crate::distributed::execute::Attempted;
@@ -349,10 +349,25 @@ pub(crate) enum BatchWorker {
     Attempted(Attempted),
 }
 
+/// Why a late or duplicated job of a batch worker is dropped at once (see
+/// [`Worker::in_settled_batch`]).
+pub(crate) const SETTLED_BATCH: &str =
+    "its batch is folded, and this worker did the fold's follow-ups";
+
 /// Which batch a worker belongs to: its key and its record.
 pub(crate) type BatchId<'a> = (&'a str, &'a BatchRecord);
 
 impl Worker {
+    /// Whether `work` is a worker of a batch of `state` that this worker saw folded and did
+    /// the follow-ups of (the fold took every worker's stored result, so a late or
+    /// duplicated job of one is done with, and needs no read of the run).
+    pub(crate) fn in_settled_batch(&self, run_id: &str, state: &RunState, work: &WorkItem) -> bool {
+        state
+            .book
+            .batch_of(work)
+            .is_some_and(|(key, _)| self.cache.batch_settled(run_id, &key))
+    }
+
     /// Runs a batch worker's job on `loaded` (see the module documentation): a redelivered
     /// job whose result is stored goes straight to its arrival; otherwise the node runs on
     /// the shared context, and a plain success is stored beside the run document instead of
@@ -371,6 +386,10 @@ impl Worker {
     ) -> Result<BatchWorker, Error> {
         let runs = self.backends.runs.as_ref();
         let (key, _) = batch;
+        if self.cache.batch_settled(&job.run_id, key) {
+            // A late or duplicated job: the fold took this worker's stored result.
+            return Ok(BatchWorker::Handled(self.dropped(job, SETTLED_BATCH)));
+        }
         if dequeue_count > 1 {
             let stored = retry_transient(|| runs.worker_result(&job.run_id, key, &work.node))
                 .await
@@ -511,7 +530,9 @@ impl Worker {
 
     /// Folds batch `key` into the run document (one commit, reloaded and re-applied on a
     /// conflict) and does the follow-ups of the fold; a fold done before has what it fired
-    /// and is still outstanding re-sent.
+    /// and is still outstanding re-sent. The run is read first: for a late or repeated
+    /// arrival (a redelivered or duplicated worker job) the batch is folded already, and
+    /// the document says so without a read of every result.
     async fn fold(
         &self,
         job: &JobMessage,
@@ -522,11 +543,27 @@ impl Worker {
         hand_off: bool,
     ) -> Result<Handled, Error> {
         let runs = self.backends.runs.as_ref();
+        let gate = self.cache.fold_gate(&job.run_id);
+        let _turn = gate.lock().await;
+        if self.cache.batch_settled(&job.run_id, key) {
+            return Ok(self.dropped(job, SETTLED_BATCH));
+        }
+        let loaded = retry_transient(|| load_run(runs, &job.run_id)).await?;
+        if let Some(loaded) = &loaded
+            && let Some(fold) = loaded
+                .value
+                .book
+                .batches
+                .get(key)
+                .and_then(|b| b.folded.as_ref())
+        {
+            return self.replay_fold(job, work, &loaded.value, fold).await;
+        }
         let results = collect_results(runs, &job.run_id, key).await?;
         let now = self.env.sources.now();
         let heartbeat = i64::try_from(self.config.status_heartbeat.as_secs()).unwrap_or(60);
         let (folded, state) = self
-            .commit_run(&job.run_id, None, |state| {
+            .commit_run(&job.run_id, loaded, |state| {
                 apply_fold(state, blueprint, key, &results, now, heartbeat)
             })
             .await?;
@@ -542,6 +579,7 @@ impl Worker {
                 let (enqueued_now, successors) = self
                     .follow_up_handing_off(job, &state, &record, publish, hand_off)
                     .await?;
+                self.cache.settle_batch(&job.run_id, key);
                 let mut handled = Handled::new(Disposition::Complete, enqueued_now);
                 handled.successors = successors;
                 Ok(handled)
@@ -575,6 +613,9 @@ impl Worker {
         let record = fold_record(work, fold, fired);
         let publish = state.book.status != RunPhase::Running;
         let enqueued_now = self.follow_up(job, state, &record, publish).await?;
+        if let Some((key, _)) = state.book.batch_of(work) {
+            self.cache.settle_batch(&job.run_id, &key);
+        }
         Ok(Handled::new(Disposition::Complete, enqueued_now))
     }
 }

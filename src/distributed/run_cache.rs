@@ -15,6 +15,11 @@
 //!   the whole run context (see [`super::batch_fold`]).
 //! - **Heartbeat**: when this worker last refreshed the run's status item on behalf of batch
 //!   workers (which do not commit, so no commit refreshes it).
+//! - **Settled batches**: the batches of the run whose fold this worker has seen committed
+//!   and has done the follow-ups of, so that the late or duplicated jobs of their workers
+//!   are completed at once instead of each reading the run document again; and a gate the
+//!   folds of the run in this worker take turns on, so that such jobs arriving together
+//!   wait for the first one's answer instead of all reading the document.
 //!
 //! Bounded: at most `capacity` runs are remembered; the least recently used run whose gate
 //! nobody holds is forgotten first. A finished run is forgotten at once.
@@ -22,7 +27,7 @@
 use crate::distributed::ports::Versioned;
 use crate::distributed::state::RunState;
 use serde_json::{Map, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// How many runs a worker remembers by default.
@@ -36,6 +41,10 @@ struct Entry {
     context: Option<Arc<Map<String, Value>>>,
     /// When batch workers last refreshed the status item (epoch seconds).
     beat: Option<i64>,
+    /// Batches folded, with their follow-ups done by this worker.
+    settled: HashSet<String>,
+    /// The gate the folds of the run in this worker take turns on.
+    fold_gate: Arc<tokio::sync::Mutex<()>>,
     used: u64,
 }
 
@@ -93,6 +102,8 @@ impl RunCache {
                 state: None,
                 context: None,
                 beat: None,
+                settled: HashSet::new(),
+                fold_gate: Arc::default(),
                 used: tick,
             });
         entry.used = tick;
@@ -182,6 +193,28 @@ impl RunCache {
                 false
             }
         }
+    }
+
+    /// The gate the folds of `run_id` in this worker take turns on.
+    pub(crate) fn fold_gate(&self, run_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut inner = self.lock();
+        self.touch(&mut inner, run_id).fold_gate.clone()
+    }
+
+    /// Whether this worker saw batch `key` of `run_id` folded and did its follow-ups.
+    pub(crate) fn batch_settled(&self, run_id: &str, key: &str) -> bool {
+        self.lock()
+            .entries
+            .get(run_id)
+            .is_some_and(|e| e.settled.contains(key))
+    }
+
+    /// Records that this worker saw batch `key` of `run_id` folded and did its follow-ups.
+    pub(crate) fn settle_batch(&self, run_id: &str, key: &str) {
+        let mut inner = self.lock();
+        self.touch(&mut inner, run_id)
+            .settled
+            .insert(key.to_string());
     }
 
     /// Forgets the run's state (its gate stays while someone holds it).

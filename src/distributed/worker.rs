@@ -31,7 +31,7 @@
 //! polling loop [`Worker::run`] lives in [`super::polling`].
 
 use crate::Error;
-use crate::distributed::batch_fold::{BatchWorker, folded_batch_of};
+use crate::distributed::batch_fold::{BatchWorker, SETTLED_BATCH, folded_batch_of};
 use crate::distributed::classify::{Class, Probe, Ready, Request, classify};
 use crate::distributed::commit::{Step, commit_versioned, load_run};
 use crate::distributed::core::Backends;
@@ -71,7 +71,7 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// Messages asked for per receive (1..=32; also bounded by free slots).
     pub batch_size: usize,
-    /// Lease per received message; renewed at half of it while the job runs.
+    /// Lease per received message; renewed every third of it while the job runs.
     pub visibility: Duration,
     /// First pause after a receive that found the queue drained (fewer messages than asked);
     /// one of this worker's jobs finishing with work receivable at once (e.g. a successor)
@@ -463,6 +463,9 @@ impl Worker {
                         self.cache.offer(loaded.clone());
                     }
                     break (loaded, work, ready);
+                }
+                _ if from_cache && self.in_settled_batch(&job.run_id, state, &work) => {
+                    return Ok(self.dropped(job, SETTLED_BATCH));
                 }
                 _ if from_cache => continue,
                 other => return self.dispose(job, dequeue_count, other, state).await,
