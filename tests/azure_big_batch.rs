@@ -2,15 +2,14 @@
 //! (default 5,000, `FLOWCRAFT_BIG_BATCH_ITEMS` to change it), each worker the built-in `echo`
 //! of a 1 KiB string, then a `batch-gather`, run by three in-process workers on Azure Queue
 //! Storage (Azurite), Cosmos DB (the emulator) and Redis. The run must complete with every
-//! 1 KiB output gathered in order. Prints the wall time and, per worker, the Cosmos requests
-//! and request units (the emulator charges 1 RU per request; real Cosmos charges by size).
-//! Switched on by `FLOWCRAFT_EMULATORS=1`, and IGNORED in the test suite for now: 5,000 items
-//! completed once in 287 s, but on a slowed Cosmos emulator (a busy machine) a job was
-//! delivered 6 times without being processed, poisoned, and the run failed; that is an open
-//! issue. Run it by hand: `cargo test --test azure_big_batch -- --ignored --nocapture`.
+//! 1 KiB output gathered in order. Prints the wall time, per worker the Cosmos requests and
+//! request units (the emulator charges 1 RU per request; real Cosmos charges by size), and
+//! every HTTP request of the run by operation and answer (`--nocapture` shows them).
+//! Switched on by `FLOWCRAFT_EMULATORS=1`; about a minute on the local stack.
 
 mod support;
 
+use flowcraft_azure::Error;
 use flowcraft_azure::adapter::{AzureBackends, Settings, connect};
 use flowcraft_azure::distributed::client::Client;
 use flowcraft_azure::distributed::ports::{RunPhase, RunStore};
@@ -20,8 +19,10 @@ use flowcraft_azure::flow::execute::{BlueprintRegistry, Environment};
 use flowcraft_azure::flow::node::NodeRegistry;
 use flowcraft_azure::flow::runtime::RunStatus;
 use flowcraft_azure::wire::reqwest_transport::ReqwestTransport;
+use flowcraft_azure::wire::transport::{HttpRequest, HttpResponse, Transport};
 use serde_json::{Map, Value, json};
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -65,29 +66,102 @@ fn settings() -> Settings {
     .expect("the local stack's settings (scripts/emulators.sh env)")
 }
 
-/// Backends with their own HTTP client and Cosmos meter.
-async fn backends(settings: &Settings) -> AzureBackends {
-    let transport = Arc::new(ReqwestTransport::new(Duration::from_secs(60)).unwrap());
+/// Counts the requests that pass through it by operation and answer status.
+#[derive(Debug)]
+struct Counting {
+    inner: Arc<dyn Transport>,
+    counts: Arc<Mutex<BTreeMap<String, u64>>>,
+}
+
+/// The operation of a request: service, method and the kind of item it names.
+fn operation(request: &HttpRequest) -> String {
+    let path = request.url.path();
+    let method = request.method.as_str();
+    if !path.contains("/docs") {
+        let comp: Vec<String> = request
+            .url
+            .query_pairs()
+            .map(|(k, _)| k.into_owned())
+            .filter(|k| k != "popreceipt" && k != "numofmessages")
+            .collect();
+        let comp = comp.join("&");
+        let queue = if path.contains("-poison") {
+            "poison"
+        } else {
+            "queue"
+        };
+        return format!("queue {method} {queue} {comp}");
+    }
+    let container = if path.contains("/colls/statuses") {
+        "status"
+    } else {
+        "context"
+    };
+    let kind = if request.header("x-ms-documentdb-isquery").is_some() {
+        "query"
+    } else if path.contains("%3Awr%3A") || path.contains(":wr:") || path.ends_with("/docs") {
+        // A create names no item in its path: the results are the only items created.
+        "result"
+    } else if path.contains("arrivals") {
+        "ledger"
+    } else {
+        "item"
+    };
+    format!("cosmos {method} {container} {kind}")
+}
+
+#[async_trait::async_trait]
+impl Transport for Counting {
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, Error> {
+        let op = operation(&request);
+        let answer = self.inner.send(request).await;
+        let status = match &answer {
+            Ok(r) => r.status.to_string(),
+            Err(_) => "error".into(),
+        };
+        *self
+            .counts
+            .lock()
+            .unwrap()
+            .entry(format!("{op} -> {status}"))
+            .or_default() += 1;
+        answer
+    }
+}
+
+/// Backends with their own HTTP client and Cosmos meter, counting into `counts`.
+async fn backends(
+    settings: &Settings,
+    counts: &Arc<Mutex<BTreeMap<String, u64>>>,
+) -> AzureBackends {
+    let transport = Arc::new(Counting {
+        inner: Arc::new(ReqwestTransport::new(Duration::from_secs(60)).unwrap()),
+        counts: counts.clone(),
+    });
     connect(settings, transport)
         .await
         .expect("connect to the local stack")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "slow, and not yet reliable on a slowed Cosmos emulator (see the module doc)"]
 async fn a_big_batch_of_1_kib_outputs_completes_on_the_local_stack() {
     if !support::emulators_enabled("a_big_batch_of_1_kib_outputs_completes_on_the_local_stack") {
         return;
     }
     support::require_reachable("Azurite", &support::queue_endpoint());
     support::require_reachable("the Cosmos emulator", &support::cosmos_endpoint());
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_test_writer()
+        .try_init();
     let items = item_count();
     let settings = settings();
     let mut registry = BlueprintRegistry::new();
     registry.insert(Blueprint::from_json(BLUEPRINT).unwrap());
     let env = Environment::new(NodeRegistry::with_builtins()).with_blueprints(registry);
 
-    let client_side = backends(&settings).await;
+    let counts = Arc::new(Mutex::new(BTreeMap::new()));
+    let client_side = backends(&settings, &counts).await;
     client_side.ensure_resources().await.unwrap();
     let client = Client::new(client_side.backends.clone(), env.blueprints.clone());
     let config = WorkerConfig {
@@ -99,7 +173,7 @@ async fn a_big_batch_of_1_kib_outputs_completes_on_the_local_stack() {
     let mut stores = Vec::new();
     let mut loops = Vec::new();
     for _ in 0..WORKERS {
-        let side = backends(&settings).await;
+        let side = backends(&settings, &counts).await;
         stores.push(side.store.clone());
         let worker = Arc::new(Worker::new(env.clone(), side.backends, config.clone()));
         loops.push(tokio::spawn(worker.run(shutdown.clone())));
@@ -165,4 +239,7 @@ async fn a_big_batch_of_1_kib_outputs_completes_on_the_local_stack() {
         client_side.store.request_count(),
         client_side.store.request_charge_total()
     );
+    for (op, n) in counts.lock().unwrap().iter() {
+        eprintln!("  {n:>7}  {op}");
+    }
 }
