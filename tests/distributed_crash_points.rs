@@ -745,3 +745,26 @@ async fn retried_subflow_resumes_are_not_applied_twice() {
     assert_eq!(h.wait(&run_id).await.status, RunStatus::Completed);
     assert_eq!(h.counter.get("after"), 1);
 }
+
+/// A queue service that stalls for longer than the lease, delivery after delivery, costs the
+/// running job its lease each time; those deliveries do not count toward the poison limit
+/// (they are recorded as lapsed), so the healthy job still completes instead of poisoning
+/// its run after `max_dequeue` deliveries.
+#[tokio::test(start_paused = true)]
+async fn deliveries_whose_lease_lapsed_under_a_running_job_do_not_poison_it() {
+    let slow = r#"{"id":"slow","nodes":[{"id":"l","uses":"slow","params":{"ms":10000}}]}"#;
+    let (mut h, flaky) = flaky_harness(&[slow]);
+    h.config.visibility = Duration::from_secs(3);
+    h.config.max_dequeue = 2;
+    // Enough failed renewals for at least two whole leases to lapse (about 16 a lease).
+    *flaky.renew_errors.lock().unwrap() = (0..48)
+        .map(|_| Error::transport("the queue service stalls"))
+        .collect();
+    h.spawn_workers(1);
+    let run_id = h.start("slow", json!({})).await;
+    let result = h.wait(&run_id).await;
+    assert_eq!(result.status, RunStatus::Completed, "{:?}", result.errors);
+    assert!(h.counter.get("l") >= 3, "the lease lapsed at least twice");
+    assert!(h.queue.poisoned().is_empty());
+    h.stop().await;
+}

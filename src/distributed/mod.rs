@@ -14,7 +14,9 @@
 //!   [`follow_ups`] (enqueue fired work and wake-ups) and [`publish`] (the status item);
 //!   [`worker`] strings them together (`handle_message`);
 //! - [`polling`]: the worker loop (batches, backoff, lease renewal, heartbeat, graceful
-//!   shutdown, SIGINT/SIGTERM); [`client`]: start, status, wait, cancel, resume, reconcile;
+//!   shutdown, SIGINT/SIGTERM; deliveries whose lease lapsed under a running job are recorded
+//!   so they do not count toward the poison limit: the `lapses` module); [`client`]: start,
+//!   status, wait, cancel, resume, reconcile;
 //!   [`reconcile`]: the stalled-run scanner; [`events`]: subscribable events; [`core`]: the
 //!   backends and what everything shares.
 //!
@@ -87,6 +89,7 @@ pub mod events;
 pub mod execute;
 pub mod follow_ups;
 pub mod job;
+mod lapses;
 pub mod memory;
 pub mod metered;
 pub mod polling;

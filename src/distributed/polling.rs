@@ -231,6 +231,7 @@ impl Worker {
             else {
                 tracing::warn!(message_id = %message.id,
                     "the lease was lost; the job stopped and is left to the next delivery");
+                self.note_lapsed_lease(&message.id).await;
                 // It may have sent successors before it stopped.
                 break true;
             };
@@ -281,6 +282,7 @@ impl Worker {
                             tracing::warn!(message_id = %message.id,
                                 "the lease was lost while sending the successors; the job's \
                                  next delivery replays it");
+                            self.note_lapsed_lease(&message.id).await;
                             break true;
                         }
                     }
@@ -524,8 +526,7 @@ struct Lease {
 /// Renews `lease` until `stop` fires, each time when a third of the visibility has passed
 /// since the last renewal (so a slow or failed renewal still has two thirds of the lease to
 /// be retried in), and keeps it up to date. Transient failures are retried with short
-/// pauses for as long as the current lease lasts (a renewal that has not answered when the
-/// lease runs out counts as failed); a lost lease (a stale receipt: `PreconditionFailed`,
+/// pauses for as long as the current lease lasts; a lost lease (a stale receipt: `PreconditionFailed`,
 /// or `NotFound` as Azure answers for a stale pop receipt too), another error, or a lease
 /// that ran out while retrying fires `lost`.
 async fn renew_lease(
@@ -548,14 +549,9 @@ async fn renew_lease(
             _ = tokio::time::sleep(pause) => {}
         }
         let current = held();
-        let renewal = queue.renew(&id, &current.receipt, visibility);
-        let renewed = match tokio::time::timeout(left(current.expires), renewal).await {
-            Ok(answer) => answer,
-            Err(_) => Err(crate::Error::Timeout(Box::new(crate::ErrorInfo::new(
-                "the lease ran out before its renewal answered",
-            )))),
-        };
-        match renewed {
+        // Not cut short at the lease's end: a late renewal still lands while no other worker
+        // has received the message, and its answer carries the only valid receipt.
+        match queue.renew(&id, &current.receipt, visibility).await {
             Ok(fresh) => {
                 *lease.lock().unwrap_or_else(|p| p.into_inner()) = Lease {
                     receipt: fresh,

@@ -41,6 +41,7 @@ use crate::distributed::follow_ups::{
     enqueue_follow_ups, execute_job, retry_transient, send_delayed,
 };
 use crate::distributed::job::{JobKind, JobMessage};
+use crate::distributed::lapses::counted_deliveries;
 use crate::distributed::ports::{QueueMessage, RunPhase, Versioned};
 use crate::distributed::publish::{fail_status_item, publish_status};
 use crate::distributed::run_cache::RunCache;
@@ -359,12 +360,21 @@ impl Worker {
         hand_off: bool,
     ) -> Handled {
         let run_id = JobMessage::sniff_run_id(&message.text);
-        if message.dequeue_count > self.config.max_dequeue {
-            let reason = format!(
-                "message {} was delivered {} times (limit {}) without being processed",
-                message.id, message.dequeue_count, self.config.max_dequeue
-            );
-            return Handled::sent_nothing(self.poison(run_id, reason).await);
+        let max = self.config.max_dequeue;
+        if message.dequeue_count > max {
+            // Deliveries whose lease lapsed under a running job do not count (see `lapses`).
+            let lapsed = self.lapsed_leases(&message.id).await;
+            if counted_deliveries(message.dequeue_count, lapsed, max) > max {
+                let reason = format!(
+                    "message {} was delivered {} times ({lapsed} of them lost their lease while \
+                     the job ran; limit {max}) without being processed",
+                    message.id, message.dequeue_count
+                );
+                return Handled::sent_nothing(self.poison(run_id, reason).await);
+            }
+            tracing::info!(message_id = %message.id, deliveries = message.dequeue_count, lapsed,
+                "delivered more often than the limit, but leases lapsed under running jobs; \
+                 processing it");
         }
         let job = match JobMessage::decode(&message.text) {
             Ok(job) => job,
