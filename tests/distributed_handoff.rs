@@ -32,6 +32,27 @@ fn chain(id: &str, n: usize, uses: &str, params: serde_json::Value) -> String {
     json!({"id": id, "nodes": nodes, "edges": edges}).to_string()
 }
 
+/// A blueprint `id`: a `start` node whose `n` branches `b<k>` are `branch(k)` (a node
+/// without its id), all joined by an `all` join `join` when `join` is set.
+fn fan_out(id: &str, n: usize, branch: impl Fn(usize) -> serde_json::Value, join: bool) -> String {
+    let mut nodes = vec![json!({"id": "start", "uses": "count"})];
+    let mut edges = Vec::new();
+    for k in 0..n {
+        let id = format!("b{k}");
+        let mut node = branch(k);
+        node["id"] = json!(id);
+        nodes.push(node);
+        edges.push(json!({"source": "start", "target": id}));
+        if join {
+            edges.push(json!({"source": id, "target": "join"}));
+        }
+    }
+    if join {
+        nodes.push(json!({"id": "join", "uses": "count", "config": {"joinStrategy": "all"}}));
+    }
+    json!({"id": id, "nodes": nodes, "edges": edges}).to_string()
+}
+
 /// A harness whose workers (not its client) go through a meter.
 fn metered(blueprint: &str) -> (Harness, Arc<Meter>) {
     let mut h = Harness::new(&[blueprint]);
@@ -80,16 +101,8 @@ async fn a_chain_is_received_once_and_each_next_node_costs_a_rewrite_and_a_commi
 #[tokio::test(start_paused = true)]
 async fn a_fan_out_runs_in_the_committing_worker_without_conflicts_or_reads() {
     const FAN: usize = 16;
-    let mut nodes = vec![json!({"id": "start", "uses": "count"})];
-    let mut edges = Vec::new();
-    for k in 0..FAN {
-        let id = format!("b{k}");
-        nodes.push(json!({"id": id, "uses": "slow", "params": {"ms": (k % 4) + 1}}));
-        edges.push(json!({"source": "start", "target": id}));
-        edges.push(json!({"source": id, "target": "join"}));
-    }
-    nodes.push(json!({"id": "join", "uses": "count", "config": {"joinStrategy": "all"}}));
-    let bp = json!({"id": "fan", "nodes": nodes, "edges": edges}).to_string();
+    let slow = |k: usize| json!({"uses": "slow", "params": {"ms": (k % 4) + 1}});
+    let bp = fan_out("fan", FAN, slow, true);
     let (mut h, meter) = metered(&bp);
     let run_id = h.start("fan", json!({})).await;
     h.spawn_workers(1);
@@ -149,16 +162,12 @@ async fn a_worker_dropped_mid_chain_leaves_a_guard_that_another_worker_completes
 #[tokio::test(start_paused = true)]
 async fn a_worker_dropped_mid_fan_out_leaves_a_guard_per_branch_that_another_worker_runs() {
     const FAN: usize = 4;
-    let mut nodes = vec![json!({"id": "start", "uses": "count"})];
-    let mut edges = Vec::new();
-    for k in 0..FAN {
-        let id = format!("b{k}");
-        nodes.push(json!({"id": id, "uses": "slow", "params": {"ms": 1000}}));
-        edges.push(json!({"source": "start", "target": id}));
-        edges.push(json!({"source": id, "target": "join"}));
-    }
-    nodes.push(json!({"id": "join", "uses": "count", "config": {"joinStrategy": "all"}}));
-    let bp = json!({"id": "fan", "nodes": nodes, "edges": edges}).to_string();
+    let bp = fan_out(
+        "fan",
+        FAN,
+        |_| json!({"uses": "slow", "params": {"ms": 1000}}),
+        true,
+    );
     let mut h = Harness::new(&[&bp]);
     let run_id = h.start("fan", json!({})).await;
     let doomed = Arc::new(h.worker());
@@ -259,14 +268,7 @@ impl JobQueue for SlowSends {
 #[tokio::test(start_paused = true)]
 async fn a_wide_fan_out_keeps_its_lease_while_sending_successors_and_sends_each_once() {
     const FAN: usize = 64;
-    let mut nodes = vec![json!({"id": "start", "uses": "count"})];
-    let mut edges = Vec::new();
-    for k in 0..FAN {
-        let id = format!("b{k}");
-        nodes.push(json!({"id": id, "uses": "count"}));
-        edges.push(json!({"source": "start", "target": id}));
-    }
-    let bp = json!({"id": "wide", "nodes": nodes, "edges": edges}).to_string();
+    let bp = fan_out("wide", FAN, |_| json!({"uses": "count"}), false);
     let wrap = |q: Arc<MemoryQueue>| Arc::new(SlowSends(q)) as Arc<dyn JobQueue>;
     let mut h = Harness::with_queue(&[&bp], Some(&wrap));
     // Few free slots: most successors are sent for any worker, which takes longer than
