@@ -386,10 +386,6 @@ impl Worker {
     ) -> Result<BatchWorker, Error> {
         let runs = self.backends.runs.as_ref();
         let (key, _) = batch;
-        if self.cache.batch_settled(&job.run_id, key) {
-            // A late or duplicated job: the fold took this worker's stored result.
-            return Ok(BatchWorker::Handled(self.dropped(job, SETTLED_BATCH)));
-        }
         if dequeue_count > 1 {
             let stored = retry_transient(|| runs.worker_result(&job.run_id, key, &work.node))
                 .await

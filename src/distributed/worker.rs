@@ -465,6 +465,9 @@ impl Worker {
                 }
                 return Ok(self.dropped(job, "no outstanding work for this node"));
             };
+            if self.in_settled_batch(&job.run_id, state, &work) {
+                return Ok(self.dropped(job, SETTLED_BATCH));
+            }
             match classify(state, Some(&blueprint), &probe_of(job, &work)) {
                 Class::Ready(ready) => {
                     if !from_cache && state.book.batch_of(&work).is_some() {
@@ -473,9 +476,6 @@ impl Worker {
                         self.cache.offer(loaded.clone());
                     }
                     break (loaded, work, ready);
-                }
-                _ if from_cache && self.in_settled_batch(&job.run_id, state, &work) => {
-                    return Ok(self.dropped(job, SETTLED_BATCH));
                 }
                 _ if from_cache => continue,
                 other => return self.dispose(job, dequeue_count, other, state).await,
