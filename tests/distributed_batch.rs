@@ -394,24 +394,7 @@ async fn a_fold_whose_answer_was_lost_is_found_done_and_its_follow_ups_re_sent()
 
 #[tokio::test]
 async fn a_batch_inside_a_loop_folds_a_fresh_batch_on_every_pass() {
-    let rig = rig(
-        json!({"id": "batch-loop", "metadata": {"evaluator": "safe"}, "nodes": [
-        {"id": "init", "uses": "set", "params": {"values": {"items": [1, 2, 3]}}},
-        {"id": "b_scatter", "uses": "batch-scatter", "inputs": "items",
-         "params": {"workerUsesKey": "echo", "gatherNodeId": "b_gather"}},
-        {"id": "b_gather", "uses": "batch-gather", "params": {"outputKey": "gathered"}},
-        {"id": "count", "uses": "echo"},
-        {"id": "ctrl", "uses": "loop-controller", "params": {"condition": "count < 3"},
-         "config": {"joinStrategy": "any"}},
-        {"id": "done", "uses": "sum", "inputs": "gathered"}],
-      "edges": [{"source": "init", "target": "count", "transform": "1"},
-                {"source": "count", "target": "b_scatter"},
-                {"source": "b_scatter", "target": "b_gather"},
-                {"source": "b_gather", "target": "ctrl"},
-                {"source": "ctrl", "target": "count", "action": "continue",
-                 "transform": "context.count + 1"},
-                {"source": "ctrl", "target": "done", "action": "break"}]}),
-    );
+    let rig = rig(serde_json::from_str(include_str!("parity/batch_loop.json")).unwrap());
     let run_id = start(&rig, "batch-loop").await;
     // (Not twice: every replay re-sends its successors, so duplicating EVERY delivery
     // doubles the messages at each hop of a long loop.)

@@ -28,6 +28,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 mod observe;
+
+/// A batch inside a loop (three passes), shared with `tests/distributed_batch.rs`.
+pub const BATCH_LOOP: &str = include_str!("batch_loop.json");
 use observe::observe;
 
 const WORKERS: usize = 3;
@@ -670,22 +673,7 @@ async fn a_batch_inside_a_loop_runs_every_pass_in_both_modes() {
     if !crate::parity_enabled("a_batch_inside_a_loop_runs_every_pass_in_both_modes") {
         return;
     }
-    let blueprint = json!({"id": "batch-loop", "metadata": {"evaluator": "safe"}, "nodes": [
-                {"id": "init", "uses": "set", "params": {"values": {"items": [1, 2, 3]}}},
-                {"id": "b_scatter", "uses": "batch-scatter", "inputs": "items",
-                 "params": {"workerUsesKey": "echo", "gatherNodeId": "b_gather"}},
-                {"id": "b_gather", "uses": "batch-gather", "params": {"outputKey": "gathered"}},
-                {"id": "count", "uses": "echo"},
-                {"id": "ctrl", "uses": "loop-controller", "params": {"condition": "count < 3"},
-                 "config": {"joinStrategy": "any"}},
-                {"id": "done", "uses": "sum", "inputs": "gathered"}],
-              "edges": [{"source": "init", "target": "count", "transform": "1"},
-                        {"source": "count", "target": "b_scatter"},
-                        {"source": "b_scatter", "target": "b_gather"},
-                        {"source": "b_gather", "target": "ctrl"},
-                        {"source": "ctrl", "target": "count", "action": "continue",
-                         "transform": "context.count + 1"},
-                        {"source": "ctrl", "target": "done", "action": "break"}]});
+    let blueprint: Value = serde_json::from_str(BATCH_LOOP).unwrap();
     let local = completes_alike("batch inside a loop", blueprint).await;
     assert_eq!(local.context.get("done"), Some(&json!(6)));
 }
